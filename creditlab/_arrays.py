@@ -1,0 +1,385 @@
+"""Input conversion and validation shared by every public function.
+
+All numerical work in creditlab runs on ``torch`` tensors. NumPy inputs are wrapped without a
+copy (``torch.from_numpy``) and results are handed back as NumPy arrays; torch inputs come back as
+tensors on the same device. Python lists are treated like NumPy arrays.
+
+Every check raises a :mod:`creditlab.errors` exception whose message names the argument, what
+was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import (
+    DtypeError,
+    EmptyBatchError,
+    GroupError,
+    MaskError,
+    NonFiniteError,
+    RangeError,
+    ShapeError,
+)
+
+ArrayLike = Any  # numpy array, torch tensor or (nested) Python list
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a torch tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if isinstance(x, np.ndarray):
+        return f"a numpy array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the results of a call go back to: NumPy, or torch on a device.
+
+    The first array-like argument decides (``Backend.of(rewards, ...)``).
+    """
+
+    is_torch: bool
+    device: torch.device
+
+    @staticmethod
+    def of(*xs: Any) -> "Backend":
+        for x in xs:
+            if isinstance(x, torch.Tensor):
+                return Backend(True, x.device)
+        return Backend(False, torch.device("cpu"))
+
+    def out(self, t: torch.Tensor | None) -> Any:
+        """Convert a result tensor to the caller's kind (detached)."""
+        if t is None:
+            return None
+        t = t.detach()
+        if self.is_torch:
+            return t.to(self.device)
+        return t.cpu().numpy()
+
+
+def _ragged_lengths(x: Sequence[Any]) -> list[int] | None:
+    lengths = []
+    for row in x:
+        if isinstance(row, (list, tuple, np.ndarray, torch.Tensor)):
+            lengths.append(len(row))
+        else:
+            return None
+    return lengths if len(set(lengths)) > 1 else None
+
+
+def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists
+        lengths = _ragged_lengths(x) if isinstance(x, (list, tuple)) else None
+        detail = f" (rows have lengths {sorted(set(lengths))})" if lengths else ""
+        raise ShapeError(
+            f"{name} is ragged{detail}; expected a padded rectangular array [B, T] with a mask. "
+            "Pad the rows (e.g. with creditlab.pad) or build an Episodes with Episodes.from_lists."
+        ) from exc
+    if arr.dtype == object and isinstance(x, (list, tuple)):
+        lengths = _ragged_lengths(x)
+        if lengths:
+            raise ShapeError(
+                f"{name} is ragged (rows have lengths {sorted(set(lengths))}); expected a padded "
+                "rectangular array [B, T] with a mask. Build an Episodes with Episodes.from_lists."
+            )
+    return arr
+
+
+def as_float(
+    x: ArrayLike,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    shape: tuple[int | None, ...] | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    finite: bool = True,
+) -> torch.Tensor:
+    """Convert ``x`` to a floating tensor and validate it.
+
+    Integer and boolean inputs become ``dtype`` (default: float64 for NumPy/lists, the
+    tensor's float type otherwise). NaN and inf raise :class:`NonFiniteError` when ``finite``.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        arr = _to_numpy(x, name)
+        if arr.dtype == object:
+            if any(v is None for v in arr.ravel().tolist()):
+                raise DtypeError(
+                    f"{name} contains None; None ('not applicable') is only accepted for "
+                    "per-episode scores (outcomes, components, group-estimator rewards). "
+                    "Use 0 for a step without reward."
+                )
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DtypeError(
+                    f"{name} must hold numbers; got values of type "
+                    f"{sorted({type(v).__name__ for v in arr.ravel().tolist()})}"
+                ) from exc
+        if arr.dtype.kind in "US":
+            raise DtypeError(f"{name} must hold numbers; got strings (numpy dtype {arr.dtype})")
+        if arr.dtype.kind == "c":
+            raise DtypeError(f"{name} must be real; got complex numbers (dtype {arr.dtype})")
+        if arr.dtype.kind not in "fiub":
+            raise DtypeError(f"{name} must hold numbers; got numpy dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize == 2:
+            arr = arr.astype(np.float32)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr)
+    if t.is_complex():
+        raise DtypeError(f"{name} must be real; got complex dtype {t.dtype}")
+    if t.dtype not in _FLOAT_DTYPES:
+        if t.dtype == torch.bool or not t.dtype.is_floating_point:
+            target = dtype or (torch.float64 if not isinstance(x, torch.Tensor) else torch.get_default_dtype())
+            t = t.to(target)
+    elif dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    if device is not None and t.device != device:
+        t = t.to(device)
+    check_shape(t, name, ndim=ndim, shape=shape)
+    if finite:
+        check_finite(t, name)
+    return t
+
+
+def check_shape(
+    t: torch.Tensor,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    shape: tuple[int | None, ...] | None = None,
+    hint: str = "",
+) -> None:
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if t.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ShapeError(f"{name} must be {want}; got shape {tuple(t.shape)}{hint}")
+    if shape is not None:
+        if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ShapeError(f"{name} has shape {tuple(t.shape)}; expected {want}{hint}")
+
+
+def check_finite(t: torch.Tensor, name: str, *, where: torch.Tensor | None = None, hint: str = "") -> None:
+    bad = ~torch.isfinite(t)
+    if where is not None:
+        bad = bad & where
+    if bool(bad.any()):
+        idx = torch.nonzero(bad)[0].tolist()
+        value = t[tuple(idx)].item()
+        n_bad = int(bad.sum())
+        loc = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+        raise NonFiniteError(
+            f"{loc} is {value} ({n_bad} non-finite entr{'y' if n_bad == 1 else 'ies'} in {name}); "
+            f"expected finite numbers{hint or '. Pass None for rewards that do not apply, or nan_is_missing=True to read NaN as None.'}"
+        )
+
+
+def check_unit(value: float, name: str) -> float:
+    """Check a scalar hyper-parameter lies in [0, 1] (gamma, lambda_)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise RangeError(f"{name} must be a number in [0, 1]; got {value!r}") from exc
+    if not (0.0 <= v <= 1.0) or math.isnan(v):
+        raise RangeError(f"{name} must lie in [0, 1]; got {value!r}")
+    return v
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise RangeError(f"{name} must be a number; got {value!r}") from exc
+    ok = v >= 0 if allow_zero else v > 0
+    if not ok or not math.isfinite(v):
+        raise RangeError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite; got {value!r}")
+    return v
+
+
+def as_mask(
+    mask: ArrayLike | None,
+    name: str,
+    shape: tuple[int, int],
+    *,
+    device: torch.device,
+    prefix: bool = True,
+    allow_empty_rows: bool = False,
+) -> torch.Tensor:
+    """Validate a ``[B, T]`` mask (bool or 0/1). ``None`` means every step is valid.
+
+    With ``prefix`` the mask must be 1 on a prefix of each row (padding only at the end); a 0
+    followed by a 1 is a hole inside an episode and raises :class:`MaskError`.
+    """
+    if mask is None:
+        if shape[1] == 0 and not allow_empty_rows:
+            raise EmptyBatchError(f"the batch has T = 0 steps per episode; every episode needs >= 1 step")
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
+    if m.dtype != torch.bool:
+        if m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            if bool(((m != 0) & (m != 1)).any()):
+                raise MaskError(f"{name} must be boolean or 0/1; got values other than 0 and 1 (dtype {m.dtype})")
+            m = m != 0
+        else:
+            raise MaskError(f"{name} must be boolean or 0/1; got dtype {m.dtype}")
+    m = m.to(device)
+    check_shape(m, name, shape=shape, hint=" (the mask must have the same [B, T] shape as rewards)")
+    if prefix and m.shape[1] > 1:
+        holes = (~m[:, :-1]) & m[:, 1:]
+        if bool(holes.any()):
+            b, t = torch.nonzero(holes)[0].tolist()
+            valid = torch.nonzero(m[b]).flatten().tolist()
+            raise MaskError(
+                f"{name} row {b} has a hole: step {t} is padding but step {t + 1} is valid "
+                f"(valid steps {valid[:12]}{'...' if len(valid) > 12 else ''}); padding must come after "
+                "the last step of each episode. For LLM turns with masked tool tokens use "
+                "broadcast_to_tokens / token-level functions with a response_mask instead."
+            )
+    if not allow_empty_rows:
+        lengths = m.sum(dim=1)
+        if m.shape[0] and bool((lengths == 0).any()):
+            b = int(torch.nonzero(lengths == 0)[0])
+            raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
+    return m
+
+
+def check_nonempty(n: int, name: str) -> None:
+    if n == 0:
+        raise EmptyBatchError(f"{name} is empty; expected at least one episode")
+
+
+def as_scores(
+    x: ArrayLike,
+    name: str,
+    *,
+    present: ArrayLike | None = None,
+    nan_is_missing: bool = False,
+    ndim: int | tuple[int, ...] = 1,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read per-episode scores that may be missing.
+
+    Missing entries are ``None`` in a Python list, ``False`` in ``present``, or NaN when
+    ``nan_is_missing``. Returns ``(values, present)``: values are 0 where missing, so a missing
+    score can never turn into NaN further down.
+    """
+    if isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.dtype == object):
+        arr = _to_numpy(x, name)
+        if arr.dtype == object:
+            flat = arr.ravel().tolist()
+            none_mask = np.array([v is None for v in flat], dtype=bool).reshape(arr.shape)
+            filled = np.array([0.0 if v is None else v for v in flat], dtype=object).reshape(arr.shape)
+            try:
+                arr = filled.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DtypeError(f"{name} must hold numbers or None; got {sorted({type(v).__name__ for v in flat})}") from exc
+        else:
+            none_mask = np.zeros(arr.shape, dtype=bool)
+        values = as_float(arr, name, ndim=ndim, device=device, dtype=dtype, finite=False)
+        is_present = ~torch.from_numpy(none_mask).to(values.device)
+    else:
+        values = as_float(x, name, ndim=ndim, device=device, dtype=dtype, finite=False)
+        is_present = torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    if present is not None:
+        p = present.detach() if isinstance(present, torch.Tensor) else torch.from_numpy(np.asarray(present))
+        if p.dtype != torch.bool:
+            if bool(((p != 0) & (p != 1)).any()):
+                raise MaskError(f"present (for {name}) must be boolean or 0/1; got other values")
+            p = p != 0
+        p = p.to(values.device)
+        check_shape(p, f"present (for {name})", shape=tuple(values.shape))
+        is_present = is_present & p
+    nan = torch.isnan(values)
+    if nan_is_missing:
+        is_present = is_present & ~nan
+    check_finite(
+        values,
+        name,
+        where=is_present,
+        hint=". Pass None for rewards that do not apply, or nan_is_missing=True to read NaN as None (inf is never accepted).",
+    )
+    values = torch.where(is_present, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return values, is_present
+
+
+@dataclass(frozen=True)
+class GroupIndex:
+    """Group ids factorized to dense indices ``0..num_groups-1``.
+
+    Attributes:
+        index: int64[N] -- dense group index of each item.
+        num_groups: number of dense slots (some may be empty when ids were used directly).
+    """
+
+    index: torch.Tensor
+    num_groups: int
+
+
+def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, device: torch.device) -> GroupIndex:
+    """Factorize group ids (ints or strings) into a :class:`GroupIndex` in O(N).
+
+    Small non-negative integer ids are used as they are (no sort); anything else is factorized
+    with a hash/sort based ``unique``.
+    """
+    if isinstance(group_ids, GroupIndex):
+        if group_ids.index.shape != (n,):
+            raise GroupError(f"{name} has {group_ids.index.shape[0]} entries but the batch has {n} episodes")
+        return GroupIndex(group_ids.index.to(device), group_ids.num_groups)
+    if isinstance(group_ids, torch.Tensor):
+        g = group_ids.detach()
+        if g.is_floating_point():
+            if bool((g != torch.round(g)).any()):
+                raise DtypeError(f"{name} must hold integer ids; got fractional floats (dtype {g.dtype})")
+            g = g.to(torch.int64)
+        elif g.dtype == torch.bool:
+            g = g.to(torch.int64)
+    else:
+        arr = np.asarray(group_ids)
+        if arr.dtype.kind in "USO":
+            if arr.ndim != 1 or arr.shape[0] != n:
+                raise GroupError(f"{name} has shape {arr.shape} but the batch has {n} episodes; expected ({n},)")
+            _, inv = np.unique(arr.astype(str), return_inverse=True)
+            idx = torch.from_numpy(inv.reshape(-1).astype(np.int64)).to(device)
+            return GroupIndex(idx, int(inv.max()) + 1 if n else 0)
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                raise DtypeError(f"{name} must hold integer ids; got fractional or non-finite floats (dtype {arr.dtype})")
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "iub":
+            raise DtypeError(f"{name} must hold integer or string ids; got dtype {arr.dtype}")
+        g = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64, copy=False)))
+    if g.ndim != 1 or g.shape[0] != n:
+        raise GroupError(
+            f"{name} has shape {tuple(g.shape)} but the batch has {n} episodes; expected one id per episode, shape ({n},)"
+        )
+    g = g.to(device=device, dtype=torch.int64)
+    if n == 0:
+        return GroupIndex(g, 0)
+    lo, hi = int(g.min()), int(g.max())
+    if lo >= 0 and hi < 4 * n + 1024:
+        return GroupIndex(g, hi + 1)
+    uniq, inv = torch.unique(g, return_inverse=True)
+    return GroupIndex(inv, int(uniq.numel()))
+
+
+def lengths_of(mask: torch.Tensor) -> torch.Tensor:
+    """int64[B] -- number of valid steps in each row of a prefix mask."""
+    return mask.sum(dim=1, dtype=torch.int64)

@@ -1,0 +1,239 @@
+"""Registry entries of the built-in methods: thin adapters from :class:`Episodes` to pure functions.
+
+Each adapter reads the fields a method needs from an Episodes batch and returns a per-step
+result, so the CLI and the benchmark can run any method on any batch the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import advantage as adv
+from . import shaping
+from .episodes import Episodes
+from .errors import MissingColumnError
+from .outputs import AdvantageOutput, RewardOutput
+from .registry import Method, register
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _episode_scores(ep: Episodes) -> tuple[Any, Any]:
+    """Per-episode score and presence: the outcome where given, else the sum of step rewards."""
+    if ep.outcomes is not None:
+        return ep.outcomes, ep.outcome_present
+    return ep.returns(), None
+
+
+def _per_step(ep: Episodes, out: AdvantageOutput) -> AdvantageOutput:
+    steps = adv.broadcast_to_steps(out.advantages, ep.mask)
+    return AdvantageOutput(steps, None, out.metrics)
+
+
+def _step_kwargs(ep: Episodes) -> dict[str, Any]:
+    return dict(mask=ep.mask, discounts=ep.discounts, bootstrap_value=ep.bootstrap_value)
+
+
+# ------------------------------------------------------------------------------ advantages
+
+
+def _run_gae(ep: Episodes, *, gamma: float, lambda_: float) -> AdvantageOutput:
+    return adv.gae(ep.rewards, ep.values, gamma=gamma, lambda_=lambda_, **_step_kwargs(ep))
+
+
+def _run_mc(ep: Episodes, *, gamma: float) -> AdvantageOutput:
+    return adv.monte_carlo(ep.rewards, ep.values, gamma=gamma, **_step_kwargs(ep))
+
+
+def _run_grpo(ep: Episodes, *, std_scale: str, eps: float) -> AdvantageOutput:
+    r, p = _episode_scores(ep)
+    return _per_step(ep, adv.grpo(r, ep.group_ids, std_scale=std_scale, eps=eps, present=p))
+
+
+def _run_dr_grpo(ep: Episodes) -> AdvantageOutput:
+    r, p = _episode_scores(ep)
+    return _per_step(ep, adv.dr_grpo(r, ep.group_ids, present=p))
+
+
+def _run_rloo(ep: Episodes) -> AdvantageOutput:
+    r, p = _episode_scores(ep)
+    return _per_step(ep, adv.rloo(r, ep.group_ids, present=p))
+
+
+def _run_rpp_baseline(ep: Episodes, *, eps: float, length_weighted: bool) -> AdvantageOutput:
+    r, p = _episode_scores(ep)
+    w = ep.lengths if length_weighted else None
+    return _per_step(ep, adv.reinforce_pp_baseline(r, ep.group_ids, eps=eps, weights=w, present=p))
+
+
+def _run_rpp(ep: Episodes, *, gamma: float, eps: float) -> AdvantageOutput:
+    rewards = ep.rewards
+    if ep.outcomes is not None:  # outcome placed on the last step, as in the paper
+        rewards = _outcome_on_last_step(ep)
+    return adv.reinforce_pp(rewards, mask=ep.mask, gamma=gamma, eps=eps)
+
+
+def _outcome_on_last_step(ep: Episodes):
+    e = ep.numpy()
+    r = np.zeros_like(e.rewards)
+    o = np.where(e.outcome_present, e.outcomes, 0.0)
+    r[np.arange(e.num_episodes), e.lengths - 1] = o
+    return r
+
+
+def _run_gdpo(ep: Episodes, *, weights: Any, eps: float, batch_norm: bool) -> AdvantageOutput:
+    return _per_step(
+        ep,
+        adv.gdpo(
+            ep.components,
+            ep.group_ids,
+            weights=weights,
+            eps=eps,
+            batch_norm=batch_norm,
+            names=ep.component_names,
+            present=ep.component_present,
+        ),
+    )
+
+
+def _run_sum_norm(ep: Episodes, *, weights: Any, std_scale: str, eps: float) -> AdvantageOutput:
+    return _per_step(
+        ep,
+        adv.sum_then_normalize(
+            ep.components,
+            ep.group_ids,
+            weights=weights,
+            std_scale=std_scale,
+            eps=eps,
+            names=ep.component_names,
+            present=ep.component_present,
+        ),
+    )
+
+
+def _run_ctan(ep: Episodes, *, beta: float, eps: float, per_task: bool) -> AdvantageOutput:
+    r, p = _episode_scores(ep)
+    norm = adv.CrossTaskEMANormalizer(beta=beta, eps=eps, per_task=per_task)
+    if per_task and ep.task_ids is None:
+        raise MissingColumnError("method 'ctan' with per_task=True needs episodes.task_ids (a 'task_id' column)")
+    return _per_step(ep, norm(r, ep.group_ids, task_ids=ep.task_ids, present=p))
+
+
+# ------------------------------------------------------------------------------ reward transforms
+
+
+def _run_potential(ep: Episodes, *, gamma: float, key: str) -> RewardOutput:
+    if key not in ep.extras:
+        raise MissingColumnError(f"potential shaping needs a per-step potential column {key!r} (Phi(s_t))")
+    return shaping.potential_shaping(ep.rewards, ep.extras[key], gamma=gamma, mask=ep.mask, discounts=ep.discounts)
+
+
+def _step_scores(ep: Episodes) -> tuple[Any, Any]:
+    return ep.rewards, ep.reward_present
+
+
+def _run_clip(ep: Episodes, *, eta: float) -> RewardOutput:
+    s, p = _step_scores(ep)
+    return shaping.clip_process_rewards(s, eta=eta, mask=ep.mask, present=p)
+
+
+def _run_delta(ep: Episodes) -> RewardOutput:
+    s, p = _step_scores(ep)
+    return shaping.delta_process_rewards(s, mask=ep.mask, present=p)
+
+
+def _run_gated(ep: Episodes, *, gate: float) -> RewardOutput:
+    ep.require("outcomes", method="gated_accumulation")
+    return shaping.gated_accumulation(ep.rewards, ep.outcomes, gate=gate, mask=ep.mask, outcome_present=ep.outcome_present)
+
+
+def _run_uniform(ep: Episodes) -> RewardOutput:
+    """R / T on every step of each episode (the simplest redistribution)."""
+    r, p = _episode_scores(ep)
+    e = ep.numpy()
+    r = np.asarray(r.cpu().numpy() if hasattr(r, "cpu") else r, dtype=e.rewards.dtype)
+    present = np.ones(e.num_episodes, bool) if p is None else np.asarray(p.cpu() if hasattr(p, "cpu") else p)
+    per = np.where(present, r, 0.0) / e.lengths
+    out = np.where(e.mask, per[:, None], 0.0).astype(e.rewards.dtype)
+    return RewardOutput(out, {"credit/num_missing": float((~present).sum())})
+
+
+def _lengths_for_penalty(ep: Episodes, key: str):
+    return ep.extras[key][:, 0] if key in ep.extras else ep.lengths
+
+
+def _run_overlong(ep: Episodes, *, max_length: int, cache_length: int, key: str) -> RewardOutput:
+    pen = shaping.overlong_penalty(_lengths_for_penalty(ep, key), max_length=max_length, cache_length=cache_length)
+    return RewardOutput(_add_on_last_step(ep, pen.rewards), pen.metrics)
+
+
+def _run_group_length(ep: Episodes, *, coef: float, reference: str, key: str) -> RewardOutput:
+    ep.require("group_ids", method="group_length_penalty")
+    r, p = _episode_scores(ep)
+    correct = np.asarray(r) > 0
+    pen = shaping.group_length_penalty(_lengths_for_penalty(ep, key), ep.group_ids, correct=correct, coef=coef, reference=reference)
+    return RewardOutput(_add_on_last_step(ep, pen.rewards), pen.metrics)
+
+
+def _add_on_last_step(ep: Episodes, per_episode) -> Any:
+    e = ep.numpy()
+    base = _outcome_on_last_step(e) if e.outcomes is not None else e.rewards.copy()
+    base[np.arange(e.num_episodes), e.lengths - 1] += np.asarray(per_episode, dtype=base.dtype)
+    return base
+
+
+# ------------------------------------------------------------------------------ registration
+
+_ADV = [
+    Method("gae", "advantage", "Generalized advantage estimation; termination cuts, truncation bootstraps",
+           ("rewards", "values"), "advantages", {"gamma": 0.99, "lambda_": 0.95},
+           "Schulman et al. 2016, arXiv 1506.02438", run=_run_gae),
+    Method("monte_carlo", "advantage", "Discounted return-to-go minus the value baseline (0 without values)",
+           ("rewards", "values?"), "advantages", {"gamma": 0.99}, "Sutton & Barto; REINFORCE", run=_run_mc),
+    Method("grpo", "advantage", "Group-relative z-score of the episode outcome (std by group/batch/none)",
+           ("outcomes|rewards", "group_ids"), "advantages", {"std_scale": "group", "eps": 1e-6},
+           "Shao et al. 2024, arXiv 2402.03300", run=_run_grpo),
+    Method("dr_grpo", "advantage", "Dr. GRPO: outcome minus group mean, no std division",
+           ("outcomes|rewards", "group_ids"), "advantages", {}, "Liu et al. 2025, arXiv 2503.20783", run=_run_dr_grpo),
+    Method("rloo", "advantage", "REINFORCE leave-one-out baseline within each group",
+           ("outcomes|rewards", "group_ids"), "advantages", {}, "Ahmadian et al. 2024, arXiv 2402.14740", run=_run_rloo),
+    Method("reinforce_pp", "advantage", "REINFORCE++: returns-to-go whitened over the whole batch",
+           ("rewards|outcomes",), "advantages", {"gamma": 1.0, "eps": 1e-8}, "Hu 2025, arXiv 2501.03262", run=_run_rpp),
+    Method("reinforce_pp_baseline", "advantage", "REINFORCE++-baseline: group mean subtracted, batch whitening",
+           ("outcomes|rewards", "group_ids"), "advantages", {"eps": 1e-8, "length_weighted": False},
+           "Hu 2025, arXiv 2501.03262", run=_run_rpp_baseline),
+    Method("gdpo", "normalization", "GDPO: each reward component normalized in its group, weighted sum, batch norm",
+           ("components", "group_ids"), "advantages", {"weights": None, "eps": 1e-4, "batch_norm": True},
+           "Liu et al. 2026, arXiv 2601.05242", run=_run_gdpo),
+    Method("sum_then_normalize", "normalization", "Weighted sum of reward components, then GRPO normalization",
+           ("components", "group_ids"), "advantages", {"weights": None, "std_scale": "group", "eps": 1e-4},
+           "TRL multi_objective_aggregation='sum_then_normalize'", run=_run_sum_norm),
+    Method("ctan", "normalization", "Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
+           ("outcomes|rewards", "group_ids"), "advantages", {"beta": 0.999, "eps": 1e-4, "per_task": False},
+           "RaPO (CTAN); spec algorithms.md C", run=_run_ctan),
+]
+
+_REWARDS = [
+    Method("uniform", "credit", "Uniform redistribution: every step of an episode gets R / T",
+           ("outcomes|rewards",), "rewards", {}, "baseline in IRCR/RRD papers", run=_run_uniform),
+    Method("potential_shaping", "shaping", "Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
+           ("rewards", "extras.potential"), "rewards", {"gamma": 0.99, "key": "potential"},
+           "Ng, Harada & Russell 1999", run=_run_potential),
+    Method("clip_process", "shaping", "Clip PRM step scores: min(s - eta, 0), never positive",
+           ("rewards",), "rewards", {"eta": 0.5}, "Gao et al. 2024, arXiv 2410.15115", run=_run_clip),
+    Method("delta_process", "shaping", "Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
+           ("rewards",), "rewards", {}, "Gao et al. 2024, arXiv 2410.15115", run=_run_delta),
+    Method("gated_accumulation", "credit", "G-RA: step rewards count only if the outcome reaches the gate",
+           ("rewards", "outcomes"), "rewards", {"gate": 1.0}, "arXiv 2508.10548", run=_run_gated),
+    Method("overlong_penalty", "shaping", "DAPO soft overlong penalty added at the last step",
+           ("rewards|outcomes", "extras.length?"), "rewards", {"max_length": 512, "cache_length": 128, "key": "length"},
+           "Yu et al. 2025 (DAPO), arXiv 2503.14476", run=_run_overlong),
+    Method("group_length_penalty", "shaping", "Length penalty relative to the group's (correct) responses",
+           ("rewards|outcomes", "group_ids", "extras.length?"), "rewards", {"coef": 1.0, "reference": "group", "key": "length"},
+           "Kimi k1.5, arXiv 2501.12599", run=_run_group_length),
+]
+
+for _m in _ADV + _REWARDS:
+    register(_m, replace=True)

@@ -1,0 +1,130 @@
+"""One registry of named methods, shared by the CLI, the benchmark and the integrations.
+
+A :class:`Method` says what it is (family, one-line summary, paper), which :class:`Episodes`
+fields it needs, its default parameters, and how to run it on a batch:
+
+* ``kind="advantages"``: ``run(episodes, **params) -> AdvantageOutput`` with per-step
+  ``advantages[B, T]`` (group estimators broadcast their per-episode value to every step);
+* ``kind="rewards"``: ``run(episodes, **params) -> RewardOutput`` with per-step ``rewards[B, T]``
+  (reward transforms and stateless credit assignment);
+* ``kind="assigner"``: ``factory(**params)`` builds a credit assigner object with
+  ``fit``/``assign``/``state_dict`` (learned return decomposition; see ``creditlab.credit``).
+
+Third-party code registers its own methods with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+from .errors import UnknownMethodError
+
+__all__ = ["Method", "register", "get_method", "list_methods", "method_names"]
+
+Kind = Literal["advantages", "rewards", "assigner"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    Attributes:
+        name: unique lower_snake name (CLI ``--method NAME``).
+        family: "advantage", "normalization", "shaping", "credit", "exploration", ...
+        summary: one line for ``creditlab methods``.
+        needs: Episodes fields (or extras keys, written ``extras.<key>``) the method reads.
+        kind: "advantages", "rewards" or "assigner" (see module docstring).
+        params: default keyword parameters.
+        source: paper or reference.
+        run: callable for "advantages"/"rewards" kinds.
+        factory: callable for the "assigner" kind.
+    """
+
+    name: str
+    family: str
+    summary: str
+    needs: tuple[str, ...]
+    kind: Kind
+    params: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    run: Callable[..., Any] | None = None
+    factory: Callable[..., Any] | None = None
+
+    def __call__(self, episodes: Any, **params: Any) -> Any:
+        """Run on an :class:`~creditlab.episodes.Episodes` with defaults overridden by ``params``."""
+        if self.run is None:
+            raise TypeError(f"method {self.name!r} is a {self.kind}; build it with .factory(**params)")
+        for need in self.needs:
+            if need.startswith("extras."):
+                key = need[len("extras.") :]
+                if key not in episodes.extras:
+                    from .errors import MissingColumnError
+
+                    raise MissingColumnError(f"method {self.name!r} needs a {key!r} column (episodes.extras[{key!r}])")
+            elif need.endswith("?"):
+                continue
+            elif "|" in need:
+                options = need.split("|")
+                if all(getattr(episodes, f, None) is None for f in options):
+                    from .errors import MissingColumnError
+
+                    raise MissingColumnError(f"method {self.name!r} needs one of episodes.{' / episodes.'.join(options)}")
+            else:
+                episodes.require(need, method=self.name)
+        unknown = set(params) - set(self.params)
+        if unknown:
+            from .errors import RangeError
+
+            raise RangeError(
+                f"method {self.name!r} has no parameter(s) {sorted(unknown)}; its parameters are {sorted(self.params)}"
+            )
+        return self.run(episodes, **{**self.params, **params})
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add a method to the registry (``replace=True`` to overwrite an existing name)."""
+    if method.name in _REGISTRY and not replace:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    if method.kind in ("advantages", "rewards") and method.run is None:
+        raise ValueError(f"method {method.name!r} of kind {method.kind!r} needs a run callable")
+    if method.kind == "assigner" and method.factory is None:
+        raise ValueError(f"method {method.name!r} of kind 'assigner' needs a factory")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def _ensure_builtins() -> None:
+    from . import methods  # noqa: F401  (registers the built-in methods on import)
+
+
+def get_method(name: str) -> Method:
+    """Look a method up by name; the error lists close matches."""
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownMethodError(
+            f"no method named {name!r}{hint} Run `creditlab methods` for the list ({len(_REGISTRY)} methods)."
+        ) from None
+
+
+def list_methods(family: str | None = None, kind: str | None = None) -> list[Method]:
+    _ensure_builtins()
+    out = [m for m in _REGISTRY.values() if (family is None or m.family == family) and (kind is None or m.kind == kind)]
+    return sorted(out, key=lambda m: (m.family, m.name))
+
+
+def method_names(**filters: Any) -> list[str]:
+    return [m.name for m in list_methods(**filters)]
+
+
+def __iter__() -> Iterator[Method]:  # pragma: no cover - convenience
+    return iter(list_methods())

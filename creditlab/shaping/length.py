@@ -1,0 +1,107 @@
+"""Length penalties: DAPO's soft overlong punishment and a group-relative length penalty."""
+
+from __future__ import annotations
+
+import torch
+
+from .._arrays import ArrayLike, Backend, GroupIndex, as_float, as_group_index, as_scores, check_nonempty, check_positive
+from ..errors import RangeError, ShapeError
+from ..outputs import RewardOutput
+
+__all__ = ["overlong_penalty", "group_length_penalty"]
+
+
+def overlong_penalty(lengths: ArrayLike, *, max_length: int, cache_length: int) -> RewardOutput:
+    """Soft overlong punishment (DAPO, arXiv 2503.14476).
+
+    ``0`` if ``L <= max_length - cache_length``; ``((max_length - cache_length) - L) / cache_length``
+    (a linear ramp down to -1) inside the cache window; ``-1`` beyond ``max_length``.
+
+    Args:
+        lengths: int[N] -- response lengths in tokens.
+        max_length: the generation budget.
+        cache_length: width of the soft window (> 0, <= max_length).
+
+    Returns:
+        RewardOutput(rewards[N] in [-1, 0], metrics).
+
+    Example:
+        >>> overlong_penalty([10, 15, 20, 30], max_length=20, cache_length=10).rewards.tolist()
+        [0.0, -0.5, -1.0, -1.0]
+    """
+    backend = Backend.of(lengths)
+    n_len = as_float(lengths, "lengths", ndim=1)
+    check_nonempty(n_len.shape[0], "lengths")
+    if bool((n_len < 0).any()):
+        raise RangeError("lengths must be >= 0")
+    cache = check_positive(cache_length, "cache_length")
+    top = check_positive(max_length, "max_length")
+    if cache > top:
+        raise RangeError(f"cache_length ({cache_length}) must be <= max_length ({max_length})")
+    start = top - cache
+    ramp = (start - n_len) / cache
+    out = torch.where(n_len <= start, torch.zeros_like(n_len), torch.clamp(ramp, min=-1.0))
+    metrics = {"length/frac_overlong": float((n_len > top).to(torch.float64).mean()), "length/mean": float(n_len.mean())}
+    return RewardOutput(backend.out(out), metrics)
+
+
+def group_length_penalty(
+    lengths: ArrayLike,
+    group_ids: ArrayLike | GroupIndex,
+    *,
+    correct: ArrayLike | None = None,
+    coef: float = 1.0,
+    reference: str = "group",
+) -> RewardOutput:
+    """Length penalty measured against the group (Kimi k1.5, arXiv 2501.12599).
+
+    ``lam_i = 0.5 - (L_i - L_min) / (L_max - L_min)`` with ``L_min, L_max`` over the reference set
+    of i's group; correct responses receive ``coef * lam_i`` (shorter than the group is rewarded),
+    incorrect ones ``coef * min(0, lam_i)`` (only penalized). With ``reference="correct"`` the
+    reference set is the group's *correct* responses, so length is judged against successful
+    answers; a group without any correct response (or with equal lengths) gets 0.
+
+    Args:
+        lengths: int[N] -- response lengths.
+        group_ids: int[N].
+        correct: bool[N] -- correctness; default all correct (pure relative length reward).
+        coef: scale of the penalty.
+        reference: "group" or "correct".
+
+    Returns:
+        RewardOutput(rewards[N] in [-coef/2, coef/2], metrics).
+
+    Example (group lengths 10, 20, 30; all correct):
+        >>> group_length_penalty([10, 20, 30], [0, 0, 0]).rewards.tolist()
+        [0.5, 0.0, -0.5]
+    """
+    if reference not in ("group", "correct"):
+        raise RangeError(f"reference must be 'group' or 'correct'; got {reference!r}")
+    backend = Backend.of(lengths)
+    ln = as_float(lengths, "lengths", ndim=1).to(torch.float64)
+    n = ln.shape[0]
+    check_nonempty(n, "lengths")
+    groups = as_group_index(group_ids, "group_ids", n, device=ln.device)
+    if correct is None:
+        ok = torch.ones(n, dtype=torch.bool, device=ln.device)
+    else:
+        c, cp = as_scores(correct, "correct", device=ln.device)
+        if c.shape != (n,):
+            raise ShapeError(f"correct has shape {tuple(c.shape)}; expected ({n},)")
+        ok = (c > 0) & cp
+    ref = ok if reference == "correct" else torch.ones_like(ok)
+    big = float("inf")
+    g = groups.num_groups
+    lo = torch.full((g,), big, dtype=torch.float64, device=ln.device).scatter_reduce(
+        0, groups.index, torch.where(ref, ln, torch.full_like(ln, big)), reduce="amin"
+    )
+    hi = torch.full((g,), -big, dtype=torch.float64, device=ln.device).scatter_reduce(
+        0, groups.index, torch.where(ref, ln, torch.full_like(ln, -big)), reduce="amax"
+    )
+    lo_i, hi_i = lo[groups.index], hi[groups.index]
+    spread = hi_i - lo_i
+    usable = torch.isfinite(spread) & (spread > 0)
+    lam = torch.where(usable, 0.5 - (ln - lo_i) / torch.where(usable, spread, torch.ones_like(spread)), torch.zeros_like(ln))
+    out = float(coef) * torch.where(ok, lam, torch.clamp(lam, max=0.0))
+    metrics = {"length/mean": float(ln.mean()), "length/penalty_mean": float(out.mean())}
+    return RewardOutput(backend.out(out.to(as_float(lengths, "lengths").dtype)), metrics)
