@@ -11,8 +11,9 @@ was expected and what was received.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class Backend:
     device: torch.device
 
     @staticmethod
-    def of(*xs: Any) -> "Backend":
+    def of(*xs: Any) -> Backend:
         for x in xs:
             if isinstance(x, torch.Tensor):
                 return Backend(True, x.device)
@@ -229,7 +230,7 @@ def as_mask(
     """
     if mask is None:
         if shape[1] == 0 and not allow_empty_rows:
-            raise EmptyBatchError(f"the batch has T = 0 steps per episode; every episode needs >= 1 step")
+            raise EmptyBatchError("the batch has T = 0 steps per episode; every episode needs >= 1 step")
         return torch.ones(shape, dtype=torch.bool, device=device)
     m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
     if m.dtype != torch.bool:

@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .errors import CreditlabError
@@ -112,7 +113,7 @@ def run_advantages(args: argparse.Namespace) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from .episodes import read_table, write_table, Episodes
+    from .episodes import Episodes, read_table, write_table
     from .registry import get_method
 
     t0 = time.perf_counter()
@@ -222,11 +223,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     _, _, run = COMMANDS[args.command]
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"creditlab {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
     try:
         return int(run(args) or 0)
     except (CreditlabError, FileNotFoundError) as exc:
         print(f"creditlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` etc.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

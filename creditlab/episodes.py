@@ -31,9 +31,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,7 +136,7 @@ class Episodes:
         next_observations: Any | None = None,
         episode_ids: Any | None = None,
         extras: Mapping[str, Any] | None = None,
-    ) -> "Episodes":
+    ) -> Episodes:
         """Build from padded ``[B, T]`` arrays (NumPy or torch; torch stays torch).
 
         ``outcomes`` may contain None (list) for "not applicable"; ``components`` may be a
@@ -228,7 +229,7 @@ class Episodes:
         actions: Sequence[Any] | None = None,
         next_observations: Sequence[Any] | None = None,
         **per_episode: Any,
-    ) -> "Episodes":
+    ) -> Episodes:
         """Build from ragged Python lists (one list of per-step values per episode).
 
         Per-episode keywords (``terminated``, ``truncated``, ``bootstrap_value``, ``outcomes``,
@@ -285,7 +286,7 @@ class Episodes:
         truncation_values: Any | None = None,
         observations: Any | None = None,
         actions: Any | None = None,
-    ) -> "Episodes":
+    ) -> Episodes:
         """Cut time-major rollout streams ``[T, N]`` (SB3/Gymnasium vector layout) into episodes.
 
         Column n is the stream of env n. ``terminated[t, n]`` / ``truncated[t, n]`` say the episode
@@ -393,7 +394,7 @@ class Episodes:
 
     # ------------------------------------------------------------------ conversions
 
-    def _map(self, fn) -> "Episodes":
+    def _map(self, fn) -> Episodes:
         changes = {}
         for f in dataclasses.fields(self):
             x = getattr(self, f.name)
@@ -405,11 +406,11 @@ class Episodes:
                 changes[f.name] = fn(x)
         return dataclasses.replace(self, **changes)
 
-    def numpy(self) -> "Episodes":
+    def numpy(self) -> Episodes:
         """A copy holding NumPy arrays."""
         return self._map(lambda x: x.detach().cpu().numpy() if _is_torch(x) else np.asarray(x))
 
-    def torch(self, device: str | torch.device | None = None) -> "Episodes":
+    def torch(self, device: str | torch.device | None = None) -> Episodes:
         """A copy holding torch tensors on ``device`` (default CPU). NumPy data is not copied on CPU."""
         dev = torch.device(device) if device is not None else torch.device("cpu")
 
@@ -423,11 +424,11 @@ class Episodes:
 
         return self._map(conv)
 
-    def replace(self, **changes: Any) -> "Episodes":
+    def replace(self, **changes: Any) -> Episodes:
         """Copy with some fields replaced (no re-validation beyond dataclasses)."""
         return dataclasses.replace(self, **changes)
 
-    def select(self, index: Any) -> "Episodes":
+    def select(self, index: Any) -> Episodes:
         """Episodes ``index`` (int array, slice or bool mask over B), trimmed to their longest length."""
         idx = index
         if _is_torch(self.rewards) and not _is_torch(idx) and not isinstance(idx, slice):
@@ -455,7 +456,7 @@ class Episodes:
         t_new = int(sub.lengths.max()) if sub.num_episodes else 0
         return sub._trim(t_new)
 
-    def _trim(self, t_new: int) -> "Episodes":
+    def _trim(self, t_new: int) -> Episodes:
         changes = {}
         for name in _PER_STEP + ("row_index",):
             x = getattr(self, name)
@@ -464,7 +465,7 @@ class Episodes:
         return dataclasses.replace(self, **changes)
 
     @staticmethod
-    def concat(batches: Sequence["Episodes"]) -> "Episodes":
+    def concat(batches: Sequence[Episodes]) -> Episodes:
         """Stack batches along B, padding per-step arrays to the longest T (NumPy only)."""
         if not batches:
             raise EmptyBatchError("concat needs at least one Episodes")
@@ -505,7 +506,7 @@ class Episodes:
     # ------------------------------------------------------------------ tables (Parquet / JSONL)
 
     @staticmethod
-    def from_table(table: Any, *, source: str = "table") -> "Episodes":
+    def from_table(table: Any, *, source: str = "table") -> Episodes:
         """Build from a pyarrow Table (or a dict of columns) with one row per step.
 
         See :func:`read_episodes` for the schema.
@@ -556,7 +557,7 @@ class Episodes:
             e = int(ep_s[bad[0]])
             steps = np.sort(step[ep == e])
             raise DataFormatError(
-                f"{source}: episode {uniq[order_of_first[e]]!r} has steps {steps[:12].tolist()}"
+                f"{source}: episode {_name(uniq[order_of_first[e]])} has steps {steps[:12].tolist()}"
                 f"{'...' if steps.size > 12 else ''}; expected 0..{lengths[e] - 1} each exactly once"
             )
         t = int(lengths.max())
@@ -590,7 +591,7 @@ class Episodes:
                 for i in np.nonzero(present_row)[0]:  # strings: rare (ids), per-row check is fine
                     prev = out[ep[i]]
                     if prev is not None and prev != vals[i]:
-                        raise DataFormatError(f"{source}: column {name!r} has different values within episode {uniq[order_of_first[ep[i]]]!r}")
+                        raise DataFormatError(f"{source}: column {name!r} has different values within episode {_name(uniq[order_of_first[ep[i]]])}")
                     out[ep[i]] = vals[i]
                 return out, np.array([v is not None for v in out])
             vals = raw.astype(np.float64)
@@ -604,7 +605,7 @@ class Episodes:
                 e = int(np.nonzero(present & (lo != hi))[0][0])
                 raise DataFormatError(
                     f"{source}: episode-level column {name!r} has different values within episode "
-                    f"{uniq[order_of_first[e]]!r} ({lo[e]} and {hi[e]}); put it on one row or repeat the same value"
+                    f"{_name(uniq[order_of_first[e]])} ({lo[e]} and {hi[e]}); put it on one row or repeat the same value"
                 )
             return np.where(present, lo, 0.0), present
 
@@ -618,10 +619,24 @@ class Episodes:
                 reward_present = mask & ~nan
                 rewards = np.where(nan, 0.0, rewards)
         kw: dict[str, Any] = {}
-        term = per_episode("terminated")
-        trunc = per_episode("truncated")
-        kw["terminated"] = None if term is None else term[0].astype(bool) & term[1]
-        kw["truncated"] = None if trunc is None else trunc[0].astype(bool) & trunc[1]
+
+        def end_flag(name: str) -> np.ndarray | None:
+            """Gymnasium convention: the flag is True on the row of the step that ended the episode."""
+            flags = per_step(name, fill=0.0)
+            if flags is None:
+                return None
+            flags = np.nan_to_num(flags, nan=0.0) != 0
+            early = flags & mask & (np.arange(t)[None, :] < (lengths[:, None] - 1))
+            if early.any():
+                e, st_ = (int(i) for i in np.argwhere(early)[0])
+                raise DataFormatError(
+                    f"{source}: episode {_name(uniq[order_of_first[e]])} has {name}=true at step {st_} but continues "
+                    f"to step {lengths[e] - 1}; {name} may only be true on an episode's last step"
+                )
+            return flags.any(axis=1)
+
+        kw["terminated"] = end_flag("terminated")
+        kw["truncated"] = end_flag("truncated")
         if kw["terminated"] is None and kw["truncated"] is None:
             kw["terminated"] = np.ones(b, dtype=bool)  # a complete episode in a file ends in a terminal state
         elif kw["terminated"] is None:
@@ -654,7 +669,7 @@ class Episodes:
             if col is not None:
                 if not col[1].all():
                     e = int(np.nonzero(~col[1])[0][0])
-                    raise DataFormatError(f"{source}: episode {uniq[order_of_first[e]]!r} has no {name!r}")
+                    raise DataFormatError(f"{source}: episode {_name(uniq[order_of_first[e]])} has no {name!r}")
                 kw[key] = col[0]
         for name, key in (("obs", "observations"), ("action", "actions"), ("next_obs", "next_observations")):
             if name in cols:
@@ -801,6 +816,10 @@ def _json_default(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _name(x: Any) -> str:
+    return repr(x.item() if hasattr(x, "item") else x)
 
 
 def _column(table: Any, name: str) -> np.ndarray:

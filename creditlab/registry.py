@@ -15,8 +15,9 @@ Third-party code registers its own methods with :func:`register`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from .errors import UnknownMethodError
 
@@ -117,14 +118,13 @@ def get_method(name: str) -> Method:
 
 
 def list_methods(family: str | None = None, kind: str | None = None) -> list[Method]:
+    """Registered methods sorted by (family, name), optionally filtered by family and kind."""
     _ensure_builtins()
     out = [m for m in _REGISTRY.values() if (family is None or m.family == family) and (kind is None or m.kind == kind)]
     return sorted(out, key=lambda m: (m.family, m.name))
 
 
 def method_names(**filters: Any) -> list[str]:
+    """Names of the registered methods (same filters as :func:`list_methods`)."""
     return [m.name for m in list_methods(**filters)]
 
-
-def __iter__() -> Iterator[Method]:  # pragma: no cover - convenience
-    return iter(list_methods())

@@ -22,13 +22,23 @@ cancellation residue. ``std`` is the unbiased (N-1) standard deviation by defaul
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
-from .._arrays import ArrayLike, Backend, GroupIndex, as_float, as_group_index, as_scores, check_nonempty, check_positive
-from .._steps import step_inputs
 from .. import _kernels
+from .._arrays import (
+    ArrayLike,
+    Backend,
+    GroupIndex,
+    as_float,
+    as_group_index,
+    as_scores,
+    check_nonempty,
+    check_positive,
+)
+from .._steps import step_inputs
 from ..errors import DegenerateGroupWarning, RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..segments import GroupStats, group_stats, masked_whiten

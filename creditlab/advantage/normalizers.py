@@ -6,7 +6,16 @@ from typing import Any
 
 import torch
 
-from .._arrays import ArrayLike, Backend, GroupIndex, as_group_index, as_scores, check_nonempty, check_positive, check_unit
+from .._arrays import (
+    ArrayLike,
+    Backend,
+    GroupIndex,
+    as_group_index,
+    as_scores,
+    check_nonempty,
+    check_positive,
+    check_unit,
+)
 from ..errors import RangeError
 from ..outputs import AdvantageOutput
 from ..segments import group_stats

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from .._arrays import ArrayLike, Backend, GroupIndex, as_float, as_group_index, as_scores, check_nonempty, check_positive
+from .._arrays import (
+    ArrayLike,
+    Backend,
+    GroupIndex,
+    as_float,
+    as_group_index,
+    as_scores,
+    check_nonempty,
+    check_positive,
+)
 from ..errors import RangeError, ShapeError
 from ..outputs import RewardOutput
 
@@ -59,7 +68,8 @@ def group_length_penalty(
     of i's group; correct responses receive ``coef * lam_i`` (shorter than the group is rewarded),
     incorrect ones ``coef * min(0, lam_i)`` (only penalized). With ``reference="correct"`` the
     reference set is the group's *correct* responses, so length is judged against successful
-    answers; a group without any correct response (or with equal lengths) gets 0.
+    answers; ``lam`` is clipped to [-0.5, 0.5] so responses longer than every reference stay
+    bounded. A group without any correct response (or with equal lengths) gets 0.
 
     Args:
         lengths: int[N] -- response lengths.
@@ -102,6 +112,7 @@ def group_length_penalty(
     spread = hi_i - lo_i
     usable = torch.isfinite(spread) & (spread > 0)
     lam = torch.where(usable, 0.5 - (ln - lo_i) / torch.where(usable, spread, torch.ones_like(spread)), torch.zeros_like(ln))
+    lam = lam.clamp(-0.5, 0.5)  # responses outside the reference range (reference="correct") stay bounded
     out = float(coef) * torch.where(ok, lam, torch.clamp(lam, max=0.0))
     metrics = {"length/mean": float(ln.mean()), "length/penalty_mean": float(out.mean())}
     return RewardOutput(backend.out(out.to(as_float(lengths, "lengths").dtype)), metrics)

@@ -1,0 +1,182 @@
+"""Episodes container: construction, conversions, Parquet/JSONL schema, errors."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import creditlab as cl
+from creditlab.episodes import read_table
+
+
+def test_from_lists_pads_and_flags():
+    ep = cl.Episodes.from_lists(
+        [[0.0, 1.0, 2.0], [5.0]],
+        terminated=[True, False],
+        truncated=[False, True],
+        bootstrap_value=[0.0, 3.0],
+        values=[[0.1, 0.2, 0.3], [0.4]],
+        outcomes=[1.0, None],
+        group_ids=["a", "a"],
+        components=[{"correct": 1.0, "format": None}, {"correct": 0.0, "format": 1.0}],
+    )
+    assert ep.lengths.tolist() == [3, 1]
+    assert ep.rewards.tolist() == [[0.0, 1.0, 2.0], [5.0, 0.0, 0.0]]
+    assert ep.mask.tolist() == [[True, True, True], [True, False, False]]
+    # termination -> discount 0 at the last step; truncation keeps 1 (bootstrap applies)
+    assert ep.discounts.tolist() == [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert ep.outcome_present.tolist() == [True, False] and ep.outcomes.tolist() == [1.0, 0.0]
+    assert ep.component_names == ("correct", "format")
+    assert ep.component_present.tolist() == [[True, False], [True, True]]
+    assert ep.group_ids.tolist() == [0, 0]
+    np.testing.assert_allclose(ep.episode_returns(), [1.0, 0.0])
+
+
+def test_numpy_torch_roundtrip():
+    ep = cl.Episodes.from_lists([[1.0, 2.0], [3.0]], values=[[0.0, 0.0], [0.0]], group_ids=[0, 1])
+    t = ep.torch()
+    assert isinstance(t.rewards, torch.Tensor) and t.rewards.dtype == torch.float64
+    assert isinstance(t.mask, torch.Tensor) and t.mask.dtype == torch.bool
+    back = t.numpy()
+    np.testing.assert_array_equal(back.rewards, ep.rewards)
+    np.testing.assert_array_equal(back.group_ids, ep.group_ids)
+    # torch in -> torch out for from_padded
+    e2 = cl.Episodes.from_padded(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    assert e2.is_torch
+
+
+def test_select_and_concat():
+    ep = cl.Episodes.from_lists([[1.0, 2.0, 3.0], [4.0], [5.0, 6.0]], group_ids=[0, 1, 2])
+    sub = ep.select([1, 2])
+    assert sub.max_steps == 2 and sub.lengths.tolist() == [1, 2] and sub.group_ids.tolist() == [1, 2]
+    cat = cl.Episodes.concat([sub, ep.select([0])])
+    assert cat.max_steps == 3 and cat.lengths.tolist() == [1, 2, 3]
+    assert cat.rewards[2].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_methods_run_on_episodes_through_registry():
+    ep = cl.Episodes.from_lists([[0.0, 1.0], [0.0, 0.0], [1.0]], values=[[0, 0], [0, 0], [0]], group_ids=[0, 0, 1])
+    out = cl.get_method("gae")(ep, gamma=1.0, lambda_=1.0)
+    np.testing.assert_allclose(out.advantages, [[1, 1], [0, 0], [1, 0]])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = cl.get_method("rloo")(ep)
+    # returns: [1, 0, 1]; group 0 RLOO: [1 - 0, 0 - 1]; group 1 singleton: 0; broadcast to steps
+    np.testing.assert_allclose(g.advantages, [[1, 1], [-1, -1], [0, 0]])
+    with pytest.raises(cl.MissingColumnError, match="gdpo"):
+        cl.get_method("gdpo")(ep)
+    with pytest.raises(cl.RangeError, match="no parameter"):
+        cl.get_method("gae")(ep, gamm=0.9)
+    with pytest.raises(cl.UnknownMethodError, match="did you mean"):
+        cl.get_method("grpoo")
+
+
+def test_registry_lists_every_family():
+    fams = {m.family for m in cl.list_methods()}
+    assert {"advantage", "normalization", "shaping"} <= fams
+    for m in cl.list_methods():
+        assert m.summary and m.needs is not None and m.source
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_jsonl_roundtrip_and_schema(tmp_path):
+    rows = [
+        {"episode_id": "b", "step": 1, "reward": 1.0, "value": 0.5, "terminated": True, "outcome": 2.0, "group_id": 7},
+        {"episode_id": "a", "step": 0, "reward": 0.5, "value": 0.1, "group_id": 7, "obs": [1.0, 2.0], "action": 1},
+        {"episode_id": "b", "step": 0, "reward": None, "value": 0.2, "group_id": 7},
+        {"episode_id": "a", "step": 1, "reward": 0.25, "value": 0.3, "truncated": True, "bootstrap_value": 4.0, "group_id": 7, "obs": [3.0, 4.0], "action": 0},
+    ]
+    for r in rows:  # obs/action on every row of the same file
+        r.setdefault("obs", [0.0, 0.0])
+        r.setdefault("action", 0)
+    path = tmp_path / "eps.jsonl"
+    _write_jsonl(path, rows)
+    ep = cl.read_episodes(path)
+    # episodes in order of first appearance: "b" then "a"
+    assert list(ep.episode_ids) == ["b", "a"]
+    assert ep.rewards.tolist() == [[0.0, 1.0], [0.5, 0.25]]
+    assert ep.reward_present.tolist() == [[False, True], [True, True]]  # null reward = not applicable
+    assert ep.terminated.tolist() == [True, False] and ep.truncated.tolist() == [False, True]
+    assert ep.bootstrap_value.tolist() == [0.0, 4.0]
+    assert ep.outcome_present.tolist() == [True, False]
+    assert ep.observations.shape == (2, 2, 2) and ep.observations[1].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    # write and read back through Parquet
+    pq_path = tmp_path / "eps.parquet"
+    cl.write_table(ep.to_table(advantage=np.ones((2, 2))), pq_path)
+    back = cl.read_episodes(pq_path)
+    np.testing.assert_array_equal(back.rewards, ep.rewards)
+    np.testing.assert_array_equal(back.terminated, ep.terminated)
+    assert "advantage" in back.extras
+
+
+def test_file_errors(tmp_path):
+    p = tmp_path / "x.jsonl"
+    _write_jsonl(p, [{"episode_id": 1, "reward": 1.0}])
+    with pytest.raises(cl.MissingColumnError, match="'step'"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "value": 1.0}])
+    with pytest.raises(cl.MissingColumnError, match="reward column"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0}, {"episode_id": 1, "step": 2, "reward": 1.0}])
+    with pytest.raises(cl.DataFormatError, match=r"steps \[0, 2\]; expected 0..1"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0}, {"episode_id": 1, "step": 0, "reward": 1.0}])
+    with pytest.raises(cl.DataFormatError, match="each exactly once"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "outcome": 1.0}, {"episode_id": 1, "step": 1, "reward": 1.0, "outcome": 2.0}])
+    with pytest.raises(cl.DataFormatError, match="'outcome' has different values"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "terminated": True}, {"episode_id": 1, "step": 1, "reward": 1.0}])
+    with pytest.raises(cl.DataFormatError, match="terminated=true at step 0"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": float("inf")}])
+    with pytest.raises(cl.NonFiniteError, match="rewards"):
+        cl.read_episodes(p)
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n")
+    with pytest.raises(cl.DataFormatError, match="parquet or .jsonl"):
+        cl.read_episodes(bad)
+    with pytest.raises(FileNotFoundError):
+        cl.read_episodes(tmp_path / "missing.jsonl")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"episode_id": [1], "reward": [1.0]}), tmp_path / "y.parquet")
+    with pytest.raises(cl.MissingColumnError, match="'step'"):
+        cl.read_episodes(tmp_path / "y.parquet")
+
+
+def test_constructor_errors():
+    with pytest.raises(cl.EmptyBatchError, match="episode 1 is empty"):
+        cl.Episodes.from_lists([[1.0], []])
+    with pytest.raises(cl.EmptyBatchError):
+        cl.Episodes.from_lists([])
+    with pytest.raises(cl.ShapeError, match="values\\[0\\] has 1 steps"):
+        cl.Episodes.from_lists([[1.0, 2.0]], values=[[1.0]])
+    with pytest.raises(cl.GroupError, match="group_ids"):
+        cl.Episodes.from_lists([[1.0], [2.0]], group_ids=[0])
+    with pytest.raises(cl.DataFormatError, match="both terminated and truncated"):
+        cl.Episodes.from_lists([[1.0]], terminated=[True], truncated=[True])
+    with pytest.raises(cl.DtypeError, match="None"):
+        cl.Episodes.from_lists([[1.0, None]])
+    with pytest.raises(cl.NonFiniteError):
+        cl.Episodes.from_lists([[1.0, float("nan")]])
+    with pytest.raises(cl.ShapeError, match="observations"):
+        cl.Episodes.from_padded(np.zeros((2, 3)), observations=np.zeros((2, 2, 4)))
+
+
+def test_sample_file_loads():
+    ep = cl.read_episodes("examples/episodes.jsonl")
+    assert ep.num_episodes == 32 and ep.component_names == ("correct", "format")
+    assert ep.terminated.all()
+    table = read_table("examples/episodes.jsonl")
+    assert table.num_rows == ep.num_steps
