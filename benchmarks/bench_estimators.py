@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (closures are timed immediately inside the loop that defines them)
 """Speed of creditlab's estimators next to the implementations users run today, in one process.
 
     .venv/bin/python benchmarks/bench_estimators.py            # ~1 minute
