@@ -8,6 +8,7 @@ mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
 from .anchors import anchor_ids, canonical_key
 from .gigpo import gigpo
 from .igpo import igpo, igpo_rewards
+from .turn_returns import turn_rloo
 
 __all__ = [
     "anchor_ids",
@@ -15,4 +16,5 @@ __all__ = [
     "gigpo",
     "igpo",
     "igpo_rewards",
+    "turn_rloo",
 ]
