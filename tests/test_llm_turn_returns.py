@@ -47,7 +47,6 @@ def test_by_hand_turn_and_episode_baselines():
 
 
 def test_outcome_only_gamma_one_is_rloo_on_every_turn():
-    rng = np.random.default_rng(0)
     lengths = np.array([1, 3, 2, 4, 2, 2])
     mask = np.arange(4)[None, :] < lengths[:, None]
     outcomes = np.array([1.0, 0.0, 1.0, 0.5, 0.0, 2.0])
@@ -100,8 +99,8 @@ def _loop(r, mask, groups, gamma, baseline):
         if not others:
             continue
         for k in range(lengths[i]):
-            col = (lambda j: min(k, lengths[j] - 1)) if baseline == "turn" else (lambda j: 0)
-            out[i, k] = g[i, k] - np.mean([g[j, col(j)] for j in others])
+            cols = [min(k, lengths[j] - 1) if baseline == "turn" else 0 for j in others]
+            out[i, k] = g[i, k] - np.mean([g[j, c] for j, c in zip(others, cols)])
     return out, g
 
 
