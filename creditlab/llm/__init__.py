@@ -8,13 +8,19 @@ mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
 from .anchors import anchor_ids, canonical_key
 from .gigpo import gigpo
 from .igpo import igpo, igpo_rewards
+from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
 from .turn_returns import turn_rloo
+from .turns import TurnBatch
 
 __all__ = [
+    "TurnBatch",
     "anchor_ids",
     "canonical_key",
     "gigpo",
     "igpo",
     "igpo_rewards",
+    "place_on_last_token",
+    "turn_ids_from_response_mask",
     "turn_rloo",
+    "turn_values_from_tokens",
 ]
