@@ -397,7 +397,7 @@ def _none_to_nan(rows):
 
 
 def _check_anchors(anchors: Any, lengths: np.ndarray, b: int, t: int) -> None:
-    if isinstance(anchors, (np.ndarray, torch.Tensor)) and getattr(anchors, "dtype", None) != object:
+    if isinstance(anchors, torch.Tensor) or (isinstance(anchors, np.ndarray) and anchors.dtype.kind != "O"):
         if tuple(anchors.shape) != (b, t):
             raise ShapeError(f"anchors has shape {tuple(anchors.shape)}; expected ({b}, {t})")
         return
