@@ -11,10 +11,11 @@ the verb of turn ``t`` comes from slot ``first_slot(t)`` and the argument from s
 ``arg_slot[verb]``; a slot allows the words ``slot_masks[slot]``. The grammar does not make
 actions useful: ``take door`` is a legal string that the world answers with ``nothing``.
 
-* :class:`KeyDoorEnv` -- a grid text world. The agent must walk to the key, ``take key``, walk
-  to the door and ``open door`` within ``max_turns`` turns. Start, key and door cells are drawn
-  at random per layout (``c (c-1) (c-2)`` layouts for ``c`` cells). Reward 1 if the door was
-  opened, else 0. The anchor state of a turn (GiGPO) is (cell, holding key).
+* :class:`KeyDoorEnv` -- a one-room text world in the style of ALFWorld. The key is hidden at
+  one of the room's places; the agent must ``go`` to places until it sees the key, ``take key``,
+  ``go door`` and ``open door`` within ``max_turns`` turns. Layouts differ in the room's
+  places, their order and the key's place. Reward 1 if the door was opened, else 0. The anchor
+  state of a turn (GiGPO) is (place, key visible, key held).
 * :class:`SecretEnv` -- guess the secret number in ``[0, n)``. The agent asks ``less k``
   ("is the secret < k?", answered ``yes`` / ``no``) and ends with ``guess k``; the last turn
   must be a guess. Reward 1 for the right guess. The belief query (IGPO) is the policy's
@@ -24,6 +25,7 @@ actions useful: ``take door`` is a legal string that the world answers with ``no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -67,11 +69,11 @@ def _positive(value: int, name: str, minimum: int = 1) -> int:
 
 @dataclass
 class KeyDoorState:
-    """Batch state of :class:`KeyDoorEnv` (arrays of length B)."""
+    """Batch state of :class:`KeyDoorEnv` (arrays of length B; places are pool indices)."""
 
-    pos: np.ndarray  # int[B, 2] -- agent (x, y)
-    key: np.ndarray  # int[B, 2] -- key cell
-    door: np.ndarray  # int[B, 2] -- door cell
+    places: np.ndarray  # int[B, spots] -- the room's places, as indices into PLACES
+    key: np.ndarray  # int[B] -- place hiding the key
+    loc: np.ndarray  # int[B] -- where the agent is (a place index, or len(PLACES) for the door)
     has_key: np.ndarray  # bool[B]
     done: np.ndarray  # bool[B]
     success: np.ndarray  # bool[B]
@@ -80,183 +82,167 @@ class KeyDoorState:
 
 @dataclass
 class KeyDoorEnv:
-    """Find the key, then open the door, on a ``width x height`` grid of rooms.
+    """Find the hidden key, take it, walk to the locked door and open it.
 
-    The prompt (10 words) gives the layout: ``<bos> key KX KY door DX DY start X Y``. After
-    each turn the world answers with 5 words, ``EVENT at X Y HAND``: EVENT is ``moved``,
-    ``blocked`` (walked into the outer wall), ``took`` (picked up the key), ``locked`` (tried
-    the door without the key) or ``nothing`` (an action that does nothing here); HAND is
-    ``no-key`` or ``has-key``. ``go east`` increases X, ``go north`` increases Y. Actions are
-    ``go north|south|east|west`` and ``take|open key|door``.
+    A room has ``spots`` places drawn from a pool of ``pool`` names (``desk``, ``bed``, ...),
+    listed in the prompt in random order, and a locked door. The key is hidden at one of the
+    places and is only seen when the agent stands there. The agent starts at the door. Layouts
+    differ in which places the room has, their order and where the key is.
+
+    Prompt (``6 + spots`` words): ``<bos> room P1 .. Pk start door sees-nothing no-key``.
+    After each turn the world answers ``EVENT PLACE SEEN HAND`` (4 words): EVENT is ``moved``,
+    ``took``, ``locked`` (the door without the key) or ``failed`` (no such place here, no key
+    here, no door here); PLACE is where the agent stands; SEEN is ``sees-key`` or
+    ``sees-nothing``; HAND is ``no-key`` or ``has-key``. Actions: ``go PLACE`` (any pool name
+    or ``door``), ``take key``, ``open door``. Opening the door with the key ends the episode
+    with reward 1; running out of turns gives 0.
+
+    The anchor state of a turn (GiGPO) is (place, key visible, key held): the observation
+    without its EVENT word.
 
     Args:
-        width: grid width (>= 1).
-        height: grid height (>= 1); ``width * height`` must be at least 3.
-        max_turns: turn limit; running out is a failure.
+        spots: places per room (>= 1).
+        pool: number of place names to draw from (``spots <= pool <= len(PLACES)``).
+        max_turns: turn limit.
 
     Example:
         >>> import numpy as np
-        >>> env = KeyDoorEnv(width=3, height=2, max_turns=6)
-        >>> tasks = {"start": np.array([[0, 0]]), "key": np.array([[1, 0]]), "door": np.array([[1, 1]])}
-        >>> state, prompt = env.reset(tasks)
-        >>> env.tokenizer.decode(prompt[0])
-        '<bos> key 1 0 door 1 1 start 0 0'
+        >>> env = KeyDoorEnv(spots=3, pool=4, max_turns=8)
+        >>> state, prompt = env.reset({"places": np.array([[2, 0, 1]]), "key": np.array([0])})
         >>> tok = env.tokenizer
-        >>> res = env.step(state, np.array([[tok.id("go"), tok.id("east")]]))
-        >>> tok.decode(res.obs[0])
-        'moved at 1 0 no-key'
-        >>> res = env.step(state, np.array([[tok.id("take"), tok.id("key")]]))
-        >>> tok.decode(res.obs[0])
-        'took at 1 0 has-key'
-        >>> res = env.step(state, np.array([[tok.id("go"), tok.id("north")]]))
-        >>> res = env.step(state, np.array([[tok.id("open"), tok.id("door")]]))
+        >>> tok.decode(prompt[0])
+        '<bos> room box desk bed start door sees-nothing no-key'
+        >>> def act(words):
+        ...     return tok.decode(env.step(state, np.array([tok.encode(words)])).obs[0])
+        >>> act("go shelf"), act("open door")
+        ('failed door sees-nothing no-key', 'locked door sees-nothing no-key')
+        >>> act("go desk"), act("take key"), act("go door")
+        ('moved desk sees-key no-key', 'took desk sees-nothing has-key', 'moved door sees-nothing has-key')
+        >>> res = env.step(state, np.array([tok.encode("open door")]))
         >>> bool(res.done[0]), bool(res.success[0])
         (True, True)
     """
 
-    width: int = 3
-    height: int = 3
-    max_turns: int = 12
+    spots: int = 4
+    pool: int = 8
+    max_turns: int = 16
     name: str = field(default="keydoor", init=False)
 
+    PLACES = ("desk", "bed", "box", "shelf", "rug", "sofa", "chest", "lamp", "sink", "stool")
     VERBS = ("go", "take", "open")
-    DIRECTIONS = ("north", "south", "east", "west")
-    OBJECTS = ("key", "door")
-    EVENTS = ("moved", "blocked", "took", "locked", "nothing")
+    EVENTS = ("start", "moved", "took", "locked", "failed")
 
     def __post_init__(self) -> None:
-        self.width = _positive(self.width, "width")
-        self.height = _positive(self.height, "height")
-        if self.width * self.height < 3:
-            raise RangeError(f"the grid needs at least 3 cells for start, key and door; got {self.width}x{self.height}")
+        self.spots = _positive(self.spots, "spots")
+        self.pool = _positive(self.pool, "pool")
+        if not self.spots <= self.pool <= len(self.PLACES):
+            raise RangeError(f"need spots <= pool <= {len(self.PLACES)}; got spots={self.spots}, pool={self.pool}")
         self.max_turns = _positive(self.max_turns, "max_turns")
-        numbers = [str(i) for i in range(max(self.width, self.height))]
-        words = [*self.VERBS, *self.DIRECTIONS, *self.OBJECTS, *self.EVENTS, "start", "at", "no-key", "has-key", *numbers]
+        places = self.PLACES[: self.pool]
+        words = [*self.VERBS, *places, "door", "key", *self.EVENTS, "room", "sees-key", "sees-nothing", "no-key", "has-key"]
         self.tokenizer = WordTokenizer(words)
         tok = self.tokenizer
         v = len(tok)
-        # Slot 0: verbs; slot 1: directions (after "go"); slot 2: objects (after "take"/"open").
-        self.slot_masks = np.zeros((3, v), dtype=bool)
+        # Slot 0: verbs; 1: where to go (places and the door); 2: "key" (after take); 3: "door" (after open).
+        self.slot_masks = np.zeros((4, v), dtype=bool)
         self.slot_masks[0, tok.ids(self.VERBS)] = True
-        self.slot_masks[1, tok.ids(self.DIRECTIONS)] = True
-        self.slot_masks[2, tok.ids(self.OBJECTS)] = True
+        self.slot_masks[1, tok.ids((*places, "door"))] = True
+        self.slot_masks[2, tok.id("key")] = True
+        self.slot_masks[3, tok.id("door")] = True
         self.arg_slot = np.full(v, -1, dtype=np.int64)
-        self.arg_slot[tok.id("go")] = 1
-        self.arg_slot[tok.ids(("take", "open"))] = 2
-        self.obs_len = 5
-        self.prompt_len = 10
+        self.arg_slot[[tok.id("go"), tok.id("take"), tok.id("open")]] = [1, 2, 3]
+        self.obs_len = 4
+        self.prompt_len = 6 + self.spots
         self.action_len = 2
-        self._num = tok.ids(numbers)
-        self._event = {e: tok.id(e) for e in self.EVENTS}
-        self._w = {w: tok.id(w) for w in (*self.VERBS, *self.DIRECTIONS, *self.OBJECTS, "start", "at", "no-key", "has-key")}
-        # Moves indexed by token id: north (0, +1), south (0, -1), east (+1, 0), west (-1, 0).
-        self._moves = np.zeros((v, 2), dtype=np.int64)
-        for word, d in (("north", (0, 1)), ("south", (0, -1)), ("east", (1, 0)), ("west", (-1, 0))):
-            self._moves[tok.id(word)] = d
-        self._is_dir = np.zeros(v, dtype=bool)
-        self._is_dir[tok.ids(self.DIRECTIONS)] = True
-        self._shape = np.array([self.width, self.height])
+        self.door = self.pool  # location index of the door
+        self._loc_ids = tok.ids((*places, "door"))  # location index -> token id
+        self._loc_of = np.full(v, -1, dtype=np.int64)  # token id -> location index
+        self._loc_of[self._loc_ids] = np.arange(self.pool + 1)
+        self._w = {w: tok.id(w) for w in (*self.VERBS, *self.EVENTS, "key", "door", "room", "sees-key", "sees-nothing", "no-key", "has-key")}
 
     @property
     def num_layouts(self) -> int:
-        """Distinct (start, key, door) layouts."""
-        c = self.width * self.height
-        return c * (c - 1) * (c - 2)
+        """Distinct layouts: ordered choices of places times the key's place."""
+        return math.perm(self.pool, self.spots) * self.spots
 
     def first_slot(self, turn: int) -> int:
-        """Grammar slot of the verb at ``turn`` (always the verb slot 0)."""
+        """Grammar slot of the verb at ``turn`` (always slot 0)."""
         return 0
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``n`` random layouts: distinct start, key and door cells, as int[n, 2] (x, y) arrays."""
-        c = self.width * self.height
-        # Three distinct cells per layout without a Python loop: rank random keys per row.
-        cells = np.argsort(rng.random((n, c)), axis=1)[:, :3]
-        xy = np.stack([cells % self.width, cells // self.width], axis=-1)
-        return {"start": xy[:, 0], "key": xy[:, 1], "door": xy[:, 2]}
+        """``n`` random layouts: ``places`` int[n, spots] (pool indices, in prompt order), ``key`` int[n]."""
+        places = np.argsort(rng.random((n, self.pool)), axis=1)[:, : self.spots]
+        key = places[np.arange(n), rng.integers(0, self.spots, size=n)]
+        return {"places": places, "key": key}
 
     def reset(self, tasks: dict[str, np.ndarray]) -> tuple[KeyDoorState, np.ndarray]:
-        """Start B episodes; returns the state and the prompt ids int[B, prompt_len]."""
-        start = np.asarray(tasks["start"], dtype=np.int64)
-        if start.ndim != 2 or start.shape[1] != 2:
-            raise ShapeError(f"tasks['start'] has shape {start.shape}; expected (B, 2) cells (x, y)")
-        b = start.shape[0]
+        """Start B episodes at the door; returns the state and the prompt ids int[B, prompt_len]."""
+        places = np.asarray(tasks["places"], dtype=np.int64)
+        key = np.asarray(tasks["key"], dtype=np.int64)
+        if places.ndim != 2 or places.shape[1] != self.spots:
+            raise ShapeError(f"tasks['places'] has shape {places.shape}; expected (B, {self.spots})")
+        b = places.shape[0]
+        if ((places < 0) | (places >= self.pool)).any():
+            raise RangeError(f"tasks['places'] must hold place indices in [0, {self.pool})")
+        if key.shape != (b,) or not (places == key[:, None]).any(axis=1).all():
+            raise RangeError(f"tasks['key'] must be int[{b}], each one of that row's places")
         state = KeyDoorState(
-            pos=start.copy(),
-            key=np.asarray(tasks["key"], dtype=np.int64).copy(),
-            door=np.asarray(tasks["door"], dtype=np.int64).copy(),
+            places=places.copy(),
+            key=key.copy(),
+            loc=np.full(b, self.door, dtype=np.int64),
             has_key=np.zeros(b, dtype=bool),
             done=np.zeros(b, dtype=bool),
             success=np.zeros(b, dtype=bool),
         )
-        for name, cell in (("start", state.pos), ("key", state.key), ("door", state.door)):
-            if cell.shape != (b, 2) or ((cell < 0) | (cell >= self._shape)).any():
-                raise RangeError(f"tasks[{name!r}] must be int[{b}, 2] cells inside the {self.width}x{self.height} grid")
-        num, w = self._num, self._w
-        cols = [
-            np.full(b, self.tokenizer.bos_id),
-            np.full(b, w["key"]),
-            num[state.key[:, 0]],
-            num[state.key[:, 1]],
-            np.full(b, w["door"]),
-            num[state.door[:, 0]],
-            num[state.door[:, 1]],
-            np.full(b, w["start"]),
-            num[state.pos[:, 0]],
-            num[state.pos[:, 1]],
-        ]
-        return state, np.stack(cols, axis=1).astype(np.int64)
+        w = self._w
+        head = np.stack([np.full(b, self.tokenizer.bos_id), np.full(b, w["room"])], axis=1)
+        obs = self._render(state, np.full(b, w["start"]))
+        return state, np.concatenate([head, self._loc_ids[places], obs], axis=1).astype(np.int64)
+
+    def _sees_key(self, state: KeyDoorState) -> np.ndarray:
+        return (state.loc == state.key) & ~state.has_key
 
     def anchors(self, state: KeyDoorState) -> np.ndarray:
-        """int[B] -- anchor key of the current state: cell index + cells * holding key."""
-        c = self.width * self.height
-        return state.pos[:, 0] + self.width * state.pos[:, 1] + c * state.has_key.astype(np.int64)
+        """int[B] -- anchor key of the current state: place + (pool + 1) * (sees key + 2 * holds key)."""
+        flags = self._sees_key(state).astype(np.int64) + 2 * state.has_key.astype(np.int64)
+        return state.loc + (self.pool + 1) * flags
 
     def step(self, state: KeyDoorState, actions: np.ndarray) -> StepResult:
         """Apply one (verb, arg) action per episode; finished episodes are left unchanged."""
-        b = state.pos.shape[0]
+        b = state.loc.shape[0]
         a = _check_actions(actions, b)
         verb, arg = a[:, 0], a[:, 1]
         live = ~state.done
         w = self._w
-        go = live & (verb == w["go"]) & self._is_dir[arg]
-        target = state.pos + self._moves[arg]
-        inside = ((target >= 0) & (target < self._shape)).all(axis=1)
-        moved = go & inside
-        blocked = go & ~inside
-        at_key = (state.pos == state.key).all(axis=1)
-        at_door = (state.pos == state.door).all(axis=1)
-        took = live & (verb == w["take"]) & (arg == w["key"]) & at_key & ~state.has_key
+        target = self._loc_of[arg]
+        in_room = (target == self.door) | (state.places == target[:, None]).any(axis=1)
+        moved = live & (verb == w["go"]) & (target >= 0) & in_room
+        took = live & (verb == w["take"]) & (arg == w["key"]) & self._sees_key(state)
+        at_door = state.loc == self.door
         opening = live & (verb == w["open"]) & (arg == w["door"]) & at_door
         opened = opening & state.has_key
         locked = opening & ~state.has_key
-        state.pos = np.where(moved[:, None], target, state.pos)
+        state.loc = np.where(moved, target, state.loc)
         state.has_key = state.has_key | took
         state.turn += 1
-        out_of_time = live & (state.turn >= self.max_turns)
         state.success = state.success | opened
-        done_now = live & (opened | out_of_time)
+        done_now = live & (opened | (state.turn >= self.max_turns))
         state.done = state.done | done_now
-        e = self._event
-        event = np.full(b, e["nothing"])
-        event = np.where(moved, e["moved"], event)
-        event = np.where(blocked, e["blocked"], event)
-        event = np.where(took, e["took"], event)
-        event = np.where(locked, e["locked"], event)
+        event = np.full(b, w["failed"])
+        event = np.where(moved, w["moved"], event)
+        event = np.where(took, w["took"], event)
+        event = np.where(locked, w["locked"], event)
         return StepResult(self._render(state, event), done_now, state.success.copy())
 
     def _render(self, state: KeyDoorState, event: np.ndarray) -> np.ndarray:
-        num, w = self._num, self._w
-        b = state.pos.shape[0]
+        w = self._w
+        seen = np.where(self._sees_key(state), w["sees-key"], w["sees-nothing"])
         hand = np.where(state.has_key, w["has-key"], w["no-key"])
-        cols = [event, np.full(b, w["at"]), num[state.pos[:, 0]], num[state.pos[:, 1]], hand]
-        return np.stack(cols, axis=1).astype(np.int64)
+        return np.stack([event, self._loc_ids[state.loc], seen, hand], axis=1).astype(np.int64)
 
     def optimal_turns(self, tasks: dict[str, np.ndarray]) -> np.ndarray:
-        """int[B] -- fewest turns that solve each layout (walk, take, walk, open)."""
-        d1 = np.abs(tasks["start"] - tasks["key"]).sum(axis=1)
-        d2 = np.abs(tasks["key"] - tasks["door"]).sum(axis=1)
-        return d1 + d2 + 2
+        """int[B] -- turns of the best policy that knows where the key is: go, take, go door, open."""
+        return np.full(np.asarray(tasks["key"]).shape[0], 4, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------ guess the secret

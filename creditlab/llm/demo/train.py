@@ -57,8 +57,9 @@ class TrainConfig:
         clip: PPO ratio clip.
         entropy_coef: entropy bonus weight.
         max_grad_norm: gradient clipping.
-        gamma: discount of GiGPO's step returns (0.95 in the paper) / IGPO's turn returns.
+        gamma: discount of GiGPO's step returns (0.95 in the paper).
         step_weight: GiGPO's omega (weight of the step advantage).
+        igpo_gamma: discount of IGPO's returns-to-go over normalized turn rewards (1 in the code).
         eval_every: evaluate every this many iterations (and at 0 and the end).
         eval_episodes: held-out tasks per evaluation (the same tasks for every run).
         eval_seed: seed of the held-out tasks.
@@ -80,6 +81,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     gamma: float = 0.95
     step_weight: float = 1.0
+    igpo_gamma: float = 1.0
     eval_every: int = 10
     eval_episodes: int = 256
     eval_seed: int = 20_261_122
@@ -104,8 +106,9 @@ class TrainConfig:
         for name in ("lr", "clip", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise RangeError(f"TrainConfig.{name} must be > 0; got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise RangeError(f"TrainConfig.gamma must lie in [0, 1]; got {self.gamma!r}")
+        for name in ("gamma", "igpo_gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RangeError(f"TrainConfig.{name} must lie in [0, 1]; got {getattr(self, name)!r}")
         if self.entropy_coef < 0 or self.step_weight < 0:
             raise RangeError("TrainConfig.entropy_coef and step_weight must be >= 0")
         self.env_kwargs = dict(self.env_kwargs)
@@ -150,7 +153,7 @@ def turn_advantages(method: str, rollout: Rollout, group_ids: np.ndarray, config
             llm = _llm()
             if rollout.beliefs is None:
                 raise CreditlabError("igpo needs beliefs: generate(..., beliefs=True) on an environment with belief_query")
-            out = llm.igpo(rollout.beliefs.to(torch.float64), outcomes, group_ids, mask=mask, gamma=config.gamma)
+            out = llm.igpo(rollout.beliefs.to(torch.float64), outcomes, group_ids, mask=mask, gamma=config.igpo_gamma)
             adv = out.advantages
         else:  # pragma: no cover - TrainConfig validates
             raise RangeError(f"unknown method {method!r}")
