@@ -63,8 +63,8 @@ def test_losses_by_hand():
     dpo = oprl_dpo_loss(lp, ref, resp, torch.tensor([1.0, 0.0]), [0, 0], beta=0.2)
     assert abs(float(dpo.detach()) + math.log(1 / (1 + math.exp(0.1)))) < 1e-6
     # no pair with different outcomes -> 0
-    assert float(oprl_dpo_loss(lp, ref, resp, torch.tensor([1.0, 1.0]), [0, 0])) == 0.0
-    assert float(oprl_dpo_loss(lp, ref, resp, torch.tensor([1.0, 0.0]), [0, 1])) == 0.0
+    assert float(oprl_dpo_loss(lp, ref, resp, torch.tensor([1.0, 1.0]), [0, 0]).detach()) == 0.0
+    assert float(oprl_dpo_loss(lp, ref, resp, torch.tensor([1.0, 0.0]), [0, 1]).detach()) == 0.0
 
 
 def test_dpo_best_worst_uses_one_pair_per_group():

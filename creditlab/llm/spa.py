@@ -35,7 +35,8 @@ class SPAProgressEstimator:
     """Per-turn progress model whose contributions sum to the outcome (SPA-RL).
 
     Args:
-        feature_dim: D, the size of each turn's feature vector.
+        feature_dim: D, the size of each turn's feature vector (None: taken from the first batch
+            the estimator is trained on).
         hidden: width of the hidden layers (0: a linear head, as in the paper).
         num_layers: number of hidden layers (ignored when ``hidden=0``).
         lr: Adam learning rate.
@@ -57,7 +58,7 @@ class SPAProgressEstimator:
 
     def __init__(
         self,
-        feature_dim: int,
+        feature_dim: int | None = None,
         *,
         hidden: int = 64,
         num_layers: int = 2,
@@ -67,12 +68,12 @@ class SPAProgressEstimator:
         standardize: bool = True,
         seed: int = 0,
     ):
-        if int(feature_dim) < 1:
+        if feature_dim is not None and int(feature_dim) < 1:
             raise RangeError(f"feature_dim must be >= 1; got {feature_dim!r}")
         if int(hidden) < 0 or int(num_layers) < 1:
             raise RangeError(f"hidden must be >= 0 and num_layers >= 1; got hidden={hidden!r}, num_layers={num_layers!r}")
         self.config = {
-            "feature_dim": int(feature_dim),
+            "feature_dim": None if feature_dim is None else int(feature_dim),
             "hidden": int(hidden),
             "num_layers": int(num_layers),
             "lr": check_positive(lr, "lr"),
@@ -81,14 +82,20 @@ class SPAProgressEstimator:
             "standardize": bool(standardize),
             "seed": int(seed),
         }
-        gen = torch.Generator().manual_seed(int(seed))
-        self.net = _mlp(int(feature_dim), int(hidden), int(num_layers), gen)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"])
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.net: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        if feature_dim is not None:
+            self._build(int(feature_dim))
         self.feature_mean: torch.Tensor | None = None
         self.feature_std: torch.Tensor | None = None
         self.num_updates = 0
-        self._gen = gen
         self._dtype = torch.float32
+
+    def _build(self, d: int) -> None:
+        self.config["feature_dim"] = d
+        self.net = _mlp(d, self.config["hidden"], self.config["num_layers"], self._gen)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"])
 
     # ------------------------------------------------------------------ learning
 
@@ -182,6 +189,8 @@ class SPAProgressEstimator:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        if self.net is None:
+            raise RangeError("the estimator has not been built yet (feature_dim=None and never trained)")
         return {
             "config": dict(self.config),
             "net": {k: v.clone() for k, v in self.net.state_dict().items()},
@@ -196,6 +205,8 @@ class SPAProgressEstimator:
         if missing:
             raise RangeError(f"state is missing keys {sorted(missing)}; expected the dict from state_dict()")
         cfg = state["config"]
+        if self.net is None and self.config["feature_dim"] is None:
+            self._build(int(cfg["feature_dim"]))
         if cfg["feature_dim"] != self.config["feature_dim"] or cfg["hidden"] != self.config["hidden"] or cfg["num_layers"] != self.config["num_layers"]:
             raise ShapeError(f"state was saved from an estimator with {cfg}; this one has {self.config}")
         self.net.load_state_dict(state["net"])
@@ -223,6 +234,10 @@ class SPAProgressEstimator:
             raise ShapeError(f"features must be [B, T, D]; got shape {tuple(x.shape)}")
         b, t, d = x.shape
         check_nonempty(b, "features")
+        if self.net is None:
+            if not need_target:
+                raise RangeError("the estimator has not been trained yet; call fit() or update() first")
+            self._build(d)
         if d != self.config["feature_dim"]:
             raise ShapeError(f"features has D = {d} per turn but the estimator was built with feature_dim = {self.config['feature_dim']}")
         m = as_mask(mask, "mask", (b, t), device=x.device)
