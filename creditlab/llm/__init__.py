@@ -6,7 +6,7 @@ mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
 """
 
 from .anchors import anchor_ids, canonical_key
-from .gigpo import gigpo
+from .gigpo import gigpo, gigpo_rows
 from .igpo import igpo, igpo_rewards
 from .implicit_prm import (
     ImplicitPRM,
@@ -31,6 +31,7 @@ __all__ = [
     "anchor_ids",
     "canonical_key",
     "gigpo",
+    "gigpo_rows",
     "igpo",
     "igpo_rewards",
     "implicit_token_rewards",
