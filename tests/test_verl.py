@@ -19,9 +19,9 @@ from creditlab.llm import turn_rloo
 
 
 def _rollouts(rng, bs, max_turns, turn_len=(1, 4), obs_len=(1, 3)):
-    """Multi-turn rows: prompt-side nothing; turns of policy tokens separated by observation tokens;
+    """Multi-turn rows: turns of policy tokens separated by observation tokens;
     reward at each turn's last token (sometimes exactly 0), padding at the end."""
-    rows, masks, rewards, turn_rewards = [], [], [], []
+    masks, rewards, turn_rewards = [], [], []
     for _ in range(bs):
         k = int(rng.integers(1, max_turns + 1))
         mask, rew, tr = [], [], []
