@@ -46,7 +46,7 @@ from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..segments import GroupStats, group_stats
 from ._common import group_normalize
-from .anchors import anchor_ids, similarity_clusters
+from .anchors import anchor_ids, hash_ids, similarity_clusters
 
 __all__ = ["gigpo", "gigpo_rows", "step_groups"]
 
@@ -197,8 +197,8 @@ def gigpo_rows(
     r_rows, present = as_scores(episode_rewards, "episode_rewards", device=dev)
     if r_rows.shape != (n,):
         raise ShapeError(f"episode_rewards has shape {tuple(r_rows.shape)}; expected ({n},) like step_returns")
-    groups = as_group_index(group_ids, "group_ids", n, device=dev)
-    traj = as_group_index(traj_ids, "traj_ids", n, device=dev)
+    groups = _factorize(group_ids, "group_ids", n, dev)
+    traj = _factorize(traj_ids, "traj_ids", n, dev)
     # one episode per (group, trajectory) pair
     _, ep_index = torch.unique(groups.index * max(traj.num_groups, 1) + traj.index, return_inverse=True)
     scale = mode == "mean_std_norm"
@@ -215,13 +215,12 @@ def gigpo_rows(
             sd = ep_st.std[gi] + eps
             centered = centered / torch.where(sd > 0, sd, torch.ones_like(sd))
         a_ep = torch.where(ep_st.constant[gi] | ~present, torch.zeros_like(centered), centered)
+    if len(anchors) != n:
+        raise ShapeError(f"anchors has {len(anchors)} entries; expected {n} (one per turn row)")
     if isinstance(anchors, torch.Tensor) or (isinstance(anchors, np.ndarray) and anchors.dtype != object):
-        anchors_2d = anchors.reshape(-1, 1)
+        ids, keys = anchor_ids(anchors.reshape(-1, 1), np.ones(n, dtype=np.int64), 1)
     else:
-        if len(anchors) != n:
-            raise ShapeError(f"anchors has {len(anchors)} entries; expected {n} (one per turn row)")
-        anchors_2d = [[a] for a in anchors]
-    ids, keys = anchor_ids(anchors_2d, np.ones(n, dtype=np.int64), 1)
+        ids, keys = hash_ids(anchors.tolist() if isinstance(anchors, np.ndarray) else list(anchors))
     steps = step_groups(groups.index, ids, keys, similarity=similarity, similarity_fn=similarity_fn)
     a_step, st = group_normalize(g_ret, torch.ones(n, dtype=torch.bool, device=dev), steps, scale=scale, eps=eps, unbiased=unbiased)
     adv = a_ep + step_weight * a_step
@@ -301,6 +300,19 @@ def episode_advantages(
         scale = st.std[gi] + eps
         centered = centered / torch.where(scale > 0, scale, torch.ones_like(scale))
     return torch.where(dead, torch.zeros_like(centered), centered), st
+
+
+def _factorize(ids: Any, name: str, n: int, dev: torch.device) -> GroupIndex:
+    """Ids -> dense GroupIndex; string/object ids are hashed (O(N)) instead of sorted."""
+    if isinstance(ids, (list, tuple)) or (isinstance(ids, np.ndarray) and ids.dtype.kind in "OUS"):
+        values = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        if len(values) != n:
+            raise ShapeError(f"{name} has {len(values)} entries; expected {n} (one per turn row)")
+        if values and not isinstance(values[0], (str, bytes)) and isinstance(values[0], (int, np.integer)):
+            return as_group_index(np.asarray(values), name, n, device=dev)
+        codes, uniq = hash_ids(values)
+        return GroupIndex(torch.from_numpy(codes).to(dev), len(uniq))
+    return as_group_index(ids, name, n, device=dev)
 
 
 def _normalize(values, present, groups: GroupIndex, mode: str, eps: float, unbiased: bool):
