@@ -178,6 +178,8 @@ def check_shape(
 
 
 def check_finite(t: torch.Tensor, name: str, *, where: torch.Tensor | None = None, hint: str = "") -> None:
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return  # fast path: one pass, no temporaries beyond a bool array
     bad = ~torch.isfinite(t)
     if where is not None:
         bad = bad & where
@@ -228,10 +230,26 @@ def as_mask(
     With ``prefix`` the mask must be 1 on a prefix of each row (padding only at the end); a 0
     followed by a 1 is a hole inside an episode and raises :class:`MaskError`.
     """
+    return mask_and_lengths(mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows)[0]
+
+
+def mask_and_lengths(
+    mask: ArrayLike | None,
+    name: str,
+    shape: tuple[int, int],
+    *,
+    device: torch.device,
+    prefix: bool = True,
+    allow_empty_rows: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`as_mask` that also returns ``lengths: int64[B]`` (valid steps per row)."""
     if mask is None:
         if shape[1] == 0 and not allow_empty_rows:
             raise EmptyBatchError("the batch has T = 0 steps per episode; every episode needs >= 1 step")
-        return torch.ones(shape, dtype=torch.bool, device=device)
+        return (
+            torch.ones(shape, dtype=torch.bool, device=device),
+            torch.full((shape[0],), shape[1], dtype=torch.int64, device=device),
+        )
     m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
     if m.dtype != torch.bool:
         if m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
@@ -242,10 +260,13 @@ def as_mask(
             raise MaskError(f"{name} must be boolean or 0/1; got dtype {m.dtype}")
     m = m.to(device)
     check_shape(m, name, shape=shape, hint=" (the mask must have the same [B, T] shape as rewards)")
-    if prefix and m.shape[1] > 1:
-        holes = (~m[:, :-1]) & m[:, 1:]
-        if bool(holes.any()):
-            b, t = torch.nonzero(holes)[0].tolist()
+    if prefix:
+        from ._kernels import mask_lengths
+
+        lengths, hole = mask_lengths(m.contiguous())
+        lengths = lengths.to(m.device)
+        if hole is not None:
+            b, t = hole
             valid = torch.nonzero(m[b]).flatten().tolist()
             raise MaskError(
                 f"{name} row {b} has a hole: step {t} is padding but step {t + 1} is valid "
@@ -253,12 +274,12 @@ def as_mask(
                 "the last step of each episode. For LLM turns with masked tool tokens use "
                 "broadcast_to_tokens / token-level functions with a response_mask instead."
             )
-    if not allow_empty_rows:
-        lengths = m.sum(dim=1)
-        if m.shape[0] and bool((lengths == 0).any()):
-            b = int(torch.nonzero(lengths == 0)[0])
-            raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
-    return m
+    else:
+        lengths = m.sum(dim=1, dtype=torch.int64)
+    if not allow_empty_rows and m.shape[0] and bool((lengths == 0).any()):
+        b = int(torch.nonzero(lengths == 0)[0])
+        raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
+    return m, lengths
 
 
 def check_nonempty(n: int, name: str) -> None:
@@ -308,9 +329,10 @@ def as_scores(
         p = p.to(values.device)
         check_shape(p, f"present (for {name})", shape=tuple(values.shape))
         is_present = is_present & p
-    nan = torch.isnan(values)
+    if present is None and not nan_is_missing and bool(is_present.all()) and bool(torch.isfinite(values).all()):
+        return values, is_present  # fast path: nothing missing, nothing to zero
     if nan_is_missing:
-        is_present = is_present & ~nan
+        is_present = is_present & ~torch.isnan(values)
     check_finite(
         values,
         name,

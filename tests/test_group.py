@@ -332,3 +332,16 @@ def test_group_errors():
         cl.grpo([], [])
     with pytest.raises(cl.DtypeError, match="must hold numbers"):
         cl.grpo(["a", 1.0], [0, 0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_prompts=st.integers(1, 6), k=st.integers(2, 8))
+def test_rloo_agrees_with_trl_rloo_formula(seed, n_prompts, k):
+    """TRL's RLOOTrainer: rewards laid out [k, n_prompts]; baseline = (sum - self) / (k - 1)."""
+    rng = np.random.default_rng(seed)
+    rlhf_reward = torch.tensor(rng.normal(size=(k, n_prompts)))
+    baseline = (rlhf_reward.sum(0) - rlhf_reward) / (k - 1)
+    trl_adv = (rlhf_reward - baseline).flatten()
+    ids = np.tile(np.arange(n_prompts), k)  # flatten of [k, n_prompts]: prompt id varies fastest
+    ours = cl.rloo(rlhf_reward.flatten(), ids).advantages
+    torch.testing.assert_close(ours, trl_adv, rtol=1e-9, atol=1e-12)

@@ -99,13 +99,15 @@ def grpo(
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups, unbiased=unbiased)
+    # centered is exactly 0 for missing items and constant groups; guard 0/0 when eps = 0.
     if std_scale == "group":
-        adv = stats.centered / (stats.std[groups.index] + eps)
+        denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
+        adv = stats.centered / denom[groups.index]
     elif std_scale == "batch":
-        adv = stats.centered / (_batch_std(r, p, unbiased) + eps)
+        s = _batch_std(r, p, unbiased)
+        adv = stats.centered / (s + eps) if float(s) > 0 else stats.centered
     else:
         adv = stats.centered
-    adv = _finish(adv, stats, groups, p)
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
@@ -148,9 +150,8 @@ def rloo(
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups)
-    n = stats.count.to(torch.float64)[groups.index]
-    adv = stats.centered * n / (n - 1).clamp(min=1)
-    adv = _finish(adv, stats, groups, p)
+    n = stats.count.to(torch.float64)
+    adv = stats.centered * (n / (n - 1).clamp(min=1))[groups.index]
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
@@ -223,7 +224,7 @@ def reinforce_pp(
         from .._steps import per_step
 
         r = r - float(kl_coef) * per_step(kl, "kl", s)
-    ret = _kernels.returns_scan(r.contiguous(), s.discounts, s.lengths, s.bootstrap, gamma)
+    ret = _kernels.returns_scan(r.contiguous(), s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
     adv, mean, std = masked_whiten(ret, s.mask, eps=eps)
     metrics = {
         "num_episodes": float(s.shape[0]),
@@ -282,7 +283,8 @@ def gdpo(
     cols = torch.arange(k, device=c.device)
     flat_groups = GroupIndex((groups.index[:, None] * k + cols[None, :]).reshape(-1), groups.num_groups * k)
     stats = group_stats(c.reshape(-1), p.reshape(-1), flat_groups, unbiased=unbiased)
-    z = (stats.centered / (stats.std[flat_groups.index] + eps)).reshape(n, k)
+    denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
+    z = (stats.centered / denom[flat_groups.index]).reshape(n, k)
     summed = (z * w[None, :]).sum(dim=1)
     any_present = p.any(dim=1)
     if batch_norm:
@@ -413,12 +415,6 @@ def _weighted_whiten(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tens
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _finish(adv: torch.Tensor, stats: GroupStats, groups: GroupIndex, p: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(adv)
-    adv = torch.where(stats.constant[groups.index], zero, adv)
-    return torch.where(p, adv, zero)
-
-
 def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, prefix: str = "") -> dict[str, float]:
     nonempty = stats.count > 0
     singleton = stats.count == 1
@@ -426,7 +422,7 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     n_groups = int(nonempty.sum())
     n_single = int(singleton.sum())
     n_zero = int(zero_std.sum())
-    in_degenerate = int((stats.constant[groups.index] & p).sum())
+    in_degenerate = int(stats.count[stats.constant].sum())  # present members of degenerate groups
     return {
         f"{prefix}groups/num": float(n_groups),
         f"{prefix}groups/num_singleton": float(n_single),
@@ -437,19 +433,29 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     }
 
 
+def _moments(x: torch.Tensor, p: torch.Tensor) -> tuple[float, float]:
+    """Mean and population std of ``x`` over present items (x is 0 where missing), float64."""
+    n = float(p.sum())
+    if n == 0:
+        return 0.0, 0.0
+    x64 = x.to(torch.float64)
+    mean = float(x64.sum()) / n
+    var = max(float((x64 * x64).sum()) / n - mean * mean, 0.0)
+    return mean, var**0.5
+
+
 def _group_metrics(
     r: torch.Tensor, p: torch.Tensor, stats: GroupStats, groups: GroupIndex, adv: torch.Tensor
 ) -> dict[str, float]:
-    groups_present = p.any()
-    rp = r[p].to(torch.float64)
-    ap = adv[p].to(torch.float64)
+    r_mean, r_std = _moments(r, p)
+    a_mean, a_std = _moments(adv, p)
     out = {
         "num_episodes": float(r.shape[0]),
-        "num_missing": float((~p).sum()),
-        "rewards/mean": float(rp.mean()) if bool(groups_present) else 0.0,
-        "rewards/std": float(rp.std(unbiased=False)) if bool(groups_present) else 0.0,
-        "advantages/mean": float(ap.mean()) if bool(groups_present) else 0.0,
-        "advantages/std": float(ap.std(unbiased=False)) if bool(groups_present) else 0.0,
+        "num_missing": float(r.shape[0] - int(p.sum())),
+        "rewards/mean": r_mean,
+        "rewards/std": r_std,
+        "advantages/mean": a_mean,
+        "advantages/std": a_std,
     }
     out.update(_degenerate_counts(stats, groups, p))
     return out
