@@ -6,19 +6,42 @@ mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
 """
 
 from .anchors import anchor_ids, canonical_key
-from .gigpo import gigpo
+from .gigpo import gigpo, gigpo_rows
 from .igpo import igpo, igpo_rewards
+from .implicit_prm import (
+    ImplicitPRM,
+    implicit_token_rewards,
+    implicit_turn_rewards,
+    oprl_advantages,
+    oprl_dpo_loss,
+    prime_advantages,
+    prime_ce_loss,
+    token_log_probs,
+)
+from .process import process_turn_rewards
+from .spa import SPAProgressEstimator
 from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
 from .turn_returns import turn_rloo
 from .turns import TurnBatch
 
 __all__ = [
+    "ImplicitPRM",
+    "SPAProgressEstimator",
     "TurnBatch",
     "anchor_ids",
     "canonical_key",
     "gigpo",
+    "gigpo_rows",
     "igpo",
     "igpo_rewards",
+    "implicit_token_rewards",
+    "implicit_turn_rewards",
+    "oprl_advantages",
+    "oprl_dpo_loss",
+    "prime_advantages",
+    "prime_ce_loss",
+    "process_turn_rewards",
+    "token_log_probs",
     "place_on_last_token",
     "turn_ids_from_response_mask",
     "turn_rloo",

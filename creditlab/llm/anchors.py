@@ -17,6 +17,7 @@ No path compares a turn with other turns one by one; the cost is one hash (or on
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +26,7 @@ import torch
 
 from ..errors import DtypeError, RangeError, ShapeError
 
-__all__ = ["anchor_ids", "canonical_key"]
-
-_NONE = object()  # marker for "no anchor" while hashing
-
+__all__ = ["anchor_ids", "canonical_key", "hash_ids"]
 
 def canonical_key(x: Any) -> Any:
     """A hashable stand-in for ``x``: arrays become ``(dtype, shape, bytes)``, lists tuples, dicts sorted tuples.
@@ -85,7 +83,12 @@ def anchor_ids(
         )
     if len(anchors) != b:
         raise ShapeError(f"anchors has {len(anchors)} rows but the batch has {b} episodes; expected one row per episode")
-    flat: list[Any] = []
+    if isinstance(anchors, np.ndarray) and anchors.ndim == 2:
+        if anchors.shape[1] < int(lengths.max(initial=0)):
+            raise ShapeError(f"anchors has shape {anchors.shape}; expected [{b}, >= {int(lengths.max())}]")
+        flat = anchors[np.arange(anchors.shape[1])[None, :] < lengths[:, None]].tolist()
+        return hash_ids(flat)
+    rows = []
     for i in range(b):
         row = anchors[i]
         n = int(lengths[i])
@@ -95,26 +98,30 @@ def anchor_ids(
             raise DtypeError(f"anchors[{i}] must be a sequence of per-turn keys; got {type(row).__name__}") from exc
         if size < n:
             raise ShapeError(f"anchors[{i}] has {size} keys but episode {i} has {n} turns; expected one key per turn")
-        flat.extend(row[:n] if not isinstance(row, np.ndarray) else list(row[:n]))
+        rows.append(row if size == n else row[:n])
+    flat = list(itertools.chain.from_iterable(rows))
+    return hash_ids(flat)
+
+
+def hash_ids(keys: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Dense ids for a flat list of hashable keys: one dict lookup per key, O(N).
+
+    None never matches anything (each None gets an id of its own); unhashable keys (arrays,
+    lists, dicts) are replaced by :func:`canonical_key`. Returns ``(ids int64[N], keys_by_id)``.
+    """
     table: dict[Any, int] = {}
-    keys: list[Any] = []
-    ids = np.empty(len(flat), dtype=np.int64)
-    for j, key in enumerate(flat):
-        if key is None:
-            ids[j] = len(keys)
-            keys.append(None)  # never matches another turn
-            continue
-        try:
-            k = table.get(key)
-        except TypeError:
-            key = canonical_key(key)
-            k = table.get(key)
-        if k is None:
-            k = len(keys)
-            table[key] = k
-            keys.append(key)
-        ids[j] = k
-    return ids, keys
+    try:
+        ids = np.fromiter((table.setdefault(k, len(table)) for k in keys), dtype=np.int64, count=len(keys))
+    except TypeError:  # an unhashable key somewhere: canonicalize everything
+        table = {}
+        ids = np.fromiter((table.setdefault(canonical_key(k), len(table)) for k in keys), dtype=np.int64, count=len(keys))
+    by_id = list(table)
+    none_id = table.get(None)
+    if none_id is not None:
+        where = np.flatnonzero(ids == none_id)
+        ids[where] = len(by_id) + np.arange(len(where))
+        by_id.extend([None] * len(where))
+    return ids, by_id
 
 
 def _array_ids(anchors: Any, lengths: np.ndarray, num_steps: int) -> tuple[np.ndarray, list[Any] | None]:

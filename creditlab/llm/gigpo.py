@@ -46,9 +46,9 @@ from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..segments import GroupStats, group_stats
 from ._common import group_normalize
-from .anchors import anchor_ids, similarity_clusters
+from .anchors import anchor_ids, hash_ids, similarity_clusters
 
-__all__ = ["gigpo", "step_groups"]
+__all__ = ["gigpo", "gigpo_rows", "step_groups"]
 
 Mode = Literal["mean_std_norm", "mean_norm"]
 
@@ -146,6 +146,98 @@ def gigpo(
     return AdvantageOutput(backend.out(adv.to(s.rewards.dtype)), backend.out(returns), metrics)
 
 
+def gigpo_rows(
+    episode_rewards: ArrayLike,
+    step_returns: ArrayLike,
+    anchors: Any,
+    group_ids: ArrayLike,
+    traj_ids: ArrayLike,
+    *,
+    step_weight: float = 1.0,
+    mode: Mode = "mean_norm",
+    episode_stats: Literal["trajectory", "step"] = "trajectory",
+    similarity: float | None = None,
+    similarity_fn: Callable[[Any, Any], float] | None = None,
+    eps: float = 1e-6,
+    unbiased: bool = True,
+) -> AdvantageOutput:
+    """GiGPO on verl-agent's layout: one row per turn, flat arrays, any row order.
+
+    Args:
+        episode_rewards: float[N] -- the episode reward carried by each turn row (verl-agent puts
+            the trajectory's reward on every row; each row's own value is normalized).
+        step_returns: float[N] -- the discounted return from each turn (verl-agent's
+            ``step_rewards``, already discounted).
+        anchors: N hashable anchor keys (or an int[N] / str[N] array); None = never grouped.
+        group_ids: [N] -- episode group (verl's ``uid``), ints or strings.
+        traj_ids: [N] -- trajectory id (verl-agent's ``traj_uid``), unique within a group.
+        step_weight, mode, episode_stats, similarity, similarity_fn, eps, unbiased: as in
+            :func:`gigpo` (mode default "mean_norm", verl-agent's default).
+
+    Returns:
+        AdvantageOutput(advantages float[N], None, metrics).
+
+    Example (two trajectories of one group, rows interleaved; turn 0 shares anchor "s"):
+        >>> gigpo_rows([1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0], ["s", "s", "a", "b"],
+        ...            ["q", "q", "q", "q"], ["t1", "t2", "t1", "t2"]).advantages.tolist()
+        [1.0, -1.0, 0.5, -0.5]
+    """
+    if mode not in ("mean_std_norm", "mean_norm"):
+        raise RangeError(f"mode must be 'mean_std_norm' or 'mean_norm'; got {mode!r}")
+    if episode_stats not in ("trajectory", "step"):
+        raise RangeError(f"episode_stats must be 'trajectory' or 'step'; got {episode_stats!r}")
+    eps = check_positive(eps, "eps", allow_zero=True)
+    step_weight = _finite(step_weight, "step_weight")
+    backend = Backend.of(step_returns, episode_rewards)
+    g_ret, _ = as_scores(step_returns, "step_returns")
+    n = g_ret.shape[0]
+    if n == 0:
+        raise ShapeError("step_returns is empty; expected one value per turn row")
+    dev = g_ret.device
+    r_rows, present = as_scores(episode_rewards, "episode_rewards", device=dev)
+    if r_rows.shape != (n,):
+        raise ShapeError(f"episode_rewards has shape {tuple(r_rows.shape)}; expected ({n},) like step_returns")
+    groups = _factorize(group_ids, "group_ids", n, dev)
+    traj = _factorize(traj_ids, "traj_ids", n, dev)
+    # one episode per (group, trajectory) pair
+    _, ep_index = torch.unique(groups.index * max(traj.num_groups, 1) + traj.index, return_inverse=True)
+    scale = mode == "mean_std_norm"
+    if episode_stats == "step":
+        a_ep, ep_st = group_normalize(r_rows, present, groups, scale=scale, eps=eps, unbiased=unbiased)
+    else:
+        b = int(ep_index.max()) + 1
+        first = torch.full((b,), n, dtype=torch.int64, device=dev).scatter_reduce(0, ep_index, torch.arange(n, device=dev), reduce="amin")
+        ep_groups = GroupIndex(groups.index[first], groups.num_groups)
+        ep_st = group_stats(r_rows[first], present[first], ep_groups, unbiased=unbiased)
+        gi = groups.index
+        centered = r_rows.to(torch.float64) - ep_st.mean[gi]
+        if scale:
+            sd = ep_st.std[gi] + eps
+            centered = centered / torch.where(sd > 0, sd, torch.ones_like(sd))
+        a_ep = torch.where(ep_st.constant[gi] | ~present, torch.zeros_like(centered), centered)
+    if len(anchors) != n:
+        raise ShapeError(f"anchors has {len(anchors)} entries; expected {n} (one per turn row)")
+    if isinstance(anchors, torch.Tensor) or (isinstance(anchors, np.ndarray) and anchors.dtype != object):
+        ids, keys = anchor_ids(anchors.reshape(-1, 1), np.ones(n, dtype=np.int64), 1)
+    else:
+        ids, keys = hash_ids(anchors.tolist() if isinstance(anchors, np.ndarray) else list(anchors))
+    steps = step_groups(groups.index, ids, keys, similarity=similarity, similarity_fn=similarity_fn)
+    a_step, st = group_normalize(g_ret, torch.ones(n, dtype=torch.bool, device=dev), steps, scale=scale, eps=eps, unbiased=unbiased)
+    adv = a_ep + step_weight * a_step
+    sizes = st.count[st.count > 0].to(torch.float64)
+    metrics = {
+        "num_turns": float(n),
+        "num_episodes": float(int(ep_index.max()) + 1),
+        "num_missing": float((~present).sum()),
+        "gigpo/num_step_groups": float(sizes.numel()),
+        "gigpo/step_group_size_mean": float(sizes.mean()) if sizes.numel() else 0.0,
+        "gigpo/frac_turns_in_shared_step_groups": float((st.count[steps.index] > 1).to(torch.float64).mean()),
+        "gigpo/episode_advantage_abs_mean": float(a_ep.abs().mean()),
+        "gigpo/step_advantage_abs_mean": float(a_step.abs().mean()),
+    }
+    return AdvantageOutput(backend.out(adv.to(g_ret.dtype)), None, metrics)
+
+
 def step_groups(
     turn_groups: torch.Tensor,
     anchor_id: np.ndarray,
@@ -208,6 +300,19 @@ def episode_advantages(
         scale = st.std[gi] + eps
         centered = centered / torch.where(scale > 0, scale, torch.ones_like(scale))
     return torch.where(dead, torch.zeros_like(centered), centered), st
+
+
+def _factorize(ids: Any, name: str, n: int, dev: torch.device) -> GroupIndex:
+    """Ids -> dense GroupIndex; string/object ids are hashed (O(N)) instead of sorted."""
+    if isinstance(ids, (list, tuple)) or (isinstance(ids, np.ndarray) and ids.dtype.kind in "OUS"):
+        values = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        if len(values) != n:
+            raise ShapeError(f"{name} has {len(values)} entries; expected {n} (one per turn row)")
+        if values and not isinstance(values[0], (str, bytes)) and isinstance(values[0], (int, np.integer)):
+            return as_group_index(np.asarray(values), name, n, device=dev)
+        codes, uniq = hash_ids(values)
+        return GroupIndex(torch.from_numpy(codes).to(dev), len(uniq))
+    return as_group_index(ids, name, n, device=dev)
 
 
 def _normalize(values, present, groups: GroupIndex, mode: str, eps: float, unbiased: bool):
