@@ -132,7 +132,7 @@ def gigpo(
         if r_ep.shape != (b,):
             raise ShapeError(f"episode_rewards has shape {tuple(r_ep.shape)} but step_rewards has {b} episodes; expected ({b},)")
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = _kernels.returns_scan(s.rewards, s.discounts, s.lengths, s.bootstrap, gamma)
+    returns = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
     flat_b, flat_t = torch.nonzero(s.mask, as_tuple=True)  # row-major: episode 0's turns first
     ids, keys = anchor_ids(anchors, s.lengths.cpu().numpy(), t)
     steps = step_groups(groups.index[flat_b], ids, keys, similarity=similarity, similarity_fn=similarity_fn)

@@ -105,7 +105,7 @@ def turn_rloo(
         r = r.clone()
         r[torch.arange(b, device=dev), s.lengths - 1] += o
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = _kernels.returns_scan(r.contiguous(), s.discounts, s.lengths, s.bootstrap, gamma)
+    returns = _kernels.returns_scan(r.contiguous(), s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
     g64 = returns.to(torch.float64)
     last = (s.lengths - 1)[:, None]
     if baseline == "turn":
