@@ -2,8 +2,8 @@
 
 import sys
 
-from . import cli  # noqa: F401  (registers the subcommand)
 from ...cli import main
+from . import cli  # noqa: F401  (registers the subcommand)
 
 if __name__ == "__main__":
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -51,7 +51,7 @@ class Rollout(NamedTuple):
     num_turns: torch.Tensor
     beliefs: torch.Tensor | None
 
-    def select(self, index: torch.Tensor) -> "Rollout":
+    def select(self, index: torch.Tensor) -> Rollout:
         """The episodes ``index`` (a minibatch)."""
         return Rollout(*(None if x is None else x[index] for x in self))
 
