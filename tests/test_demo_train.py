@@ -170,11 +170,11 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     argv = ["demo", "all", "--tasks", "secret", "--seeds", "0", "1", "--out", str(out), "--docs", str(docs), "--nice", "0", "--quiet", *sets]
     assert main(argv) == 0
     table = (docs / "results.md").read_text()
-    for method in ("grpo", "igpo", "gigpo"):
+    for method in ("grpo", "igpo"):
         assert f"| secret | {method} | 2 |" in table
     assert (docs / "secret.png").stat().st_size > 1000
     summary = json.loads((docs / "results.json").read_text())
-    assert {r["method"] for r in summary["rows"]} == {"grpo", "igpo", "gigpo"}
+    assert {r["method"] for r in summary["rows"]} == {"grpo", "igpo"}
     assert "| secret | grpo |" in capsys.readouterr().out
     # `python -m creditlab.llm.demo report` reads the same runs.
     proc = subprocess.run(
@@ -206,3 +206,15 @@ def test_demo_package_exports():
     for name in demo.__all__:
         assert getattr(demo, name) is not None
     assert Path(demo.__file__).parent.name == "demo"
+
+
+def test_demo_tasks_build_valid_configs():
+    from creditlab.llm.demo.experiment import TASKS
+
+    for name, task in TASKS.items():
+        for variant in task.variants:
+            cfg = task.config(variant, seed=2)
+            assert cfg.seed == 2 and cfg.method in ("grpo", "gigpo", "igpo"), (name, variant)
+    assert TASKS["keydoor"].config("gigpo-gamma1", 0).gamma == 1.0
+    with pytest.raises(RangeError, match="unknown variant"):
+        TASKS["secret"].config("spa", 0)

@@ -13,8 +13,13 @@ from .experiment import TASKS, load_results, write_json_atomic
 
 __all__ = ["summarize", "plot_task", "write_report", "markdown_table"]
 
-_COLORS = {"grpo": "#555555", "gigpo": "#1f77b4", "igpo": "#d62728", "spa": "#2ca02c"}
-_LABELS = {"grpo": "GRPO (outcome only)", "gigpo": "GiGPO (anchor-state steps)", "igpo": "IGPO (information gain)"}
+_COLORS = {"grpo": "#555555", "gigpo": "#1f77b4", "gigpo-gamma1": "#17becf", "igpo": "#d62728", "spa": "#2ca02c"}
+_LABELS = {
+    "grpo": "GRPO (outcome only)",
+    "gigpo": "GiGPO (anchor-state steps, gamma 0.95)",
+    "gigpo-gamma1": "GiGPO, gamma 1 (no discount)",
+    "igpo": "IGPO (information gain)",
+}
 
 
 def _curve(run: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
