@@ -176,6 +176,9 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     summary = json.loads((docs / "results.json").read_text())
     assert {r["method"] for r in summary["rows"]} == {"grpo", "igpo"}
     assert "| secret | grpo |" in capsys.readouterr().out
+    assert main(["demo", "show", str(out / "secret" / "igpo" / "seed1"), "--episodes", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "episode 1:" in shown and "> less" in shown and "> guess" in shown and "<bos> secret below 16" in shown
     # `python -m creditlab.llm.demo report` reads the same runs.
     proc = subprocess.run(
         [sys.executable, "-m", "creditlab.llm.demo", "report", "--out", str(out), "--docs", str(tmp_path / "d2")],

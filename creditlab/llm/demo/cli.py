@@ -4,6 +4,7 @@
     creditlab demo run --tasks secret   # only the sweep (resumes; finished runs are skipped)
     creditlab demo report               # only the plots and table from finished runs
     creditlab demo train --env secret --method igpo --set iterations=100   # one run, for exploring
+    creditlab demo show runs/llm-demo/keydoor/gigpo/seed0   # transcripts of a trained policy
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     tp.add_argument("--out", help="run folder (checkpoint + result.json); none: nothing is written")
     tp.add_argument("--nice", type=int, default=10)
     tp.add_argument("--threads", type=int, default=1)
+    sp = sub.add_parser("show", help="print episodes of a trained policy (from a run folder's checkpoint)")
+    sp.add_argument("run", help="run folder holding checkpoint.pt")
+    sp.add_argument("--episodes", type=int, default=3)
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sp.add_argument("--greedy", action="store_true")
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -103,6 +109,35 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(out['figures'])}, {Path(args.docs) / 'results.md'} and results.json", file=sys.stderr)
 
 
+def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bool = False) -> str:
+    """Transcripts of ``episodes`` held-out tasks played by the policy saved in ``run``/checkpoint.pt."""
+    import torch
+
+    from .rollout import generate
+    from .train import TrainConfig, Trainer
+
+    path = Path(run) / "checkpoint.pt"
+    if not path.exists():
+        raise CreditlabError(f"no checkpoint at {path}")
+    state = torch.load(path, weights_only=False)
+    trainer = Trainer(TrainConfig.from_dict(state["config"]))
+    trainer.load_state_dict(state)
+    env, tok = trainer.env, trainer.env.tokenizer
+    tasks = {k: v[:episodes] for k, v in trainer._eval_tasks.items()}
+    ro = generate(trainer.policy, env, tasks, generator=torch.Generator().manual_seed(seed), greedy=greedy)
+    p, step = env.prompt_len, env.action_len + env.obs_len
+    lines = [f"{run} (iteration {trainer.iteration}, {trainer.config.method})"]
+    for b in range(ro.tokens.shape[0]):
+        lines.append(f"episode {b}: {'success' if bool(ro.success[b]) else 'failure'} in {int(ro.num_turns[b])} turns")
+        lines.append("  " + tok.decode(ro.tokens[b, :p]))
+        for t in range(int(ro.num_turns[b])):
+            c = p + t * step
+            action = tok.decode(ro.tokens[b, c : c + env.action_len])
+            obs = tok.decode(ro.tokens[b, c + env.action_len : c + step][ro.valid[b, c + env.action_len : c + step]])
+            lines.append(f"  > {action:<14} {obs}")
+    return "\n".join(lines)
+
+
 @command("demo", "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit", _arguments)
 def run_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "run":
@@ -112,6 +147,8 @@ def run_demo(args: argparse.Namespace) -> int:
     elif args.demo_command == "all":
         _sweep(args)
         _report(args)
+    elif args.demo_command == "show":
+        print(show(args.run, episodes=args.episodes, seed=args.seed, greedy=args.greedy))
     elif args.demo_command == "train":
         from .experiment import run_config
         from .train import TrainConfig, Trainer
