@@ -221,3 +221,16 @@ def test_demo_tasks_build_valid_configs():
     assert TASKS["keydoor"].config("gigpo-gamma1", 0).gamma == 1.0
     with pytest.raises(RangeError, match="unknown variant"):
         TASKS["secret"].config("spa", 0)
+
+
+def test_episodes_to_target_interpolates_between_evaluations():
+    from creditlab.llm.demo.report import episodes_to
+
+    run = {
+        "config": {"groups": 2, "group_size": 2},  # 4 episodes per iteration
+        "evals": [{"iteration": 0, "eval/success": 0.0}, {"iteration": 10, "eval/success": 0.4}, {"iteration": 20, "eval/success": 0.8}],
+    }
+    # 0.5 lies a quarter of the way from 0.4 (it 10) to 0.8 (it 20): iteration 12.5 -> 50 episodes
+    assert episodes_to(run, 0.5) == 50.0
+    assert episodes_to(run, 0.0) == 0.0
+    assert episodes_to(run, 0.9) is None

@@ -11,7 +11,10 @@ import numpy as np
 
 from .experiment import TASKS, load_results, write_json_atomic
 
-__all__ = ["summarize", "plot_task", "write_report", "markdown_table"]
+__all__ = ["summarize", "plot_task", "write_report", "markdown_table", "episodes_to"]
+
+# Success level for the "episodes to target" column: about the middle of each task's curves.
+TARGETS = {"keydoor": 0.5, "secret": 0.2, "secret-free": 0.2}
 
 _COLORS = {"grpo": "#555555", "gigpo": "#1f77b4", "gigpo-gamma1": "#17becf", "igpo": "#d62728", "spa": "#2ca02c"}
 _LABELS = {
@@ -37,6 +40,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         final_greedy = np.array([r["final"]["eval/greedy_success"] for r in runs])
         area = np.array([r["auc"] for r in runs])
         secs = np.array([r["compute_seconds"] for r in runs])
+        turns = np.array([r["final"]["eval/turns"] for r in runs])
+        target = TARGETS.get(task, 0.5)
+        reach = [episodes_to(r, target) for r in runs]
         first = runs[0]["evals"][0]["eval/success"]
         rows.append(
             {
@@ -53,6 +59,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "auc_mean": float(area.mean()),
                 "auc_std": float(area.std(ddof=1)) if len(runs) > 1 else 0.0,
                 "auc_per_seed": area.tolist(),
+                "final_turns_mean": float(turns.mean()),
+                "target": target,
+                "episodes_to_target_per_seed": reach,
                 "seconds_per_seed_mean": float(secs.mean()),
                 "seconds_total": float(secs.sum()),
             }
@@ -60,21 +69,39 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def episodes_to(run: dict[str, Any], level: float, key: str = "eval/success") -> float | None:
+    """Training episodes when the evaluation curve first reaches ``level`` (linear between evaluations; None if never)."""
+    per_iteration = run["config"]["groups"] * run["config"]["group_size"]
+    prev = None
+    for e in run["evals"]:
+        if e[key] >= level:
+            if prev is None or e[key] == prev[key]:
+                return float(e["iteration"] * per_iteration)
+            frac = (level - prev[key]) / (e[key] - prev[key])
+            return float((prev["iteration"] + frac * (e["iteration"] - prev["iteration"])) * per_iteration)
+        prev = e
+    return None
+
+
+def _thousands(values: list[float | None]) -> str:
+    return ", ".join("never" if v is None else f"{v / 1000:.1f}k" for v in values)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown (success in %, mean +- std over seeds, per-seed values)."""
     head = (
-        "| task | method | seeds | episodes | final success % (mean ± std) | per seed | greedy final % | "
-        "AUC % (mean ± std) | minutes (all seeds) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| task | method | seeds | episodes | start % | final success % (mean ± std) | per seed | "
+        "AUC % (mean ± std) | episodes to target (per seed) | final turns | greedy final % | minutes (all seeds) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     lines = []
     for r in rows:
         per_seed = ", ".join(f"{100 * v:.0f}" for v in r["final_success_per_seed"])
         lines.append(
-            f"| {r['task']} | {r['method']} | {len(r['seeds'])} | {int(r['episodes'])} | "
+            f"| {r['task']} | {r['method']} | {len(r['seeds'])} | {int(r['episodes'])} | {100 * r['initial_success']:.1f} | "
             f"{100 * r['final_success_mean']:.1f} ± {100 * r['final_success_std']:.1f} | {per_seed} | "
-            f"{100 * r['final_greedy_mean']:.1f} | {100 * r['auc_mean']:.1f} ± {100 * r['auc_std']:.1f} | "
-            f"{r['seconds_total'] / 60:.1f} |"
+            f"{100 * r['auc_mean']:.1f} ± {100 * r['auc_std']:.1f} | {100 * r['target']:.0f} %: {_thousands(r['episodes_to_target_per_seed'])} | "
+            f"{r['final_turns_mean']:.1f} | {100 * r['final_greedy_mean']:.1f} | {r['seconds_total'] / 60:.1f} |"
         )
     return head + "\n".join(lines) + "\n"
 
