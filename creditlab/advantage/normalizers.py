@@ -25,7 +25,7 @@ __all__ = ["CrossTaskEMANormalizer"]
 
 
 class CrossTaskEMANormalizer:
-    """Cross-task advantage normalization (CTAN, from RaPO; spec: algorithms.md C).
+    """Cross-task advantage normalization (CTAN, from RaPO).
 
     ``A_i = (R_i - mean_g R) / (sigma_EMA + eps)`` with
     ``sigma_EMA <- beta * sigma_EMA + (1 - beta) * std_batch(R)``.
@@ -33,8 +33,10 @@ class CrossTaskEMANormalizer:
     Where GRPO divides by each group's own std (which blows up near-unanimous groups and
     rescales every task to unit spread), CTAN divides by a slowly moving batch-level scale that
     is carried across task boundaries and saved with the checkpoint. ``sigma`` is initialized
-    from the first batch whose rewards have non-zero spread. With ``per_task=True`` one sigma is
-    kept per task id (tasks with different reward scales then keep their own scale).
+    from the first batch whose rewards have non-zero spread; until then a batch is divided by its
+    own std (or 1 when that is 0, never by ``eps`` alone). With ``per_task=True`` one sigma is kept
+    per task id, keyed by the id's text (1, 1.0 and "1" share a key), so a task keeps its scale
+    across batches whatever else the batch holds.
 
     Call with ``update=False`` to freeze the statistics (evaluation).
 
