@@ -254,3 +254,4 @@ _REWARDS = [
 
 for _m in _ADV + _REWARDS:
     register(_m, replace=True)
+from .llm import methods as _llm_methods  # noqa: E402,F401  (turn-level methods of creditlab.llm)

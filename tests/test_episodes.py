@@ -236,6 +236,11 @@ def test_every_registered_method_runs_on_a_rich_batch():
         group_ids=["a", "a", "b", "b"],
         task_ids=[0, 0, 1, 1],
     ).replace(extras={"potential": rng.normal(size=(4, 4)), "length": np.full((4, 4), 300.0)})
+    # per-turn extras of the creditlab.llm methods: GiGPO anchors, IGPO beliefs log p(answer | history)
+    anchors = np.empty(4, dtype=object)
+    for i, n in enumerate(lengths):
+        anchors[i] = [f"s{v}" for v in rng.integers(0, 2, size=n)]
+    ep = ep.replace(extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in cl.list_methods():
