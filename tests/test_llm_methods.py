@@ -58,3 +58,22 @@ def test_spa_factory_fits_on_episodes():
     assert est.assign(tb.to_episodes()).rewards.shape == tb.mask.shape
     with pytest.raises(cl.RangeError, match="not been trained"):
         cl.get_method("spa").factory().contributions(tb.features, mask=tb.mask)
+
+
+def test_llm_public_names_import_and_are_documented():
+    import inspect
+
+    import creditlab.integrations.trl as trl_adapter
+    import creditlab.integrations.verl as verl_adapter
+    import creditlab.llm as llm
+
+    for module in (llm, trl_adapter, verl_adapter):
+        for name in module.__all__:
+            if module is trl_adapter and name == "CreditlabGRPOTrainer":
+                pytest.importorskip("trl")
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
+    for name in ("gigpo", "igpo", "turn_rloo", "gigpo_rows", "prime_advantages", "oprl_advantages", "process_turn_rewards"):
+        doc = getattr(llm, name).__doc__
+        assert "[B" in doc or "[N]" in doc, f"{name} docstring does not state shapes"

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..advantage.tokens import broadcast_to_tokens
 from ..errors import MissingColumnError
+from ..llm._token_kernels import turn_broadcast, turn_sums
 from ..llm.gigpo import gigpo_rows
-from ..llm.tokens import turn_ids_from_response_mask, turn_values_from_tokens
 from ..llm.turn_returns import turn_rloo
 
 __all__ = [
@@ -95,18 +94,17 @@ def compute_turn_rloo_advantage(
     gamma = float(_cfg(config, "gamma", 1.0) if gamma is None else gamma)
     baseline = str(_cfg(config, "turn_rloo_baseline", "turn") if baseline is None else baseline)
     rm = response_mask.bool()
-    bs = rm.shape[0]
-    groups = _index(index, bs)
-    turn_ids, num_turns = turn_ids_from_response_mask(rm)
-    num_turns = num_turns.clamp(min=1)
-    t = int(num_turns.max())
-    rewards = turn_values_from_tokens(token_level_rewards.detach(), turn_ids, rm, num_turns=t, include_masked=True)
-    mask = torch.arange(t, device=rm.device)[None, :] < num_turns[:, None]
-    out = turn_rloo(rewards.to(torch.float64), groups, mask=mask, gamma=gamma, baseline=baseline)
+    groups = _index(index, rm.shape[0])
+    # A turn starts where a policy token follows a non-policy token; each token's reward goes to the
+    # turn it belongs to or follows (a reward verl put on an observation token belongs to the turn
+    # before it). One compiled pass per row on CPU.
+    rewards, num_turns = turn_sums(rm, token_level_rewards.detach())
+    t = rewards.shape[1]
+    mask = torch.arange(t, device=rewards.device)[None, :] < num_turns[:, None].to(rewards.device)
+    out = turn_rloo(rewards, groups, mask=mask, gamma=gamma, baseline=baseline)
     dtype = token_level_rewards.dtype
-    adv = broadcast_to_tokens(out.advantages.to(dtype), turn_ids, rm)
-    ret = broadcast_to_tokens(out.returns.to(dtype), turn_ids, rm)
-    return adv, ret
+    dev = token_level_rewards.device
+    return turn_broadcast(rm, out.advantages, dtype).to(dev), turn_broadcast(rm, out.returns, dtype).to(dev)
 
 
 def compute_gigpo_advantage(

@@ -8,6 +8,14 @@ from .._arrays import GroupIndex
 from ..segments import GroupStats, group_stats
 
 
+def turn_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted returns-to-go within each row's valid prefix (no bootstrap), via the public
+    :func:`creditlab.discounted_returns` (tensor in, tensor out)."""
+    from ..advantage.returns import discounted_returns
+
+    return discounted_returns(rewards, gamma=gamma, mask=mask)
+
+
 def group_normalize(
     values: torch.Tensor,
     present: torch.Tensor,

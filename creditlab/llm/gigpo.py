@@ -39,13 +39,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import _kernels
 from .._arrays import ArrayLike, Backend, GroupIndex, as_group_index, as_scores, check_positive, check_unit
 from .._steps import step_inputs
 from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..segments import GroupStats, group_stats
-from ._common import group_normalize
+from ._common import group_normalize, turn_returns
 from .anchors import anchor_ids, hash_ids, similarity_clusters
 
 __all__ = ["gigpo", "gigpo_rows", "step_groups"]
@@ -132,7 +131,7 @@ def gigpo(
         if r_ep.shape != (b,):
             raise ShapeError(f"episode_rewards has shape {tuple(r_ep.shape)} but step_rewards has {b} episodes; expected ({b},)")
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
+    returns = turn_returns(s.rewards, s.mask, gamma)
     flat_b, flat_t = torch.nonzero(s.mask, as_tuple=True)  # row-major: episode 0's turns first
     ids, keys = anchor_ids(anchors, s.lengths.cpu().numpy(), t)
     steps = step_groups(groups.index[flat_b], ids, keys, similarity=similarity, similarity_fn=similarity_fn)

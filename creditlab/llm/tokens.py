@@ -153,20 +153,20 @@ def turn_values_from_tokens(
             raise RangeError("turn_ids must be non-decreasing along each row to attach masked tokens to the preceding turn")
         ids = filled
     use = ids >= 0
-    x64 = torch.where(use, x.to(torch.float64), torch.zeros((), dtype=torch.float64, device=x.device))
-    flat = torch.where(use, torch.arange(b, device=x.device)[:, None] * t + ids, torch.zeros_like(ids))
+    # One slot per (row, turn) plus a trash slot for unused tokens: no boolean indexing.
+    trash = b * t
+    flat = torch.where(use, torch.arange(b, device=x.device)[:, None] * t + ids, torch.full_like(ids, trash)).reshape(-1)
     if reduce == "last":
-        pos = torch.arange(n_tok, device=x.device).expand(b, n_tok)
-        last = torch.full((b * t,), -1, dtype=torch.int64, device=x.device)
-        last = last.scatter_reduce(0, flat[use], pos[use], reduce="amax")
-        out = torch.zeros(b * t, dtype=torch.float64, device=x.device)
+        pos = torch.arange(n_tok, device=x.device).expand(b, n_tok).reshape(-1)
+        last = torch.full((trash + 1,), -1, dtype=torch.int64, device=x.device).scatter_reduce(0, flat, pos, reduce="amax")[:trash]
         ok = last >= 0
-        rows = torch.arange(b * t, device=x.device) // max(t, 1)
-        out[ok] = x64[rows[ok], last[ok]]
+        rows = torch.arange(trash, device=x.device) // max(t, 1)
+        vals = x[rows, last.clamp(min=0)].to(torch.float64)
+        out = torch.where(ok, vals, torch.zeros((), dtype=torch.float64, device=x.device))
     else:
-        out = torch.zeros(b * t, dtype=torch.float64, device=x.device).index_add_(0, flat[use], x64[use])
+        out = torch.zeros(trash + 1, dtype=torch.float64, device=x.device).index_add_(0, flat, x.reshape(-1).to(torch.float64))[:trash]
         if reduce == "mean":
-            cnt = torch.bincount(flat[use], minlength=b * t).to(torch.float64)
+            cnt = torch.bincount(flat, minlength=trash + 1)[:trash].to(torch.float64)
             out = out / cnt.clamp(min=1)
     return backend.out(out.reshape(b, t).to(x.dtype))
 

@@ -36,12 +36,12 @@ from typing import Literal
 
 import torch
 
-from .. import _kernels
 from .._arrays import ArrayLike, GroupIndex, as_float, as_group_index, check_positive, check_unit
 from .._steps import step_inputs
 from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..segments import segment_count
+from ._common import turn_returns
 
 __all__ = ["turn_rloo"]
 
@@ -105,7 +105,7 @@ def turn_rloo(
         r = r.clone()
         r[torch.arange(b, device=dev), s.lengths - 1] += o
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = _kernels.returns_scan(r.contiguous(), s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
+    returns = turn_returns(r.contiguous(), s.mask, gamma)
     g64 = returns.to(torch.float64)
     last = (s.lengths - 1)[:, None]
     if baseline == "turn":
