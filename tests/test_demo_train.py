@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,15 @@ def batch():
 def test_grpo_credit_is_the_episode_advantage_on_every_turn(batch):
     trainer, rollout, group_ids = batch
     adv, metrics = turn_advantages("grpo", rollout, group_ids, trainer.config)
-    with pytest.warns(creditlab.DegenerateGroupWarning) if _has_degenerate(rollout, group_ids) else _nullcontext():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", creditlab.DegenerateGroupWarning)
         expected = creditlab.grpo(rollout.success.double().numpy(), group_ids).advantages
     for b in range(adv.shape[0]):
         n = int(rollout.num_turns[b])
         assert torch.allclose(adv[b, :n], torch.full((n,), float(expected[b])))
         assert (adv[b, n:] == 0).all()
-    assert "credit/num_episodes" in metrics or metrics
+    # The estimator's diagnostics are passed through under "credit/" (degenerate groups are counted, not warned).
+    assert metrics and all(k.startswith("credit/") for k in metrics)
 
 
 def test_gigpo_credit_puts_the_outcome_on_the_last_turn(batch):
@@ -188,19 +191,6 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "d2" / "results.md").read_text() == table
-
-
-def _has_degenerate(rollout, group_ids):
-    s = rollout.success.numpy()
-    return any(len(set(s[group_ids == g])) == 1 for g in np.unique(group_ids))
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_demo_package_exports():
