@@ -1,0 +1,167 @@
+"""``creditlab demo``: the CPU demo of turn-level credit (also ``python -m creditlab.llm.demo``).
+
+    creditlab demo all                  # every task x method x 3 seeds, then plots and table
+    creditlab demo run --tasks secret   # only the sweep (resumes; finished runs are skipped)
+    creditlab demo report               # only the plots and table from finished runs
+    creditlab demo train --env secret --method igpo --set iterations=100   # one run, for exploring
+    creditlab demo show runs/llm-demo/keydoor/gigpo/seed0   # transcripts of a trained policy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ...cli import command, parse_sets
+from ...errors import CreditlabError
+
+DEFAULT_OUT = "runs/llm-demo"
+DEFAULT_DOCS = "docs/results/llm-demo"
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", nargs="+", help="tasks to run (default: all: keydoor secret)")
+    p.add_argument("--methods", nargs="+", help="only these methods (default: each task's list)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per configuration (default 0 1 2)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"run folder: checkpoints and results (default {DEFAULT_OUT})")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig override for every run (repeatable)")
+    p.add_argument("--nice", type=int, default=10, help="raise this process's niceness by this much first (default 10)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="demo_command", metavar="ACTION")
+    sub.required = True
+    _add_sweep_args(sub.add_parser("run", help="train every (task, method, seed); resumable"))
+    rp = sub.add_parser("report", help="plots, results.md and results.json from finished runs")
+    rp.add_argument("--out", default=DEFAULT_OUT, help=f"run folder (default {DEFAULT_OUT})")
+    rp.add_argument("--docs", default=DEFAULT_DOCS, help=f"where to write figures and tables (default {DEFAULT_DOCS})")
+    ap = sub.add_parser("all", help="run the sweep, then write the report")
+    _add_sweep_args(ap)
+    ap.add_argument("--docs", default=DEFAULT_DOCS, help=f"where to write figures and tables (default {DEFAULT_DOCS})")
+    tp = sub.add_parser("train", help="one training run with progress lines")
+    tp.add_argument("--env", default="secret", help="keydoor or secret")
+    tp.add_argument("--method", default="grpo", help="grpo, gigpo or igpo")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--env-set", action="append", metavar="KEY=VALUE", help="environment setting (repeatable)")
+    tp.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field (repeatable)")
+    tp.add_argument("--out", help="run folder (checkpoint + result.json); none: nothing is written")
+    tp.add_argument("--nice", type=int, default=10)
+    tp.add_argument("--threads", type=int, default=1)
+    sp = sub.add_parser("show", help="print episodes of a trained policy (from a run folder's checkpoint)")
+    sp.add_argument("run", help="run folder holding checkpoint.pt")
+    sp.add_argument("--episodes", type=int, default=3)
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sp.add_argument("--greedy", action="store_true")
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError:  # pragma: no cover - not permitted
+            pass
+
+
+def _progress(name: str, m: dict[str, float]) -> None:
+    if "eval/success" not in m:
+        return
+    parts = [f"{name} it {int(m['iteration'])}", f"eval {100 * m['eval/success']:.1f}%", f"greedy {100 * m['eval/greedy_success']:.1f}%"]
+    if "train/success" in m:
+        parts.append(f"train {100 * m['train/success']:.1f}%")
+    parts.append(f"{m['time/elapsed']:.0f}s")
+    print("  ".join(parts), file=sys.stderr, flush=True)
+
+
+def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from .experiment import run_sweep
+
+    _setup(args)
+    t0 = time.time()
+    results = run_sweep(
+        args.out,
+        tasks=args.tasks,
+        methods=args.methods,
+        seeds=args.seeds,
+        extra=parse_sets(args.set),
+        log=None if args.quiet else _progress,
+    )
+    print(f"{len(results)} runs complete in {args.out} ({time.time() - t0:.0f}s this session)", file=sys.stderr)
+    return results
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    out = write_report(args.out, args.docs)
+    if not out["runs"]:
+        raise CreditlabError(f"no finished runs under {args.out}; run `creditlab demo run` first")
+    print(out["table"])
+    print(f"wrote {', '.join(out['figures'])}, {Path(args.docs) / 'results.md'} and results.json", file=sys.stderr)
+
+
+def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bool = False) -> str:
+    """Transcripts of ``episodes`` held-out tasks played by the policy saved in ``run``/checkpoint.pt."""
+    import torch
+
+    from .rollout import generate
+    from .train import TrainConfig, Trainer
+
+    path = Path(run) / "checkpoint.pt"
+    if not path.exists():
+        raise CreditlabError(f"no checkpoint at {path}")
+    state = torch.load(path, weights_only=False)
+    trainer = Trainer(TrainConfig.from_dict(state["config"]))
+    trainer.load_state_dict(state)
+    env, tok = trainer.env, trainer.env.tokenizer
+    tasks = {k: v[:episodes] for k, v in trainer._eval_tasks.items()}
+    ro = generate(trainer.policy, env, tasks, generator=torch.Generator().manual_seed(seed), greedy=greedy)
+    p, step = env.prompt_len, env.action_len + env.obs_len
+    lines = [f"{run} (iteration {trainer.iteration}, {trainer.config.method})"]
+    for b in range(ro.tokens.shape[0]):
+        lines.append(f"episode {b}: {'success' if bool(ro.success[b]) else 'failure'} in {int(ro.num_turns[b])} turns")
+        lines.append("  " + tok.decode(ro.tokens[b, :p]))
+        for t in range(int(ro.num_turns[b])):
+            c = p + t * step
+            action = tok.decode(ro.tokens[b, c : c + env.action_len])
+            obs = tok.decode(ro.tokens[b, c + env.action_len : c + step][ro.valid[b, c + env.action_len : c + step]])
+            lines.append(f"  > {action:<14} {obs}")
+    return "\n".join(lines)
+
+
+@command("demo", "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit", _arguments)
+def run_demo(args: argparse.Namespace) -> int:
+    if args.demo_command == "run":
+        _sweep(args)
+    elif args.demo_command == "report":
+        _report(args)
+    elif args.demo_command == "all":
+        _sweep(args)
+        _report(args)
+    elif args.demo_command == "show":
+        print(show(args.run, episodes=args.episodes, seed=args.seed, greedy=args.greedy))
+    elif args.demo_command == "train":
+        from .experiment import run_config
+        from .train import TrainConfig, Trainer
+
+        _setup(args)
+        data = {"env": args.env, "method": args.method, "seed": args.seed, "env_kwargs": parse_sets(args.env_set)}
+        data.update(parse_sets(args.set))
+        config = TrainConfig.from_dict(data)
+        log = lambda m: _progress(f"{config.env}/{config.method}/seed{config.seed}", m)
+        if args.out:
+            result = run_config(config, args.out, log=log)
+            print(json.dumps({"final": result["final"], "auc": result["auc"]}, indent=1))
+        else:
+            evals = Trainer(config).run(log=log)
+            print(json.dumps({"final": evals[-1]}, indent=1))
+    return 0

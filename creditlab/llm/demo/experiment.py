@@ -1,0 +1,207 @@
+"""The demo sweep: every (task, method, seed) run, resumable, with results written atomically.
+
+Layout of an output folder::
+
+    OUT/TASK/METHOD/seed{S}/checkpoint.pt   -- trainer state, saved every eval (resume point)
+    OUT/TASK/METHOD/seed{S}/result.json     -- written once, atomically, when the run is complete
+
+A run whose ``result.json`` exists is skipped; a run with only a checkpoint resumes from it.
+Runs execute one at a time in this process (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import RangeError
+from .train import TrainConfig, Trainer, auc
+
+__all__ = ["TASKS", "Task", "run_config", "run_sweep", "load_results", "write_json_atomic", "environment_info"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One demo task: an environment, its training budget and the credit variants compared on it.
+
+    Attributes:
+        env, env_kwargs: the environment.
+        variants: run name -> TrainConfig overrides (at least ``method``), e.g.
+            ``{"gigpo-gamma1": {"method": "gigpo", "gamma": 1.0}}``.
+        overrides: TrainConfig fields shared by every variant (budget, evaluation).
+        description: one line for plots and tables.
+    """
+
+    env: str
+    env_kwargs: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Variant names, in order."""
+        return tuple(self.variants)
+
+    def config(self, variant: str, seed: int, **extra: Any) -> TrainConfig:
+        if variant not in self.variants:
+            raise RangeError(f"unknown variant {variant!r}; this task has {list(self.variants)}")
+        data = {"env": self.env, "env_kwargs": dict(self.env_kwargs), "seed": seed, **self.overrides, **self.variants[variant], **extra}
+        return TrainConfig.from_dict(data)
+
+
+# Shared by every run: learning rate, entropy bonus and batch (16 tasks x 8 rollouts) were fixed
+# before the comparison and are the same for all methods.
+COMMON: dict[str, Any] = {"lr": 3e-4, "entropy_coef": 0.01, "groups": 16, "group_size": 8}
+
+TASKS: dict[str, Task] = {
+    "keydoor": Task(
+        env="keydoor",
+        env_kwargs={"spots": 4, "pool": 8, "max_turns": 12},
+        variants={"grpo": {"method": "grpo"}, "gigpo": {"method": "gigpo"}, "gigpo-gamma1": {"method": "gigpo", "gamma": 1.0}},
+        overrides={**COMMON, "iterations": 200, "eval_every": 20},
+        description="find the key hidden at 1 of 4 places, take it, open the door; 12 turns",
+    ),
+    "secret": Task(
+        env="secret",
+        env_kwargs={"n": 16, "max_turns": 5},
+        variants={"grpo": {"method": "grpo"}, "igpo": {"method": "igpo"}},
+        overrides={**COMMON, "iterations": 1000, "eval_every": 50},
+        description="guess the secret in [0, 16) after 4 'less K' questions",
+    ),
+    "secret-free": Task(
+        env="secret",
+        env_kwargs={"n": 16, "max_turns": 5, "early_guess": True},
+        variants={"grpo": {"method": "grpo"}, "igpo": {"method": "igpo"}},
+        overrides={**COMMON, "iterations": 1000, "eval_every": 50},
+        description="guess the secret in [0, 16); the agent may answer at any of 5 turns",
+    ),
+}
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def environment_info() -> dict[str, str]:
+    """Package versions, platform and git commit recorded beside every result."""
+    import torch
+
+    from ... import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "creditlab": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": commit or "unknown",
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def run_config(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    log: Callable[[dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Train one configuration in ``run_dir`` (resuming a checkpoint) and write ``result.json``.
+
+    Returns the result, or None when ``stop_after`` interrupted the run before the end.
+    """
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    trainer = Trainer(config)
+    wall0 = time.time()
+    evals = trainer.run(checkpoint=run_dir / "checkpoint.pt", log=log, stop_after=stop_after)
+    if trainer.iteration < config.iterations:
+        return None
+    result = {
+        "config": config.to_dict(),
+        "evals": evals,
+        "history": trainer.history,
+        "final": evals[-1],
+        "auc": auc(evals),
+        "auc_greedy": auc(evals, "eval/greedy_success"),
+        "compute_seconds": trainer.elapsed,
+        "wall_seconds_last_session": time.time() - wall0,
+        "parameters": trainer.policy.num_parameters(),
+        "environment": environment_info(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json_atomic(result, result_path)
+    return result
+
+
+def run_sweep(
+    out: str | os.PathLike,
+    *,
+    tasks: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+    extra: dict[str, Any] | None = None,
+    log: Callable[[str, dict[str, float]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (task, method, seed) one after the other; completed runs are skipped.
+
+    Args:
+        out: output folder.
+        tasks: task names (default: all of :data:`TASKS`).
+        methods: restrict to these methods (default: each task's own list).
+        seeds: seeds per configuration.
+        extra: TrainConfig overrides for every run (e.g. ``{"iterations": 2}`` for a smoke run).
+        log: ``log(run_name, metrics)`` after every iteration.
+    """
+    names = tasks or list(TASKS)
+    unknown = sorted(set(names) - set(TASKS))
+    if unknown:
+        raise RangeError(f"unknown demo tasks {unknown}; expected some of {sorted(TASKS)}")
+    results = []
+    for name in names:
+        task = TASKS[name]
+        for method in task.variants:
+            if methods and method not in methods:
+                continue
+            for seed in seeds:
+                config = task.config(method, seed, **(extra or {}))
+                run_name = f"{name}/{method}/seed{seed}"
+                callback = (lambda m, _n=run_name: log(_n, m)) if log else None
+                result = run_config(config, Path(out) / name / method / f"seed{seed}", log=callback)
+                if result is not None:
+                    results.append({"task": name, "method": method, "seed": seed, **result})
+    return results
+
+
+def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every completed run under ``out`` as dicts with ``task``, ``method``, ``seed`` added."""
+    rows = []
+    for path in sorted(Path(out).glob("*/*/seed*/result.json")):
+        data = json.loads(path.read_text())
+        task, method, seed = path.parts[-4], path.parts[-3], int(path.parts[-2][4:])
+        rows.append({"task": task, "method": method, "seed": seed, **data})
+    return rows
