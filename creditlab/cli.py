@@ -232,7 +232,7 @@ def _load_plugins() -> None:
     """Import modules that add subcommands (they may need optional dependencies)."""
     import importlib
 
-    for mod in ("creditlab.bench.cli", "creditlab.programs.cli", "creditlab.llm.cli"):
+    for mod in ("creditlab.bench.cli", "creditlab.programs.cli", "creditlab.llm.cli", "creditlab.llm.demo.cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
