@@ -1,0 +1,1 @@
+"""LLM-written reward and latent-feature programs."""
