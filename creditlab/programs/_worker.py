@@ -35,7 +35,6 @@ import linecache
 import math  # noqa: F401  (pre-imported so the program's `import math` needs no file access)
 import os
 import resource
-import select
 import signal
 import struct
 import sys
