@@ -274,6 +274,10 @@ class GuardViolation(RuntimeError):
     """An operation the sandbox refuses (raised by the audit hook)."""
 
 
+class OutputLimit(ValueError):
+    """The program's result is larger than the caller accepts."""
+
+
 _state = {"untrusted": False, "allowed_code": set(), "compiling": False}
 
 _BLOCK_PREFIXES = (
@@ -493,7 +497,7 @@ def _normalize(result, mode: str, max_elements: int) -> tuple[list[str], list[np
         raise ValueError(f"unknown mode {mode!r}")
     total_el = sum(a.size for a in arrays)
     if total_el > max_elements:
-        raise ValueError(f"the program returned {total_el} numbers; the limit for this batch is {max_elements}")
+        raise OutputLimit(f"the program returned {total_el} numbers; the limit for this batch is {max_elements}")
     return names, arrays, structure
 
 
@@ -596,6 +600,8 @@ def main() -> int:
             kind = "memory" if isinstance(exc, MemoryError) else "cpu" if isinstance(exc, CPULimitExceeded) else "error"
             if isinstance(exc, GuardViolation):
                 kind = "refused"
+            elif isinstance(exc, OutputLimit):
+                kind = "output"
             etype, msg, tb = _format_error(exc)
             try:
                 _send(out_fd, {"ok": False, "kind": kind, "type": etype, "message": msg, "traceback": tb, "stdout": printer.take()})

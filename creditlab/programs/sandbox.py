@@ -566,7 +566,7 @@ def _cpu_of(pid: int) -> float:
 
 def _failure(header: dict, what: str) -> ProgramError:
     kind = str(header.get("kind", "error"))[:20]
-    if kind not in ("error", "memory", "cpu", "refused"):
+    if kind not in ("error", "memory", "cpu", "refused", "output"):
         kind = "error"
     etype = str(header.get("type", "Error"))[:100]
     msg = str(header.get("message", ""))[:2000]
@@ -577,6 +577,8 @@ def _failure(header: dict, what: str) -> ProgramError:
         reason = f"the program exceeded its CPU time limit during {what}"
     elif kind == "refused":
         reason = f"the sandbox refused an operation during {what}: {msg}"
+    elif kind == "output":
+        reason = f"the program's result is too large: {msg}"
     else:
         reason = f"{etype}: {msg}" if msg else etype
     if tb:
