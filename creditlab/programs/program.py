@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ProgramError
+from ..errors import DataFormatError, RangeError
 from .validate import KINDS
 
 __all__ = ["Program", "load_program", "write_json_atomic"]
@@ -90,9 +90,9 @@ class Program:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ProgramError("invalid", f"kind must be one of {sorted(KINDS)}; got {self.kind!r}")
+            raise RangeError(f"kind must be one of {sorted(KINDS)}; got {self.kind!r}")
         if self.origin not in _ORIGINS:
-            raise ProgramError("invalid", f"origin must be one of {_ORIGINS}; got {self.origin!r}")
+            raise RangeError(f"origin must be one of {_ORIGINS}; got {self.origin!r}")
 
     @property
     def entry(self) -> str:
@@ -165,14 +165,14 @@ def load_program(path: str | os.PathLike, *, kind: str | None = None) -> Program
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ProgramError("invalid", f"{meta_path}: not valid JSON: {exc}") from exc
+            raise DataFormatError(f"{meta_path}: not valid JSON: {exc}") from exc
         stored = meta.get("sha256")
         actual = hashlib.sha256(_strip_header(code).encode("utf-8")).hexdigest()
         if stored and stored not in (actual, hashlib.sha256(code.encode("utf-8")).hexdigest()):
-            raise ProgramError("invalid", f"{code_path} does not match the sha256 recorded in {meta_path}; it was edited after saving")
+            raise DataFormatError(f"{code_path} does not match the sha256 recorded in {meta_path}; it was edited after saving")
     k = kind or meta.get("kind") or _infer_kind(code, code_path)
     if k not in KINDS:
-        raise ProgramError("invalid", f"{code_path}: unknown kind {k!r}; expected one of {sorted(KINDS)}")
+        raise RangeError(f"{code_path}: unknown kind {k!r}; expected one of {sorted(KINDS)}")
     origin = meta.get("origin") or _origin_from_header(code)
     return Program(
         code=_strip_header(code),
@@ -209,12 +209,11 @@ def _infer_kind(code: str, where: Path) -> str:
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
-        raise ProgramError("static", f"{where}: SyntaxError: {exc.msg} (line {exc.lineno})") from None
+        raise DataFormatError(f"{where}: SyntaxError: {exc.msg} (line {exc.lineno})") from None
     names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     found = [k for k, (entry, _, _) in KINDS.items() if entry in names]
     if len(found) != 1:
-        raise ProgramError(
-            "static",
+        raise DataFormatError(
             f"{where}: cannot tell the program kind; it should define exactly one of "
             f"{[e for e, _, _ in KINDS.values()]} (or pass kind=)",
         )
