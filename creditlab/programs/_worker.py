@@ -424,7 +424,11 @@ def _write_all(fd: int, data) -> None:
 
 def _send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
     raw = json.dumps(header).encode()
-    _write_all(fd, struct.pack("!I", len(raw)) + raw)
+    head = struct.pack("!I", len(raw)) + raw
+    if sum(a.nbytes for a in arrays) <= (1 << 19):  # small replies: one write, one wake-up
+        _write_all(fd, b"".join([head] + [np.ascontiguousarray(a).tobytes() for a in arrays]))
+        return
+    _write_all(fd, head)
     for a in arrays:
         if a.nbytes:
             _write_all(fd, np.ascontiguousarray(a))

@@ -206,8 +206,10 @@ def _eval(args: argparse.Namespace) -> int:
         if eps.next_observations is not None:
             nxt = np.asarray(eps.next_observations, dtype=np.float64)[mask].reshape(obs_flat.shape)
         else:
-            shifted = np.concatenate([obs[:, 1:], obs[:, -1:]], axis=1)
-            nxt = shifted[mask].reshape(obs_flat.shape)
+            # s_{t+1} is the next step's observation; the last step of an episode repeats its own
+            lengths = mask.sum(1)
+            idx = np.minimum(np.arange(mask.shape[1])[None, :] + 1, np.maximum(lengths[:, None] - 1, 0))
+            nxt = obs[np.arange(mask.shape[0])[:, None], idx][mask].reshape(obs_flat.shape)
         with SandboxedReward(prog, config=config) as rf:
             total, comps = rf(obs_flat, act_flat, nxt)
         columns["program_reward"] = total
