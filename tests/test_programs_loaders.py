@@ -131,7 +131,7 @@ def test_dense_reward_wrapper_on_pendulum():
 
     env = DenseRewardWrapper(gym.make("Pendulum-v1"), RPROG, mode="replace", config=FAST)
     try:
-        obs, _ = env.reset(seed=0)
+        env.reset(seed=0)
         for _ in range(5):
             action = np.array([0.5], dtype=np.float32)
             nxt, r, term, trunc, info = env.step(action)
@@ -139,7 +139,6 @@ def test_dense_reward_wrapper_on_pendulum():
             assert info["program_reward"] == pytest.approx(r)
             assert set(info["reward_components"]) == {"upright", "effort"}
             assert info["original_reward"] <= 0 and not term and not trunc
-            obs = nxt
     finally:
         env.close()
     added = DenseRewardWrapper(gym.make("Pendulum-v1"), RPROG, mode="add", weight=2.0, config=FAST)

@@ -156,8 +156,9 @@ def main() -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     except OSError:
         commit = ""
-    import creditlab
     import stable_baselines3
+
+    import creditlab
 
     data["environment"] = {"python": sys.version.split()[0], "platform": platform.platform(), "git_commit": commit,
                            "creditlab": creditlab.__version__, "stable_baselines3": stable_baselines3.__version__}
