@@ -342,3 +342,30 @@ def test_read_paths_cover_numpy_only():
     paths = _read_paths()
     assert any(p.endswith("numpy") for p in paths)
     assert not any(p in ("/", "/etc", "/root", "/home", "/tmp") for p in paths)
+
+
+def test_interrupted_call_discards_the_worker(monkeypatch):
+    from creditlab.programs import sandbox
+
+    code = "def evaluation_func(o, a):\n    return [o[:, :1]]\n"
+    with SandboxedProgram(code, entry="evaluation_func", config=FAST) as prog:
+        first = prog.pid
+        real = sandbox._Worker.receive
+        calls = []
+
+        def interrupted(self, *args, **kw):
+            if not calls:
+                calls.append(1)
+                raise KeyboardInterrupt
+            return real(self, *args, **kw)
+
+        monkeypatch.setattr(sandbox._Worker, "receive", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prog.call(OBS, ACT)
+        out = prog.call(OBS, ACT)  # a fresh worker: no stale reply is read
+        assert prog.pid != first and out.outputs["factor_0"].ravel().tolist() == [0.0, 3.0, 6.0, 9.0]
+
+
+def test_failed_start_leaves_nothing_behind():
+    with pytest.raises(FileNotFoundError):
+        SandboxedProgram("def f(o, a):\n    return [o]\n", entry="f", config=FAST.replace(python="/nonexistent/python")).start()

@@ -65,6 +65,9 @@ def test_good_program_passes_static_rules():
         ("def f():\n    global y", "'global'"),
         ("x = '__subclasses__'", "dunder"),
         ("def f(:\n    pass", "SyntaxError"),
+        ("import numpy as np\nnp.sum = len", "changing attributes of the module 'np'"),
+        ("import numpy as np\nnp.linalg.norm += 1", "changing attributes of the module 'np'"),
+        ("from numpy import linalg\ndel linalg.norm", "changing attributes of the module 'linalg'"),
     ],
 )
 def test_static_rules_reject_with_a_reason(code, fragment):

@@ -164,8 +164,9 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def _cleanup(proc: subprocess.Popen | None, fds: list[int], tmp: str | None, log: Any) -> None:
+def _cleanup(res: dict[str, Any]) -> None:
     """Kill the worker's process group, close pipes, delete the private folder. Idempotent."""
+    proc, fds, tmp, log = res.get("proc"), res["fds"], res.get("tmp"), res.get("log")
     if proc is not None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -221,13 +222,18 @@ class _Worker:
         cfg = self.config
         tmp = tempfile.mkdtemp(prefix=f"creditlab-sandbox-{os.getpid()}-", dir=cfg.temp_root)
         self.tmp = tmp
+        # Everything created from here on is released by the finalizer, whatever fails next.
+        res: dict[str, Any] = {"proc": None, "fds": self.fds, "tmp": tmp, "log": None}
+        self._finalizer = weakref.finalize(self, _cleanup, res)
         os.chmod(tmp, 0o700)
         root = os.geteuid() == 0
         if root and cfg.drop_privileges:
             os.chown(tmp, cfg.uid, cfg.gid)
-        self.log = tempfile.TemporaryFile()  # anonymous: the program cannot swap it for a symlink
+        self.log = res["log"] = tempfile.TemporaryFile()  # anonymous: the program cannot swap it for a symlink
         to_child_r, to_child_w = os.pipe()
+        self.fds.append(to_child_w)
         from_child_r, from_child_w = os.pipe()
+        self.fds.append(from_child_r)
         for fd in (to_child_w, from_child_r):
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
@@ -269,13 +275,12 @@ class _Worker:
                 start_new_session=True,
                 close_fds=True,
             )
+            res["proc"] = self.proc
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        self.fds = [to_child_w, from_child_r]
         os.set_blocking(to_child_w, False)
         os.set_blocking(from_child_r, False)
-        self._finalizer = weakref.finalize(self, _cleanup, self.proc, self.fds, tmp, self.log)
         header, _ = self.receive(time.monotonic() + cfg.startup_timeout, what="start")
         if not header.get("ready"):
             self.close()
@@ -320,6 +325,8 @@ class _Worker:
             elif sig == "SIGSYS":
                 reason = "the program made a forbidden system call and was killed (seccomp)"
                 kind = "refused"
+            elif sig == "SIGKILL":
+                reason = f"the sandbox worker was killed by SIGKILL during {what} (CPU hard limit or out of memory)"
             else:
                 reason = f"the sandbox worker was killed by {sig} during {what}"
         else:
@@ -333,9 +340,11 @@ class _Worker:
         left = deadline - time.monotonic()
         if left <= 0:
             self._timeout(what)
-        r, w, _ = select.select([] if write else [fd], [fd] if write else [], [], left)
-        if not r and not w:
-            self._timeout(what)
+        poller = select.poll()  # poll, not select: file descriptors may exceed 1024 in big processes
+        poller.register(fd, select.POLLOUT if write else select.POLLIN)
+        if not poller.poll(max(1, int(left * 1000))):
+            if time.monotonic() >= deadline:
+                self._timeout(what)
 
     def _timeout(self, what: str) -> None:
         self.close()
@@ -547,8 +556,14 @@ class SandboxedProgram:
                 "max_elements": limit // 8,
                 "arrays": [{"dtype": "float64", "shape": list(a.shape)} for a in batch],
             }
-            w.send(header, batch, deadline, "call")
-            reply, outputs = w.receive(deadline, what="call", max_bytes=limit)
+            try:
+                w.send(header, batch, deadline, "call")
+                reply, outputs = w.receive(deadline, what="call", max_bytes=limit)
+            except ProgramError:
+                raise
+            except BaseException:
+                w.close()  # interrupted mid-call (e.g. KeyboardInterrupt): the pipe is out of step
+                raise
             now = time.monotonic()
             if now - w.cpu_checked > 1.0:  # the worker's CPU total, for a restart before its hard limit
                 w.cpu_checked = now

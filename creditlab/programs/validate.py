@@ -9,7 +9,8 @@ gets through). They reject:
 * any attribute starting with ``_`` (``__subclasses__``, ``__globals__``, ``__class__``, ``_wrap_close``...);
 * NumPy attributes that read or write files or expose raw memory (``np.load``, ``np.save``,
   ``np.fromfile``, ``tofile``, ``np.memmap``, ``np.lib``, ``ctypes``, ``np.testing``, ...);
-* class definitions, ``global``/``nonlocal``, async code;
+* class definitions, ``global``/``nonlocal``, async code, assignments to attributes of imported
+  modules (``np.sum = ...``);
 * a program without the entry function, or whose entry function takes too few arguments.
 
 Dynamic checks (:func:`check_program`) run the program in a :class:`SandboxedProgram` on a probe
@@ -191,6 +192,28 @@ def check_static(code: str, *, entry: str | None = None, min_args: int = 0) -> l
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value and len(node.value) < 200:
             if any(tok.startswith("__") and tok.endswith("__") for tok in node.value.replace(".", " ").split()):
                 add(node, "strings naming dunder attributes are not allowed")
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.update(a.asname or a.name for a in node.names)
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        for tgt in targets:
+            for sub in ast.walk(tgt):
+                if isinstance(sub, ast.Attribute):
+                    root = sub.value
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if isinstance(root, ast.Name) and root.id in modules:
+                        add(sub, f"changing attributes of the module {root.id!r} is not allowed")
     if entry is not None:
         fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry]
         if not fns:
