@@ -193,7 +193,7 @@ def _cleanup(res: dict[str, Any]) -> None:
             pass
     if tmp and os.path.isdir(tmp):
 
-        def fix(func, path, exc_info):  # a program may chmod its files; make them deletable again
+        def fix(func, path, _exc):  # a program may chmod its files; make them deletable again
             try:
                 os.chmod(os.path.dirname(path), 0o700)
                 os.chmod(path, 0o700)
@@ -201,7 +201,10 @@ def _cleanup(res: dict[str, Any]) -> None:
             except OSError:
                 pass
 
-        shutil.rmtree(tmp, onerror=fix)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(tmp, onexc=fix)
+        else:
+            shutil.rmtree(tmp, onerror=fix)
 
 
 class _Worker:
