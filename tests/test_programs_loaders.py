@@ -187,3 +187,17 @@ def test_ppo_train_and_score_smoke():
     assert set(score.components) == {"upright", "effort", "total program reward"}
     assert all(len(v) == 2 for v in score.components.values())
     assert score.metrics["train/steps"] >= 256
+
+
+def test_next_state_factors():
+    rng = np.random.default_rng(2)
+    obs, nxt, act = rng.standard_normal((50, 3)), rng.standard_normal((50, 3)), rng.standard_normal((50, 2))
+    with lare_features(PROG, config=FAST, state="next") as phi:
+        assert phi.needs_next_observations
+        np.testing.assert_allclose(phi(obs, act, nxt), local_factors(nxt, act))
+        with pytest.raises(ShapeError, match="needs next_obs"):
+            phi(obs, act)
+    with lare_features(PROG, config=FAST, state="both") as phi:
+        np.testing.assert_allclose(phi(obs, act, nxt), np.concatenate([local_factors(obs, act), local_factors(nxt, act)], axis=1))
+    with pytest.raises(ValueError, match="state must be"):
+        lare_features(PROG, state="previous")

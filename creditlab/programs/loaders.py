@@ -48,6 +48,12 @@ class SandboxedFeatures:
     batch is sent to the worker in chunks of ``chunk_rows`` rows. NumPy in, NumPy out; torch in,
     torch out (same device, float32 unless the input was float64).
 
+    ``state`` chooses which observation the factors describe (LaRe's ``use_next_state`` option):
+    ``"current"`` -- phi(s_t, a_t), the MuJoCo default; ``"next"`` -- phi(s_{t+1}, a_t), so the
+    factors show the effect of the action; ``"both"`` -- the two side by side (2d factors). With
+    ``"next"``/``"both"`` the callable takes ``(obs, act, next_obs)`` and sets
+    ``needs_next_observations = True``, which :class:`creditlab.credit.LaReAssigner` honours.
+
     Non-finite factor values (the program's NaN/inf on inputs the probe batch did not cover) are
     replaced by 0 and values are clipped to ``[-clip, clip]``; ``metrics['features/nonfinite']``
     counts the replaced values of the last call (LaRe's ``nan_to_num`` guard).
@@ -57,17 +63,22 @@ class SandboxedFeatures:
     """
 
     def __init__(self, program: Program, *, config: SandboxConfig | None = None, chunk_rows: int = 65536,
-                 clip: float = 1e6) -> None:
+                 clip: float = 1e6, state: str = "current") -> None:
         if chunk_rows < 1:
             raise RangeError(f"chunk_rows must be >= 1; got {chunk_rows}")
+        if state not in ("current", "next", "both"):
+            raise RangeError(f"state must be 'current', 'next' or 'both'; got {state!r}")
         self.program = program
         self.sandbox = SandboxedProgram(program.code, entry=program.entry, mode="factors", config=config)
         self.chunk_rows = int(chunk_rows)
         self.clip = float(clip)
+        self.state = state
+        self.needs_next_observations = state != "current"
         self.dim: int | None = program.num_factors
         self.obs_dim = program.obs_dim
         self.act_dim = program.act_dim
         self.metrics: dict[str, float] = {}
+        self.__name__ = f"sandboxed:{program.sha256[:12]}"
 
     def start(self) -> SandboxedFeatures:
         self.sandbox.start()
@@ -82,7 +93,7 @@ class SandboxedFeatures:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __call__(self, obs: Any, act: Any) -> Any:
+    def __call__(self, obs: Any, act: Any, next_obs: Any = None) -> Any:
         o, device = _to_numpy(obs, "obs")
         a, _ = _to_numpy(act, "act")
         if o.ndim < 2:
@@ -98,16 +109,21 @@ class SandboxedFeatures:
             raise ShapeError(f"act has {a.shape[-1]} columns; the program was validated with act_dim {self.act_dim}")
         o2 = o.reshape(-1, o.shape[-1])
         a2 = a.reshape(-1, a.shape[-1])
-        n = o2.shape[0]
-        pieces = []
-        max_d = self.dim if self.dim is not None else 256
-        for s in range(0, n, self.chunk_rows):
-            e = min(n, s + self.chunk_rows)
-            out = self.sandbox.call(o2[s:e], a2[s:e], max_output_bytes=(e - s) * (max_d + 1) * 8 + 4096)
-            pieces.append(self._stack(out.outputs, e - s))
-        feats = np.concatenate(pieces, axis=0) if pieces else np.zeros((0, self.dim or 0))
+        if self.state != "current":
+            if next_obs is None:
+                raise ShapeError(f"state={self.state!r} needs next_obs (float[..., obs_dim]) as the third argument")
+            no, _ = _to_numpy(next_obs, "next_obs")
+            if no.shape != o.shape:
+                raise ShapeError(f"next_obs has shape {no.shape}; expected the shape of obs {o.shape}")
+            no2 = no.reshape(o2.shape)
+        parts = []
+        if self.state in ("current", "both"):
+            parts.append(self._phi(o2, a2))
+        if self.state in ("next", "both"):
+            parts.append(self._phi(no2, a2))
+        feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         bad = ~np.isfinite(feats)
-        self.metrics = {"features/nonfinite": float(bad.sum()), "features/rows": float(n)}
+        self.metrics = {"features/nonfinite": float(bad.sum()), "features/rows": float(o2.shape[0])}
         if bad.any():
             feats = np.nan_to_num(feats, nan=0.0, posinf=self.clip, neginf=-self.clip)
         np.clip(feats, -self.clip, self.clip, out=feats)
@@ -118,6 +134,16 @@ class SandboxedFeatures:
             dtype = torch.float64 if getattr(obs, "dtype", None) == torch.float64 else torch.float32
             return torch.as_tensor(feats, dtype=dtype, device=device)
         return feats
+
+    def _phi(self, o2: np.ndarray, a2: np.ndarray) -> np.ndarray:
+        n = o2.shape[0]
+        pieces = []
+        max_d = self.dim if self.dim is not None else 256
+        for s in range(0, n, self.chunk_rows):
+            e = min(n, s + self.chunk_rows)
+            out = self.sandbox.call(o2[s:e], a2[s:e], max_output_bytes=(e - s) * (max_d + 1) * 8 + 4096)
+            pieces.append(self._stack(out.outputs, e - s))
+        return np.concatenate(pieces, axis=0) if pieces else np.zeros((0, self.dim or 0))
 
     def _stack(self, outputs: dict[str, np.ndarray], rows: int) -> np.ndarray:
         cols = []
@@ -135,13 +161,17 @@ class SandboxedFeatures:
         return feats
 
 
-def lare_features(program: Program | str, *, config: SandboxConfig | None = None, chunk_rows: int = 65536) -> SandboxedFeatures:
+def lare_features(program: Program | str, *, config: SandboxConfig | None = None, chunk_rows: int = 65536,
+                  state: str = "current") -> SandboxedFeatures:
     """Load a ``factors`` program (object or saved path) as LaRe's feature function phi(obs, act) -> float[..., d].
+
+    ``state``: ``"current"`` (phi(s_t, a_t)), ``"next"`` (phi(s_{t+1}, a_t)) or ``"both"``; see
+    :class:`SandboxedFeatures`.
 
     The worker starts immediately (so load errors surface here); close it with ``.close()`` or a
     ``with`` block.
     """
-    return SandboxedFeatures(_as_program(program, "factors"), config=config, chunk_rows=chunk_rows).start()
+    return SandboxedFeatures(_as_program(program, "factors"), config=config, chunk_rows=chunk_rows, state=state).start()
 
 
 class SandboxedReward:

@@ -10,7 +10,9 @@ style of a LaRe answer; see its header). It never runs in this process: the LaRe
 Methods, all PPO on the episodic task (the return is paid at the last step) with the same
 seeds and budget:
 
-* ``lare``: :class:`creditlab.credit.LaReAssigner` on the program's factors (RRD loss, bias-corrected);
+* ``lare``: :class:`creditlab.credit.LaReAssigner` on the program's factors phi(s_t, a_t) (RRD loss,
+  bias-corrected), LaRe's MuJoCo setting;
+* ``lare_next``: the same factors of the next state, phi(s_{t+1}, a_t) (LaRe's ``use_next_state``);
 * ``rrd``: :class:`creditlab.credit.RRDAssigner` on raw (s, a, s' - s) -- LaRe's fallback;
 * ``episodic``: no credit assignment (lower anchor);
 * ``dense``: the task's own dense reward (upper anchor, not available to methods).
@@ -47,10 +49,12 @@ class TimedFeatures:
         self.calls = 0
         self.rows = 0
         self.seconds = 0.0
+        self.needs_next_observations = phi.needs_next_observations
+        self.__name__ = phi.__name__
 
-    def __call__(self, observations, actions):
+    def __call__(self, observations, actions, next_observations=None):
         t0 = time.perf_counter()
-        out = self.phi(observations, actions)
+        out = self.phi(observations, actions, next_observations)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.rows += int(observations.shape[0])
@@ -78,9 +82,9 @@ def run_one(method: str, seed: int, timesteps: int, eval_every: int) -> dict:
     )
     extra: dict = {}
     phi = None
-    if method == "lare":
+    if method in ("lare", "lare_next"):
         program = load_program(PROGRAM)
-        phi = TimedFeatures(lare_features(program))
+        phi = TimedFeatures(lare_features(program, state="next" if method == "lare_next" else "current"))
         extra["sandbox_layers"] = phi.phi.sandbox.layers
         extra["program_sha256"] = program.sha256
         extra["program_origin"] = program.origin
@@ -123,7 +127,7 @@ def _save(path: Path, data: dict) -> None:
 def summarize(runs: list[dict]) -> str:
     lines = ["| method | seeds | final eval return (mean +/- std over seeds) | per seed | credit quality (Pearson) | credit share of wall time | wall min/run |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for method in ("lare", "rrd", "episodic", "dense"):
+    for method in ("lare", "lare_next", "rrd", "episodic", "dense"):
         rs = [r for r in runs if r["method"] == method]
         if not rs:
             continue
