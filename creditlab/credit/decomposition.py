@@ -644,6 +644,22 @@ class LaReAssigner(_StepRewardModel):
         metrics["credit/num_factors"] = float(factors.shape[1])
         return factors, mask, metrics
 
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["has_features"] = self.guard is not None
+        state["num_factors"] = None if self.guard is None else self.guard.num_factors
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("has_features") and self.guard is None:
+            raise RangeError(
+                "this LaRe assigner was saved with a Python feature function, which is not stored in the checkpoint; "
+                "pass it again: load_assigner(path, features=phi)"
+            )
+        super().load_state_dict(state)
+        if self.guard is not None and state.get("num_factors") is not None:
+            self.guard.num_factors = int(state["num_factors"])
+
     def _config(self) -> dict[str, Any]:
         return dict(
             features=self.features_spec, use_next_observations=self.use_next_observations,
