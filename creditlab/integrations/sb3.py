@@ -333,7 +333,7 @@ class CreditAssignmentCallback(BaseCallback):
         metrics: dict[str, float] = {"credit/complete_episodes": float(complete.sum()), "credit/episodes": float(len(lengths))}
         # 1. Train on the complete episodes.
         self._update_credit += self.update_ratio * n_steps * n_envs
-        n_updates = int(self._update_credit)
+        n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         fit_eps = episodes.select(np.nonzero(complete)[0]) if complete.any() else None
         metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
@@ -558,7 +558,7 @@ class CreditReplayBuffer(ReplayBuffer):
                 if not np.isnan(true).any():
                     out = self.assigner.assign(fit_eps)
                     metrics.update(credit_quality(np.asarray(out.rewards), true, m, returns=self._ep_return[ids]).metrics)
-        n_updates = int(self._update_credit)
+        n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         if fit_eps is not None or n_updates:
             metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
