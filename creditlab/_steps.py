@@ -75,7 +75,7 @@ def step_inputs(
     check_nonempty(r.shape[0], rewards_name)
     m, lengths = mask_and_lengths(mask, "mask", tuple(r.shape), device=r.device)
     full = bool(lengths.min() == r.shape[1])
-    hint = " on valid steps; expected finite rewards (use 0 for a step without reward)"
+    hint = " on valid steps (use 0 for a step without reward)"
     if check_rewards:
         check_finite(r, rewards_name, where=None if full else m, hint=hint)
     if not full:

@@ -37,6 +37,7 @@ from .._arrays import (
     as_scores,
     check_nonempty,
     check_positive,
+    check_real,
 )
 from .._steps import step_inputs
 from ..errors import DegenerateGroupWarning, RangeError, ShapeError
@@ -218,6 +219,8 @@ def reinforce_pp(
     from .._arrays import check_unit
 
     gamma = check_unit(gamma, "gamma")
+    kl_coef = check_real(kl_coef, "kl_coef")
+    eps = check_positive(eps, "eps", allow_zero=True)
     s = step_inputs(rewards, mask=mask)
     r = s.rewards
     if kl is not None:
@@ -303,8 +306,8 @@ def gdpo(
     )
     if metrics["components/groups/num_degenerate"] > 0:
         _warn(
-            f"{int(metrics['components/groups/num_degenerate'])} (group, component) pairs had a single member or zero "
-            "spread and contribute 0 to the advantage (metrics['components/groups/num_degenerate'])"
+            "some (group, component) pairs had a single member or zero spread and contribute 0 to the "
+            "advantage (count in metrics['components/groups/num_degenerate'])"
         )
     return AdvantageOutput(backend.out(adv.to(c.dtype)), None, metrics)
 
@@ -367,6 +370,7 @@ def combine_step_episode(
     Returns:
         float[B, T], same kind as ``step_advantages``.
     """
+    step_weight = check_real(step_weight, "step_weight")
     s = step_inputs(step_advantages, mask=mask, rewards_name="step_advantages")
     e = as_float(episode_advantages, "episode_advantages", shape=(s.shape[0],), dtype=s.rewards.dtype, device=s.rewards.device)
     out = s.zero_pad(e[:, None] + float(step_weight) * s.rewards)
@@ -479,10 +483,11 @@ def _warn_degenerate(metrics: dict[str, float]) -> None:
     n_zero = int(metrics.get("groups/num_zero_std", 0))
     n_single = int(metrics.get("groups/num_singleton", 0))
     if n_zero or n_single:
+        # A constant text: Python's default filter then shows it once per call site instead of
+        # once per distinct count (zero-spread groups are routine with binary rewards).
         _warn(
-            f"{n_zero} of {int(metrics['groups/num'])} groups had zero reward spread and {n_single} had a single "
-            "member; their episodes get advantage 0 (counted in metrics['groups/num_zero_std'] and "
-            "metrics['groups/num_singleton'])",
+            "some groups had zero reward spread or a single member; their episodes get advantage 0 "
+            "(counts in metrics['groups/num_zero_std'] and metrics['groups/num_singleton'])",
             stacklevel=4,
         )
 

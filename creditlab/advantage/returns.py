@@ -174,6 +174,10 @@ def monte_carlo(
 
 
 def _same_shape(values: ArrayLike, s) -> bool:
+    if values is None:
+        from ..errors import ShapeError
+
+        raise ShapeError("values is None; gae needs V(s_t) for every step (use monte_carlo for returns without a critic)")
     shape = tuple(getattr(values, "shape", ()) or ())
     if not shape and isinstance(values, (list, tuple)):
         return True  # let the converter report details
@@ -196,9 +200,9 @@ def _check_sums(stats: dict[str, float], s, *, values: torch.Tensor | None = Non
 
     where = None if s.full else s.mask
     if not math.isfinite(stats["sum_rewards"]):
-        check_finite(s.rewards, "rewards", where=where, hint=" on valid steps; expected finite rewards")
+        check_finite(s.rewards, "rewards", where=where, hint=" on valid steps")
     if values is not None and not math.isfinite(stats["sum_values"]):
-        check_finite(values, "values", where=where, hint=" on valid steps; expected finite values")
+        check_finite(values, "values", where=where, hint=" on valid steps")
 
 
 def _metrics_from_sums(stats: dict[str, float], num_episodes: int) -> dict[str, float]:
