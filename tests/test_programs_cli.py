@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fake_llm_server import FakeLLMServer
-from programs_helpers import lare_answer, no_leftovers  # noqa: F401  (autouse fixture)
 
 from creditlab.cli import main
 from creditlab.episodes import Episodes
+from tests.fake_llm_server import FakeLLMServer
+from tests.programs_helpers import lare_answer, no_leftovers  # noqa: F401  (autouse fixture)
 
 SPEC = "examples/programs/hopper.yaml"
 GOOD = ("import numpy as np\ndef evaluation_func(observation, action):\n"

@@ -5,10 +5,10 @@ import threading
 import time
 
 import pytest
-from fake_llm_server import FakeLLMServer
 
 from creditlab.programs import BudgetExceededError, LLMClient, LLMConfig, LLMError, ResponseCache
 from creditlab.programs.client import request_key
+from tests.fake_llm_server import FakeLLMServer
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hi"}]
 

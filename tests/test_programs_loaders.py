@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 from creditlab import Episodes
 from creditlab.errors import ShapeError
@@ -15,6 +14,7 @@ from creditlab.programs import (
     lare_features,
     load_program,
 )
+from tests.programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 FACTORS = (
     "import numpy as np\n"

@@ -12,9 +12,6 @@ import socket
 
 import numpy as np
 import pytest
-from fake_llm_server import FakeLLMServer
-from hostile_programs import HOSTILE, PASS_STATIC, render
-from programs_helpers import FAST, lare_answer, no_leftovers  # noqa: F401  (autouse fixture)
 
 from creditlab.programs import (
     LLMClient,
@@ -32,6 +29,9 @@ from creditlab.programs import (
     refine_reward,
     summarize_episode,
 )
+from tests.fake_llm_server import FakeLLMServer
+from tests.hostile_programs import HOSTILE, PASS_STATIC, render
+from tests.programs_helpers import FAST, lare_answer, no_leftovers  # noqa: F401  (autouse fixture)
 
 SPEC = TaskSpec.from_dict(
     {

@@ -13,11 +13,11 @@ import threading
 
 import numpy as np
 import pytest
-from hostile_programs import HOSTILE, render
-from programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 from creditlab.programs import ProgramError, SandboxConfig, SandboxedProgram, probe_layers
 from creditlab.programs.sandbox import _read_paths
+from tests.hostile_programs import HOSTILE, render
+from tests.programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox layers are Linux-specific")
 

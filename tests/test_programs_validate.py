@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from hostile_programs import HOSTILE, PASS_STATIC, render
-from programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 from creditlab.programs import SpecError, TaskSpec, check_program, check_static, load_spec
 from creditlab.programs.prompts import extract_code, parse_json_answer
+from tests.hostile_programs import HOSTILE, PASS_STATIC, render
+from tests.programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fixture)
 
 SPEC = TaskSpec.from_dict(
     {
