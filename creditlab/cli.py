@@ -137,8 +137,8 @@ def run_advantages(args: argparse.Namespace) -> int:
     columns: dict[str, Any] = {}
     if args.credit:
         credit = get_method(args.credit)
-        if credit.kind != "rewards":
-            raise CreditlabError(f"--credit {args.credit!r} is not a reward transform (kind {credit.kind!r})")
+        if credit.kind not in ("rewards", "assigner") or credit.run is None:
+            raise CreditlabError(f"--credit {args.credit!r} is not a reward transform or credit assigner (kind {credit.kind!r})")
         if "components" in method.needs:
             raise CreditlabError(
                 f"--method {args.method!r} normalizes the episode-level reward components and would ignore the per-step "

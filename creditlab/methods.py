@@ -163,16 +163,6 @@ def _run_gated(ep: Episodes, *, gate: float) -> RewardOutput:
     return shaping.gated_accumulation(ep.rewards, ep.outcomes, gate=gate, mask=ep.mask, outcome_present=ep.outcome_present)
 
 
-def _run_uniform(ep: Episodes) -> RewardOutput:
-    """R / T on every step of each episode (the simplest redistribution)."""
-    r, p, meta = episode_scores(ep)
-    present = np.ones(ep.num_episodes, bool) if p is None else _np(p)
-    lengths = _np(ep.lengths)
-    per = np.where(present, _np(r), 0.0) / lengths
-    out = np.where(_np(ep.mask), per[:, None], 0.0).astype(_np(ep.rewards).dtype)
-    return RewardOutput(_like(ep, out), {"credit/num_missing": float((~present).sum()), **meta})
-
-
 def _lengths_for_penalty(ep: Episodes, key: str):
     if key in ep.extras:
         return _np(ep.extras[key])[np.arange(ep.num_episodes), _np(ep.lengths) - 1]
@@ -233,8 +223,6 @@ _ADV = [
 ]
 
 _REWARDS = [
-    Method("uniform", "credit", "Uniform redistribution: every step of an episode gets R / T",
-           ("outcomes|components|rewards",), "rewards", {}, "baseline in IRCR/RRD papers", run=_run_uniform),
     Method("potential_shaping", "shaping", "Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
            ("rewards", "extras.potential"), "rewards", {"gamma": 0.99, "key": "potential"},
            "Ng, Harada & Russell 1999", run=_run_potential),
@@ -254,4 +242,6 @@ _REWARDS = [
 
 for _m in _ADV + _REWARDS:
     register(_m, replace=True)
+
+from .credit import methods as _credit_methods  # noqa: E402,F401  (registers the credit assigners)
 from .llm import methods as _llm_methods  # noqa: E402,F401  (turn-level methods of creditlab.llm)
