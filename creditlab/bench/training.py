@@ -1,0 +1,317 @@
+"""Train one run: a stable-baselines3 agent on a task's delayed (or dense) reward, evaluated on the true reward.
+
+``train_run(spec)`` is what a worker executes for one (task, method, seed):
+
+* ``dense``: the agent trains on the original per-step reward (the oracle anchor);
+* ``episodic``: on the delayed reward, the episode's sum paid at its last step (the baseline anchor);
+* any other name: a registered credit assigner turns the delayed reward into per-step credit through
+  the stable-baselines3 integration; it never sees the hidden reward.
+
+Evaluation is always on the true (hidden) reward: ``eval_episodes`` deterministic episodes every
+``eval_every`` steps on a separate environment (observation statistics frozen from training).
+Training-episode true returns come from a ``Monitor`` placed *under* the delay wrapper.
+bsuite tasks train one fresh agent per setting and are scored with bsuite's analysis on the
+per-episode training log (online regret), as bsuite defines it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import RangeError
+from .suites import ANCHORS, RunSpec, TaskSpec
+from .tasks import make_env, task_settings
+
+__all__ = ["RunOutput", "train_run", "curve_metrics"]
+
+
+class RunOutput(NamedTuple):
+    """What a run produces.
+
+    Attributes:
+        curve: ``{"x": [...], "mean": [...], "std": [...], "x_name": str}`` -- evaluation return
+            (true reward) against environment steps (per setting for bsuite tasks).
+        metrics: flat dict of floats: ``final_return``, ``auc``, ``time/train_seconds``,
+            ``credit/...``, ``bsuite/score``...
+    """
+
+    curve: dict[str, Any]
+    metrics: dict[str, float]
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def curve_metrics(x, y, *, solve_threshold: float | None = None) -> dict[str, float]:
+    """Final return, normalized area under the curve and steps-to-solve of one learning curve.
+
+    ``auc`` is the trapezoid area divided by the x range: the average return over training, in
+    return units, comparable across budgets.
+
+    Example:
+        >>> m = curve_metrics([0, 10, 20], [0.0, 1.0, 1.0], solve_threshold=1.0)
+        >>> m["final_return"], m["auc"], m["steps_to_solve"]
+        (1.0, 0.75, 10.0)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size == 0 or x.shape != y.shape:
+        raise RangeError(f"curve needs equal non-empty x and y; got {x.shape} and {y.shape}")
+    span = x[-1] - x[0]
+    auc = float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / span) if span > 0 else float(y[-1])
+    out = {"final_return": float(y[-1]), "auc": auc}
+    if solve_threshold is not None:
+        hit = np.nonzero(y >= solve_threshold)[0]
+        out["steps_to_solve"] = float(x[hit[0]]) if hit.size else float("nan")
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ------------------------------------------------------------------------------ environments
+
+
+def _delay_wrapper(method: str) -> Callable[[Any], Any] | None:
+    """The wrapper that hides the per-step reward (None for the dense anchor)."""
+    if method == "dense":
+        return None
+    from ..integrations.gymnasium import EpisodicReward
+
+    return EpisodicReward
+
+
+def _vec_env(task: TaskSpec, method: str, seed: int, setting: str | None, n_envs: int, *, monitor: bool):
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def env_fn():
+        return make_env(task, seed=seed, setting=setting)
+
+    wrapper = _delay_wrapper(method) if monitor else None
+    # make_vec_env puts Monitor directly on the original env and the delay wrapper outside it, so the
+    # Monitor's episode returns are true returns whatever the agent trains on.
+    return make_vec_env(env_fn, n_envs=n_envs, seed=seed, wrapper_class=wrapper, vec_env_cls=DummyVecEnv)
+
+
+class _Evaluator:
+    """Deterministic evaluation on the true reward with frozen observation normalization."""
+
+    def __init__(self, task: TaskSpec, seed: int, setting: str | None):
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        self.task = task
+        self.seed = 10_000 + seed
+        n = min(task.eval_episodes, 5)
+        self.env = _vec_env(task, "dense", self.seed, setting, n, monitor=False)
+        if task.agent.normalize:
+            self.env = VecNormalize(self.env, training=False, norm_obs=True, norm_reward=False)
+        self.seconds = 0.0
+
+    def __call__(self, model) -> tuple[float, float]:
+        from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        t0 = time.perf_counter()
+        train_env = model.get_env()
+        if isinstance(self.env, VecNormalize) and isinstance(train_env, VecNormalize):
+            self.env.obs_rms = train_env.obs_rms.copy()
+        self.env.seed(self.seed)  # same start states at every checkpoint
+        returns, _ = evaluate_policy(model, self.env, n_eval_episodes=self.task.eval_episodes, deterministic=True,
+                                     return_episode_rewards=True, warn=False)
+        self.seconds += time.perf_counter() - t0
+        return float(np.mean(returns)), float(np.std(returns))
+
+
+def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[str, Any]):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Recorder(BaseCallback):
+        """Evaluation checkpoints, true training-episode returns (and bsuite regrets), reward pairs
+        (reward seen by the learner, hidden true reward) for the anchors' credit quality."""
+
+        def __init__(self):
+            super().__init__()
+            self.next_eval = 0
+
+        def _evaluate(self):
+            mean, std = evaluator(self.model)
+            state["curve"].append((int(self.num_timesteps), mean, std))
+
+        def _on_training_start(self) -> None:
+            if evaluator is not None:
+                self._evaluate()
+                self.next_eval = task.eval_every
+
+        def _on_step(self) -> bool:
+            infos = self.locals.get("infos", ())
+            for i, info in enumerate(infos):
+                ep = info.get("episode")
+                if ep is not None:
+                    state["episodes"].append((int(self.num_timesteps), float(ep["r"]), int(ep["l"])))
+                    if "total_regret" in info:
+                        prev = state["regret_seen"].get(i, 0.0)
+                        state["regrets"].append(float(info["total_regret"]) - prev)
+                        state["regret_seen"][i] = float(info["total_regret"])
+            if state["pairs_left"] > 0:
+                seen = self.locals.get("rewards")
+                env = self.model.get_env()
+                if hasattr(env, "get_original_reward"):
+                    seen = env.get_original_reward()
+                hidden = [info.get("hidden_reward", info.get("true_reward")) for info in infos]
+                if seen is not None and all(h is not None for h in hidden):
+                    state["pairs"].append((np.asarray(seen, dtype=np.float64).copy(), np.asarray(hidden, dtype=np.float64)))
+                    state["pairs_left"] -= len(hidden)
+            if evaluator is not None and self.num_timesteps >= self.next_eval:
+                self._evaluate()
+                while self.next_eval <= self.num_timesteps:
+                    self.next_eval += task.eval_every
+            return True
+
+        def _on_training_end(self) -> None:
+            if evaluator is not None and (not state["curve"] or state["curve"][-1][0] < self.num_timesteps):
+                self._evaluate()
+
+    return Recorder()
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def _build_model(task: TaskSpec, env, seed: int):
+    from stable_baselines3 import PPO, SAC
+
+    algo = {"ppo": PPO, "sac": SAC}[task.agent.algo]
+    return algo(task.agent.policy, env, seed=seed, verbose=0, device="cpu", **dict(task.agent.hyperparams))
+
+
+def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    task = spec.task
+    state: dict[str, Any] = {"curve": [], "episodes": [], "regrets": [], "regret_seen": {}, "pairs": [], "pairs_left": 20_000}
+    env = _vec_env(task, spec.method, spec.seed, setting, task.agent.n_envs, monitor=True)
+    if task.agent.normalize:
+        env = VecNormalize(env, norm_obs=True, norm_reward=True, gamma=task.agent.gamma)
+    evaluator = _Evaluator(task, spec.seed, setting) if task.family != "bsuite" else None
+    model = _build_model(task, env, spec.seed)
+    callbacks = [_make_callbacks(task, evaluator, state)]
+    credit = None
+    if spec.method not in ANCHORS:
+        credit = _attach_assigner(spec, model)
+        callbacks.append(credit.callback)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=task.steps, callback=callbacks, progress_bar=False)
+    total = time.perf_counter() - t0
+    eval_seconds = evaluator.seconds if evaluator is not None else 0.0
+    if task.family == "bsuite":
+        evaluator = _Evaluator(task, spec.seed, setting)
+        state["final_eval"] = evaluator(model)
+        eval_seconds += evaluator.seconds
+    state["steps"] = int(model.num_timesteps)
+    state["train_seconds"] = total - (evaluator.seconds if task.family != "bsuite" else 0.0)
+    state["eval_seconds"] = eval_seconds
+    state["credit_metrics"] = credit.metrics() if credit is not None else {}
+    env.close()
+    return state
+
+
+def _attach_assigner(spec: RunSpec, model):
+    """Attach a registered credit assigner through the SB3 integration (see creditlab.integrations)."""
+    raise NotImplementedError("credit assigners are wired once the SB3 integration lands")
+
+
+def _anchor_credit(method: str, pairs) -> dict[str, float]:
+    if not pairs:
+        return {}
+    seen = np.concatenate([p[0] for p in pairs])
+    hidden = np.concatenate([p[1] for p in pairs])
+    return {"credit/corr_hidden": _pearson(seen, hidden)}
+
+
+def train_run(spec: RunSpec) -> RunOutput:
+    """Train and evaluate one run in this process (one torch thread). See the module docstring."""
+    import torch
+
+    torch.set_num_threads(1)
+    task = spec.task
+    settings = task_settings(task)
+    states = [_train_setting(spec, s) for s in settings]
+    metrics: dict[str, float] = {
+        "time/train_seconds": float(sum(s["train_seconds"] for s in states)),
+        "time/eval_seconds": float(sum(s["eval_seconds"] for s in states)),
+        "steps": float(sum(s["steps"] for s in states)),
+        "episodes": float(sum(len(s["episodes"]) for s in states)),
+        "gamma": task.agent.gamma,
+    }
+    train_returns = np.concatenate([[e[1] for e in s["episodes"]] for s in states]) if states else np.zeros(0)
+    if task.family == "bsuite":
+        curve = _bsuite_curve(states, task.steps)
+        metrics.update(curve_metrics(curve["x"], curve["mean"]))
+        metrics["final_return"] = float(np.mean([s["final_eval"][0] for s in states]))
+        metrics.update(_bsuite_metrics(task, settings, states))
+    else:
+        (state,) = states
+        xs, means, stds = zip(*state["curve"])
+        curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": "environment steps"}
+        metrics.update(curve_metrics(xs, means, solve_threshold=task.solve_threshold))
+        metrics["final_return_std"] = float(stds[-1])
+    if train_returns.size:
+        last = train_returns[-max(1, min(100, train_returns.size // 10 or 1)):]
+        metrics["train_return_last"] = float(np.mean(last))
+    credit: dict[str, list[float]] = {}
+    for s in states:
+        m = s["credit_metrics"] or _anchor_credit(spec.method, s["pairs"])
+        for k, v in m.items():
+            credit.setdefault(k, []).append(float(v))
+    metrics.update({k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in credit.items()})
+    return RunOutput(curve, metrics)
+
+
+def _bsuite_curve(states, steps: int, bins: int = 10) -> dict[str, Any]:
+    """Training true return against steps within a setting, averaged over settings, in ``bins`` bins."""
+    edges = np.linspace(0, steps, bins + 1)
+    per_setting = []
+    for s in states:
+        if not s["episodes"]:
+            continue
+        end = np.array([e[0] for e in s["episodes"]], dtype=np.float64)
+        ret = np.array([e[1] for e in s["episodes"]], dtype=np.float64)
+        idx = np.clip(np.searchsorted(edges, end, side="left") - 1, 0, bins - 1)
+        sums = np.bincount(idx, weights=ret, minlength=bins)
+        counts = np.bincount(idx, minlength=bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = sums / counts
+        # carry the last value into bins without a finished episode (long chains, few episodes)
+        for b in range(bins):
+            if counts[b] == 0:
+                means[b] = means[b - 1] if b > 0 else np.nan
+        per_setting.append(means)
+    arr = np.array(per_setting)
+    mean = np.nanmean(arr, axis=0)
+    std = np.nanstd(arr, axis=0)
+    return {"x": edges[1:].tolist(), "mean": mean.tolist(), "std": std.tolist(), "x_name": "environment steps per setting"}
+
+
+def _bsuite_metrics(task: TaskSpec, settings, states) -> dict[str, float]:
+    from .bsuite_tasks import bsuite_score, episode_log
+
+    logs: dict[str, Mapping[str, Any]] = {}
+    for setting, s in zip(settings, states):
+        returns = [e[1] for e in s["episodes"]]
+        regrets = s["regrets"] if len(s["regrets"]) == len(returns) else None
+        logs[setting] = episode_log(returns, regrets)
+    out = {"bsuite/score": bsuite_score(task.env_id, logs)}
+    out["bsuite/episodes_per_setting"] = float(np.mean([len(s["episodes"]) for s in states]))
+    if all("total_regret" in log for log in logs.values()):
+        out["bsuite/average_regret"] = float(np.mean([log["total_regret"][-1] / log["episode"][-1] for log in logs.values()]))
+    return out
