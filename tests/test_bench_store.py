@@ -6,7 +6,6 @@ import pytest
 
 from creditlab.bench.store import ConfigMismatchError, ResultsStore, atomic_write_text
 from creditlab.bench.suites import RunSpec, expand_runs
-
 from tests.bench_toy import toy_suite, toy_task
 
 OK = {"status": "ok", "metrics": {"final_return": 3.0}, "curve": {"x": [0, 10], "mean": [1.0, 3.0], "std": [0.0, 0.5]}}

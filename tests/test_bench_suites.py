@@ -4,7 +4,6 @@ import pytest
 
 from creditlab.bench.suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs, get_suite, list_suites
 from creditlab.errors import RangeError, UnknownMethodError
-
 from tests.bench_toy import TOY_AGENT, toy_suite, toy_task
 
 

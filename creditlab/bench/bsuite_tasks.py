@@ -13,7 +13,7 @@ setting's parameters), exactly as bsuite scores a partially finished run.
 Example:
     >>> env = make_bsuite_env("umbrella_length/0", seed=0)
     >>> obs, info = env.reset(seed=0)
-    >>> obs.shape, env.action_space.n
+    >>> obs.shape, int(env.action_space.n)
     ((23,), 2)
     >>> obs, reward, terminated, truncated, info = env.step(1)
     >>> terminated, reward in (-1.0, 1.0), "total_regret" in info

@@ -136,7 +136,7 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         ...             "curve": {"x": [0, 10], "mean": [0.0, ret], "std": [0.0, 0.0]},
         ...             "metrics": {"final_return": ret, "auc": ret / 2, "time/train_seconds": 1.0}}
         >>> rows = [run("t", "episodic", s, 0.0 + s) for s in (0, 1)] + [run("t", "dense", s, 10.0 + s) for s in (0, 1)]
-        >>> rows += [run("t", "m", s, 5.5 + s) for s in (0, 1)]
+        >>> rows += [run("t", "m", s, 5.0 + s) for s in (0, 1)]  # (5.0 - 0.5) / 10, (6.0 - 0.5) / 10
         >>> r = build_report(rows)
         >>> r.table("normalized").rows[0][:2]
         ['t', '0.50 ± 0.07']
@@ -326,6 +326,12 @@ def plot_curves(report: Report, task: str) -> bytes:
     import matplotlib.pyplot as plt
 
     colors = _colors(report.methods)
+    # a fixed style: other libraries (plotnine, imported by bsuite's analysis) change the global rcParams
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        return _draw(report, task, colors, plt)
+
+
+def _draw(report: Report, task: str, colors: Mapping[str, str], plt) -> bytes:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     try:
         for m, c in report.curves[task].items():
@@ -364,14 +370,15 @@ def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows)
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</section>'
+    cls = ' class="text"' if t.key in ("tasks", "failures") else ""
+    return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</section>'
 
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-child{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0} .figs img{width:480px;border:1px solid #ddd}
 .note{color:#555;font-size:13px;font-style:italic} code{background:#f5f5f5;padding:1px 3px}
 """
