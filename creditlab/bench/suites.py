@@ -369,10 +369,10 @@ def _discounting(settings: Sequence[int], steps: int) -> TaskSpec:
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
         "smoke",
-        "Minutes on 2 cores, for the README and CI: CartPole at 30k PPO steps and a short umbrella_length, "
+        "Minutes on 2 cores, for the README and CI: CartPole at 40k PPO steps and a short umbrella_length, "
         "2 seeds, the two anchors and the cheapest credit assigners.",
         tasks=(
-            _cartpole(30_000, 6_000),
+            _cartpole(40_000, 10_000),
             _umbrella((0, 4, 9), 4_096),
         ),
         methods=("episodic", "dense"),
@@ -384,14 +384,14 @@ SUITES: dict[str, Suite] = {
         "About 1-2 hours on 2 cores: every task at a CPU-feasible PPO budget, the return-decomposition "
         "methods, 3 seeds.",
         tasks=(
-            _cartpole(100_000, 10_000),
-            _lunar(150_000, 25_000),
-            _mujoco("hopper", "Hopper-v5", 150_000, 25_000),
-            _mujoco("halfcheetah", "HalfCheetah-v5", 150_000, 25_000),
-            _mujoco("walker2d", "Walker2d-v5", 150_000, 25_000),
-            _doorkey("MiniGrid-DoorKey-6x6-v0", 100_000, 10_000),
-            _umbrella((0, 2, 4, 9, 13), 8_192),
-            _discounting((0, 1, 2, 3, 4), 20_480),
+            _cartpole(50_000, 10_000),
+            _lunar(100_000, 20_000),
+            _mujoco("hopper", "Hopper-v5", 100_000, 20_000),
+            _mujoco("halfcheetah", "HalfCheetah-v5", 100_000, 20_000),
+            _mujoco("walker2d", "Walker2d-v5", 100_000, 20_000),
+            _doorkey("MiniGrid-DoorKey-6x6-v0", 100_000, 20_000),
+            _umbrella((0, 2, 4, 9, 13), 4_096),
+            _discounting((0, 1, 2, 3, 4), 10_240),
         ),
         methods=("episodic", "dense"),
         seeds=(0, 1, 2),

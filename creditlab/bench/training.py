@@ -17,6 +17,7 @@ per-episode training log (online regret), as bsuite defines it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -111,7 +112,7 @@ class _Evaluator:
 
         self.task = task
         self.seed = 10_000 + seed
-        n = min(task.eval_episodes, 5)
+        n = min(task.eval_episodes, 10)  # one episode per env: fewer batched forward passes
         self.env = _vec_env(task, "dense", self.seed, setting, n, monitor=False)
         if task.agent.normalize:
             self.env = VecNormalize(self.env, training=False, norm_obs=True, norm_reward=False)
@@ -147,10 +148,13 @@ def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[st
             mean, std = evaluator(self.model)
             state["curve"].append((int(self.num_timesteps), mean, std))
 
-        def _on_training_start(self) -> None:
-            if evaluator is not None:
+        def _on_rollout_start(self) -> None:
+            # The policy only changes between rollouts (in ``train()``), so evaluating here scores the
+            # policy trained on exactly ``num_timesteps`` steps (the initial policy at 0).
+            if evaluator is not None and self.num_timesteps >= self.next_eval:
                 self._evaluate()
-                self.next_eval = task.eval_every
+                while self.next_eval <= self.num_timesteps:
+                    self.next_eval += task.eval_every
 
         def _on_step(self) -> bool:
             infos = self.locals.get("infos", ())
@@ -171,10 +175,6 @@ def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[st
                 if seen is not None and all(h is not None for h in hidden):
                     state["pairs"].append((np.asarray(seen, dtype=np.float64).copy(), np.asarray(hidden, dtype=np.float64)))
                     state["pairs_left"] -= len(hidden)
-            if evaluator is not None and self.num_timesteps >= self.next_eval:
-                self._evaluate()
-                while self.next_eval <= self.num_timesteps:
-                    self.next_eval += task.eval_every
             return True
 
         def _on_training_end(self) -> None:
@@ -273,7 +273,9 @@ def train_run(spec: RunSpec) -> RunOutput:
         m = s["credit_metrics"] or _anchor_credit(spec.method, s["pairs"])
         for k, v in m.items():
             credit.setdefault(k, []).append(float(v))
-    metrics.update({k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in credit.items()})
+    for k, v in credit.items():
+        finite = [x for x in v if np.isfinite(x)]
+        metrics[k] = float(np.mean(finite)) if finite else float("nan")
     return RunOutput(curve, metrics)
 
 
@@ -297,8 +299,10 @@ def _bsuite_curve(states, steps: int, bins: int = 10) -> dict[str, Any]:
                 means[b] = means[b - 1] if b > 0 else np.nan
         per_setting.append(means)
     arr = np.array(per_setting)
-    mean = np.nanmean(arr, axis=0)
-    std = np.nanstd(arr, axis=0)
+    with warnings.catch_warnings():  # a bin without any finished episode in every setting stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(arr, axis=0)
+        std = np.nanstd(arr, axis=0)
     return {"x": edges[1:].tolist(), "mean": mean.tolist(), "std": std.tolist(), "x_name": "environment steps per setting"}
 
 
