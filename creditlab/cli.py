@@ -129,8 +129,8 @@ def run_advantages(args: argparse.Namespace) -> int:
     columns: dict[str, Any] = {}
     if args.credit:
         credit = get_method(args.credit)
-        if credit.kind != "rewards":
-            raise CreditlabError(f"--credit {args.credit!r} is not a reward transform (kind {credit.kind!r})")
+        if credit.kind not in ("rewards", "assigner") or credit.run is None:
+            raise CreditlabError(f"--credit {args.credit!r} is not a reward transform or credit assigner (kind {credit.kind!r})")
         shaped = credit(episodes, **parse_sets(args.credit_set))
         metrics.update({f"credit/{k}": v for k, v in shaped.metrics.items()})
         rewards = np.asarray(shaped.rewards)

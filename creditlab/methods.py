@@ -149,17 +149,6 @@ def _run_gated(ep: Episodes, *, gate: float) -> RewardOutput:
     return shaping.gated_accumulation(ep.rewards, ep.outcomes, gate=gate, mask=ep.mask, outcome_present=ep.outcome_present)
 
 
-def _run_uniform(ep: Episodes) -> RewardOutput:
-    """R / T on every step of each episode (the simplest redistribution)."""
-    r, p = _episode_scores(ep)
-    e = ep.numpy()
-    r = np.asarray(r.cpu().numpy() if hasattr(r, "cpu") else r, dtype=e.rewards.dtype)
-    present = np.ones(e.num_episodes, bool) if p is None else np.asarray(p.cpu() if hasattr(p, "cpu") else p)
-    per = np.where(present, r, 0.0) / e.lengths
-    out = np.where(e.mask, per[:, None], 0.0).astype(e.rewards.dtype)
-    return RewardOutput(out, {"credit/num_missing": float((~present).sum())})
-
-
 def _lengths_for_penalty(ep: Episodes, key: str):
     return ep.extras[key][:, 0] if key in ep.extras else ep.lengths
 
@@ -216,8 +205,6 @@ _ADV = [
 ]
 
 _REWARDS = [
-    Method("uniform", "credit", "Uniform redistribution: every step of an episode gets R / T",
-           ("outcomes|rewards",), "rewards", {}, "baseline in IRCR/RRD papers", run=_run_uniform),
     Method("potential_shaping", "shaping", "Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
            ("rewards", "extras.potential"), "rewards", {"gamma": 0.99, "key": "potential"},
            "Ng, Harada & Russell 1999", run=_run_potential),
@@ -237,3 +224,5 @@ _REWARDS = [
 
 for _m in _ADV + _REWARDS:
     register(_m, replace=True)
+
+from .credit import methods as _credit_methods  # noqa: E402,F401  (registers the credit assigners)

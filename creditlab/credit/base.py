@@ -1,0 +1,249 @@
+"""The credit-assigner protocol and the helpers the assigners share.
+
+A *credit assigner* maps a batch of episodes whose feedback arrives late (at the end, or every
+k steps) to dense per-step rewards. Every assigner in :mod:`creditlab.credit` follows
+:class:`CreditAssigner`:
+
+* ``fit(episodes=None, *, num_updates=None) -> dict[str, float]`` takes the batch's complete
+  episodes into the assigner's memory (an :class:`~creditlab.credit.store.EpisodeStore` for the
+  learned ones, the credit buffers for IRCR) and, where something is learned, runs
+  ``num_updates`` gradient steps on episodes drawn from that memory. It is a no-op where nothing
+  is learned or kept (uniform). ``episodes=None`` trains on the memory only.
+* ``assign(episodes) -> RewardOutput(rewards[B, T], metrics, present[B, T])`` gives every step a
+  reward. ``present`` is False on steps the assigner cannot credit yet (an episode without an
+  outcome for the outcome-based methods); those steps hold 0.
+* ``state_dict()`` / ``load_state_dict(state)`` checkpoint and resume (model, optimizer,
+  normalizers, stored episodes, random state).
+* ``scope`` is ``"step"`` when a step's reward depends only on its own (s, a, s') -- such an
+  assigner can relabel any transition, e.g. one sampled from a replay buffer -- and
+  ``"episode"`` when it needs the whole episode (its return, length or history).
+
+Which episodes count as *complete* (usable as a decomposition target): those with a return
+(``outcome_present``, or no ``outcomes`` column at all) that were not ``truncated``, unless the
+assigner was built with ``include_truncated=True``. A truncated episode's feedback may cover
+only part of what the episode would have earned; the creditlab Gymnasium wrappers pay the
+accumulated sum at a time-limit truncation, so with them the return of the observed steps is
+exact and ``include_truncated=True`` is safe.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ..episodes import Episodes
+from ..errors import DtypeError, EmptyBatchError, ShapeError
+
+__all__ = [
+    "CreditAssigner",
+    "EpisodeArrays",
+    "episode_arrays",
+    "complete_episodes",
+    "encode_actions",
+    "save_assigner",
+    "load_assigner",
+]
+
+Scope = Literal["step", "episode"]
+
+
+@runtime_checkable
+class CreditAssigner(Protocol):
+    """What every credit assigner provides (see the module docstring)."""
+
+    name: str
+    scope: Scope
+
+    def fit(self, episodes: Episodes | None = None, *, num_updates: int | None = None) -> dict[str, float]:
+        """Take in complete episodes and (if learned) train; returns metrics."""
+        ...
+
+    def assign(self, episodes: Episodes) -> Any:
+        """Per-step rewards ``RewardOutput(rewards[B, T], metrics, present[B, T])``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (plain Python, NumPy and torch objects)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        ...
+
+
+class EpisodeArrays(NamedTuple):
+    """An :class:`Episodes` batch read into NumPy for the assigners.
+
+    Attributes:
+        mask: bool[B, T] -- valid steps (a prefix of each row).
+        lengths: int64[B] -- valid steps per episode.
+        returns: float64[B] -- episodic return R (the outcome where given, else the sum of the
+            step rewards); 0 where ``has_return`` is False.
+        has_return: bool[B] -- the episode's feedback is known (False: outcome is None).
+        terminated: bool[B]
+        truncated: bool[B]
+        rewards: float[B, T] -- the observed (delayed) per-step rewards.
+    """
+
+    mask: np.ndarray
+    lengths: np.ndarray
+    returns: np.ndarray
+    has_return: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    rewards: np.ndarray
+
+
+def _np(x: Any) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def episode_arrays(episodes: Episodes) -> EpisodeArrays:
+    """Read the per-episode fields every assigner needs (no copy for NumPy batches)."""
+    if not isinstance(episodes, Episodes):
+        raise DtypeError(f"episodes must be a creditlab.Episodes; got {type(episodes).__name__}. Build one with Episodes.from_lists / from_padded.")
+    mask = _np(episodes.mask).astype(bool, copy=False)
+    lengths = mask.sum(axis=1).astype(np.int64)
+    rewards = _np(episodes.rewards)
+    if episodes.outcomes is not None:
+        returns = _np(episodes.outcomes).astype(np.float64)
+        has = _np(episodes.outcome_present).astype(bool)
+        returns = np.where(has, returns, 0.0)
+    else:
+        returns = rewards.sum(axis=1, dtype=np.float64)
+        has = np.ones(mask.shape[0], dtype=bool)
+    return EpisodeArrays(
+        mask=mask,
+        lengths=lengths,
+        returns=returns,
+        has_return=has,
+        terminated=_np(episodes.terminated).astype(bool),
+        truncated=_np(episodes.truncated).astype(bool),
+        rewards=rewards,
+    )
+
+
+def complete_episodes(arrays: EpisodeArrays, *, include_truncated: bool) -> tuple[np.ndarray, dict[str, float]]:
+    """Which episodes may serve as decomposition targets, and why the others may not.
+
+    Returns ``(keep[B], metrics)``; the metrics count the episodes left out under
+    ``store/skipped_no_outcome`` and ``store/skipped_truncated``.
+    """
+    no_outcome = ~arrays.has_return
+    truncated = arrays.has_return & arrays.truncated & (not include_truncated)
+    keep = ~(no_outcome | truncated)
+    return keep, {
+        "store/skipped_no_outcome": float(no_outcome.sum()),
+        "store/skipped_truncated": float(truncated.sum()),
+    }
+
+
+def encode_actions(actions: np.ndarray, num_actions: int | None, *, name: str = "actions") -> np.ndarray:
+    """Actions as float32 ``[..., A]``: integer actions one-hot (``num_actions`` classes).
+
+    ``actions`` is ``[B, T]`` / ``[N]`` of ints (discrete) or ``[B, T, A]`` / ``[N, A]`` of floats.
+    Pass ``lead`` dimensions only; a scalar float per step is treated as a 1-D action.
+    """
+    a = np.asarray(actions)
+    if a.dtype.kind in "iub":
+        if num_actions is None:
+            raise DtypeError(f"{name} are integers (discrete) but num_actions is unknown; pass num_actions=")
+        if a.size and (a.min() < 0 or a.max() >= num_actions):
+            raise ShapeError(
+                f"{name} hold index {int(a.max()) if a.max() >= num_actions else int(a.min())} but the model was built for "
+                f"num_actions = {num_actions} discrete actions (indices 0..{num_actions - 1}); pass num_actions= at construction"
+            )
+        out = np.zeros((*a.shape, num_actions), dtype=np.float32)
+        np.put_along_axis(out, a[..., None].astype(np.int64), 1.0, axis=-1)
+        return out
+    if a.dtype.kind != "f":
+        raise DtypeError(f"{name} must be numeric; got dtype {a.dtype}")
+    return a.astype(np.float32, copy=False)
+
+
+def step_lead(x: np.ndarray, lead: int) -> np.ndarray:
+    """Flatten everything after the ``lead`` leading axes (per-step feature vectors)."""
+    return x.reshape(*x.shape[:lead], -1)
+
+
+def derive_next_observations(obs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``s_{t+1}`` from the observations when ``next_observations`` is not given.
+
+    The state after an episode's last step is not in ``observations``; it is taken equal to the
+    last observation (so ``s' - s = 0`` there). Pass ``next_observations`` to avoid this.
+    """
+    nxt = np.empty_like(obs)
+    nxt[:, :-1] = obs[:, 1:]
+    rows = np.arange(obs.shape[0])
+    nxt[rows, lengths - 1] = obs[rows, lengths - 1]
+    return nxt
+
+
+def require_inputs(episodes: Episodes, who: str) -> None:
+    for field in ("observations", "actions"):
+        if getattr(episodes, field) is None:
+            raise ShapeError(
+                f"{who} needs episodes.{field} (per-step [B, T, ...]); build the Episodes with observations= and actions="
+            )
+
+
+def check_nonempty_batch(arrays: EpisodeArrays) -> None:
+    if arrays.mask.shape[0] == 0:
+        raise EmptyBatchError("episodes holds no episode")
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def save_assigner(assigner: CreditAssigner, path: str | os.PathLike) -> Path:
+    """Write ``assigner.state_dict()`` to ``path`` atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"class": type(assigner).__name__, "state": assigner.state_dict()}, buf)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def load_assigner(path: str | os.PathLike, **overrides: Any) -> CreditAssigner:
+    """Rebuild an assigner saved by :func:`save_assigner`.
+
+    ``overrides`` go to the constructor (e.g. ``features=my_phi`` for a LaRe assigner whose
+    feature function was a Python callable, which is not saved).
+    """
+    from . import ASSIGNER_CLASSES
+
+    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    cls = ASSIGNER_CLASSES.get(blob.get("class"))
+    if cls is None:
+        raise DtypeError(f"{path}: unknown assigner class {blob.get('class')!r}; known: {sorted(ASSIGNER_CLASSES)}")
+    config = dict(blob["state"].get("config", {}))
+    config.update(overrides)
+    assigner = cls(**config)
+    assigner.load_state_dict(blob["state"])
+    return assigner
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:
+    rng.bit_generator.state = dict(state)
