@@ -71,14 +71,6 @@ def curve_metrics(x, y, *, solve_threshold: float | None = None) -> dict[str, fl
     return out
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 # ------------------------------------------------------------------------------ environments
 
 
@@ -133,7 +125,7 @@ class _Evaluator:
         return float(np.mean(returns)), float(np.std(returns))
 
 
-def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[str, Any]):
+def _make_callbacks(task: TaskSpec, spec_method: str, evaluator: _Evaluator | None, state: dict[str, Any]):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Recorder(BaseCallback):
@@ -166,16 +158,25 @@ def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[st
                         prev = state["regret_seen"].get(i, 0.0)
                         state["regrets"].append(float(info["total_regret"]) - prev)
                         state["regret_seen"][i] = float(info["total_regret"])
-            if state["pairs_left"] > 0:
-                seen = self.locals.get("rewards")
-                env = self.model.get_env()
-                if hasattr(env, "get_original_reward"):
-                    seen = env.get_original_reward()
-                hidden = [info.get("hidden_reward", info.get("true_reward")) for info in infos]
-                if seen is not None and all(h is not None for h in hidden):
-                    state["pairs"].append((np.asarray(seen, dtype=np.float64).copy(), np.asarray(hidden, dtype=np.float64)))
-                    state["pairs_left"] -= len(hidden)
+            if spec_method == "episodic" and state["quality_left"] > 0:
+                self._collect_quality(infos)
             return True
+
+        def _collect_quality(self, infos) -> None:
+            """(reward the learner received, hidden true reward) per step, cut into episodes."""
+            from ..integrations import TRUE_REWARD_KEY
+
+            env = self.model.get_env()
+            seen = env.get_original_reward() if hasattr(env, "get_original_reward") else self.locals["rewards"]
+            dones = self.locals["dones"]
+            streams = state["quality_streams"]
+            for i, info in enumerate(infos):
+                if TRUE_REWARD_KEY not in info:
+                    continue
+                streams.setdefault(i, []).append((float(seen[i]), float(info[TRUE_REWARD_KEY])))
+                state["quality_left"] -= 1
+                if dones[i]:
+                    state["quality_episodes"].append(streams.pop(i))
 
         def _on_training_end(self) -> None:
             if evaluator is not None and (not state["curve"] or state["curve"][-1][0] < self.num_timesteps):
@@ -187,28 +188,83 @@ def _make_callbacks(task: TaskSpec, evaluator: _Evaluator | None, state: dict[st
 # ------------------------------------------------------------------------------ the run
 
 
-def _build_model(task: TaskSpec, env, seed: int):
+_QUALITY_STEPS = 20_000  # steps of the episodic anchor whose credit quality is measured
+_INTEGRATION_PARAMS = ("update_ratio", "reward_scale", "unassigned")  # go to the SB3 integration, not the assigner
+
+
+class _Credit(NamedTuple):
+    """A credit assigner attached to the agent, and how to read its metrics after training."""
+
+    callbacks: list[Any]
+    metrics: Callable[[], dict[str, float]]
+
+
+def _split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    integration = {k: v for k, v in params.items() if k in _INTEGRATION_PARAMS}
+    assigner = {k: v for k, v in params.items() if k not in _INTEGRATION_PARAMS}
+    return assigner, integration
+
+
+def _make_assigner(spec: RunSpec):
+    from ..registry import get_method
+
+    method = get_method(spec.method)
+    if method.kind != "assigner" or method.factory is None:
+        raise RangeError(f"benchmark method {spec.method!r} must be an anchor {ANCHORS} or a credit assigner; it is a {method.kind} method")
+    params, integration = _split_params(spec.method_params)
+    return method.factory(**params), integration
+
+
+def _history_metrics(history: list[Mapping[str, float]], seconds: float) -> dict[str, float]:
+    """Credit quality averaged over training (per-episode Pearson per rollout/fit), and callback time."""
+    out: dict[str, float] = {"credit/seconds": float(seconds)}
+    for key in ("quality/pearson", "quality/spearman", "quality/decomposition_error", "credit/frac_unassigned", "credit/loss"):
+        vals = [float(h[key]) for h in history if key in h and np.isfinite(h[key])]
+        if vals:
+            out[key] = float(np.mean(vals))
+            out[key + "_last"] = float(np.mean(vals[-max(1, len(vals) // 4):]))
+    if "quality/pearson" in out:
+        out["credit/corr_hidden"] = out["quality/pearson"]
+    return out
+
+
+def _build_model(spec: RunSpec, env) -> tuple[Any, _Credit | None]:
+    """The SB3 model, with the run's credit assigner attached through creditlab.integrations.sb3."""
     from stable_baselines3 import PPO, SAC
 
+    task = spec.task
+    kwargs = dict(task.agent.hyperparams)
+    credit = None
+    if spec.method not in ANCHORS:
+        from ..integrations.sb3 import CreditAssignmentCallback, CreditMetricsCallback, CreditReplayBuffer
+
+        assigner, integration = _make_assigner(spec)
+        if task.agent.algo == "ppo":
+            cb = CreditAssignmentCallback(assigner, **integration)
+            credit = _Credit([cb], lambda: _history_metrics(cb.history, cb.total_seconds))
+        else:
+            kwargs["replay_buffer_class"] = CreditReplayBuffer
+            kwargs["replay_buffer_kwargs"] = {"assigner": assigner, **integration}
     algo = {"ppo": PPO, "sac": SAC}[task.agent.algo]
-    return algo(task.agent.policy, env, seed=seed, verbose=0, device="cpu", **dict(task.agent.hyperparams))
+    model = algo(task.agent.policy, env, seed=spec.seed, verbose=0, device="cpu", **kwargs)
+    if spec.method not in ANCHORS and task.agent.algo == "sac":
+        buf = model.replay_buffer
+        credit = _Credit([CreditMetricsCallback()], lambda: _history_metrics(getattr(buf, "history", []), buf.metrics.get("credit/seconds", 0.0)))
+    return model, credit
 
 
 def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     from stable_baselines3.common.vec_env import VecNormalize
 
     task = spec.task
-    state: dict[str, Any] = {"curve": [], "episodes": [], "regrets": [], "regret_seen": {}, "pairs": [], "pairs_left": 20_000}
+    state: dict[str, Any] = {"curve": [], "episodes": [], "regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [],
+                             "quality_left": _QUALITY_STEPS}
     env = _vec_env(task, spec.method, spec.seed, setting, task.agent.n_envs, monitor=True)
     if task.agent.normalize:
         env = VecNormalize(env, norm_obs=True, norm_reward=True, gamma=task.agent.gamma)
     evaluator = _Evaluator(task, spec.seed, setting) if task.family != "bsuite" else None
-    model = _build_model(task, env, spec.seed)
-    callbacks = [_make_callbacks(task, evaluator, state)]
-    credit = None
-    if spec.method not in ANCHORS:
-        credit = _attach_assigner(spec, model)
-        callbacks.append(credit.callback)
+    model, credit = _build_model(spec, env)
+    callbacks = [_make_callbacks(task, spec.method, evaluator, state)] + (credit.callbacks if credit else [])
     t0 = time.perf_counter()
     model.learn(total_timesteps=task.steps, callback=callbacks, progress_bar=False)
     total = time.perf_counter() - t0
@@ -225,17 +281,25 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     return state
 
 
-def _attach_assigner(spec: RunSpec, model):
-    """Attach a registered credit assigner through the SB3 integration (see creditlab.integrations)."""
-    raise NotImplementedError("credit assigners are wired once the SB3 integration lands")
-
-
-def _anchor_credit(method: str, pairs) -> dict[str, float]:
-    if not pairs:
+def _anchor_credit(method: str, episodes: list[list[tuple[float, float]]]) -> dict[str, float]:
+    """Credit quality of the anchors: the reward the learner trained on vs the hidden reward."""
+    if method == "dense":
         return {}
-    seen = np.concatenate([p[0] for p in pairs])
-    hidden = np.concatenate([p[1] for p in pairs])
-    return {"credit/corr_hidden": _pearson(seen, hidden)}
+    if not episodes:
+        return {}
+    from ..credit.quality import credit_quality
+
+    lengths = np.array([len(e) for e in episodes])
+    seen = np.zeros((len(episodes), lengths.max()))
+    true = np.zeros_like(seen)
+    for b, ep in enumerate(episodes):
+        arr = np.asarray(ep, dtype=np.float64)
+        seen[b, : len(ep)] = arr[:, 0]
+        true[b, : len(ep)] = arr[:, 1]
+    mask = np.arange(seen.shape[1])[None, :] < lengths[:, None]
+    q = credit_quality(seen, true, mask).metrics
+    return {"credit/corr_hidden": q["quality/pearson"], "quality/pearson": q["quality/pearson"],
+            "quality/spearman": q["quality/spearman"], "quality/decomposition_error": q["quality/decomposition_error"]}
 
 
 def train_run(spec: RunSpec) -> RunOutput:
@@ -270,7 +334,7 @@ def train_run(spec: RunSpec) -> RunOutput:
         metrics["train_return_last"] = float(np.mean(last))
     credit: dict[str, list[float]] = {}
     for s in states:
-        m = s["credit_metrics"] or _anchor_credit(spec.method, s["pairs"])
+        m = s["credit_metrics"] or _anchor_credit(spec.method, s["quality_episodes"])
         for k, v in m.items():
             credit.setdefault(k, []).append(float(v))
     for k, v in credit.items():
