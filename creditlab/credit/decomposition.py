@@ -28,7 +28,8 @@ assigned rewards sum to R exactly; episodes without an outcome keep the raw pred
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -19,7 +19,8 @@ third argument. It must not read anything else (in particular not the hidden rew
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

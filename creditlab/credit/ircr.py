@@ -18,7 +18,8 @@ the RL loop, not of the reward, and is not reproduced here (see docs/credit.md).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

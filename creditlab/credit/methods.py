@@ -9,7 +9,8 @@ the CLI: ``creditlab advantages FILE --credit rrd --credit-set updates_per_fit=5
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..episodes import Episodes
 from ..outputs import RewardOutput

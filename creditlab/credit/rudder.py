@@ -21,7 +21,8 @@ Predictions are made in standardized return units ``(R - mean) / std`` of the st
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
