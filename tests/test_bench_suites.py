@@ -49,8 +49,8 @@ def test_select_keeps_anchors_and_scales_eval_period():
     suite = get_suite("standard").select(tasks=["hopper"], seeds=2, steps=30_000, methods=[])
     assert suite.methods == ANCHORS and suite.seeds == (0, 1)
     (task,) = suite.tasks
-    # 150k steps with eval every 25k -> 30k steps with eval every 5k
-    assert task.steps == 30_000 and task.eval_every == 5_000
+    # 60k steps with eval every 12k -> 30k steps with eval every 6k
+    assert task.steps == 30_000 and task.eval_every == 6_000
     with pytest.raises(RangeError, match="no task"):
         get_suite("smoke").select(tasks=["nope"])
 

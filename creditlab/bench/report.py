@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import os
 from collections import defaultdict
@@ -280,6 +281,20 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
     report.tables.append(Table("tasks", "Tasks, budgets and recorded hyperparameters",
                                ["task", "environment", "steps/run", "gamma", "agent", "evaluation", "bsuite ids", "seeds", "notes"], rows))
 
+    # method parameters
+    rows = []
+    for m in others:
+        cfgs = {json.dumps(r.get("method_config") or {}, sort_keys=True, default=str) for (_, mm), rs in by.items() if mm == m for r in rs}
+        for cfg in sorted(cfgs):
+            data = json.loads(cfg)
+            assigner = ", ".join(f"{k}={v}" for k, v in sorted((data.get("assigner") or {}).items()))
+            integration = ", ".join(f"{k}={v}" for k, v in sorted((data.get("integration") or {}).items())) or "defaults"
+            rows.append([m, assigner or "defaults", integration])
+    if rows:
+        report.tables.append(Table("methods", "Credit assigners and their parameters", ["method", "assigner parameters",
+                                   "SB3 integration parameters"], rows,
+                                   "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3."))
+
     if failures:
         rows = [[f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"] for f in failures]
         report.tables.append(Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows))
@@ -370,7 +385,7 @@ def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows)
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    cls = ' class="text"' if t.key in ("tasks", "failures") else ""
+    cls = ' class="text"' if t.key in ("tasks", "methods", "failures") else ""
     return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</section>'
 
 
@@ -385,7 +400,7 @@ th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-ch
 
 
 def _order(report: Report) -> list[Table]:
-    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "failures"]
+    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures"]
     return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
 
 

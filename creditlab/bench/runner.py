@@ -76,9 +76,11 @@ def execute_run(config: Mapping[str, Any]) -> dict[str, Any]:
     common = {"versions": package_versions(), "git": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))}
     try:
-        from .training import train_run
+        from .training import method_config, train_run
 
-        out = train_run(RunSpec.from_dict(config))
+        spec = RunSpec.from_dict(config)
+        common["method_config"] = method_config(spec)
+        out = train_run(spec)
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
         return {**common, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                 "wall_seconds": time.time() - started}

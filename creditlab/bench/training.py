@@ -27,7 +27,7 @@ from ..errors import RangeError
 from .suites import ANCHORS, RunSpec, TaskSpec
 from .tasks import make_env, task_settings
 
-__all__ = ["RunOutput", "train_run", "curve_metrics"]
+__all__ = ["RunOutput", "train_run", "curve_metrics", "method_config"]
 
 
 class RunOutput(NamedTuple):
@@ -213,6 +213,16 @@ def _make_assigner(spec: RunSpec):
         raise RangeError(f"benchmark method {spec.method!r} must be an anchor {ANCHORS} or a credit assigner; it is a {method.kind} method")
     params, integration = _split_params(spec.method_params)
     return method.factory(**params), integration
+
+
+def method_config(spec: RunSpec) -> dict[str, Any]:
+    """The effective parameters of the run's method: the assigner's registry defaults plus overrides."""
+    if spec.method in ANCHORS:
+        return {}
+    from ..registry import get_method
+
+    params, integration = _split_params(spec.method_params)
+    return {"assigner": {**dict(get_method(spec.method).params), **params}, "integration": integration}
 
 
 def _history_metrics(history: list[Mapping[str, float]], seconds: float) -> dict[str, float]:
