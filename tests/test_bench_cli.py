@@ -7,11 +7,13 @@ from creditlab.cli import main
 
 def test_bench_dry_run_lists_runs(capsys):
     assert main(["bench", "--suite", "standard", "--tasks", "doorkey,hopper", "--seeds", "2", "--dry-run"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    # doorkey has no dense twin: episodic only; hopper: both anchors
-    assert sorted(line.split("\t")[0] for line in out) == sorted(
-        ["doorkey/episodic/seed0", "doorkey/episodic/seed1", "hopper/episodic/seed0", "hopper/episodic/seed1",
-         "hopper/dense/seed0", "hopper/dense/seed1"])
+    ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    # doorkey has no dense twin: every method but dense; hopper: all 7 (2 anchors + 5 assigners), 2 seeds each
+    assert len(ids) == (6 + 7) * 2
+    assert "doorkey/dense/seed0" not in ids and {"hopper/dense/seed1", "doorkey/episodic/seed1", "hopper/rrd/seed0"} <= ids
+    assert main(["bench", "--suite", "standard", "--tasks", "hopper", "--methods", "rrd", "--seeds", "0,4", "--dry-run"]) == 0
+    ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    assert ids == {f"hopper/{m}/seed{s}" for m in ("episodic", "dense", "rrd") for s in (0, 4)}
 
 
 def test_bench_then_report_no_ray(tmp_path, capsys):
