@@ -78,6 +78,12 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         with SweepProgress(runs, slots=executor.slots, console=console, title=f"bench {suite.name}") as progress:
             summary = run_sweep(runs, out, executor=executor, on_event=progress, meta=meta)
+    except KeyboardInterrupt:
+        from .store import ResultsStore
+
+        done = len(ResultsStore(out).load_results())
+        console.print(f"interrupted: {done} finished runs are kept in {out}; run the same command again to resume")
+        return 130
     finally:
         executor.close()
     console.print(f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "

@@ -63,7 +63,8 @@ class RayExecutor:
         temp_dir: Ray's session folder for a local Ray (default: Ray's, under the temp folder).
 
     A local Ray is started with ``RAY_AUTH_MODE=disabled`` unless the variable is already set, so it
-    writes no token into ``~/.ray``; it is shut down by :meth:`close`. Workers need creditlab
+    writes no token into ``~/.ray``, and with ``RAY_worker_niceness=0`` (workers keep the driver's
+    priority instead of Ray's default +15); it is shut down by :meth:`close`. Workers need creditlab
     installed (on a cluster: on every node).
     """
 
@@ -83,6 +84,9 @@ class RayExecutor:
                 ray.init(address=address, **kwargs)
             else:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+                # Ray lowers its workers' priority by 15 nice levels by default, which starves runs on a
+                # shared machine; keep the driver's niceness (run the driver under `nice` to yield).
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir,
                          runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}, **kwargs)
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
