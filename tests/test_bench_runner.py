@@ -107,7 +107,10 @@ def ray_env(monkeypatch):
     monkeypatch.setenv("HOME", str(home))  # anything Ray writes under ~ goes to a throwaway folder
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
     yield temp, home
+    for key in ("RAY_AUTH_MODE", "RAY_worker_niceness"):  # set by RayExecutor for its local Ray
+        os.environ.pop(key, None)
     shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(temp, ignore_errors=True)
 
