@@ -388,12 +388,12 @@ SUITES: dict[str, Suite] = {
         "About 1-2 hours on a shared 2-core machine: every task at a short PPO budget (30k-60k steps, where the "
         "dense-vs-episodic gap is already large), the return-decomposition methods, 3 seeds.",
         tasks=(
-            # most informative first: a sweep interrupted early has finished whole tasks
+            # informative and cheap first: a sweep interrupted early has finished whole tasks
             _mujoco("halfcheetah", "HalfCheetah-v5", 60_000, 12_000),
-            _mujoco("hopper", "Hopper-v5", 60_000, 12_000),
             _cartpole(30_000, 6_000),
             _umbrella((0, 2, 4, 9, 13), 2_048),
             _discounting((0, 1, 2, 3, 4), 6_144),
+            _mujoco("hopper", "Hopper-v5", 60_000, 12_000),
             _doorkey("MiniGrid-DoorKey-6x6-v0", 60_000, 12_000),
             _mujoco("walker2d", "Walker2d-v5", 50_000, 10_000),
             _lunar(50_000, 10_000),
