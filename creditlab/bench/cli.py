@@ -101,6 +101,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`")
     p.add_argument("--out", help="where to write report.md, report.html and figures/ (default DIR/report)")
     p.add_argument("--title", help="report title")
+    p.add_argument("--intro", default="", help="a paragraph placed under the title")
 
 
 @command("report", "write the Markdown + HTML report (tables, learning curves) of a benchmark folder", _report_args)
@@ -109,6 +110,6 @@ def run_report(args: argparse.Namespace) -> int:
 
     if not Path(args.dir).is_dir():
         raise FileNotFoundError(f"no sweep folder {args.dir}")
-    paths = write_report(args.dir, args.out, title=args.title)
+    paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
     print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']})", file=sys.stderr)
     return 0
