@@ -15,6 +15,7 @@ TASKS = {
     "cheetah": TaskSpec("cheetah", "HalfCheetah-v5", "gymnasium", 100, 50, AGENT),
     "doorkey": TaskSpec("doorkey", "MiniGrid-DoorKey-6x6-v0", "minigrid", 100, 50, AGENT, dense_twin=False, solve_threshold=0.9),
     "umbrella": TaskSpec("umbrella", "umbrella_length", "bsuite", 100, 100, AGENT, bsuite_settings=("umbrella_length/0",)),
+    "chain": TaskSpec("chain", "X-v0", "gymnasium", 100, 50, AGENT),
 }
 # final returns per (task, method) for seeds 0, 1, 2
 FINAL = {
@@ -26,6 +27,9 @@ FINAL = {
     ("umbrella", "episodic"): [0.1, 0.2, 0.3],
     ("umbrella", "dense"): [0.9, 0.9, 0.9],
     ("umbrella", "rrd"): [0.2, 0.1, 0.3],
+    ("chain", "episodic"): [1.0, 1.1, 1.2],  # the oracle does not beat the baseline here
+    ("chain", "dense"): [1.1, 1.0, 1.2],
+    ("chain", "rrd"): [1.0, 1.0, 1.0],
 }
 
 
@@ -64,6 +68,7 @@ def test_table_arithmetic(tmp_path):
     # rrd on cheetah: per seed (50-10)/100, (60-10)/100, (70-10)/100 = 0.4, 0.5, 0.6 -> 0.50 ± 0.10
     assert norm["cheetah"] == ["0.50 ± 0.10", "1.00 ± 0.10"]
     assert norm["doorkey"] == ["n/a", "n/a"]
+    assert norm["chain"] == ["n/a (no gap)", "n/a (no gap)"]
     verdicts = {(r[0], r[1]): r[3] for r in rep.table("verdict").rows}
     assert verdicts[("cheetah", "rrd")] == "better"
     # umbrella rrd has the same mean as episodic: the table must say it does not beat the baseline

@@ -62,6 +62,10 @@ def curve_metrics(x, y, *, solve_threshold: float | None = None) -> dict[str, fl
     y = np.asarray(y, dtype=np.float64)
     if x.size == 0 or x.shape != y.shape:
         raise RangeError(f"curve needs equal non-empty x and y; got {x.shape} and {y.shape}")
+    keep = np.isfinite(y)  # bsuite curves have no value before the first finished episode
+    if not keep.any():
+        return {"final_return": float("nan"), "auc": float("nan")}
+    x, y = x[keep], y[keep]
     span = x[-1] - x[0]
     auc = float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / span) if span > 0 else float(y[-1])
     out = {"final_return": float(y[-1]), "auc": auc}
