@@ -28,7 +28,7 @@ FINAL = {
     ("umbrella", "dense"): [0.9, 0.9, 0.9],
     ("umbrella", "rrd"): [0.2, 0.1, 0.3],
     ("chain", "episodic"): [1.0, 1.1, 1.2],  # the oracle does not beat the baseline here
-    ("chain", "dense"): [1.1, 1.0, 1.2],
+    ("chain", "dense"): [1.1, 1.0, 1.3],
     ("chain", "rrd"): [1.0, 1.0, 1.0],
 }
 
