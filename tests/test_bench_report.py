@@ -49,6 +49,8 @@ def _fixture(store: ResultsStore):
             store.write_manifest([run], {"suite": "fixture"})
             store.write_result(run, {"status": "ok", "curve": curve, "metrics": metrics, "wall_seconds": 12.0,
                                      "git": {"commit": "abc123"}, "versions": {"torch": "2.13.0"}, "host": "h"})
+    never = RunSpec(TASKS["cheetah"], "rrd", 4)  # requested, never finished (sweep interrupted)
+    store.write_manifest([never], {})
     failed = RunSpec(TASKS["cheetah"], "rrd", 3)
     store.write_manifest([failed], {})
     store.write_result(failed, {"status": "failed", "error": "RuntimeError: exploded", "traceback": "Traceback\nRuntimeError: exploded"})
@@ -100,7 +102,8 @@ def test_written_report_has_every_table_and_figure(tmp_path):
     md = paths["markdown"].read_text()
     page = paths["html"].read_text()
     titles = ["Final true return", "Normalized score", "Against the episodic baseline", "Area under the evaluation curve",
-              "Credit quality", "Training wall time", "Steps to solve", "bsuite scores", "Tasks, budgets", "Runs that crashed"]
+              "Credit quality", "Training wall time", "Steps to solve", "bsuite scores", "Tasks, budgets", "Runs that crashed",
+              "Requested runs not finished (1 of"]
     for title in titles:
         assert title in md and title in page, title
     for task in TASKS:

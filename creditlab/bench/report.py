@@ -124,7 +124,8 @@ def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ aggregation
 
 
-def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Mapping[str, Any]] = (), title: str = "creditlab benchmark") -> Report:
+def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Mapping[str, Any]] = (), title: str = "creditlab benchmark",
+                 requested: Sequence[str] = ()) -> Report:
     """Aggregate finished runs (parsed ``result.json`` dicts) into tables and curves.
 
     Example:
@@ -309,6 +310,19 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         rows = [[f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"] for f in failures]
         report.tables.append(Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows))
 
+    # requested in the manifest but neither finished nor crashed (sweep interrupted or still running)
+    seen = {r["run_id"] for r in results} | {f.get("run_id") for f in failures}
+    missing = [rid for rid in requested if rid not in seen]
+    if missing:
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for rid in missing:
+            task, method, seed = rid.split("/")
+            groups[(task, method)].append(seed.removeprefix("seed"))
+        rows = [[t, m, ", ".join(sorted(sd, key=int))] for (t, m), sd in groups.items()]
+        report.tables.append(Table("missing", f"Requested runs not finished ({len(missing)} of {len(requested)})",
+                                   ["task", "method", "seeds"], rows,
+                                   "The sweep was stopped before these runs finished; re-run the same command to resume."))
+
     # curves
     for t in tasks:
         report.curves[t] = {}
@@ -395,7 +409,7 @@ def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows)
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    cls = ' class="text"' if t.key in ("tasks", "methods", "failures") else ""
+    cls = ' class="text"' if t.key in ("tasks", "methods", "failures", "missing") else ""
     return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</section>'
 
 
@@ -410,7 +424,7 @@ th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-ch
 
 
 def _order(report: Report) -> list[Table]:
-    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures"]
+    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
     return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
 
 
@@ -476,7 +490,7 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         raise CreditlabError(f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json)")
     manifest = store.manifest()
     suite = manifest.get("suite")
-    report = build_report(results, failures=store.load_failures(),
+    report = build_report(results, failures=store.load_failures(), requested=list(manifest.get("runs", {})),
                           title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"))
     out = Path(out_dir) if out_dir is not None else store.root / "report"
     figdir = out / "figures"
