@@ -144,6 +144,8 @@ def as_float(
         t = torch.from_numpy(arr)
     if t.is_complex():
         raise DtypeError(f"{name} must be real; got complex dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)  # half precision accumulates badly (a 1024-step bf16 return is off by 3x)
     if t.dtype not in _FLOAT_DTYPES:
         if t.dtype == torch.bool or not t.dtype.is_floating_point:
             target = dtype or (torch.float64 if not isinstance(x, torch.Tensor) else torch.get_default_dtype())
@@ -173,11 +175,13 @@ def check_shape(
             raise ShapeError(f"{name} must be {want}; got shape {tuple(t.shape)}{hint}")
     if shape is not None:
         if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ShapeError(f"{name} has shape {tuple(t.shape)}; expected {want}{hint}")
 
 
 def check_finite(t: torch.Tensor, name: str, *, where: torch.Tensor | None = None, hint: str = "") -> None:
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return  # fast path: one pass, no temporaries beyond a bool array
     bad = ~torch.isfinite(t)
     if where is not None:
         bad = bad & where
@@ -188,29 +192,43 @@ def check_finite(t: torch.Tensor, name: str, *, where: torch.Tensor | None = Non
         loc = f"{name}[{', '.join(map(str, idx))}]" if idx else name
         raise NonFiniteError(
             f"{loc} is {value} ({n_bad} non-finite entr{'y' if n_bad == 1 else 'ies'} in {name}); "
-            f"expected finite numbers{hint or '. Pass None for rewards that do not apply, or nan_is_missing=True to read NaN as None.'}"
+            f"expected finite numbers{hint}"
         )
+
+
+def _scalar(value: Any, name: str, expected: str) -> float:
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        raise RangeError(f"{name} must be {expected}; got {value!r}")
+    if isinstance(value, (torch.Tensor, np.ndarray)) and getattr(value, "size", 1) not in (1,) and np.size(value) != 1:
+        raise RangeError(f"{name} must be a single number ({expected}); got an array of shape {tuple(np.shape(value))}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise RangeError(f"{name} must be {expected}; got {value!r}") from exc
 
 
 def check_unit(value: float, name: str) -> float:
     """Check a scalar hyper-parameter lies in [0, 1] (gamma, lambda_)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise RangeError(f"{name} must be a number in [0, 1]; got {value!r}") from exc
+    v = _scalar(value, name, "a number in [0, 1]")
     if not (0.0 <= v <= 1.0) or math.isnan(v):
         raise RangeError(f"{name} must lie in [0, 1]; got {value!r}")
     return v
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise RangeError(f"{name} must be a number; got {value!r}") from exc
+    """Check a scalar is finite and > 0 (or >= 0 with ``allow_zero``)."""
+    v = _scalar(value, name, "a finite number " + (">= 0" if allow_zero else "> 0"))
     ok = v >= 0 if allow_zero else v > 0
     if not ok or not math.isfinite(v):
         raise RangeError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite; got {value!r}")
+    return v
+
+
+def check_real(value: float, name: str) -> float:
+    """Check a scalar is a finite real number (thresholds, weights, coefficients)."""
+    v = _scalar(value, name, "a finite number")
+    if not math.isfinite(v):
+        raise RangeError(f"{name} must be a finite number; got {value!r}")
     return v
 
 
@@ -222,16 +240,34 @@ def as_mask(
     device: torch.device,
     prefix: bool = True,
     allow_empty_rows: bool = False,
+    like: str = "rewards",
 ) -> torch.Tensor:
     """Validate a ``[B, T]`` mask (bool or 0/1). ``None`` means every step is valid.
 
     With ``prefix`` the mask must be 1 on a prefix of each row (padding only at the end); a 0
     followed by a 1 is a hole inside an episode and raises :class:`MaskError`.
     """
+    return mask_and_lengths(mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like)[0]
+
+
+def mask_and_lengths(
+    mask: ArrayLike | None,
+    name: str,
+    shape: tuple[int, int],
+    *,
+    device: torch.device,
+    prefix: bool = True,
+    allow_empty_rows: bool = False,
+    like: str = "rewards",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`as_mask` that also returns ``lengths: int64[B]`` (valid steps per row)."""
     if mask is None:
         if shape[1] == 0 and not allow_empty_rows:
             raise EmptyBatchError("the batch has T = 0 steps per episode; every episode needs >= 1 step")
-        return torch.ones(shape, dtype=torch.bool, device=device)
+        return (
+            torch.ones(shape, dtype=torch.bool, device=device),
+            torch.full((shape[0],), shape[1], dtype=torch.int64, device=device),
+        )
     m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
     if m.dtype != torch.bool:
         if m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
@@ -241,24 +277,27 @@ def as_mask(
         else:
             raise MaskError(f"{name} must be boolean or 0/1; got dtype {m.dtype}")
     m = m.to(device)
-    check_shape(m, name, shape=shape, hint=" (the mask must have the same [B, T] shape as rewards)")
-    if prefix and m.shape[1] > 1:
-        holes = (~m[:, :-1]) & m[:, 1:]
-        if bool(holes.any()):
-            b, t = torch.nonzero(holes)[0].tolist()
+    check_shape(m, name, shape=shape, hint=f" (the [B, T] shape of {like})")
+    if prefix:
+        from ._kernels import mask_lengths
+
+        lengths, hole = mask_lengths(m.contiguous())
+        lengths = lengths.to(m.device)
+        if hole is not None:
+            b, t = hole
             valid = torch.nonzero(m[b]).flatten().tolist()
             raise MaskError(
                 f"{name} row {b} has a hole: step {t} is padding but step {t + 1} is valid "
                 f"(valid steps {valid[:12]}{'...' if len(valid) > 12 else ''}); padding must come after "
-                "the last step of each episode. For LLM turns with masked tool tokens use "
-                "broadcast_to_tokens / token-level functions with a response_mask instead."
+                "the last step of each episode (tool/observation tokens inside an LLM turn belong in a "
+                "token-level response_mask, see broadcast_to_tokens, not in the step mask)."
             )
-    if not allow_empty_rows:
-        lengths = m.sum(dim=1)
-        if m.shape[0] and bool((lengths == 0).any()):
-            b = int(torch.nonzero(lengths == 0)[0])
-            raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
-    return m
+    else:
+        lengths = m.sum(dim=1, dtype=torch.int64)
+    if not allow_empty_rows and m.shape[0] and bool((lengths == 0).any()):
+        b = int(torch.nonzero(lengths == 0)[0])
+        raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
+    return m, lengths
 
 
 def check_nonempty(n: int, name: str) -> None:
@@ -275,6 +314,7 @@ def as_scores(
     ndim: int | tuple[int, ...] = 1,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    where: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read per-episode scores that may be missing.
 
@@ -300,7 +340,13 @@ def as_scores(
         values = as_float(x, name, ndim=ndim, device=device, dtype=dtype, finite=False)
         is_present = torch.ones(values.shape, dtype=torch.bool, device=values.device)
     if present is not None:
-        p = present.detach() if isinstance(present, torch.Tensor) else torch.from_numpy(np.asarray(present))
+        if isinstance(present, torch.Tensor):
+            p = present.detach()
+        else:
+            p_np = _to_numpy(present, f"present (for {name})")
+            if p_np.dtype.kind not in "biuf":
+                raise MaskError(f"present (for {name}) must be boolean or 0/1; got dtype {p_np.dtype}")
+            p = torch.from_numpy(np.ascontiguousarray(p_np))
         if p.dtype != torch.bool:
             if bool(((p != 0) & (p != 1)).any()):
                 raise MaskError(f"present (for {name}) must be boolean or 0/1; got other values")
@@ -308,9 +354,14 @@ def as_scores(
         p = p.to(values.device)
         check_shape(p, f"present (for {name})", shape=tuple(values.shape))
         is_present = is_present & p
-    nan = torch.isnan(values)
+    if where is not None:
+        check_shape(where, "mask", shape=tuple(values.shape), hint=f" (the shape of {name})")
+    if present is None and not nan_is_missing and bool(is_present.all()) and bool(torch.isfinite(values).all()):
+        return values, is_present  # fast path: nothing missing, nothing to zero
     if nan_is_missing:
-        is_present = is_present & ~nan
+        is_present = is_present & ~torch.isnan(values)
+    if where is not None:  # entries outside `where` (padding) may hold anything
+        is_present = is_present & where.to(values.device)
     check_finite(
         values,
         name,
@@ -353,13 +404,11 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
         elif g.dtype == torch.bool:
             g = g.to(torch.int64)
     else:
-        arr = np.asarray(group_ids)
+        arr = _to_numpy(group_ids, name) if not isinstance(group_ids, np.ndarray) else group_ids
         if arr.dtype.kind in "USO":
             if arr.ndim != 1 or arr.shape[0] != n:
                 raise GroupError(f"{name} has shape {arr.shape} but the batch has {n} episodes; expected ({n},)")
-            _, inv = np.unique(arr.astype(str), return_inverse=True)
-            idx = torch.from_numpy(inv.reshape(-1).astype(np.int64)).to(device)
-            return GroupIndex(idx, int(inv.max()) + 1 if n else 0)
+            return factorize_ids(arr, name, device=device)
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
                 raise DtypeError(f"{name} must hold integer ids; got fractional or non-finite floats (dtype {arr.dtype})")
@@ -379,6 +428,33 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
         return GroupIndex(g, hi + 1)
     uniq, inv = torch.unique(g, return_inverse=True)
     return GroupIndex(inv, int(uniq.numel()))
+
+
+def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = None) -> GroupIndex:
+    """Dense codes for string (or mixed object) ids, by hashing (pyarrow), O(N).
+
+    ``None`` ids and ids of mixed types (e.g. ``1`` and ``"1"``) are errors: they would silently
+    merge or split groups.
+    """
+    import pyarrow as pa
+
+    if arr.dtype == object:
+        kinds = {type(v) for v in arr.tolist()}
+        if type(None) in kinds:
+            i = next(i for i, v in enumerate(arr.tolist()) if v is None)
+            raise GroupError(f"{name}[{i}] is None; every episode needs an id (use a string or an integer)")
+        if len({str if issubclass(k, (str, np.str_)) else int if issubclass(k, (int, np.integer)) else k for k in kinds}) > 1:
+            raise GroupError(f"{name} mixes id types {sorted(k.__name__ for k in kinds)}; use one type (all strings or all integers)")
+        if all(issubclass(k, (int, np.integer)) for k in kinds):
+            return as_group_index(np.asarray(arr.tolist(), dtype=np.int64), name, arr.shape[0], device=device or torch.device("cpu"))
+    try:
+        codes = pa.array(arr.astype(str) if arr.dtype.kind != "U" else arr).dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # pragma: no cover - exotic objects
+        raise DtypeError(f"{name} must hold integer or string ids") from exc
+    idx = torch.from_numpy(codes.astype(np.int64))
+    if device is not None:
+        idx = idx.to(device)
+    return GroupIndex(idx, int(codes.max()) + 1 if codes.size else 0)
 
 
 def lengths_of(mask: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._arrays import ArrayLike, Backend, as_float, as_mask, check_nonempty, lengths_of
+from . import _kernels
+from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, mask_and_lengths
 from .errors import RangeError, ShapeError
 
 
@@ -18,16 +19,22 @@ class Steps:
         rewards: float[B, T], 0 on padding.
         mask: bool[B, T] prefix mask.
         lengths: int64[B] valid steps per episode.
-        discounts: float[B, T] continuation factor in [0, 1]; 0 where the episode terminated.
+        discounts: float[B, T] continuation in [0, 1] (0 on padding), or None when the only
+            non-unit discount is ``last_discount`` at each episode's last step (the usual case:
+            kernels then avoid materializing a [B, T] array).
+        last_discount: float[B] continuation after the last valid step (0 = terminated).
         bootstrap: float[B] value of the state after the last valid step (0 if not given).
+        full: True when no row has padding.
         backend: where results go back to.
     """
 
     rewards: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
-    discounts: torch.Tensor
+    discounts: torch.Tensor | None
+    last_discount: torch.Tensor
     bootstrap: torch.Tensor
+    full: bool
     backend: Backend
 
     @property
@@ -35,7 +42,13 @@ class Steps:
         return tuple(self.rewards.shape)  # type: ignore[return-value]
 
     def zero_pad(self, x: torch.Tensor) -> torch.Tensor:
+        if self.full:
+            return x
         return torch.where(self.mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def full_discounts(self) -> torch.Tensor:
+        """float[B, T] discounts, materialized."""
+        return _kernels.full_discounts(self.discounts, self.last_discount, self.lengths, self.mask, self.rewards.dtype)
 
 
 def step_inputs(
@@ -46,59 +59,64 @@ def step_inputs(
     terminated: ArrayLike | None = None,
     bootstrap_value: ArrayLike | None = None,
     rewards_name: str = "rewards",
+    check_rewards: bool = True,
 ) -> Steps:
     """Read and validate the common step arguments.
 
     ``discounts`` and ``terminated`` are two spellings of the same fact: ``terminated[b]`` True
     sets the discount of episode b's last valid step to 0. Passing both is an error.
+    With ``check_rewards=False`` the caller takes over the finiteness check (the compiled kernels
+    detect NaN/inf through their running sums and then call :func:`check_finite`).
     """
     backend = Backend.of(rewards)
     r = as_float(rewards, rewards_name, ndim=2, finite=False)
     if r.ndim != 2:
         raise ShapeError(f"{rewards_name} must be [B, T]; got shape {tuple(r.shape)}")
     check_nonempty(r.shape[0], rewards_name)
-    m = as_mask(mask, "mask", tuple(r.shape), device=r.device)
-    from ._arrays import check_finite
-
-    check_finite(r, rewards_name, where=m, hint=" on valid steps; expected finite rewards (use 0 for a step without reward)")
-    r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
-    lengths = lengths_of(m)
+    m, lengths = mask_and_lengths(mask, "mask", tuple(r.shape), device=r.device)
+    full = bool(lengths.min() == r.shape[1])
+    hint = " on valid steps (use 0 for a step without reward)"
+    if check_rewards:
+        check_finite(r, rewards_name, where=None if full else m, hint=hint)
+    if not full:
+        r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
+    r = r.contiguous()
     if discounts is not None and terminated is not None:
         raise RangeError("pass either discounts or terminated, not both (terminated[b] sets the last discount to 0)")
+    rows = torch.arange(r.shape[0], device=r.device)
+    d = None
     if discounts is not None:
         d = as_float(discounts, "discounts", shape=tuple(r.shape), dtype=r.dtype, device=r.device, finite=False)
-        check_finite(d, "discounts", where=m)
-        bad = m & ((d < 0) | (d > 1))
+        check_finite(d, "discounts", where=None if full else m)
+        bad = (d < 0) | (d > 1)
+        if not full:
+            bad &= m
         if bool(bad.any()):
             b, t = torch.nonzero(bad)[0].tolist()
             raise RangeError(
                 f"discounts[{b}, {t}] = {d[b, t].item()}; discounts are continuation factors in [0, 1] "
                 "(1 = the episode continues, 0 = it terminated here); gamma is passed separately"
             )
-        d = torch.where(m, d, torch.zeros((), dtype=r.dtype, device=r.device))
+        if not full:
+            d = torch.where(m, d, torch.zeros((), dtype=r.dtype, device=r.device))
+        d = d.contiguous()
+        last = d[rows, lengths - 1]
     else:
-        d = m.to(r.dtype)
+        last = torch.ones(r.shape[0], dtype=r.dtype, device=r.device)
         if terminated is not None:
             term = as_float(terminated, "terminated", shape=(r.shape[0],), device=r.device, finite=True)
             if bool(((term != 0) & (term != 1)).any()):
                 raise RangeError("terminated must be boolean per episode, shape [B]")
-            rows = torch.arange(r.shape[0], device=r.device)
-            d[rows, lengths - 1] = 1 - term.to(r.dtype)
+            last = (1 - term).to(r.dtype)
     if bootstrap_value is None:
         boot = torch.zeros(r.shape[0], dtype=r.dtype, device=r.device)
     else:
-        boot = as_float(
-            bootstrap_value,
-            "bootstrap_value",
-            shape=(r.shape[0],),
-            dtype=r.dtype,
-            device=r.device,
-        )
-    return Steps(r, m, lengths, d.contiguous(), boot, backend)
+        boot = as_float(bootstrap_value, "bootstrap_value", shape=(r.shape[0],), dtype=r.dtype, device=r.device)
+    return Steps(r, m, lengths, d, last.contiguous(), boot.contiguous(), full, backend)
 
 
-def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True) -> torch.Tensor:
-    """Read another ``[B, T]`` array aligned with ``steps`` (values, potentials, ...)."""
+def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True, hint: str = "") -> torch.Tensor:
+    """Read another ``[B, T]`` array aligned with ``steps`` (values, potentials, ...), zero on padding."""
     t = as_float(
         x,
         name,
@@ -107,8 +125,8 @@ def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True) -> t
         device=steps.rewards.device,
         finite=False,
     )
+    if t.shape != steps.rewards.shape:
+        raise ShapeError(f"{name} has shape {tuple(t.shape)} but rewards has {steps.shape}{hint}")
     if finite:
-        from ._arrays import check_finite
-
-        check_finite(t, name, where=steps.mask, hint=" on valid steps")
+        check_finite(t, name, where=None if steps.full else steps.mask, hint=" on valid steps")
     return steps.zero_pad(t).contiguous()

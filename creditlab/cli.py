@@ -61,6 +61,9 @@ def run_methods(args: argparse.Namespace) -> int:
     from .registry import list_methods
 
     methods = list_methods(family=args.family)
+    if not methods:
+        families = sorted({m.family for m in list_methods()})
+        raise CreditlabError(f"no method in family {args.family!r}; families are {', '.join(families)}")
     if args.json:
         rows = [
             {
@@ -80,12 +83,13 @@ def run_methods(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"creditlab methods ({len(methods)})", show_lines=False)
-    for col in ("name", "family", "output", "needs", "description"):
+    for col in ("name", "family", "output", "needs", "defaults", "description"):
         table.add_column(col, overflow="fold")
     for m in methods:
         out = {"advantages": "advantages[B,T]", "rewards": "rewards[B,T]", "assigner": "assigner"}[m.kind]
         needs = ", ".join(n.replace("?", " (optional)").replace("|", " or ") for n in m.needs)
-        table.add_row(m.name, m.family, out, needs, m.summary)
+        defaults = ", ".join(f"{k}={v}" for k, v in m.params.items())
+        table.add_row(m.name, m.family, out, needs, defaults, m.summary)
     Console(width=max(120, Console().width)).print(table)
     return 0
 
@@ -96,7 +100,9 @@ def run_methods(args: argparse.Namespace) -> int:
 
 def _advantages_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="episodes file (.parquet or .jsonl), one row per step; see docs/data-format.md")
-    p.add_argument("--method", required=True, help="advantage method (see `creditlab methods --family advantage`)")
+    p.add_argument(
+        "--method", required=True, help="a method whose output is advantages (families advantage and normalization; see `creditlab methods`)"
+    )
     p.add_argument(
         "--credit",
         help="optional reward transform / credit method applied first (e.g. delta_process, gated_accumulation, uniform); "
@@ -117,6 +123,8 @@ def run_advantages(args: argparse.Namespace) -> int:
     from .registry import get_method
 
     t0 = time.perf_counter()
+    if args.out and Path(args.out).suffix.lower() not in (".parquet", ".jsonl", ".json", ".ndjson"):
+        raise CreditlabError(f"--out {args.out!r}: unknown output type; use a .parquet or .jsonl file name")
     table = read_table(args.file)
     episodes = Episodes.from_table(table, source=str(args.file))
     method = get_method(args.method)
@@ -131,11 +139,27 @@ def run_advantages(args: argparse.Namespace) -> int:
         credit = get_method(args.credit)
         if credit.kind not in ("rewards", "assigner") or credit.run is None:
             raise CreditlabError(f"--credit {args.credit!r} is not a reward transform or credit assigner (kind {credit.kind!r})")
+        if "components" in method.needs:
+            raise CreditlabError(
+                f"--method {args.method!r} normalizes the episode-level reward components and would ignore the per-step "
+                f"rewards --credit {args.credit!r} produces; use a step-level method (gae, monte_carlo, reinforce_pp) or a "
+                "group method on the credited return (grpo, rloo, ...)"
+            )
         shaped = credit(episodes, **parse_sets(args.credit_set))
-        metrics.update({f"credit/{k}": v for k, v in shaped.metrics.items()})
+        metrics.update({(k if k.startswith("credit/") else f"credit/{k}"): v for k, v in shaped.metrics.items()})
         rewards = np.asarray(shaped.rewards)
         columns["credit_reward"] = rewards
-        episodes = episodes.replace(rewards=rewards, outcomes=None, outcome_present=None, reward_present=None)
+        # The credited per-step rewards now carry the episode's feedback: drop the episode-level
+        # columns so every method reads the new rewards (group methods: their sum).
+        episodes = episodes.replace(
+            rewards=rewards,
+            outcomes=None,
+            outcome_present=None,
+            components=None,
+            component_present=None,
+            component_names=(),
+            reward_present=None,
+        )
     out = method(episodes, **parse_sets(args.set))
     metrics.update(out.metrics)
     columns["advantage"] = np.asarray(out.advantages)
@@ -196,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dense, trustworthy credit from sparse feedback: credit assignment, advantages, shaping, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"creditlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_args, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -216,6 +241,17 @@ def _load_plugins() -> None:
             raise
 
 
+def _is_internal(exc: BaseException) -> bool:
+    """A ValueError/TypeError raised by creditlab's own code (a bug) keeps its traceback;
+    one raised while converting user input (numpy, torch, pyarrow) becomes a one-line error."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and "creditlab" in last.tb_frame.f_code.co_filename
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -231,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show
     try:
         return int(run(args) or 0)
-    except (CreditlabError, FileNotFoundError) as exc:
+    except (CreditlabError, FileNotFoundError, ValueError, TypeError) as exc:
+        if getattr(args, "debug", False) or not isinstance(exc, (CreditlabError, FileNotFoundError)) and _is_internal(exc):
+            raise
         print(f"creditlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` etc.

@@ -112,7 +112,8 @@ class Episodes:
     reward_present: Any = None
     episode_ids: Any = None
     extras: Mapping[str, Any] = field(default_factory=dict)
-    row_index: Any = None  # int64[B, T]: row of the source table for each step (-1 on padding)
+    row_index: Any = None  # int64[B, T]: source row (table row, or flat [T, N] stream index); -1 on padding
+    source_shape: tuple[int, ...] | None = None  # (T, N) for Episodes built from streams
 
     # ------------------------------------------------------------------ construction
 
@@ -153,23 +154,36 @@ class Episodes:
         lengths = m.sum(axis=1)
         r = np.where(m, r, 0.0).astype(r.dtype)
         _check_finite(r, "rewards", m)
-        term = _flags(terminated, "terminated", b)
-        trunc = _flags(truncated, "truncated", b)
-        both = term & trunc
-        if both.any():
-            i = int(np.nonzero(both)[0][0])
-            raise DataFormatError(f"episode {i} is both terminated and truncated; an episode ends one way")
-        if discounts is None:
-            d = m.astype(r.dtype)
-            d[np.arange(b), lengths - 1] = np.where(term, 0.0, 1.0)
-        else:
+        names = np.asarray(episode_ids) if episode_ids is not None else None
+
+        def who(i: int) -> str:
+            return f"episode {_name(names[i])}" if names is not None and names.shape == (b,) else f"episode {i}"
+
+        # Every episode ends one way: terminated (no bootstrap) or truncated (bootstrap). Flags not
+        # given are derived: nothing given = complete episodes (terminated); one flag = the other
+        # is its complement; discounts alone = terminated where the last discount is 0.
+        d = None
+        if discounts is not None:
             d = _float(discounts, "discounts", shape=(b, t)).astype(r.dtype)
             _check_finite(d, "discounts", m)
             if ((d < 0) | (d > 1))[m].any():
                 raise RangeError("discounts must lie in [0, 1] on valid steps (1 = continue, 0 = terminated)")
             d = np.where(m, d, 0.0).astype(r.dtype)
-            if terminated is None:
-                term = d[np.arange(b), lengths - 1] == 0
+        if terminated is None and truncated is None:
+            term = np.ones(b, bool) if d is None else d[np.arange(b), lengths - 1] == 0
+            trunc = ~term
+        elif terminated is None:
+            trunc = _flags(truncated, "truncated", b)
+            term = ~trunc
+        else:
+            term = _flags(terminated, "terminated", b)
+            trunc = ~term if truncated is None else _flags(truncated, "truncated", b)
+        both = term & trunc
+        if both.any():
+            raise DataFormatError(f"{who(int(np.nonzero(both)[0][0]))} is both terminated and truncated; an episode ends one way")
+        if d is None:
+            d = m.astype(r.dtype)
+            d[np.arange(b), lengths - 1] = np.where(term, 0.0, 1.0)
         boot = np.zeros(b, dtype=r.dtype) if bootstrap_value is None else _float(bootstrap_value, "bootstrap_value", shape=(b,)).astype(r.dtype)
         _check_finite(boot, "bootstrap_value")
         v = None
@@ -294,8 +308,13 @@ class Episodes:
         and bootstrap from ``last_values[n]`` (V of the next observation); episodes cut by a time
         limit bootstrap from ``truncation_values[t, n]`` (V of the final observation) when given.
         Episodes are ordered by stream, then by time. ``episode_ids`` records ``(n, t_start)`` as
-        ``n * T + t_start``.
+        ``n * T + t_start``; :meth:`to_streams` maps per-step results back to ``[T, N]``.
+
+        When ``values`` are given, ``last_values`` is required if any episode is still running at
+        the rollout's end (its bootstrap would otherwise silently be 0). Torch inputs give a torch
+        Episodes on the same device.
         """
+        as_t = _is_torch(rewards)
         r = _float(rewards, "rewards")
         if r.ndim != 2:
             raise ShapeError(f"rewards must be time-major [T, N]; got shape {r.shape}")
@@ -329,13 +348,33 @@ class Episodes:
         if truncation_values is not None:
             tv = _float(truncation_values, "truncation_values", shape=r.shape).T.reshape(-1)
             boot = np.where(trunc_flat[last_flat], tv[last_flat], boot).astype(r.dtype)
+        running = ~(term_flat[last_flat] | trunc_flat[last_flat])
         if last_values is not None:
             lv = _float(last_values, "last_values", shape=(n_env,))
-            running = ~(term_flat[last_flat] | trunc_flat[last_flat])
             stream = last_flat // t_len
             boot = np.where(running, lv[stream], boot).astype(r.dtype)
+        elif values is not None and running.any():
+            raise ShapeError(
+                f"{int(running.sum())} episodes are still running at the end of the rollout; pass last_values[N] "
+                "(V of each env's next observation) so they bootstrap, as SB3's compute_returns_and_advantage does"
+            )
+        if truncation_values is None and values is not None and (trunc_flat[last_flat] & ~running).any():
+            import warnings
+
+            from .errors import CreditlabWarning
+
+            warnings.warn(
+                "some episodes were truncated by a time limit but truncation_values (V of their final "
+                "observation) was not given: they bootstrap from 0",
+                CreditlabWarning,
+                stacklevel=2,
+            )
         mask = np.arange(t_max)[None, :] < lengths[:, None]
-        return Episodes.from_padded(
+        flat_index = np.full((n_ep, t_max), -1, dtype=np.int64)
+        t_of = np.tile(np.arange(t_len), n_env)
+        n_of = np.repeat(np.arange(n_env), t_len)
+        flat_index[ep_of, pos] = t_of * n_env + n_of  # row-major index into [T, N]
+        out = Episodes.from_padded(
             scatter(r),
             mask,
             terminated=ep_term,
@@ -345,7 +384,32 @@ class Episodes:
             observations=None if observations is None else scatter(np.asarray(observations)),
             actions=None if actions is None else scatter(np.asarray(actions)),
             episode_ids=(last_flat // t_len) * t_len + starts % t_len,
-        )
+        ).replace(row_index=flat_index, source_shape=(t_len, n_env))
+        return out.torch(rewards.device) if as_t else out
+
+    def to_streams(self, step_values: Any, *, fill: float = 0.0) -> Any:
+        """Map a per-step ``[B, T]`` result back to the ``[T, N]`` layout given to :meth:`from_streams`.
+
+        Example:
+            >>> import numpy as np
+            >>> ep = Episodes.from_streams(np.ones((3, 2)), np.array([[0, 0], [1, 0], [0, 0]]), np.zeros((3, 2)))
+            >>> ep.to_streams(np.arange(ep.num_episodes)[:, None] * np.ones((1, ep.max_steps)))
+            array([[0., 2.],
+                   [0., 2.],
+                   [1., 2.]])
+        """
+        if self.source_shape is None or self.row_index is None:
+            raise DataFormatError("to_streams needs an Episodes built by Episodes.from_streams")
+        is_t = _is_torch(step_values)
+        v = step_values.detach().cpu().numpy() if is_t else np.asarray(step_values)
+        rows = np.asarray(self.row_index)
+        if v.shape[:2] != rows.shape:
+            raise ShapeError(f"step_values has shape {v.shape}; expected [B, T] = {rows.shape}")
+        m = rows >= 0
+        flat = np.full((int(np.prod(self.source_shape)), *v.shape[2:]), fill, dtype=v.dtype if v.dtype.kind == "f" else np.float64)
+        flat[rows[m]] = v[m]
+        out = flat.reshape(*self.source_shape, *v.shape[2:])
+        return torch.from_numpy(out).to(step_values.device) if is_t else out
 
     # ------------------------------------------------------------------ basic properties
 
@@ -398,7 +462,7 @@ class Episodes:
         changes = {}
         for f in dataclasses.fields(self):
             x = getattr(self, f.name)
-            if f.name in ("component_names", "episode_ids", "row_index"):
+            if f.name in ("component_names", "episode_ids", "row_index", "source_shape"):
                 continue
             if f.name == "extras":
                 changes[f.name] = {k: fn(v) for k, v in x.items()}
@@ -418,7 +482,7 @@ class Episodes:
             if _is_torch(x):
                 return x.to(dev)
             arr = np.asarray(x)
-            if arr.dtype == object:
+            if arr.dtype.kind in "OUS":  # string ids stay NumPy (estimators accept them)
                 return arr
             return torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
 
@@ -442,7 +506,7 @@ class Episodes:
         changes = {}
         for f in dataclasses.fields(self):
             x = getattr(self, f.name)
-            if f.name == "component_names":
+            if f.name in ("component_names", "source_shape"):
                 continue
             if f.name == "extras":
                 changes[f.name] = {k: take(v) for k, v in x.items()}
@@ -474,7 +538,7 @@ class Episodes:
         names0 = batches[0].component_names
         changes: dict[str, Any] = {}
         for f in dataclasses.fields(Episodes):
-            if f.name == "component_names":
+            if f.name in ("component_names", "source_shape"):
                 continue
             xs = [getattr(b, f.name) for b in batches]
             if f.name == "extras":
@@ -565,17 +629,23 @@ class Episodes:
         row_index[ep_s, step_s] = order
         mask = row_index >= 0
 
-        def per_step(name: str, fill: float = 0.0, required_dtype: str = "f") -> np.ndarray | None:
+        def where_bad(name: str, bad_rows: np.ndarray) -> str:
+            i = int(np.nonzero(bad_rows)[0][0])
+            return f"{source}: column {name!r} is {_numeric_column(table, name, source)[2][i]} at episode {_name(uniq[order_of_first[ep[i]]])} step {step[i]}"
+
+        def per_step(name: str, fill: float = 0.0, finite: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+            """(values[B, T] with `fill` on nulls and padding, null[B, T])."""
             if name not in cols:
                 return None
-            vals = _column(table, name)
-            if vals.dtype == object:
-                nulls = np.array([v is None for v in vals])
-                vals = np.where(nulls, np.nan, vals).astype(np.float64)
-            vals = vals.astype(np.float64)
+            vals, nulls, raw = _numeric_column(table, name, source)
+            if finite and not np.isfinite(vals[~nulls]).all():
+                bad = ~nulls & ~np.isfinite(vals)
+                raise NonFiniteError(where_bad(name, bad) + "; expected a finite number (use null for 'not applicable')")
             out = np.full((b, t), fill, dtype=np.float64)
-            out[ep_s, step_s] = vals[order]
-            return out
+            out[ep_s, step_s] = np.where(nulls, fill, vals)[order]
+            null_bt = np.zeros((b, t), dtype=bool)
+            null_bt[ep_s, step_s] = nulls[order]
+            return out, null_bt
 
         def per_episode(name: str) -> tuple[np.ndarray, np.ndarray] | None:
             """(value[B], present[B]); rows with null are ignored; non-null rows must agree."""
@@ -583,7 +653,7 @@ class Episodes:
                 return None
             raw = _column(table, name)
             kind = raw.dtype.kind
-            if kind in "OUS":
+            if kind in "OUS" and name in ("group_id", "task_id"):
                 vals = raw.astype(object)
                 present_row = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in vals])
                 out = np.empty(b, dtype=object)
@@ -594,8 +664,10 @@ class Episodes:
                         raise DataFormatError(f"{source}: column {name!r} has different values within episode {_name(uniq[order_of_first[ep[i]]])}")
                     out[ep[i]] = vals[i]
                 return out, np.array([v is not None for v in out])
-            vals = raw.astype(np.float64)
-            present_row = ~np.isnan(vals)
+            vals, nulls, _ = _numeric_column(table, name, source)
+            if not np.isfinite(vals[~nulls]).all():
+                raise NonFiniteError(where_bad(name, ~nulls & ~np.isfinite(vals)) + "; expected a finite number (use null for 'not applicable')")
+            present_row = ~nulls
             lo = np.full(b, np.inf)
             hi = np.full(b, -np.inf)
             np.minimum.at(lo, ep[present_row], vals[present_row])
@@ -609,23 +681,25 @@ class Episodes:
                 )
             return np.where(present, lo, 0.0), present
 
-        rewards = per_step("reward")
+        got = per_step("reward")
         reward_present = None
-        if rewards is None:
+        if got is None:
             rewards = np.zeros((b, t))
         else:
-            nan = np.isnan(rewards) & mask
-            if nan.any():
-                reward_present = mask & ~nan
-                rewards = np.where(nan, 0.0, rewards)
+            rewards, reward_null = got
+            if (reward_null & mask).any():
+                reward_present = mask & ~reward_null
         kw: dict[str, Any] = {}
 
         def end_flag(name: str) -> np.ndarray | None:
             """Gymnasium convention: the flag is True on the row of the step that ended the episode."""
-            flags = per_step(name, fill=0.0)
-            if flags is None:
+            got = per_step(name, fill=0.0)
+            if got is None:
                 return None
-            flags = np.nan_to_num(flags, nan=0.0) != 0
+            flags = got[0]
+            if ((flags != 0) & (flags != 1)).any():
+                raise DtypeError(f"{source}: column {name!r} must be true/false (or 0/1)")
+            flags = flags != 0
             early = flags & mask & (np.arange(t)[None, :] < (lengths[:, None] - 1))
             if early.any():
                 e, st_ = (int(i) for i in np.argwhere(early)[0])
@@ -648,13 +722,16 @@ class Episodes:
             kw["bootstrap_value"] = boot[0]
         disc = per_step("discount")
         if disc is not None:
-            kw["discounts"] = np.where(mask, np.nan_to_num(disc, nan=1.0), 0.0)
+            if (disc[1] & mask).any():
+                raise DataFormatError(f"{source}: column 'discount' has nulls; give every step a continuation in [0, 1]")
+            kw["discounts"] = np.where(mask, disc[0], 0.0)
             kw["terminated"] = None
+            kw["truncated"] = None
         vals = per_step("value")
         if vals is not None:
-            if np.isnan(vals[mask]).any():
+            if (vals[1] & mask).any():
                 raise DataFormatError(f"{source}: column 'value' has nulls; every step needs V(s_t) when values are given")
-            kw["values"] = vals
+            kw["values"] = vals[0]
         out = per_episode("outcome")
         if out is not None:
             kw["outcomes"] = [float(v) if p else None for v, p in zip(out[0], out[1])]
@@ -679,9 +756,22 @@ class Episodes:
             "outcome", "group_id", "task_id", "obs", "action", "next_obs", *comp_cols,
         }
         extras = {}
+        import difflib
+        import warnings
+
         for name in sorted(cols - known):
+            close = difflib.get_close_matches(name, sorted(known - {"obs", "action"}), n=1, cutoff=0.8)
+            if close:
+                from .errors import CreditlabWarning
+
+                warnings.warn(
+                    f"{source}: column {name!r} is not part of the episodes schema (did you mean {close[0]!r}?); "
+                    "it is kept as an extra column only",
+                    CreditlabWarning,
+                    stacklevel=3,
+                )
             if _column(table, name).dtype.kind in "iufb":
-                extras[name] = per_step(name, fill=0.0)
+                extras[name] = per_step(name, fill=0.0, finite=False)[0]
         eps = uniq[order_of_first]
         episodes = Episodes.from_padded(rewards, mask, episode_ids=eps, extras=extras, **kw)
         return episodes.replace(row_index=row_index, reward_present=reward_present)
@@ -808,11 +898,22 @@ def write_table(table: Any, path: str | os.PathLike) -> Path:
 
 
 def _json_default(x: Any) -> Any:
+    import datetime
+    import decimal
+
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
         return x.tolist()
-    raise TypeError(f"cannot write {type(x).__name__} to JSON")
+    if isinstance(x, (datetime.date, datetime.datetime, datetime.time)):
+        return x.isoformat()
+    if isinstance(x, datetime.timedelta):
+        return x.total_seconds()
+    if isinstance(x, decimal.Decimal):
+        return float(x)
+    if isinstance(x, bytes):
+        return x.decode("utf-8", errors="replace")
+    return str(x)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -820,6 +921,26 @@ def _json_default(x: Any) -> Any:
 
 def _name(x: Any) -> str:
     return repr(x.item() if hasattr(x, "item") else x)
+
+
+def _numeric_column(table: Any, name: str, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 values with 0 on nulls, null mask, raw values) of a numeric/bool column.
+
+    Distinguishes null ("not applicable") from NaN (an error for reward-like columns).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(name).combine_chunks()
+    typ = col.type
+    if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ)):
+        raise DtypeError(f"{source}: column {name!r} must hold numbers (or null); got {typ}")
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_null(typ):
+        vals = np.zeros(len(col))
+    else:
+        vals = pc.fill_null(col, False if pa.types.is_boolean(typ) else 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    return vals, nulls, vals
 
 
 def _column(table: Any, name: str) -> np.ndarray:
@@ -904,6 +1025,8 @@ def _flags2(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
     arr = x.detach().cpu().numpy() if _is_torch(x) else np.asarray(x)
     if arr.shape != shape:
         raise ShapeError(f"{name} has shape {arr.shape}; expected time-major {shape} like rewards")
+    if arr.dtype.kind not in "biuf" or np.any((arr != 0) & (arr != 1)):
+        raise DtypeError(f"{name} must be boolean (or 0/1) per step; got values other than 0 and 1")
     return arr.astype(bool)
 
 
@@ -933,14 +1056,19 @@ def _components(x: Any, b: int, names: Sequence[str] | None) -> tuple[np.ndarray
 
 
 def _ids(x: Any, name: str, b: int) -> np.ndarray | None:
+    """Group / task ids, kept as given (integers, or strings so ids stay stable across batches)."""
     if x is None:
         return None
     arr = x.detach().cpu().numpy() if _is_torch(x) else np.asarray(x)
     if arr.shape != (b,):
         raise GroupError(f"{name} has shape {arr.shape} but the batch has {b} episodes; expected ({b},)")
     if arr.dtype.kind in "OUS":
-        _, inv = np.unique(arr.astype(str), return_inverse=True)
-        return inv.reshape(-1).astype(np.int64)
+        from ._arrays import factorize_ids
+
+        factorize_ids(arr.astype(object) if arr.dtype.kind == "O" else arr, name)  # rejects None / mixed types
+        if arr.dtype.kind == "O" and all(isinstance(v, (int, np.integer)) for v in arr.tolist()):
+            return arr.astype(np.int64)
+        return arr.astype(str)
     if arr.dtype.kind == "f":
         if np.any(arr != np.round(arr)):
             raise DtypeError(f"{name} must be integer ids; got fractional floats")

@@ -57,22 +57,7 @@ class Method:
         if self.run is None:
             raise TypeError(f"method {self.name!r} is a {self.kind}; build it with .factory(**params)")
         for need in self.needs:
-            if need.startswith("extras."):
-                key = need[len("extras.") :]
-                if key not in episodes.extras:
-                    from .errors import MissingColumnError
-
-                    raise MissingColumnError(f"method {self.name!r} needs a {key!r} column (episodes.extras[{key!r}])")
-            elif need.endswith("?"):
-                continue
-            elif "|" in need:
-                options = need.split("|")
-                if all(getattr(episodes, f, None) is None for f in options):
-                    from .errors import MissingColumnError
-
-                    raise MissingColumnError(f"method {self.name!r} needs one of episodes.{' / episodes.'.join(options)}")
-            else:
-                episodes.require(need, method=self.name)
+            check_need(episodes, need, self.name)
         unknown = set(params) - set(self.params)
         if unknown:
             from .errors import RangeError
@@ -81,6 +66,34 @@ class Method:
                 f"method {self.name!r} has no parameter(s) {sorted(unknown)}; its parameters are {sorted(self.params)}"
             )
         return self.run(episodes, **{**self.params, **params})
+
+
+def check_need(episodes: Any, need: str, method: str) -> None:
+    """Check one entry of ``Method.needs`` against an Episodes batch.
+
+    Forms: ``field`` (required), ``field?`` (optional), ``a|b`` (at least one of),
+    ``extras.key`` (a per-step column kept in ``episodes.extras``), and combinations
+    (``extras.length?``).
+    """
+    from .errors import MissingColumnError
+
+    if need.endswith("?"):
+        return
+    options = need.split("|")
+
+    def present(option: str) -> bool:
+        if option.startswith("extras."):
+            return option[len("extras.") :] in episodes.extras
+        return getattr(episodes, option, None) is not None
+
+    if any(present(o) for o in options):
+        return
+    if len(options) == 1:
+        if need.startswith("extras."):
+            key = need[len("extras.") :]
+            raise MissingColumnError(f"method {method!r} needs a {key!r} column (episodes.extras[{key!r}])")
+        episodes.require(need, method=method)
+    raise MissingColumnError(f"method {method!r} needs one of episodes.{' / episodes.'.join(options)}")
 
 
 _REGISTRY: dict[str, Method] = {}

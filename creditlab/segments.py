@@ -58,24 +58,11 @@ def group_stats(values: torch.Tensor, present: torch.Tensor, groups: GroupIndex,
     ``present[N]`` marks the items that take part (missing rewards are excluded from their
     group's statistics).
     """
-    idx, num = groups.index, groups.num_groups
-    v = torch.where(present, values.to(torch.float64), torch.zeros((), dtype=torch.float64, device=values.device))
-    count = segment_count(present, idx, num)
-    total = torch.zeros(num, dtype=torch.float64, device=values.device).index_add_(0, idx, v)
-    mean = total / count.clamp(min=1)
-    centered = torch.where(present, v - mean[idx], torch.zeros((), dtype=torch.float64, device=values.device))
-    # Exact constancy: max == min over present items (robust to rounding in the mean).
-    big = torch.finfo(torch.float64).max
-    vmax = torch.full((num,), -big, dtype=torch.float64, device=values.device)
-    vmin = torch.full((num,), big, dtype=torch.float64, device=values.device)
-    vmax = vmax.scatter_reduce(0, idx, torch.where(present, v, torch.full_like(v, -big)), reduce="amax")
-    vmin = vmin.scatter_reduce(0, idx, torch.where(present, v, torch.full_like(v, big)), reduce="amin")
-    constant = (vmax == vmin) | (count <= 1)
-    centered = torch.where(constant[idx], torch.zeros_like(centered), centered)
-    ss = torch.zeros(num, dtype=torch.float64, device=values.device).index_add_(0, idx, centered * centered)
-    denom = (count - 1) if unbiased else count
-    std = torch.sqrt(ss / denom.clamp(min=1))
-    std = torch.where(constant, torch.zeros_like(std), std)
+    from ._kernels import group_moments
+
+    count, mean, std, constant, centered = group_moments(
+        values.contiguous(), present.contiguous(), groups.index.contiguous(), groups.num_groups, unbiased
+    )
     return GroupStats(mean, std, count, constant, centered)
 
 

@@ -30,8 +30,32 @@ def test_from_lists_pads_and_flags():
     assert ep.outcome_present.tolist() == [True, False] and ep.outcomes.tolist() == [1.0, 0.0]
     assert ep.component_names == ("correct", "format")
     assert ep.component_present.tolist() == [[True, False], [True, True]]
-    assert ep.group_ids.tolist() == [0, 0]
+    assert ep.group_ids.tolist() == ["a", "a"]  # ids are kept as given
     np.testing.assert_allclose(ep.episode_returns(), [1.0, 0.0])
+
+
+def test_string_ids_stay_stable_across_batches():
+    a = cl.Episodes.from_lists([[1.0], [0.0]], group_ids=["p1", "p1"])
+    b = cl.Episodes.from_lists([[5.0], [3.0]], group_ids=["p2", "p2"])
+    cat = cl.Episodes.concat([a, b])
+    assert cat.group_ids.tolist() == ["p1", "p1", "p2", "p2"]
+    out = cl.grpo(cat.returns(), cat.group_ids, std_scale="none")
+    np.testing.assert_allclose(out.advantages, [0.5, -0.5, 1.0, -1.0])  # two groups, not one
+    assert cat.torch().group_ids.tolist() == ["p1", "p1", "p2", "p2"]
+    with pytest.raises(cl.GroupError, match="None"):
+        cl.Episodes.from_lists([[1.0], [2.0]], group_ids=["a", None])
+    with pytest.raises(cl.GroupError, match="mixes id types"):
+        cl.grpo([1.0, 0.0, 1.0, 0.0], np.array([1, "1", 1, "1"], dtype=object))
+
+
+def test_flags_defaults_every_episode_ends_one_way():
+    e = cl.Episodes.from_lists([[1.0], [2.0]])
+    assert e.terminated.tolist() == [True, True] and e.truncated.tolist() == [False, False]
+    e = cl.Episodes.from_lists([[1.0], [2.0]], truncated=[True, False])
+    assert e.terminated.tolist() == [False, True]
+    e = cl.Episodes.from_lists([[1.0], [2.0]], terminated=[False, True])
+    assert e.truncated.tolist() == [True, False]
+    assert e.discounts[:, 0].tolist() == [1.0, 0.0]
 
 
 def test_numpy_torch_roundtrip():
@@ -140,7 +164,22 @@ def test_file_errors(tmp_path):
     with pytest.raises(cl.DataFormatError, match="terminated=true at step 0"):
         cl.read_episodes(p)
     _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": float("inf")}])
-    with pytest.raises(cl.NonFiniteError, match="rewards"):
+    with pytest.raises(cl.NonFiniteError, match="column 'reward' is inf at episode 1 step 0"):
+        cl.read_episodes(p)
+    p.write_text('{"episode_id": "a", "step": 0, "reward": 1.0}\n{"episode_id": "a", "step": 1, "reward": NaN}\n')
+    with pytest.raises(cl.NonFiniteError, match="use null for 'not applicable'"):
+        cl.read_episodes(p)  # NaN is an error; null means "not applicable"
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": "abc"}])
+    with pytest.raises(cl.DtypeError, match="column 'reward' must hold numbers"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "terminated": "yes"}])
+    with pytest.raises(cl.DtypeError, match="terminated"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "discount": None}, {"episode_id": 1, "step": 1, "reward": 1.0, "discount": 1.0}])
+    with pytest.raises(cl.DataFormatError, match="'discount' has nulls"):
+        cl.read_episodes(p)
+    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "outcomes": 1.0}])
+    with pytest.warns(cl.errors.CreditlabWarning, match="did you mean 'outcome'"):
         cl.read_episodes(p)
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n")
@@ -180,3 +219,37 @@ def test_sample_file_loads():
     assert ep.terminated.all()
     table = read_table("examples/episodes.jsonl")
     assert table.num_rows == ep.num_steps
+
+
+def test_every_registered_method_runs_on_a_rich_batch():
+    """Each registry entry runs through Method.__call__ (needs parsing included) on a batch that has
+    every column, and keeps the batch's array kind."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 1, 4, 2]
+    ep = cl.Episodes.from_lists(
+        [list(rng.uniform(size=n)) for n in lengths],
+        values=[list(rng.uniform(size=n)) for n in lengths],
+        outcomes=[1.0, 0.0, None, 1.0],
+        components=[{"c": 1.0, "f": 0.0}, {"c": 0.0, "f": 1.0}, {"c": 1.0, "f": None}, {"c": 0.0, "f": 0.0}],
+        group_ids=["a", "a", "b", "b"],
+        task_ids=[0, 0, 1, 1],
+    ).replace(extras={"potential": rng.normal(size=(4, 4)), "length": np.full((4, 4), 300.0)})
+    # per-turn extras of the creditlab.llm methods: GiGPO anchors, IGPO beliefs log p(answer | history)
+    anchors = np.empty(4, dtype=object)
+    for i, n in enumerate(lengths):
+        anchors[i] = [f"s{v}" for v in rng.integers(0, 2, size=n)]
+    ep = ep.replace(extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m in cl.list_methods():
+            if m.kind == "assigner":
+                continue
+            for batch in (ep, ep.torch()):
+                out = m(batch)
+                arr = out.advantages if m.kind == "advantages" else out.rewards
+                assert tuple(arr.shape) == (4, 4), m.name
+                assert isinstance(arr, torch.Tensor) == batch.is_torch, m.name
+                assert np.isfinite(np.asarray(arr)).all(), m.name
+                assert all(isinstance(v, float) for v in out.metrics.values()), m.name

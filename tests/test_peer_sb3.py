@@ -73,9 +73,8 @@ def test_gae_equals_sb3(seed, n_steps, n_envs, gamma, lam):
         discounts=ep.discounts,
         bootstrap_value=ep.bootstrap_value,
     )
-    # Scatter back to the [n_steps, n_envs] stream layout: episodes are stream-major, time-ordered.
-    ours = out.advantages[ep.mask].reshape(n_envs, n_steps).T
-    ours_ret = out.returns[ep.mask].reshape(n_envs, n_steps).T
+    ours = ep.to_streams(out.advantages)  # back to SB3's [n_steps, n_envs] layout
+    ours_ret = ep.to_streams(out.returns)
     np.testing.assert_allclose(ours, adv_sb3, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours_ret, ret_sb3, rtol=1e-5, atol=1e-5)
 
@@ -93,3 +92,18 @@ def test_from_streams_truncation_values_bootstrap():
     g = cl.discounted_returns(ep.rewards, gamma=0.5, mask=ep.mask, discounts=ep.discounts, bootstrap_value=ep.bootstrap_value)
     np.testing.assert_allclose(g[0, :2], [2.75, 3.5])
     np.testing.assert_allclose(g[1, :1], [1 + 0.5 * 7.0])
+
+
+def test_from_streams_guards_and_torch():
+    import torch
+
+    r = np.ones((3, 2))
+    running = np.zeros((3, 2), bool)
+    with pytest.raises(cl.ShapeError, match="last_values"):
+        cl.Episodes.from_streams(r, running, running, values=np.zeros((3, 2)))
+    with pytest.raises(cl.DtypeError, match="boolean"):
+        cl.Episodes.from_streams(r, np.full((3, 2), 0.5), running)
+    ep = cl.Episodes.from_streams(torch.ones(3, 2), torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool))
+    assert ep.is_torch
+    back = ep.to_streams(torch.ones(ep.num_episodes, ep.max_steps))
+    assert isinstance(back, torch.Tensor) and back.shape == (3, 2)

@@ -173,3 +173,22 @@ def test_group_length_penalty_relative_to_correct():
     # a group with no correct answer gets 0 under reference="correct"
     out = cl.group_length_penalty([10, 20], [0, 0], correct=[0, 0], reference="correct")
     np.testing.assert_allclose(out.rewards, [0.0, 0.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=padded_batches())
+def test_padding_never_leaks_into_step_transforms(batch):
+    """Whatever sits on padding steps, outputs there are 0 and valid outputs do not change."""
+    m = batch["mask"]
+    noise = np.where(m, 0.0, 1e6).astype(batch["dtype"])
+    for fn in (
+        lambda r, p: cl.potential_shaping(r, p, gamma=0.9, mask=m).rewards,
+        lambda r, p: cl.discounted_returns(r, gamma=0.9, mask=m),
+        lambda r, p: cl.reinforce_pp(r, mask=m).advantages,
+        lambda r, p: cl.delta_process_rewards(r, mask=m).rewards,
+        lambda r, p: cl.clip_process_rewards(r, eta=0.1, mask=m).rewards,
+    ):
+        clean = fn(batch["rewards"], batch["values"])
+        dirty = fn(batch["rewards"] + noise, batch["values"] + noise)
+        assert np.all(dirty[~m] == 0)
+        np.testing.assert_allclose(clean, dirty, rtol=1e-6, atol=1e-6)

@@ -37,6 +37,7 @@ from .._arrays import (
     as_scores,
     check_nonempty,
     check_positive,
+    check_real,
 )
 from .._steps import step_inputs
 from ..errors import DegenerateGroupWarning, RangeError, ShapeError
@@ -99,13 +100,15 @@ def grpo(
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups, unbiased=unbiased)
+    # centered is exactly 0 for missing items and constant groups; guard 0/0 when eps = 0.
     if std_scale == "group":
-        adv = stats.centered / (stats.std[groups.index] + eps)
+        denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
+        adv = stats.centered / denom[groups.index]
     elif std_scale == "batch":
-        adv = stats.centered / (_batch_std(r, p, unbiased) + eps)
+        s = _batch_std(r, p, unbiased)
+        adv = stats.centered / (s + eps) if float(s) > 0 else stats.centered
     else:
         adv = stats.centered
-    adv = _finish(adv, stats, groups, p)
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
@@ -148,9 +151,8 @@ def rloo(
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups)
-    n = stats.count.to(torch.float64)[groups.index]
-    adv = stats.centered * n / (n - 1).clamp(min=1)
-    adv = _finish(adv, stats, groups, p)
+    n = stats.count.to(torch.float64)
+    adv = stats.centered * (n / (n - 1).clamp(min=1))[groups.index]
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
@@ -217,13 +219,15 @@ def reinforce_pp(
     from .._arrays import check_unit
 
     gamma = check_unit(gamma, "gamma")
+    kl_coef = check_real(kl_coef, "kl_coef")
+    eps = check_positive(eps, "eps", allow_zero=True)
     s = step_inputs(rewards, mask=mask)
     r = s.rewards
     if kl is not None:
         from .._steps import per_step
 
         r = r - float(kl_coef) * per_step(kl, "kl", s)
-    ret = _kernels.returns_scan(r.contiguous(), s.discounts, s.lengths, s.bootstrap, gamma)
+    ret = _kernels.returns_scan(r.contiguous(), s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma).out
     adv, mean, std = masked_whiten(ret, s.mask, eps=eps)
     metrics = {
         "num_episodes": float(s.shape[0]),
@@ -282,7 +286,8 @@ def gdpo(
     cols = torch.arange(k, device=c.device)
     flat_groups = GroupIndex((groups.index[:, None] * k + cols[None, :]).reshape(-1), groups.num_groups * k)
     stats = group_stats(c.reshape(-1), p.reshape(-1), flat_groups, unbiased=unbiased)
-    z = (stats.centered / (stats.std[flat_groups.index] + eps)).reshape(n, k)
+    denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
+    z = (stats.centered / denom[flat_groups.index]).reshape(n, k)
     summed = (z * w[None, :]).sum(dim=1)
     any_present = p.any(dim=1)
     if batch_norm:
@@ -301,8 +306,8 @@ def gdpo(
     )
     if metrics["components/groups/num_degenerate"] > 0:
         _warn(
-            f"{int(metrics['components/groups/num_degenerate'])} (group, component) pairs had a single member or zero "
-            "spread and contribute 0 to the advantage (metrics['components/groups/num_degenerate'])"
+            "some (group, component) pairs had a single member or zero spread and contribute 0 to the "
+            "advantage (count in metrics['components/groups/num_degenerate'])"
         )
     return AdvantageOutput(backend.out(adv.to(c.dtype)), None, metrics)
 
@@ -365,6 +370,7 @@ def combine_step_episode(
     Returns:
         float[B, T], same kind as ``step_advantages``.
     """
+    step_weight = check_real(step_weight, "step_weight")
     s = step_inputs(step_advantages, mask=mask, rewards_name="step_advantages")
     e = as_float(episode_advantages, "episode_advantages", shape=(s.shape[0],), dtype=s.rewards.dtype, device=s.rewards.device)
     out = s.zero_pad(e[:, None] + float(step_weight) * s.rewards)
@@ -413,12 +419,6 @@ def _weighted_whiten(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tens
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _finish(adv: torch.Tensor, stats: GroupStats, groups: GroupIndex, p: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(adv)
-    adv = torch.where(stats.constant[groups.index], zero, adv)
-    return torch.where(p, adv, zero)
-
-
 def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, prefix: str = "") -> dict[str, float]:
     nonempty = stats.count > 0
     singleton = stats.count == 1
@@ -426,7 +426,7 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     n_groups = int(nonempty.sum())
     n_single = int(singleton.sum())
     n_zero = int(zero_std.sum())
-    in_degenerate = int((stats.constant[groups.index] & p).sum())
+    in_degenerate = int(stats.count[stats.constant].sum())  # present members of degenerate groups
     return {
         f"{prefix}groups/num": float(n_groups),
         f"{prefix}groups/num_singleton": float(n_single),
@@ -437,19 +437,29 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     }
 
 
+def _moments(x: torch.Tensor, p: torch.Tensor) -> tuple[float, float]:
+    """Mean and population std of ``x`` over present items (x is 0 where missing), float64."""
+    n = float(p.sum())
+    if n == 0:
+        return 0.0, 0.0
+    x64 = x.to(torch.float64)
+    mean = float(x64.sum()) / n
+    var = max(float((x64 * x64).sum()) / n - mean * mean, 0.0)
+    return mean, var**0.5
+
+
 def _group_metrics(
     r: torch.Tensor, p: torch.Tensor, stats: GroupStats, groups: GroupIndex, adv: torch.Tensor
 ) -> dict[str, float]:
-    groups_present = p.any()
-    rp = r[p].to(torch.float64)
-    ap = adv[p].to(torch.float64)
+    r_mean, r_std = _moments(r, p)
+    a_mean, a_std = _moments(adv, p)
     out = {
         "num_episodes": float(r.shape[0]),
-        "num_missing": float((~p).sum()),
-        "rewards/mean": float(rp.mean()) if bool(groups_present) else 0.0,
-        "rewards/std": float(rp.std(unbiased=False)) if bool(groups_present) else 0.0,
-        "advantages/mean": float(ap.mean()) if bool(groups_present) else 0.0,
-        "advantages/std": float(ap.std(unbiased=False)) if bool(groups_present) else 0.0,
+        "num_missing": float(r.shape[0] - int(p.sum())),
+        "rewards/mean": r_mean,
+        "rewards/std": r_std,
+        "advantages/mean": a_mean,
+        "advantages/std": a_std,
     }
     out.update(_degenerate_counts(stats, groups, p))
     return out
@@ -473,10 +483,11 @@ def _warn_degenerate(metrics: dict[str, float]) -> None:
     n_zero = int(metrics.get("groups/num_zero_std", 0))
     n_single = int(metrics.get("groups/num_singleton", 0))
     if n_zero or n_single:
+        # A constant text: Python's default filter then shows it once per call site instead of
+        # once per distinct count (zero-spread groups are routine with binary rewards).
         _warn(
-            f"{n_zero} of {int(metrics['groups/num'])} groups had zero reward spread and {n_single} had a single "
-            "member; their episodes get advantage 0 (counted in metrics['groups/num_zero_std'] and "
-            "metrics['groups/num_singleton'])",
+            "some groups had zero reward spread or a single member; their episodes get advantage 0 "
+            "(counts in metrics['groups/num_zero_std'] and metrics['groups/num_singleton'])",
             stacklevel=4,
         )
 

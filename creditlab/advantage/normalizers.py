@@ -25,7 +25,7 @@ __all__ = ["CrossTaskEMANormalizer"]
 
 
 class CrossTaskEMANormalizer:
-    """Cross-task advantage normalization (CTAN, from RaPO; spec: algorithms.md C).
+    """Cross-task advantage normalization (CTAN, from RaPO).
 
     ``A_i = (R_i - mean_g R) / (sigma_EMA + eps)`` with
     ``sigma_EMA <- beta * sigma_EMA + (1 - beta) * std_batch(R)``.
@@ -33,8 +33,10 @@ class CrossTaskEMANormalizer:
     Where GRPO divides by each group's own std (which blows up near-unanimous groups and
     rescales every task to unit spread), CTAN divides by a slowly moving batch-level scale that
     is carried across task boundaries and saved with the checkpoint. ``sigma`` is initialized
-    from the first batch whose rewards have non-zero spread. With ``per_task=True`` one sigma is
-    kept per task id (tasks with different reward scales then keep their own scale).
+    from the first batch whose rewards have non-zero spread; until then a batch is divided by its
+    own std (or 1 when that is 0, never by ``eps`` alone). With ``per_task=True`` one sigma is kept
+    per task id, keyed by the id's text (1, 1.0 and "1" share a key), so a task keeps its scale
+    across batches whatever else the batch holds.
 
     Call with ``update=False`` to freeze the statistics (evaluation).
 
@@ -81,6 +83,7 @@ class CrossTaskEMANormalizer:
             tasks = GroupIndex(torch.zeros(n, dtype=torch.int64, device=r.device), 1)
             keys = {0: "*"}
         task_stats = group_stats(r, p, tasks, unbiased=self.unbiased)
+        overall = float(group_stats(r, p, GroupIndex(torch.zeros(n, dtype=torch.int64, device=r.device), 1), unbiased=self.unbiased).std[0])
         sigma = torch.zeros(tasks.num_groups, dtype=torch.float64, device=r.device)
         for slot, key in keys.items():
             batch_std = float(task_stats.std[slot])
@@ -90,7 +93,9 @@ class CrossTaskEMANormalizer:
                 else:
                     self.sigma[key] = self.beta * self.sigma[key] + (1.0 - self.beta) * batch_std
                 self.num_updates[key] = self.num_updates.get(key, 0) + 1
-            sigma[slot] = self.sigma.get(key, batch_std)
+            # Scale for this batch: the task's EMA; before it exists, the task's batch std, else the
+            # whole batch's std, else 1 (never eps alone, which would multiply advantages by 1/eps).
+            sigma[slot] = self.sigma.get(key, batch_std if batch_std > 0 else (overall if overall > 0 else 1.0))
         adv = stats.centered / (sigma[tasks.index] + self.eps)
         adv = torch.where(stats.constant[groups.index] | ~p, torch.zeros_like(adv), adv)
         metrics = {
@@ -127,12 +132,19 @@ class CrossTaskEMANormalizer:
 
 
 def _task_keys(task_ids: ArrayLike, tasks: GroupIndex) -> dict[int, str]:
-    """Map dense task slots back to stable string keys (so state survives a different batch)."""
+    """Map dense task slots back to stable string keys, so state follows a task across batches.
+
+    Integer-valued ids give the same key whatever their dtype (1, 1.0 and tensor(1) -> "1").
+    """
     import numpy as np
 
-    raw = task_ids.detach().cpu().numpy() if isinstance(task_ids, torch.Tensor) else np.asarray(task_ids)
+    raw = task_ids.detach().cpu().numpy() if isinstance(task_ids, torch.Tensor) else np.asarray(task_ids, dtype=object)
     idx = tasks.index.cpu().numpy()
     keys: dict[int, str] = {}
     for slot, pos in zip(*np.unique(idx, return_index=True)):
-        keys[int(slot)] = str(raw[pos])
+        v = raw[pos]
+        v = v.item() if hasattr(v, "item") else v
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        keys[int(slot)] = str(v)
     return keys

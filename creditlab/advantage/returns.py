@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import _kernels
-from .._arrays import ArrayLike, check_unit
+from .._arrays import ArrayLike, as_float, check_finite, check_unit
 from .._steps import per_step, step_inputs
 from ..outputs import AdvantageOutput
 
@@ -55,9 +55,12 @@ def discounted_returns(
         array([[0.01, 0.1 , 1.  ]])
     """
     gamma = check_unit(gamma, "gamma")
-    s = step_inputs(rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value)
-    out = _kernels.returns_scan(s.rewards, s.discounts, s.lengths, s.bootstrap, gamma)
-    return s.backend.out(out)
+    s = step_inputs(
+        rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value, check_rewards=False
+    )
+    res = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma)
+    _check_sums(res.stats, s, rewards_only=True)
+    return s.backend.out(res.out)
 
 
 def gae(
@@ -102,12 +105,16 @@ def gae(
     """
     gamma = check_unit(gamma, "gamma")
     lambda_ = check_unit(lambda_, "lambda_")
-    s = step_inputs(rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value)
-    v = per_step(values, "values", s) if _same_shape(values, s) else _values_error(values, s)
-    adv = _kernels.gae_scan(s.rewards, v, s.discounts, s.lengths, s.bootstrap, gamma, lambda_)
-    ret = s.zero_pad(adv + v)
-    metrics = _step_metrics(adv, ret, v, s.mask)
-    return AdvantageOutput(s.backend.out(adv), s.backend.out(ret), metrics)
+    s = step_inputs(
+        rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value, check_rewards=False
+    )
+    if not _same_shape(values, s):
+        _values_error(values, s)
+    v = as_float(values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False).contiguous()
+    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_)
+    _check_sums(res.stats, s, values=v)
+    metrics = _metrics_from_sums(res.stats, s.shape[0])
+    return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
 
 
 def lambda_returns(
@@ -155,13 +162,22 @@ def monte_carlo(
     """
     gamma = check_unit(gamma, "gamma")
     s = step_inputs(rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value)
-    ret = _kernels.returns_scan(s.rewards, s.discounts, s.lengths, s.bootstrap, gamma)
-    v = torch.zeros_like(ret) if values is None else per_step(values, "values", s)
-    adv = s.zero_pad(ret - v)
-    return AdvantageOutput(s.backend.out(adv), s.backend.out(ret), _step_metrics(adv, ret, v, s.mask))
+    if values is None:
+        # GAE with lambda = 1 and V = 0 is exactly the discounted return.
+        v = torch.zeros_like(s.rewards)
+    else:
+        if not _same_shape(values, s):
+            _values_error(values, s)
+        v = per_step(values, "values", s)
+    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, 1.0)
+    return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), _metrics_from_sums(res.stats, s.shape[0]))
 
 
 def _same_shape(values: ArrayLike, s) -> bool:
+    if values is None:
+        from ..errors import ShapeError
+
+        raise ShapeError("values is None; gae needs V(s_t) for every step (use monte_carlo for returns without a critic)")
     shape = tuple(getattr(values, "shape", ()) or ())
     if not shape and isinstance(values, (list, tuple)):
         return True  # let the converter report details
@@ -178,18 +194,28 @@ def _values_error(values: ArrayLike, s):
     raise ShapeError(f"values has shape {shape} but rewards has {s.shape}; values must be [B, T] like rewards{hint}")
 
 
-def _step_metrics(adv: torch.Tensor, ret: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    a = adv[mask].to(torch.float64)
-    r = ret[mask].to(torch.float64)
-    v = values[mask].to(torch.float64)
-    n = a.numel()
-    var_r = float(r.var(unbiased=False)) if n > 1 else 0.0
-    ev = 1.0 - float((r - v).var(unbiased=False)) / var_r if var_r > 0 else float("nan")
+def _check_sums(stats: dict[str, float], s, *, values: torch.Tensor | None = None, rewards_only: bool = False) -> None:
+    """NaN/inf in any valid input propagates into the kernel's float64 sums: only then locate it."""
+    import math
+
+    where = None if s.full else s.mask
+    if not math.isfinite(stats["sum_rewards"]):
+        check_finite(s.rewards, "rewards", where=where, hint=" on valid steps")
+    if values is not None and not math.isfinite(stats["sum_values"]):
+        check_finite(values, "values", where=where, hint=" on valid steps")
+
+
+def _metrics_from_sums(stats: dict[str, float], num_episodes: int) -> dict[str, float]:
+    n = stats["n"]
+    if n == 0:
+        return {"num_episodes": float(num_episodes), "num_steps": 0.0}
+    mean_a = stats["sum_adv"] / n
+    var_a = max(stats["sum_adv2"] / n - mean_a * mean_a, 0.0)
     return {
-        "num_episodes": float(mask.shape[0]),
+        "num_episodes": float(num_episodes),
         "num_steps": float(n),
-        "advantages/mean": float(a.mean()) if n else 0.0,
-        "advantages/std": float(a.std(unbiased=False)) if n else 0.0,
-        "returns/mean": float(r.mean()) if n else 0.0,
-        "values/explained_variance": ev,
+        "advantages/mean": mean_a,
+        "advantages/std": var_a**0.5,
+        "returns/mean": mean_a + stats["sum_values"] / n,  # G = A + V
+        "values/mean": stats["sum_values"] / n,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_float, as_mask, check_shape
+from .._arrays import ArrayLike, Backend, _to_numpy, as_float, as_mask, check_finite
 from ..errors import DtypeError, MaskError, RangeError, ShapeError
 
 __all__ = ["broadcast_to_steps", "broadcast_to_tokens"]
@@ -23,7 +23,7 @@ def broadcast_to_steps(episode_values: ArrayLike, mask: ArrayLike) -> ArrayLike:
     """
     backend = Backend.of(episode_values, mask)
     v = as_float(episode_values, "episode_values", ndim=1)
-    m_raw = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
+    m_raw = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, "mask")))
     if m_raw.ndim != 2 or m_raw.shape[0] != v.shape[0]:
         raise ShapeError(f"mask has shape {tuple(m_raw.shape)} but episode_values has {v.shape[0]} episodes; expected [{v.shape[0]}, T]")
     m = as_mask(mask, "mask", tuple(m_raw.shape), device=v.device)
@@ -60,15 +60,21 @@ def broadcast_to_tokens(
         array([[1., 1., 0., 2.]])
     """
     backend = Backend.of(step_values)
-    v = as_float(step_values, "step_values", ndim=2)
+    v = as_float(step_values, "step_values", ndim=2, finite=False)
     b, t = v.shape
-    tid = turn_ids.detach() if isinstance(turn_ids, torch.Tensor) else torch.from_numpy(np.asarray(turn_ids))
+    if isinstance(turn_ids, torch.Tensor):
+        tid = turn_ids.detach()
+    else:
+        tid_np = _to_numpy(turn_ids, "turn_ids")
+        if tid_np.dtype.kind not in "iu":
+            raise DtypeError(f"turn_ids must be an integer array [B, L]; got dtype {tid_np.dtype}")
+        tid = torch.from_numpy(np.ascontiguousarray(tid_np))
     if tid.is_floating_point() or tid.dtype == torch.bool:
         raise DtypeError(f"turn_ids must be an integer array [B, L]; got dtype {tid.dtype}")
     tid = tid.to(device=v.device, dtype=torch.int64)
     if tid.ndim != 2 or tid.shape[0] != b:
         raise ShapeError(f"turn_ids has shape {tuple(tid.shape)}; expected [{b}, L] (one row per episode of step_values)")
-    rm = as_mask(response_mask, "response_mask", tuple(tid.shape), device=v.device, prefix=False, allow_empty_rows=True)
+    rm = as_mask(response_mask, "response_mask", tuple(tid.shape), device=v.device, prefix=False, allow_empty_rows=True, like="turn_ids")
     on = rm
     bad = on & ((tid < 0) | (tid >= t))
     if bool(bad.any()):
@@ -84,6 +90,7 @@ def broadcast_to_tokens(
         if bool(invalid.any()):
             i, j = torch.nonzero(invalid)[0].tolist()
             raise MaskError(f"response token [{i}, {j}] points at turn {int(tid[i, j])}, which is padding in step_mask")
-    check_shape(rm, "response_mask", shape=tuple(tid.shape))
-    out = torch.gather(v, 1, safe)
-    return backend.out(torch.where(on, out, torch.zeros((), dtype=v.dtype, device=v.device)))
+    out = torch.where(on, torch.gather(v, 1, safe), torch.zeros((), dtype=v.dtype, device=v.device))
+    # Only values that reach a response token must be finite (padding turns may hold anything).
+    check_finite(out, "step_values (at turns referenced by response tokens)")
+    return backend.out(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._arrays import ArrayLike, Backend, as_float, as_scores
+from .._arrays import ArrayLike, Backend, as_float, as_scores, check_real
 from .._steps import step_inputs
 from ..errors import ShapeError
 from ..outputs import RewardOutput
@@ -45,6 +45,7 @@ def gated_accumulation(
         >>> gated_accumulation([[0.1, 0.1], [0.1, 0.1]], [1.0, 0.0], gate=1.0).rewards.tolist()
         [[0.1, 1.1], [0.0, 0.0]]
     """
+    gate = check_real(gate, "gate")
     s = step_inputs(step_rewards, mask=mask, rewards_name="step_rewards")
     b = s.shape[0]
     o, op = as_scores(outcomes, "outcomes", present=outcome_present, nan_is_missing=nan_is_missing, device=s.rewards.device)

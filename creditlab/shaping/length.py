@@ -13,6 +13,7 @@ from .._arrays import (
     as_scores,
     check_nonempty,
     check_positive,
+    check_real,
 )
 from ..errors import RangeError, ShapeError
 from ..outputs import RewardOutput
@@ -85,6 +86,7 @@ def group_length_penalty(
         >>> group_length_penalty([10, 20, 30], [0, 0, 0]).rewards.tolist()
         [0.5, 0.0, -0.5]
     """
+    coef = check_real(coef, "coef")
     if reference not in ("group", "correct"):
         raise RangeError(f"reference must be 'group' or 'correct'; got {reference!r}")
     backend = Backend.of(lengths)

@@ -60,7 +60,7 @@ def potential_shaping(
     nxt[:, :-1] = phi[:, 1:]
     rows = torch.arange(b, device=phi.device)
     nxt[rows, s.lengths - 1] = boot
-    bonus = s.zero_pad(gamma * s.discounts * nxt - phi)
+    bonus = s.zero_pad(gamma * s.full_discounts() * nxt - phi)
     shaped = s.rewards + bonus
     metrics = {
         "shaping/bonus_mean": float(bonus[s.mask].to(torch.float64).mean()),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_mask, as_scores, check_nonempty
+from .._arrays import ArrayLike, Backend, as_mask, as_scores, check_nonempty, check_real
 from ..outputs import RewardOutput
 
 __all__ = ["clip_process_rewards", "delta_process_rewards"]
@@ -12,9 +13,13 @@ __all__ = ["clip_process_rewards", "delta_process_rewards"]
 
 def _read(scores: ArrayLike, mask: ArrayLike | None, present: ArrayLike | None, nan_is_missing: bool):
     backend = Backend.of(scores)
-    s, p = as_scores(scores, "scores", present=present, nan_is_missing=nan_is_missing, ndim=2)
+    shape = tuple(np.shape(scores)) if not hasattr(scores, "shape") else tuple(scores.shape)
+    m = as_mask(mask, "mask", shape, device=torch.device("cpu"), like="scores") if len(shape) == 2 else None
+    s, p = as_scores(scores, "scores", present=present, nan_is_missing=nan_is_missing, ndim=2, where=m)
     check_nonempty(s.shape[0], "scores")
-    m = as_mask(mask, "mask", tuple(s.shape), device=s.device)
+    if m is None:
+        m = as_mask(mask, "mask", tuple(s.shape), device=s.device, like="scores")
+    m = m.to(s.device)
     return backend, s, p & m, m
 
 
@@ -43,8 +48,9 @@ def clip_process_rewards(
         >>> clip_process_rewards([[0.9, 0.2, 0.6]], eta=0.5).rewards.round(6).tolist()
         [[0.0, -0.3, 0.0]]
     """
+    eta = check_real(eta, "eta")
     backend, s, p, m = _read(scores, mask, present, nan_is_missing)
-    r = torch.clamp(s - float(eta), max=0.0)
+    r = torch.clamp(s - eta, max=0.0)
     r = torch.where(p, r, torch.zeros_like(r))
     metrics = {"process/num_missing": float((m & ~p).sum()), "process/num_penalized": float((p & (r < 0)).sum())}
     return RewardOutput(backend.out(r), metrics)

@@ -1,0 +1,49 @@
+"""Turn-level credit for multi-turn LLM agents.
+
+Turns are the steps of the public ``[B, T]`` layout (one row per trajectory, one column per
+turn, a prefix ``mask``); per-turn results go to tokens with ``turn_ids[B, L]`` and a response
+mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
+"""
+
+from .anchors import anchor_ids, canonical_key
+from .gigpo import gigpo, gigpo_rows
+from .igpo import igpo, igpo_rewards
+from .implicit_prm import (
+    ImplicitPRM,
+    implicit_token_rewards,
+    implicit_turn_rewards,
+    oprl_advantages,
+    oprl_dpo_loss,
+    prime_advantages,
+    prime_ce_loss,
+    token_log_probs,
+)
+from .process import process_turn_rewards
+from .spa import SPAProgressEstimator
+from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
+from .turn_returns import turn_rloo
+from .turns import TurnBatch
+
+__all__ = [
+    "ImplicitPRM",
+    "SPAProgressEstimator",
+    "TurnBatch",
+    "anchor_ids",
+    "canonical_key",
+    "gigpo",
+    "gigpo_rows",
+    "igpo",
+    "igpo_rewards",
+    "implicit_token_rewards",
+    "implicit_turn_rewards",
+    "oprl_advantages",
+    "oprl_dpo_loss",
+    "prime_advantages",
+    "prime_ce_loss",
+    "process_turn_rewards",
+    "token_log_probs",
+    "place_on_last_token",
+    "turn_ids_from_response_mask",
+    "turn_rloo",
+    "turn_values_from_tokens",
+]
