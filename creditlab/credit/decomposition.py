@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -125,6 +125,16 @@ def rrd_loss(predictions: Any, returns: Any, lengths: Any, *, bias_correction: b
 # ------------------------------------------------------------------------------ the assigner
 
 
+class _StepViews(NamedTuple):
+    obs: np.ndarray  # [B*T, obs] view
+    actions: np.ndarray  # [B*T] ints or [B*T, act] floats
+    next_obs: np.ndarray | None  # [B*T, obs]
+    flat_index: np.ndarray  # int64[N] -- valid steps, row-major
+    mask: np.ndarray  # bool[B, T]
+    num_actions: int | None
+    metrics: dict[str, float]
+
+
 class _StepRewardModel:
     """Shared machinery of RD, RRD and LaRe: featurize, store, train, predict."""
 
@@ -188,37 +198,37 @@ class _StepRewardModel:
 
     # ---------------------------------------------------------------- featurization
 
-    def _step_arrays(self, episodes: Episodes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, dict[str, float]]:
-        """Flat (s, a, s') of the valid steps, dims checked against the model's."""
+    def _views(self, episodes: Episodes) -> _StepViews:
+        """Flat ``[B*T, ...]`` views of (s, a, s') and the flat indices of the valid steps; the
+        observation and action sizes are checked against the ones the model was built for."""
         require_inputs(episodes, type(self).__name__)
         e = episodes.numpy() if episodes.is_torch else episodes
         mask = np.asarray(e.mask, dtype=bool)
-        lengths = mask.sum(1)
-        obs = np.asarray(e.observations)
         b, t = mask.shape
-        obs = obs.reshape(b, t, -1)
+        obs = np.asarray(e.observations).reshape(b, t, -1)
         acts = np.asarray(e.actions)
+        metrics: dict[str, float] = {}
         if acts.dtype.kind in "iub" and acts.ndim == 2:
             n_act = self.num_actions
             if n_act is None and self._dims is not None:
                 n_act = self._dims["num_actions"]
             if n_act is None:
                 n_act = int(acts[mask].max()) + 1 if mask.any() else 1
-            a_flat = encode_actions(acts[mask], n_act)
+            act_dim = n_act
+            acts_flat = acts.reshape(b * t)
         else:
             n_act = None
-            a_flat = encode_actions(acts.reshape(b, t, -1)[mask], None)
-        metrics: dict[str, float] = {}
+            acts_flat = acts.reshape(b * t, -1)
+            act_dim = acts_flat.shape[1]
         nobs = None
         if self._uses_next():
             if e.next_observations is not None:
                 nobs = np.asarray(e.next_observations).reshape(b, t, -1)
             else:
-                nobs = derive_next_observations(obs, lengths)
+                nobs = derive_next_observations(obs, mask.sum(1))
                 metrics["credit/derived_next_observations"] = 1.0
-            nobs = nobs[mask].astype(np.float32, copy=False)
-        o_flat = obs[mask].astype(np.float32, copy=False)
-        dims = {"obs_dim": o_flat.shape[1], "action_dim": a_flat.shape[1], "num_actions": n_act}
+            nobs = nobs.reshape(b * t, -1)
+        dims = {"obs_dim": obs.shape[2], "action_dim": act_dim, "num_actions": n_act}
         if self._dims is None:
             self._dims = dims
         else:
@@ -232,16 +242,28 @@ class _StepRewardModel:
                     f"actions have {dims['action_dim']} values per step (one-hot for discrete actions) but this "
                     f"{type(self).__name__} was built for {self._dims['action_dim']}; pass num_actions= for discrete actions"
                 )
-        return o_flat, a_flat, nobs, mask, metrics
+        return _StepViews(obs.reshape(b * t, -1), acts_flat, nobs, np.flatnonzero(mask.reshape(-1)), mask, n_act, metrics)
 
     def _uses_next(self) -> bool:
         return True
 
-    def _featurize(self, episodes: Episodes) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        """(inputs[N, F] of the valid steps, mask[B, T], metrics)."""
-        o, a, n, mask, metrics = self._step_arrays(episodes)
+    def _step_arrays_at(self, v: _StepViews, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        o = v.obs[idx].astype(np.float32, copy=False)
+        a = encode_actions(v.actions[idx], v.num_actions)
+        n = None if v.next_obs is None else v.next_obs[idx].astype(np.float32, copy=False)
+        return o, a, n
+
+    def _inputs(self, v: _StepViews, idx: np.ndarray, metrics: dict[str, float]) -> np.ndarray:
+        """Model inputs ``[len(idx), F]`` of the flat steps ``idx``: (s, a, s' - s)."""
+        o, a, n = self._step_arrays_at(v, idx)
         assert n is not None
-        return np.concatenate([o, a, n - o], axis=1), mask, metrics
+        return np.concatenate([o, a, n - o], axis=1)
+
+    def _featurize(self, episodes: Episodes) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """(inputs[N, F] of the valid steps in row-major order, mask[B, T], metrics)."""
+        v = self._views(episodes)
+        metrics = dict(v.metrics)
+        return self._inputs(v, v.flat_index, metrics), v.mask, metrics
 
     # ---------------------------------------------------------------- model
 
@@ -323,13 +345,18 @@ class _StepRewardModel:
             present[B, T] = the mask: a step model credits every step, complete or not).
         """
         t0 = time.perf_counter()
-        x, mask, metrics = self._featurize(episodes)
-        if self.model is None:
-            self._build(x.shape[1])
+        v = self._views(episodes)
+        metrics = dict(v.metrics)
+        mask = v.mask
+        idx = v.flat_index
+        flat = np.empty(idx.shape[0], dtype=np.float32)
+        for i in range(0, idx.shape[0], self.chunk_size):  # featurize and predict chunk by chunk
+            x = self._inputs(v, idx[i : i + self.chunk_size], metrics)
+            if self.model is None:
+                self._build(x.shape[1])
+            flat[i : i + self.chunk_size] = predict_flat(self.model, self.norm, x, chunk_size=self.chunk_size)
+        if self.num_updates == 0:
             metrics["credit/untrained"] = 1.0
-        elif self.num_updates == 0:
-            metrics["credit/untrained"] = 1.0
-        flat = predict_flat(self.model, self.norm, x, chunk_size=self.chunk_size)
         rewards = np.zeros(mask.shape, dtype=np.float64)
         rewards[mask] = flat
         if self.correct_residual:
@@ -344,19 +371,6 @@ class _StepRewardModel:
         out = rewards.astype(dtype)
         backend = Backend.of(episodes.rewards)
         return RewardOutput(backend.out(torch.from_numpy(out)), metrics, backend.out(torch.from_numpy(mask)))
-
-    def predict_steps(self, observations: Any, actions: Any, next_observations: Any) -> np.ndarray:
-        """r_hat for flat transitions ``[N, ...]`` (used to relabel replay-buffer samples)."""
-        obs = np.asarray(observations, dtype=np.float32)
-        n = obs.shape[0]
-        acts = np.asarray(actions)
-        ep = Episodes.from_padded(
-            np.zeros((n, 1), np.float32),
-            observations=obs.reshape(n, 1, -1),
-            actions=acts.reshape(n, 1) if acts.dtype.kind in "iub" and acts.ndim == 1 else acts.reshape(n, 1, -1),
-            next_observations=np.asarray(next_observations, dtype=np.float32).reshape(n, 1, -1),
-        )
-        return np.asarray(self.assign(ep.replace(outcomes=None)).rewards)[:, 0]
 
     # ---------------------------------------------------------------- state
 
@@ -633,16 +647,31 @@ class LaReAssigner(_StepRewardModel):
     def _uses_next(self) -> bool:
         return self.guard is None or self.guard.use_next
 
-    def _featurize(self, episodes: Episodes) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    def _inputs(self, v: _StepViews, idx: np.ndarray, metrics: dict[str, float]) -> np.ndarray:
         if self.guard is None:
-            x, mask, metrics = super()._featurize(episodes)
             metrics["credit/lare_raw_inputs"] = 1.0
-            return x, mask, metrics
-        o, a, n, mask, metrics = self._step_arrays(episodes)
+            return super()._inputs(v, idx, metrics)
+        o, a, n = self._step_arrays_at(v, idx)
         factors, m = self.guard(o, a, n)
-        metrics.update(m)
+        metrics["credit/nonfinite_factors"] = metrics.get("credit/nonfinite_factors", 0.0) + m["credit/nonfinite_factors"]
         metrics["credit/num_factors"] = float(factors.shape[1])
-        return factors, mask, metrics
+        return factors
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["has_features"] = self.guard is not None
+        state["num_factors"] = None if self.guard is None else self.guard.num_factors
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("has_features") and self.guard is None:
+            raise RangeError(
+                "this LaRe assigner was saved with a Python feature function, which is not stored in the checkpoint; "
+                "pass it again: load_assigner(path, features=phi)"
+            )
+        super().load_state_dict(state)
+        if self.guard is not None and state.get("num_factors") is not None:
+            self.guard.num_factors = int(state["num_factors"])
 
     def _config(self) -> dict[str, Any]:
         return dict(

@@ -148,10 +148,10 @@ class VectorDelayedReward(VectorWrapper, gym.utils.RecordConstructorArgs):
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
         which = np.ones(self.num_envs, dtype=bool)
-        if options is not None and "reset_mask" in options:
-            which = np.asarray(options["reset_mask"], dtype=bool)
+        if options is not None and "reset_mask" in options:  # read before the env pops it
+            which = np.asarray(options["reset_mask"], dtype=bool).copy()
+        obs, info = self.env.reset(seed=seed, options=options)
         self._accumulated[which] = 0.0
         self._steps[which] = 0
         self._prev_done[which] = False

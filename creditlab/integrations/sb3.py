@@ -333,7 +333,7 @@ class CreditAssignmentCallback(BaseCallback):
         metrics: dict[str, float] = {"credit/complete_episodes": float(complete.sum()), "credit/episodes": float(len(lengths))}
         # 1. Train on the complete episodes.
         self._update_credit += self.update_ratio * n_steps * n_envs
-        n_updates = int(self._update_credit)
+        n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         fit_eps = episodes.select(np.nonzero(complete)[0]) if complete.any() else None
         metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
@@ -558,7 +558,7 @@ class CreditReplayBuffer(ReplayBuffer):
                 if not np.isnan(true).any():
                     out = self.assigner.assign(fit_eps)
                     metrics.update(credit_quality(np.asarray(out.rewards), true, m, returns=self._ep_return[ids]).metrics)
-        n_updates = int(self._update_credit)
+        n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         if fit_eps is not None or n_updates:
             metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
@@ -727,8 +727,9 @@ class SB3RunResult(NamedTuple):
         final_eval_std: its standard deviation over episodes.
         train_return: mean true return of the last (up to 100) training episodes.
         credit: per-rollout (PPO) / per-fit (SAC) credit metrics.
-        metrics: summary: ``time/wall_seconds``, ``time/learn_seconds``, ``credit/seconds``,
-            ``credit/overhead_pct`` (credit work as % of the learn wall time) and the means of
+        metrics: summary: ``time/wall_seconds``, ``time/learn_seconds``, ``time/eval_seconds``,
+            ``credit/seconds``, ``credit/overhead_pct`` (credit work as % of the training wall
+            time: ``learn()`` minus periodic evaluations) and the means of
             ``quality/*`` over the second half of training.
         model: the trained SB3 model.
         assigner: the credit assigner (None for plain runs).
@@ -753,13 +754,16 @@ class _EvalCallback(BaseCallback):
         self.next_at = int(every)
         self.timesteps: list[int] = []
         self.returns: list[float] = []
+        self.seconds = 0.0
 
     def _on_step(self) -> bool:
         if self.every > 0 and self.num_timesteps >= self.next_at:
+            t0 = time.perf_counter()
             self.next_at += self.every
             mean, _ = self.eval_fn()
             self.timesteps.append(int(self.num_timesteps))
             self.returns.append(mean)
+            self.seconds += time.perf_counter() - t0
         return True
 
 
@@ -850,11 +854,13 @@ def train(
         history, credit_seconds = model.replay_buffer.history, model.replay_buffer.total_seconds
     else:
         history, credit_seconds = [], 0.0
+    train_seconds = learn_seconds - eval_cb.seconds  # learn() minus the periodic evaluations
     metrics: dict[str, float] = {
         "time/wall_seconds": time.perf_counter() - t_start,
         "time/learn_seconds": learn_seconds,
+        "time/eval_seconds": eval_cb.seconds,
         "credit/seconds": credit_seconds,
-        "credit/overhead_pct": 100.0 * credit_seconds / learn_seconds if learn_seconds > 0 else float("nan"),
+        "credit/overhead_pct": 100.0 * credit_seconds / train_seconds if train_seconds > 0 else float("nan"),
     }
     half = history[len(history) // 2 :]
     for key in ("quality/pearson", "quality/spearman", "quality/pearson_pooled", "quality/decomposition_error", "credit/loss", "credit/frac_unassigned"):
