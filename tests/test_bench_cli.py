@@ -18,11 +18,12 @@ def test_bench_dry_run_lists_runs(capsys):
 
 def test_bench_then_report_no_ray(tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = main(["bench", "--suite", "smoke", "--tasks", "cartpole", "--seeds", "1", "--steps", "2048", "--no-ray", "--out", str(out)])
+    code = main(["bench", "--suite", "smoke", "--tasks", "cartpole", "--methods", "uniform", "--seeds", "1", "--steps", "2048",
+                 "--no-ray", "--out", str(out)])
     assert code == 0
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
     manifest = json.loads((out / "sweep.json").read_text())
-    assert manifest["suite"] == "smoke" and set(manifest["runs"]) == {"cartpole/episodic/seed0", "cartpole/dense/seed0"}
+    assert manifest["suite"] == "smoke" and set(manifest["runs"]) == {"cartpole/episodic/seed0", "cartpole/dense/seed0", "cartpole/uniform/seed0"}
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "T"]) == 0
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
     assert (tmp_path / "rep" / "figures" / "cartpole.png").exists()
