@@ -311,7 +311,7 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         report.tables.append(Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows))
 
     # requested in the manifest but neither finished nor crashed (sweep interrupted or still running)
-    seen = {r["run_id"] for r in results} | {f.get("run_id") for f in failures}
+    seen = {r.get("run_id") for r in results} | {f.get("run_id") for f in failures}
     missing = [rid for rid in requested if rid not in seen]
     if missing:
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -279,7 +279,8 @@ def check_method_names(methods: Sequence[str]) -> None:
     """Raise :class:`UnknownMethodError` for a name that is neither an anchor nor a registered assigner."""
     from ..registry import list_methods
 
-    assigners = {m.name for m in list_methods(kind="assigner")}
+    # credit assigners over Gymnasium episodes; LLM-side assigners (family "llm") need turn data
+    assigners = {m.name for m in list_methods(family="credit", kind="assigner")}
     unknown = [m for m in methods if m not in ANCHORS and m not in assigners]
     if unknown:
         raise UnknownMethodError(
