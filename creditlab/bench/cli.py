@@ -1,0 +1,115 @@
+"""``creditlab bench`` and ``creditlab report`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..cli import command
+from ..errors import CreditlabError
+
+_DEFAULT_OUT = "runs/bench-{suite}"
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _seeds(text: str) -> list[int] | int:
+    """``3`` -> range(3); ``0,2,5`` -> those seeds."""
+    try:
+        if "," in text:
+            return [int(x) for x in _csv(text)]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,2,5); got {text!r}") from None
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from .suites import list_suites
+
+    p.add_argument("--suite", default="smoke", choices=list_suites(), help="which suite (default smoke: a few minutes)")
+    p.add_argument("--methods", type=_csv, help="comma-separated credit methods (registry names); the anchors "
+                   "episodic and dense are always added. Default: the suite's methods")
+    p.add_argument("--tasks", type=_csv, help="comma-separated task names of the suite (default: all)")
+    p.add_argument("--seeds", type=_seeds, help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's")
+    p.add_argument("--steps", type=int, help="override every task's training budget (environment steps per run)")
+    p.add_argument("--out", help=f"sweep folder (default {_DEFAULT_OUT}); re-running the same command resumes")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ray-address", help="join an existing Ray cluster (e.g. ray://head:10001) instead of starting a local Ray")
+    g.add_argument("--no-ray", action="store_true", help="run every run in this process, one after another")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's cores); one run per CPU")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+
+
+@command("bench", "run a benchmark suite: every credit method against the episodic and dense anchors", _bench_args)
+def run_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .executors import InProcessExecutor, RayExecutor
+    from .progress import SweepProgress
+    from .runner import run_sweep
+    from .suites import expand_runs, get_suite
+
+    console = Console(stderr=True)
+    suite = get_suite(args.suite).select(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps)
+    runs = expand_runs(suite)
+    out = Path(args.out or _DEFAULT_OUT.format(suite=suite.name))
+    if args.dry_run:
+        for r in runs:
+            print(f"{r.run_id}\t{r.task.total_steps} steps")
+        print(f"{len(runs)} runs, {sum(r.task.total_steps for r in runs):,} environment steps -> {out}", file=sys.stderr)
+        return 0
+    t0 = time.perf_counter()
+    if args.no_ray:
+        executor = InProcessExecutor()
+    else:
+        try:
+            executor = RayExecutor(address=args.ray_address, num_cpus=args.num_cpus)
+        except ModuleNotFoundError as exc:
+            raise CreditlabError("Ray is not installed: pip install 'creditlab[bench]', or pass --no-ray") from exc
+    meta = {"suite": suite.name, "command": " ".join(sys.argv), "executor": executor.name}
+    console.print(f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
+                  f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
+                  f"{executor.name} ({executor.slots} parallel) -> {out}")
+    try:
+        with SweepProgress(runs, slots=executor.slots, console=console, title=f"bench {suite.name}") as progress:
+            summary = run_sweep(runs, out, executor=executor, on_event=progress, meta=meta)
+    except KeyboardInterrupt:
+        from .store import ResultsStore
+
+        done = len(ResultsStore(out).load_results())
+        console.print(f"interrupted: {done} finished runs are kept in {out}; run the same command again to resume")
+        return 130
+    finally:
+        executor.close()
+    console.print(f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "
+                  f"{len(summary.failed)} failed, in {summary.seconds / 60:.1f} min")
+    if not args.no_report:
+        from .report import write_report
+
+        paths = write_report(out)
+        console.print(f"report: {paths['markdown']} and {paths['html']}")
+    console.print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min")
+    return 1 if summary.failed else 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`")
+    p.add_argument("--out", help="where to write report.md, report.html and figures/ (default DIR/report)")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--intro", default="", help="a paragraph placed under the title")
+
+
+@command("report", "write the Markdown + HTML report (tables, learning curves) of a benchmark folder", _report_args)
+def run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"no sweep folder {args.dir}")
+    paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
+    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']})", file=sys.stderr)
+    return 0

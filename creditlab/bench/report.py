@@ -1,0 +1,510 @@
+"""Benchmark report: tables and learning-curve plots from a results store, as Markdown and self-contained HTML.
+
+``build_report(results)`` aggregates finished runs (pure; no files) into a :class:`Report` of
+tables; ``write_report(sweep_dir, out_dir)`` also draws one matplotlib PNG of learning curves per
+task (mean and spread over seeds) and writes ``report.md`` (PNG files beside it) and
+``report.html`` (PNGs embedded as data URIs, so the page is one file).
+
+Tables (per task, per method, over seeds):
+
+* final true return (mean +- std, seeds), with a verdict against the episodic baseline;
+* normalized score ``(method - episodic) / (dense - episodic)`` (0 = baseline, 1 = oracle);
+* area under the evaluation curve (average return over training);
+* credit quality: Pearson correlation of the per-step reward the learner received with the hidden
+  per-step reward (1 for the dense anchor by construction);
+* wall-time overhead of training against the episodic baseline (evaluation time excluded);
+* steps-to-solve where the task has a threshold, and bsuite scores for bsuite tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .store import ResultsStore, atomic_write_text
+from .suites import ANCHORS
+
+__all__ = ["Report", "Table", "build_report", "write_report", "verdict"]
+
+
+@dataclass
+class Table:
+    """A titled table of strings with an optional note under it."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """Aggregated benchmark results."""
+
+    title: str
+    tasks: list[str]
+    methods: list[str]
+    tables: list[Table] = field(default_factory=list)
+    curves: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)  # task -> method -> x/mean/std/n
+    x_names: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, key: str) -> Table:
+        for t in self.tables:
+            if t.key == key:
+                return t
+        raise KeyError(key)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def _fmt(mean: float, std: float, n: int, digits: int = 1) -> str:
+    if n == 0 or not np.isfinite(mean):
+        return "n/a"
+    if n == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
+    """Compare per-seed results with the baseline's: "better", "worse" or "no better (within noise)".
+
+    The difference of means counts only if it exceeds twice its standard error (Welch); with a
+    single seed on either side the verdict is "1 seed: inconclusive".
+
+    Example:
+        >>> verdict([10, 11, 12], [1, 2, 3])
+        'better'
+        >>> verdict([1, 5, 3], [2, 4, 3])
+        'no better (within noise)'
+    """
+    a = np.asarray(method, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:
+        return "1 seed: inconclusive" if a.size and b.size else "n/a"
+    diff = a.mean() - b.mean()
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    if se == 0:
+        return "better" if diff > 0 else ("worse" if diff < 0 else "no better (within noise)")
+    if diff > 2 * se:
+        return "better"
+    if diff < -2 * se:
+        return "worse"
+    return "no better (within noise)"
+
+
+def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Mean and std over seeds on the first seed's x grid (other seeds interpolated)."""
+    grid = np.asarray(max(curves, key=lambda c: len(c["x"]))["x"], dtype=np.float64)
+    ys = np.array([np.interp(grid, np.asarray(c["x"], dtype=np.float64), np.asarray(c["mean"], dtype=np.float64)) for c in curves])
+    return {"x": grid, "mean": np.nanmean(ys, axis=0), "std": np.nanstd(ys, axis=0), "n": np.array(len(curves))}
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Mapping[str, Any]] = (), title: str = "creditlab benchmark",
+                 requested: Sequence[str] = ()) -> Report:
+    """Aggregate finished runs (parsed ``result.json`` dicts) into tables and curves.
+
+    Example:
+        >>> def run(task, method, seed, ret):
+        ...     cfg = {"task": {"name": task, "family": "gymnasium", "env_id": "X-v0", "steps": 10, "eval_every": 5,
+        ...                     "eval_episodes": 1, "agent": {"algo": "ppo", "hyperparams": {"gamma": 0.99}, "n_envs": 1,
+        ...                     "normalize": False, "policy": "MlpPolicy"}, "dense_twin": True, "solve_threshold": None,
+        ...                     "bsuite_settings": [], "notes": "", "env_kwargs": {}}, "method": method, "seed": seed}
+        ...     return {"task": task, "method": method, "seed": seed, "config": cfg, "wall_seconds": 1.0,
+        ...             "curve": {"x": [0, 10], "mean": [0.0, ret], "std": [0.0, 0.0]},
+        ...             "metrics": {"final_return": ret, "auc": ret / 2, "time/train_seconds": 1.0}}
+        >>> rows = [run("t", "episodic", s, 0.0 + s) for s in (0, 1)] + [run("t", "dense", s, 10.0 + s) for s in (0, 1)]
+        >>> rows += [run("t", "m", s, 5.0 + s) for s in (0, 1)]  # (5.0 - 0.5) / 10, (6.0 - 0.5) / 10
+        >>> r = build_report(rows)
+        >>> r.table("normalized").rows[0][:2]
+        ['t', '0.50 ± 0.07']
+    """
+    by: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    task_cfg: dict[str, Mapping[str, Any]] = {}
+    for r in results:
+        by[(r["task"], r["method"])].append(r)
+        task_cfg.setdefault(r["task"], r["config"]["task"])
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    found = list(dict.fromkeys(r["method"] for r in results))
+    methods = [m for m in ANCHORS if m in found] + sorted(m for m in found if m not in ANCHORS)
+    others = [m for m in methods if m not in ANCHORS]
+    report = Report(title=title, tasks=tasks, methods=methods)
+
+    def vals(task, method, key):
+        if key == "auc":  # from the stored curve, so runs recorded before a metric fix agree
+            from .training import curve_metrics
+
+            return [curve_metrics(r["curve"]["x"], r["curve"]["mean"])["auc"] for r in by.get((task, method), [])]
+        return [r["metrics"].get(key) for r in by.get((task, method), [])]
+
+    def seeds(task, method):
+        return sorted(r["seed"] for r in by.get((task, method), []))
+
+    # final return
+    rows = []
+    for t in tasks:
+        row = [t]
+        for m in methods:
+            row.append(_fmt(*_mean_std(vals(t, m, "final_return"))))
+        rows.append(row)
+    report.tables.append(Table("final_return", "Final true return (deterministic evaluation, mean ± std over seeds)",
+                               ["task"] + methods, rows,
+                               "Evaluated on the hidden per-step reward. bsuite tasks: mean over settings."))
+
+    # verdicts vs baseline
+    rows = []
+    for t in tasks:
+        base = vals(t, "episodic", "final_return")
+        for m in [x for x in methods if x != "episodic"]:
+            mv = vals(t, m, "final_return")
+            if not mv:
+                continue
+            bm, _, _ = _mean_std(base)
+            mm, _, _ = _mean_std(mv)
+            rows.append([t, m, f"{mm - bm:+.1f}" if np.isfinite(mm - bm) else "n/a", verdict(mv, base),
+                         ", ".join(str(s) for s in seeds(t, m))])
+    report.tables.append(Table("verdict", "Against the episodic baseline (final true return)",
+                               ["task", "method", "difference of means", "verdict", "seeds"], rows,
+                               "'better' / 'worse' only when the difference exceeds twice its standard error (Welch); "
+                               "otherwise the method does not beat the baseline on this evidence."))
+
+    # normalized score
+    rows = []
+    for t in tasks:
+        e, _, ne = _mean_std(vals(t, "episodic", "final_return"))
+        d, _, nd = _mean_std(vals(t, "dense", "final_return"))
+        separated = verdict(vals(t, "dense", "final_return"), vals(t, "episodic", "final_return")) == "better"
+        row = [t]
+        for m in others + ["dense"]:
+            per_seed = vals(t, m, "final_return")
+            if ne == 0 or nd == 0 or not per_seed or not (task_cfg[t].get("dense_twin", True)) or abs(d - e) < 1e-12:
+                row.append("n/a")
+                continue
+            if not separated:
+                row.append("n/a (no gap)")
+                continue
+            scores = [(v - e) / (d - e) for v in per_seed if v is not None]
+            row.append(_fmt(*_mean_std(scores), digits=2))
+        rows.append(row)
+    report.tables.append(Table("normalized", "Normalized score (method − episodic) / (dense − episodic)",
+                               ["task"] + others + ["dense"], rows,
+                               "0 = episodic baseline, 1 = dense oracle; per seed against the anchors' means. "
+                               "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
+                               "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
+                               "ratio would only amplify noise."))
+
+    # AUC
+    rows = [[t] + [_fmt(*_mean_std(vals(t, m, "auc"))) for m in methods] for t in tasks]
+    report.tables.append(Table("auc", "Area under the evaluation curve (average true return over training)",
+                               ["task"] + methods, rows))
+
+    # credit quality
+    rows = []
+    for t in tasks:
+        row = [t]
+        for m in methods:
+            if m == "dense":
+                row.append("1.00 (by construction)")
+                continue
+            row.append(_fmt(*_mean_std(vals(t, m, "credit/corr_hidden")), digits=2))
+        rows.append(row)
+    report.tables.append(Table("credit", "Credit quality: correlation of the per-step reward the agent trained on with the hidden reward",
+                               ["task"] + methods, rows,
+                               "Pearson correlation over training steps. The episodic baseline's value is that of the "
+                               "delayed reward itself. n/a where the hidden reward is constant (CartPole pays +1 per step), "
+                               "so no correlation is defined."))
+
+    # wall time
+    rows = []
+    for t in tasks:
+        base, _, nb = _mean_std(vals(t, "episodic", "time/train_seconds"))
+        row = [t, f"{base:.0f} s" if nb else "n/a"]
+        for m in [x for x in methods if x != "episodic"]:
+            mt, _, n = _mean_std(vals(t, m, "time/train_seconds"))
+            row.append(f"{mt:.0f} s ({(mt / base - 1) * 100:+.0f}%)" if n and nb and base > 0 else "n/a")
+        rows.append(row)
+    report.tables.append(Table("walltime", "Training wall time (mean per run) and overhead vs the episodic baseline",
+                               ["task", "episodic"] + [m for m in methods if m != "episodic"], rows,
+                               "Evaluation time excluded. Runs shared the machine with other runs."))
+
+    # steps to solve
+    solve_tasks = [t for t in tasks if task_cfg[t].get("solve_threshold") is not None]
+    if solve_tasks:
+        rows = []
+        for t in solve_tasks:
+            row = [t, f"{task_cfg[t]['solve_threshold']:g}"]
+            for m in methods:
+                v = vals(t, m, "steps_to_solve")
+                if not v:
+                    row.append("n/a")
+                    continue
+                solved = [x for x in v if x is not None and np.isfinite(x)]
+                row.append(f"{len(solved)}/{len(v)} solved" + (f", median {np.median(solved):,.0f}" if solved else ""))
+            rows.append(row)
+        report.tables.append(Table("solve", "Steps to solve (first evaluation at or above the threshold)",
+                                   ["task", "threshold"] + methods, rows))
+
+    # bsuite
+    bs_tasks = [t for t in tasks if task_cfg[t].get("family") == "bsuite"]
+    if bs_tasks:
+        rows = [[t] + [_fmt(*_mean_std(vals(t, m, "bsuite/score")), digits=2) for m in methods] for t in bs_tasks]
+        report.tables.append(Table("bsuite", "bsuite scores (bsuite's own analysis on the training log)",
+                                   ["experiment"] + methods, rows,
+                                   "umbrella_length: fraction of settings with average regret < 0.5; discounting_chain: "
+                                   "clip(1 − 10 (1.1 − average return), 0, 1). Reduced sweeps, see the task table."))
+
+    # task configuration
+    rows = []
+    for t in tasks:
+        c = task_cfg[t]
+        agent = c["agent"]
+        hp = ", ".join(f"{k}={v}" for k, v in sorted(agent["hyperparams"].items()))
+        settings = ", ".join(s.split("/")[-1] for s in c.get("bsuite_settings", [])) or "-"
+        all_seeds = sorted({r["seed"] for (tt, _), rs in by.items() if tt == t for r in rs})
+        rows.append([t, c["env_id"], f"{c['steps']:,}", str(c["agent"]["hyperparams"]["gamma"]),
+                     f"{agent['algo'].upper()} ({agent['n_envs']} envs{', VecNormalize' if agent['normalize'] else ''}); {hp}",
+                     f"every {c['eval_every']:,} steps, {c['eval_episodes']} episodes", settings,
+                     ", ".join(map(str, all_seeds)), c.get("notes", "")])
+    report.tables.append(Table("tasks", "Tasks, budgets and recorded hyperparameters",
+                               ["task", "environment", "steps/run", "gamma", "agent", "evaluation", "bsuite ids", "seeds", "notes"], rows))
+
+    # method parameters
+    rows = []
+    for m in others:
+        cfgs = {json.dumps(r.get("method_config") or {}, sort_keys=True, default=str) for (_, mm), rs in by.items() if mm == m for r in rs}
+        for cfg in sorted(cfgs):
+            data = json.loads(cfg)
+            assigner = ", ".join(f"{k}={v}" for k, v in sorted((data.get("assigner") or {}).items()))
+            integration = ", ".join(f"{k}={v}" for k, v in sorted((data.get("integration") or {}).items())) or "defaults"
+            rows.append([m, assigner or "defaults", integration])
+    if rows:
+        report.tables.append(Table("methods", "Credit assigners and their parameters", ["method", "assigner parameters",
+                                   "SB3 integration parameters"], rows,
+                                   "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3."))
+
+    if failures:
+        rows = [[f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"] for f in failures]
+        report.tables.append(Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows))
+
+    # requested in the manifest but neither finished nor crashed (sweep interrupted or still running)
+    seen = {r.get("run_id") for r in results} | {f.get("run_id") for f in failures}
+    missing = [rid for rid in requested if rid not in seen]
+    if missing:
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for rid in missing:
+            task, method, seed = rid.split("/")
+            groups[(task, method)].append(seed.removeprefix("seed"))
+        rows = [[t, m, ", ".join(sorted(sd, key=int))] for (t, m), sd in groups.items()]
+        report.tables.append(Table("missing", f"Requested runs not finished ({len(missing)} of {len(requested)})",
+                                   ["task", "method", "seeds"], rows,
+                                   "The sweep was stopped before these runs finished; re-run the same command to resume."))
+
+    # curves
+    for t in tasks:
+        report.curves[t] = {}
+        for m in methods:
+            rs = by.get((t, m))
+            if rs:
+                report.curves[t][m] = _curve_stats([r["curve"] for r in rs])
+                report.x_names[t] = rs[0]["curve"].get("x_name", "environment steps")
+
+    # provenance
+    commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in results})
+    versions = (results[0].get("versions") or {}) if results else {}
+    report.summary = {"runs": len(results), "failed": len(failures), "commits": commits, "versions": versions,
+                      "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
+                      "hosts": sorted({r.get("host", "?") for r in results})}
+    return report
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _colors(methods: Sequence[str]) -> dict[str, str]:
+    fixed = {"episodic": "#7f7f7f", "dense": "#000000"}
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    out, i = {}, 0
+    for m in methods:
+        if m in fixed:
+            out[m] = fixed[m]
+        else:
+            out[m] = palette[i % len(palette)]
+            i += 1
+    return out
+
+
+def plot_curves(report: Report, task: str) -> bytes:
+    """One PNG (bytes) of the task's learning curves: mean over seeds, shaded ± std."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    colors = _colors(report.methods)
+    # a fixed style: other libraries (plotnine, imported by bsuite's analysis) change the global rcParams
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        return _draw(report, task, colors, plt)
+
+
+def _draw(report: Report, task: str, colors: Mapping[str, str], plt) -> bytes:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    try:
+        for m, c in report.curves[task].items():
+            n = int(c["n"])
+            style = "--" if m in ANCHORS else "-"
+            ax.plot(c["x"], c["mean"], style, color=colors[m], label=f"{m} ({n} seed{'s' if n != 1 else ''})", linewidth=1.8)
+            if n > 1:
+                ax.fill_between(c["x"], c["mean"] - c["std"], c["mean"] + c["std"], color=colors[m], alpha=0.15, linewidth=0)
+        ax.set_title(task)
+        ax.set_xlabel(report.x_names.get(task, "environment steps"))
+        ax.set_ylabel("true return (evaluation)" if "setting" not in report.x_names.get(task, "") else "true return (training episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+def _md_table(t: Table) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    lines = [f"### {t.title}", "", "| " + " | ".join(esc(c) for c in t.columns) + " |",
+             "| " + " | ".join("---" for _ in t.columns) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
+    if t.note:
+        lines += ["", f"_{t.note}_"]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows)
+    note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
+    cls = ' class="text"' if t.key in ("tasks", "methods", "failures", "missing") else ""
+    return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</section>'
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0} .figs img{width:480px;border:1px solid #ddd}
+.note{color:#555;font-size:13px;font-style:italic} code{background:#f5f5f5;padding:1px 3px}
+"""
+
+
+def _order(report: Report) -> list[Table]:
+    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
+    return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
+
+
+def _provenance_lines(report: Report) -> list[str]:
+    s = report.summary
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(s.get("versions", {}).items()))
+    return [f"Runs: {s.get('runs', 0)} finished, {s.get('failed', 0)} failed; total run time {s.get('wall_seconds', 0) / 60:.1f} min "
+            f"(summed over runs); hosts: {', '.join(s.get('hosts', []))}.",
+            f"creditlab commit(s): {', '.join(s.get('commits', []))}.", f"Versions: {versions}."]
+
+
+def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "") -> str:
+    parts = [f"# {report.title}", ""]
+    if intro:
+        parts += [intro, ""]
+    parts += [f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} "
+              "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward).", ""]
+    for t in _order(report):
+        parts.append(_md_table(t))
+    parts += ["## Learning curves", ""]
+    for task, path in figures.items():
+        parts.append(f"![{task}]({path})")
+    parts += ["", "## Provenance", ""] + [f"- {line}" for line in _provenance_lines(report)]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "") -> str:
+    figs = "".join(
+        f'<figure><img alt="learning curves {html.escape(t)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
+        for t, b in pngs.items()
+    )
+    tables = "".join(_html_table(t) for t in _order(report))
+    prov = "".join(f"<li>{html.escape(x)}</li>" for x in _provenance_lines(report))
+    intro_html = f"<p>{html.escape(intro)}</p>" if intro else ""
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(report.title)}</title><style>{_CSS}</style></head>'
+        f"<body><h1>{html.escape(report.title)}</h1>{intro_html}"
+        f"<p>Tasks: {html.escape(', '.join(report.tasks))}. Methods: {html.escape(', '.join(report.methods))} "
+        "(anchors: <code>episodic</code> = PPO on the delayed reward, <code>dense</code> = PPO on the original reward).</p>"
+        f'<h2>Learning curves</h2><div class="figs">{figs}</div><h2>Tables</h2>{tables}'
+        f"<h2>Provenance</h2><ul>{prov}</ul></body></html>\n"
+    )
+
+
+def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None,
+                 intro: str = "") -> dict[str, Path]:
+    """Write ``report.md`` (+ ``figures/*.png``) and a self-contained ``report.html`` for a sweep folder.
+
+    Args:
+        sweep_dir: the folder ``creditlab bench --out`` wrote.
+        out_dir: where to write (default ``sweep_dir/report``).
+        title: page title (default from the manifest's suite name).
+        intro: a paragraph placed under the title.
+
+    Returns:
+        ``{"markdown": path, "html": path, "figures": folder}``.
+    """
+    from ..errors import CreditlabError
+
+    store = ResultsStore(sweep_dir)
+    results = store.load_results()
+    if not results:
+        raise CreditlabError(f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json)")
+    manifest = store.manifest()
+    suite = manifest.get("suite")
+    report = build_report(results, failures=store.load_failures(), requested=list(manifest.get("runs", {})),
+                          title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"))
+    out = Path(out_dir) if out_dir is not None else store.root / "report"
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    pngs: dict[str, bytes] = {}
+    figures: dict[str, str] = {}
+    for task in report.tasks:
+        png = plot_curves(report, task)
+        pngs[task] = png
+        path = figdir / f"{task}.png"
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+        figures[task] = f"figures/{task}.png"
+    atomic_write_text(out / "report.md", render_markdown(report, figures, intro))
+    atomic_write_text(out / "report.html", render_html(report, pngs, intro))
+    return {"markdown": out / "report.md", "html": out / "report.html", "figures": figdir}

@@ -1,0 +1,61 @@
+"""Environment construction for benchmark tasks: the original (dense) environment, flat observations.
+
+The delayed version of a task is this environment wrapped by the reward-delay wrappers of
+:mod:`creditlab.integrations.gymnasium` (done by the trainer, not here): the hidden per-step
+reward stays available for evaluation and credit quality.
+
+Example:
+    >>> from creditlab.bench.suites import get_suite
+    >>> task = get_suite("smoke").tasks[0]
+    >>> env = make_env(task, seed=0)
+    >>> env.observation_space.shape
+    (4,)
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from ..errors import RangeError
+from .suites import TaskSpec
+
+__all__ = ["make_env", "task_settings"]
+
+
+def task_settings(task: TaskSpec) -> tuple[str | None, ...]:
+    """The settings a run trains on one after another: bsuite ids, or ``(None,)`` for one environment."""
+    return task.bsuite_settings if task.family == "bsuite" else (None,)
+
+
+def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None) -> gym.Env:
+    """The task's original environment with flat ``Box`` observations.
+
+    Args:
+        task: the task.
+        seed: seed for environments whose randomness is fixed at construction (bsuite); Gymnasium
+            environments are seeded through ``reset(seed=...)`` by the vector env as usual.
+        setting: for bsuite tasks, which bsuite id (one of ``task.bsuite_settings``).
+    """
+    if task.family == "bsuite":
+        if setting not in task.bsuite_settings:
+            raise RangeError(f"task {task.name!r}: setting must be one of {task.bsuite_settings}; got {setting!r}")
+        from .bsuite_tasks import make_bsuite_env
+
+        return make_bsuite_env(setting, seed=seed)
+    if task.family == "minigrid":
+        import minigrid  # noqa: F401  (registers the MiniGrid ids)
+        from minigrid.wrappers import ImgObsWrapper
+
+        env = ImgObsWrapper(gym.make(task.env_id, **task.env_kwargs))
+        return gym.wrappers.FlattenObservation(gym.wrappers.TransformObservation(env, lambda o: o.astype("float32"),
+                                                                              _float_box(env.observation_space)))
+    env = gym.make(task.env_id, **task.env_kwargs)
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def _float_box(space: gym.spaces.Box) -> gym.spaces.Box:
+    import numpy as np
+
+    return gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)

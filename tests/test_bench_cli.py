@@ -1,0 +1,40 @@
+"""`creditlab bench` and `creditlab report` from the command line."""
+
+import json
+
+from creditlab.cli import main
+
+
+def test_bench_dry_run_lists_runs(capsys):
+    assert main(["bench", "--suite", "standard", "--tasks", "doorkey,hopper", "--seeds", "2", "--dry-run"]) == 0
+    ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    # doorkey has no dense twin: every method but dense; hopper: all 7 (2 anchors + 5 assigners), 2 seeds each
+    assert len(ids) == (6 + 7) * 2
+    assert "doorkey/dense/seed0" not in ids and {"hopper/dense/seed1", "doorkey/episodic/seed1", "hopper/rrd/seed0"} <= ids
+    assert main(["bench", "--suite", "standard", "--tasks", "hopper", "--methods", "rrd", "--seeds", "0,4", "--dry-run"]) == 0
+    ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    assert ids == {f"hopper/{m}/seed{s}" for m in ("episodic", "dense", "rrd") for s in (0, 4)}
+
+
+def test_bench_then_report_no_ray(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["bench", "--suite", "smoke", "--tasks", "cartpole", "--methods", "uniform", "--seeds", "1", "--steps", "2048",
+                 "--no-ray", "--out", str(out)])
+    assert code == 0
+    assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["suite"] == "smoke" and set(manifest["runs"]) == {"cartpole/episodic/seed0", "cartpole/dense/seed0", "cartpole/uniform/seed0"}
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "T"]) == 0
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
+    assert (tmp_path / "rep" / "figures" / "cartpole.png").exists()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["bench", "--suite", "smoke", "--tasks", "nope", "--dry-run"]) == 2
+    assert "no task(s) ['nope']" in capsys.readouterr().err
+    assert main(["bench", "--methods", "no_such_method", "--dry-run"]) == 2
+    assert "no_such_method" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
