@@ -71,6 +71,14 @@ def _run_process(ep: Episodes, *, transform, eta, gate) -> RewardOutput:
                                 present=ep.reward_present, outcome_present=p)
 
 
+def _run_spa(ep, **params):
+    """Fit the progress model on the batch (features = observations, target = outcome), then assign."""
+    est = SPAProgressEstimator(**params)
+    fit_metrics = est.fit(ep)
+    out = est.assign(ep)
+    return RewardOutput(out.rewards, {**fit_metrics, **out.metrics})
+
+
 _METHODS = [
     Method("gigpo", "llm", "GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
            ("rewards", "group_ids", "extras.anchors"), "advantages",
@@ -91,7 +99,7 @@ _METHODS = [
     Method("spa", "llm", "SPA-RL progress estimator: learned per-turn contributions summing to the outcome, + grounding",
            ("observations", "outcomes|rewards"), "assigner",
            {"hidden": 64, "num_layers": 2, "lr": 1e-3, "grounding_weight": 0.5},
-           "Wang et al. 2025, arXiv 2505.20732", factory=lambda **p: SPAProgressEstimator(**p)),
+           "Wang et al. 2025, arXiv 2505.20732", run=_run_spa, factory=SPAProgressEstimator),
 ]
 
 for _m in _METHODS:

@@ -34,6 +34,12 @@ __all__ = ["SPAProgressEstimator"]
 class SPAProgressEstimator:
     """Per-turn progress model whose contributions sum to the outcome (SPA-RL).
 
+    It follows the :class:`creditlab.credit.CreditAssigner` protocol (``fit(episodes)``,
+    ``assign(episodes)``, ``state_dict``), reading the per-turn features from
+    ``Episodes.observations`` and the target from the outcome, so the registry, the CLI and the
+    SB3 integration can drive it like any other assigner. Its ``scope`` is "step": a turn's
+    contribution depends only on that turn's features.
+
     Args:
         feature_dim: D, the size of each turn's feature vector (None: taken from the first batch
             the estimator is trained on).
@@ -55,6 +61,9 @@ class SPAProgressEstimator:
         >>> bool(np.abs(c - x[..., 0]).max() < 0.05)
         True
     """
+
+    name = "spa"
+    scope = "step"
 
     def __init__(
         self,
@@ -113,18 +122,26 @@ class SPAProgressEstimator:
 
     def fit(
         self,
-        features: Any,
+        features: Any = None,
         outcomes: ArrayLike | None = None,
         *,
         mask: ArrayLike | None = None,
         epochs: int = 100,
         batch_size: int | None = None,
+        num_updates: int | None = None,
     ) -> dict[str, float]:
         """Several epochs of minibatch updates (whole batch when ``batch_size`` is None).
+
+        ``num_updates`` (the assigner-protocol spelling) overrides ``epochs``. The estimator keeps
+        no episode memory, so ``fit()`` without data is a no-op.
 
         Returns metrics: ``spa/loss`` (final training MSE of the sum), ``spa/r2`` (variance of
         the outcome explained by the summed contributions) and ``spa/epochs``.
         """
+        if features is None:
+            return {"spa/epochs": 0.0}
+        if num_updates is not None:
+            epochs = int(num_updates)
         x, r, m = self._inputs(features, outcomes, mask, need_target=True)
         b = x.shape[0]
         size = b if batch_size is None else max(1, min(int(batch_size), b))
