@@ -179,9 +179,21 @@ def check_shape(
             raise ShapeError(f"{name} has shape {tuple(t.shape)}; expected {want}{hint}")
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when every entry of ``t`` is finite (integer tensors always are).
+
+    A finite sum proves every entry finite (one NaN or inf makes the sum NaN or inf), and a sum
+    costs a tenth of ``isfinite(t).all()`` on CPU; only a non-finite sum (a bad entry or an
+    overflow of huge finite values) pays for the entrywise check.
+    """
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_finite(t: torch.Tensor, name: str, *, where: torch.Tensor | None = None, hint: str = "") -> None:
-    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
-        return  # fast path: one pass, no temporaries beyond a bool array
+    if all_finite(t):
+        return  # fast path: one reduction, no temporaries
     bad = ~torch.isfinite(t)
     if where is not None:
         bad = bad & where
@@ -336,9 +348,11 @@ def as_scores(
             none_mask = np.zeros(arr.shape, dtype=bool)
         values = as_float(arr, name, ndim=ndim, device=device, dtype=dtype, finite=False)
         is_present = ~torch.from_numpy(none_mask).to(values.device)
+        x_is_dense = False
     else:
         values = as_float(x, name, ndim=ndim, device=device, dtype=dtype, finite=False)
         is_present = torch.ones(values.shape, dtype=torch.bool, device=values.device)
+        x_is_dense = True
     if present is not None:
         if isinstance(present, torch.Tensor):
             p = present.detach()
@@ -356,7 +370,7 @@ def as_scores(
         is_present = is_present & p
     if where is not None:
         check_shape(where, "mask", shape=tuple(values.shape), hint=f" (the shape of {name})")
-    if present is None and not nan_is_missing and bool(is_present.all()) and bool(torch.isfinite(values).all()):
+    if present is None and not nan_is_missing and (x_is_dense or bool(is_present.all())) and all_finite(values):
         return values, is_present  # fast path: nothing missing, nothing to zero
     if nan_is_missing:
         is_present = is_present & ~torch.isnan(values)

@@ -151,21 +151,33 @@ def _numba_kernels() -> dict | None:
 
     @njit
     def group_moments(values, present, index, num_groups, unbiased):
+        # Items of one group usually sit next to each other (GRPO samples a prompt's responses
+        # together): accumulate each run of equal ids in registers and flush once per run, which
+        # removes the store-to-load dependency of updating the same group slot item after item.
         n = values.shape[0]
         count = np.zeros(num_groups, np.int64)
         total = np.zeros(num_groups)
         vmin = np.full(num_groups, np.inf)
         vmax = np.full(num_groups, -np.inf)
-        for i in range(n):
-            if present[i]:
-                g = index[i]
-                v = float(values[i])
-                count[g] += 1
-                total[g] += v
-                if v < vmin[g]:
-                    vmin[g] = v
-                if v > vmax[g]:
-                    vmax[g] = v
+        i = 0
+        while i < n:
+            g = index[i]
+            c = 0
+            s = 0.0
+            lo = np.inf
+            hi = -np.inf
+            while i < n and index[i] == g:
+                if present[i]:
+                    v = float(values[i])
+                    c += 1
+                    s += v
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                i += 1
+            count[g] += c
+            total[g] += s
+            vmin[g] = min(vmin[g], lo)
+            vmax[g] = max(vmax[g], hi)
         mean = np.zeros(num_groups)
         constant = np.ones(num_groups, np.bool_)
         for g in range(num_groups):
@@ -174,13 +186,22 @@ def _numba_kernels() -> dict | None:
             constant[g] = count[g] <= 1 or vmax[g] == vmin[g]
         centered = np.zeros(n)
         ss = np.zeros(num_groups)
-        for i in range(n):
-            if present[i]:
-                g = index[i]
-                if not constant[g]:
-                    c = float(values[i]) - mean[g]
-                    centered[i] = c
-                    ss[g] += c * c
+        i = 0
+        while i < n:
+            g = index[i]
+            acc = 0.0
+            if constant[g]:
+                while i < n and index[i] == g:
+                    i += 1
+                continue
+            m = mean[g]
+            while i < n and index[i] == g:
+                if present[i]:
+                    c2 = float(values[i]) - m
+                    centered[i] = c2
+                    acc += c2 * c2
+                i += 1
+            ss[g] += acc
         std = np.zeros(num_groups)
         for g in range(num_groups):
             if not constant[g]:
@@ -203,8 +224,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 # Which implementation runs: "auto" (numba on CPU for batches worth compiling for, torch
-# otherwise), "numba" or "torch". Small inputs skip numba: importing it and loading the cached
-# kernels costs ~0.5-1 s per process, more than a torch loop over a few thousand elements.
+# otherwise), "numba" or "torch". Small inputs skip numba until it is loaded: importing it and
+# loading the cached kernels costs ~0.5-1 s per process, more than a torch loop over a few
+# thousand elements; once a large input loaded it, every CPU input uses it.
 BACKEND = os.environ.get("CREDITLAB_KERNELS", "auto")
 SMALL = 20_000  # elements
 
@@ -212,8 +234,8 @@ SMALL = 20_000  # elements
 def _use_numba(t: torch.Tensor) -> dict | None:
     if BACKEND == "torch" or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64):
         return None
-    if BACKEND == "auto" and t.numel() < SMALL and (t.ndim < 2 or t.shape[-1] <= 256):
-        return None
+    if BACKEND == "auto" and not _NUMBA and t.numel() < SMALL and (t.ndim < 2 or t.shape[-1] <= 256):
+        return None  # small and numba not loaded yet: not worth the load (once loaded, always used)
     return _numba_kernels()
 
 

@@ -347,3 +347,19 @@ def test_rloo_agrees_with_trl_rloo_formula(seed, n_prompts, k):
     ids = np.tile(np.arange(n_prompts), k)  # flatten of [k, n_prompts]: prompt id varies fastest
     ours = cl.rloo(rlhf_reward.flatten(), ids).advantages
     torch.testing.assert_close(ours, trl_adv, rtol=1e-9, atol=1e-12)
+
+
+def test_huge_finite_rewards_are_accepted_and_nan_is_caught():
+    # The finiteness check sums first: 1e38 + 1e38 overflows float32 to inf, yet every entry is
+    # finite, so the entrywise check must take over rather than report a NaN/inf reward.
+    big = torch.tensor([3e38, 3e38, -3e38, 1.0], dtype=torch.float32)
+    assert not torch.isfinite(big.sum())  # the fast check alone would reject it
+    out = cl.grpo(big, [0, 0, 1, 1], std_scale="none")
+    assert torch.isfinite(out.advantages).all()
+    with pytest.raises(cl.errors.NonFiniteError, match="rewards"):
+        cl.grpo(torch.tensor([1.0, float("nan"), 0.0, 1.0]), [0, 0, 1, 1])
+    with pytest.raises(cl.errors.NonFiniteError, match="rewards"):
+        cl.grpo(torch.tensor([1.0, float("inf"), 0.0, 1.0]), [0, 0, 1, 1])
+    from creditlab._arrays import all_finite
+
+    assert all_finite(big) and not all_finite(torch.tensor([1.0, float("-inf")]))

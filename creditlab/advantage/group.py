@@ -103,7 +103,7 @@ def grpo(
     # centered is exactly 0 for missing items and constant groups; guard 0/0 when eps = 0.
     if std_scale == "group":
         denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
-        adv = stats.centered / denom[groups.index]
+        adv = stats.centered / denom.index_select(0, groups.index)
     elif std_scale == "batch":
         s = _batch_std(r, p, unbiased)
         adv = stats.centered / (s + eps) if float(s) > 0 else stats.centered
@@ -152,7 +152,7 @@ def rloo(
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups)
     n = stats.count.to(torch.float64)
-    adv = stats.centered * (n / (n - 1).clamp(min=1))[groups.index]
+    adv = stats.centered * (n / (n - 1).clamp(min=1)).index_select(0, groups.index)
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
@@ -287,7 +287,7 @@ def gdpo(
     flat_groups = GroupIndex((groups.index[:, None] * k + cols[None, :]).reshape(-1), groups.num_groups * k)
     stats = group_stats(c.reshape(-1), p.reshape(-1), flat_groups, unbiased=unbiased)
     denom = torch.where(stats.std > 0, stats.std + eps, torch.ones_like(stats.std))
-    z = (stats.centered / denom[flat_groups.index]).reshape(n, k)
+    z = (stats.centered / denom.index_select(0, flat_groups.index)).reshape(n, k)
     summed = (z * w[None, :]).sum(dim=1)
     any_present = p.any(dim=1)
     if batch_norm:
@@ -426,7 +426,7 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     n_groups = int(nonempty.sum())
     n_single = int(singleton.sum())
     n_zero = int(zero_std.sum())
-    in_degenerate = int(stats.count[stats.constant].sum())  # present members of degenerate groups
+    in_degenerate = int((stats.count * stats.constant).sum())  # present members of degenerate groups
     return {
         f"{prefix}groups/num": float(n_groups),
         f"{prefix}groups/num_singleton": float(n_single),
@@ -437,25 +437,29 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
     }
 
 
-def _moments(x: torch.Tensor, p: torch.Tensor) -> tuple[float, float]:
-    """Mean and population std of ``x`` over present items (x is 0 where missing), float64."""
-    n = float(p.sum())
+def _moments(x: torch.Tensor, p: torch.Tensor, n: int | None = None) -> tuple[float, float]:
+    """Mean and population std of ``x`` over present items (x is 0 where missing), float64.
+
+    ``n``: the number of present items when the caller knows it already.
+    """
+    n = int(torch.count_nonzero(p)) if n is None else n
     if n == 0:
         return 0.0, 0.0
-    x64 = x.to(torch.float64)
+    x64 = x.reshape(-1).to(torch.float64)  # a view when x is float64 already
     mean = float(x64.sum()) / n
-    var = max(float((x64 * x64).sum()) / n - mean * mean, 0.0)
+    var = max(float(torch.dot(x64, x64)) / n - mean * mean, 0.0)
     return mean, var**0.5
 
 
 def _group_metrics(
     r: torch.Tensor, p: torch.Tensor, stats: GroupStats, groups: GroupIndex, adv: torch.Tensor
 ) -> dict[str, float]:
-    r_mean, r_std = _moments(r, p)
-    a_mean, a_std = _moments(adv, p)
+    n_present = int(torch.count_nonzero(p))
+    r_mean, r_std = _moments(r, p, n_present)
+    a_mean, a_std = _moments(adv, p, n_present)
     out = {
         "num_episodes": float(r.shape[0]),
-        "num_missing": float(r.shape[0] - int(p.sum())),
+        "num_missing": float(r.shape[0] - n_present),
         "rewards/mean": r_mean,
         "rewards/std": r_std,
         "advantages/mean": a_mean,

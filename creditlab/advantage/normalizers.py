@@ -96,7 +96,7 @@ class CrossTaskEMANormalizer:
             # Scale for this batch: the task's EMA; before it exists, the task's batch std, else the
             # whole batch's std, else 1 (never eps alone, which would multiply advantages by 1/eps).
             sigma[slot] = self.sigma.get(key, batch_std if batch_std > 0 else (overall if overall > 0 else 1.0))
-        adv = stats.centered / (sigma[tasks.index] + self.eps)
+        adv = stats.centered / (sigma.index_select(0, tasks.index) + self.eps)
         adv = torch.where(stats.constant[groups.index] | ~p, torch.zeros_like(adv), adv)
         metrics = {
             "num_episodes": float(n),

@@ -33,6 +33,6 @@ def group_normalize(
     st = group_stats(values, present, groups, unbiased=unbiased)
     out = st.centered
     if scale:
-        s = st.std[groups.index] + eps
+        s = st.std.index_select(0, groups.index) + eps
         out = out / torch.where(s > 0, s, torch.ones_like(s))
     return torch.where(present, out, torch.zeros_like(out)), st
