@@ -67,16 +67,22 @@ def _kernels():
 
     @numba.njit(cache=True, nogil=True)
     def broadcast(rm, v, out):
+        # Walk each row run by run: a run of policy tokens is filled with its turn's value (a
+        # tight store loop), everything else with 0; no per-token branch on turn starts.
         b, n = rm.shape
         for i in range(b):
-            prev = False
+            j = 0
             k = -1
-            for j in range(n):
-                cur = rm[i, j]
-                if cur and not prev:
+            while j < n:
+                if rm[i, j]:
                     k += 1
-                prev = cur
-                out[i, j] = v[i, k] if cur else 0.0
+                    val = v[i, k]
+                    while j < n and rm[i, j]:
+                        out[i, j] = val
+                        j += 1
+                else:
+                    out[i, j] = 0.0
+                    j += 1
         return out
 
     _NUMBA = {"count": count, "sums": sums, "broadcast": broadcast}
