@@ -43,6 +43,9 @@ def _numba_kernels() -> dict | None:
 
     @njit
     def gae(rewards, values, discounts, use_discounts, last_discount, lengths, bootstrap, gamma, lam):
+        # The last valid step (discount last_discount[b], next value bootstrap[b]) is peeled off so
+        # the loop over the other steps has no per-step branch; without explicit discounts every
+        # inner step has discount 1.
         n_rows, n_cols = rewards.shape
         adv = np.empty_like(rewards)
         ret = np.empty_like(rewards)
@@ -50,30 +53,48 @@ def _numba_kernels() -> dict | None:
         tot = np.zeros(4)  # sums over valid steps of r, v, A, A^2 (float64; NaN/inf propagate)
         for b in range(n_rows):
             n = lengths[b]
-            acc = 0.0
-            next_v = float(bootstrap[b])
-            d_last = float(last_discount[b])
             s_r = 0.0
             s_v = 0.0
             s_a = 0.0
             s_a2 = 0.0
-            for t in range(n - 1, -1, -1):
-                if use_discounts:
-                    d = float(discounts[b, t])
-                elif t == n - 1:
-                    d = d_last
-                else:
-                    d = 1.0
+            if n > 0:
+                t = n - 1
+                d = float(discounts[b, t]) if use_discounts else float(last_discount[b])
                 v = float(values[b, t])
                 r = float(rewards[b, t])
-                acc = (r + gamma * d * next_v - v) + gl * d * acc
+                acc = r + gamma * d * float(bootstrap[b]) - v
                 adv[b, t] = acc
                 ret[b, t] = acc + v
                 next_v = v
-                s_r += r
-                s_v += v
-                s_a += acc
-                s_a2 += acc * acc
+                s_r = r
+                s_v = v
+                s_a = acc
+                s_a2 = acc * acc
+                if use_discounts:
+                    for t in range(n - 2, -1, -1):
+                        d = float(discounts[b, t])
+                        v = float(values[b, t])
+                        r = float(rewards[b, t])
+                        acc = (r + gamma * d * next_v - v) + gl * d * acc
+                        adv[b, t] = acc
+                        ret[b, t] = acc + v
+                        next_v = v
+                        s_r += r
+                        s_v += v
+                        s_a += acc
+                        s_a2 += acc * acc
+                else:
+                    for t in range(n - 2, -1, -1):
+                        v = float(values[b, t])
+                        r = float(rewards[b, t])
+                        acc = (r + gamma * next_v - v) + gl * acc
+                        adv[b, t] = acc
+                        ret[b, t] = acc + v
+                        next_v = v
+                        s_r += r
+                        s_v += v
+                        s_a += acc
+                        s_a2 += acc * acc
             for t in range(n, n_cols):
                 adv[b, t] = 0.0
                 ret[b, t] = 0.0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import _kernels
-from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, mask_and_lengths
+from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_and_lengths
 from .errors import RangeError, ShapeError
 
 
@@ -104,10 +105,15 @@ def step_inputs(
     else:
         last = torch.ones(r.shape[0], dtype=r.dtype, device=r.device)
         if terminated is not None:
-            term = as_float(terminated, "terminated", shape=(r.shape[0],), device=r.device, finite=True)
-            if bool(((term != 0) & (term != 1)).any()):
-                raise RangeError("terminated must be boolean per episode, shape [B]")
-            last = (1 - term).to(r.dtype)
+            if getattr(terminated, "dtype", None) in (np.bool_, torch.bool):  # nothing to check
+                term = torch.as_tensor(terminated, device=r.device)
+                check_shape(term, "terminated", shape=(r.shape[0],))
+                last = (~term).to(r.dtype)
+            else:
+                term = as_float(terminated, "terminated", shape=(r.shape[0],), device=r.device, finite=True)
+                if bool(((term != 0) & (term != 1)).any()):
+                    raise RangeError("terminated must be boolean per episode, shape [B]")
+                last = (1 - term).to(r.dtype)
     if bootstrap_value is None:
         boot = torch.zeros(r.shape[0], dtype=r.dtype, device=r.device)
     else:

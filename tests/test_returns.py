@@ -239,3 +239,17 @@ def test_errors_name_the_argument():
     cl.discounted_returns(np.array([[1.0, np.nan]]), gamma=1, mask=[[1, 0]])
     # creditlab errors are ValueError/TypeError subclasses
     assert issubclass(cl.ShapeError, ValueError) and issubclass(cl.DtypeError, TypeError)
+
+
+def test_bool_terminated_and_full_mask_fast_paths_agree_with_general_ones():
+    rng = np.random.default_rng(3)
+    r = rng.normal(size=(5, 4)).astype(np.float32)
+    v = rng.normal(size=(5, 4)).astype(np.float32)
+    term = np.array([True, False, True, True, False])
+    a = cl.gae(r, v, gamma=0.9, lambda_=0.8, mask=np.ones((5, 4), bool), terminated=term)
+    b = cl.gae(r, v, gamma=0.9, lambda_=0.8, mask=np.ones((5, 4), np.float32), terminated=term.astype(np.float64))
+    c = cl.gae(torch.from_numpy(r), torch.from_numpy(v), gamma=0.9, lambda_=0.8, terminated=torch.from_numpy(term))
+    np.testing.assert_array_equal(a.advantages, b.advantages)
+    np.testing.assert_array_equal(a.advantages, c.advantages.numpy())
+    with pytest.raises(cl.ShapeError, match="terminated"):
+        cl.gae(r, v, gamma=0.9, lambda_=0.8, terminated=np.ones(4, bool))
