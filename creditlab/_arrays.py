@@ -85,15 +85,17 @@ def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
         lengths = _ragged_lengths(x) if isinstance(x, (list, tuple)) else None
         detail = f" (rows have lengths {sorted(set(lengths))})" if lengths else ""
         raise ShapeError(
-            f"{name} is ragged{detail}; expected a padded rectangular array [B, T] with a mask. "
-            "Pad the rows (e.g. with creditlab.pad) or build an Episodes with Episodes.from_lists."
+            f"{name} is ragged{detail}; expected a rectangular array (every row the same length). "
+            "For per-step data [B, T], pad the rows (creditlab.pad) and pass a mask, or build an Episodes "
+            "with Episodes.from_lists."
         ) from exc
     if arr.dtype == object and isinstance(x, (list, tuple)):
         lengths = _ragged_lengths(x)
         if lengths:
             raise ShapeError(
-                f"{name} is ragged (rows have lengths {sorted(set(lengths))}); expected a padded "
-                "rectangular array [B, T] with a mask. Build an Episodes with Episodes.from_lists."
+                f"{name} is ragged (rows have lengths {sorted(set(lengths))}); expected a rectangular "
+                "array (every row the same length). For per-step data [B, T], pad the rows and pass a "
+                "mask, or build an Episodes with Episodes.from_lists."
             )
     return arr
 

@@ -124,7 +124,7 @@ def get_method(name: str) -> Method:
         import difflib
 
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = f"; did you mean {', '.join(close)}?" if close else "."
         raise UnknownMethodError(
             f"no method named {name!r}{hint} Run `creditlab methods` for the list ({len(_REGISTRY)} methods)."
         ) from None

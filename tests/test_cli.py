@@ -7,6 +7,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+import creditlab as cl
 from creditlab.cli import main
 
 SAMPLE = "examples/episodes.jsonl"
@@ -57,3 +58,9 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "creditlab.cli", "methods"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "gdpo" in proc.stdout
+
+
+def test_unknown_method_message_reads_as_sentences():
+    with pytest.raises(cl.UnknownMethodError) as info:
+        cl.get_method("zzzz-not-a-method")
+    assert "'zzzz-not-a-method'. Run `creditlab methods`" in str(info.value)

@@ -224,3 +224,11 @@ def test_episodes_to_target_interpolates_between_evaluations():
     assert episodes_to(run, 0.5) == 50.0
     assert episodes_to(run, 0.0) == 0.0
     assert episodes_to(run, 0.9) is None
+
+
+def test_sweep_rejects_a_method_no_selected_task_offers(tmp_path):
+    from creditlab.llm.demo.experiment import run_sweep
+
+    with pytest.raises(RangeError, match="igpo"):
+        run_sweep(tmp_path, tasks=["keydoor"], methods=["igpo"], seeds=[0])
+    assert not any(tmp_path.iterdir())  # nothing started

@@ -8,12 +8,18 @@ from .._arrays import GroupIndex
 from ..segments import GroupStats, group_stats
 
 
-def turn_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Discounted returns-to-go within each row's valid prefix (no bootstrap), via the public
-    :func:`creditlab.discounted_returns` (tensor in, tensor out)."""
-    from ..advantage.returns import discounted_returns
+def turn_returns(rewards: torch.Tensor, lengths: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted returns-to-go within each row's valid prefix (no bootstrap); 0 on padding.
 
-    return discounted_returns(rewards, gamma=gamma, mask=mask)
+    ``rewards`` must already be validated (finite on valid steps, 0 on padding) and ``lengths``
+    come from its prefix mask: this is the compiled scan without a second round of validation.
+    """
+    from .._kernels import returns_scan
+
+    b = rewards.shape[0]
+    ones = torch.ones(b, dtype=rewards.dtype, device=rewards.device)
+    zeros = torch.zeros(b, dtype=rewards.dtype, device=rewards.device)
+    return returns_scan(rewards.contiguous(), None, ones, lengths, zeros, gamma).out
 
 
 def group_normalize(

@@ -131,7 +131,7 @@ def gigpo(
         if r_ep.shape != (b,):
             raise ShapeError(f"episode_rewards has shape {tuple(r_ep.shape)} but step_rewards has {b} episodes; expected ({b},)")
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = turn_returns(s.rewards, s.mask, gamma)
+    returns = turn_returns(s.rewards, s.lengths, gamma)
     flat_b, flat_t = torch.nonzero(s.mask, as_tuple=True)  # row-major: episode 0's turns first
     ids, keys = anchor_ids(anchors, s.lengths.cpu().numpy(), t)
     steps = step_groups(groups.index[flat_b], ids, keys, similarity=similarity, similarity_fn=similarity_fn)

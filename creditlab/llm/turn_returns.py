@@ -105,7 +105,7 @@ def turn_rloo(
         r = r.clone()
         r[torch.arange(b, device=dev), s.lengths - 1] += o
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    returns = turn_returns(r.contiguous(), s.mask, gamma)
+    returns = turn_returns(r, s.lengths, gamma)
     g64 = returns.to(torch.float64)
     last = (s.lengths - 1)[:, None]
     if baseline == "turn":

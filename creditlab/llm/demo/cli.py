@@ -25,7 +25,7 @@ DEFAULT_DOCS = "docs/results/llm-demo"
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tasks", nargs="+", help="tasks to run (default: all: keydoor secret)")
+    p.add_argument("--tasks", nargs="+", help="tasks to run (default: all: keydoor secret secret-free)")
     p.add_argument("--methods", nargs="+", help="only these methods (default: each task's list)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per configuration (default 0 1 2)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"run folder: checkpoints and results (default {DEFAULT_OUT})")

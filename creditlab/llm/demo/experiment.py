@@ -181,6 +181,12 @@ def run_sweep(
     unknown = sorted(set(names) - set(TASKS))
     if unknown:
         raise RangeError(f"unknown demo tasks {unknown}; expected some of {sorted(TASKS)}")
+    if methods:
+        offered = {m for name in names for m in TASKS[name].variants}
+        missing = sorted(set(methods) - offered)
+        if missing:
+            per_task = {name: list(TASKS[name].variants) for name in names}
+            raise RangeError(f"methods {missing} are not variants of the selected tasks; variants per task: {per_task}")
     results = []
     for name in names:
         task = TASKS[name]
