@@ -19,12 +19,10 @@ Results go to ``results/bench_gigpo.json`` (atomic write) with the config, versi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -36,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from creditlab.atomic import write_json  # noqa: E402
 from creditlab.llm import gigpo, gigpo_rows  # noqa: E402
 from creditlab.llm.anchors import hash_ids  # noqa: E402
 from creditlab.llm.gigpo import step_groups  # noqa: E402
@@ -264,11 +263,7 @@ def _print(results: dict) -> None:
 
 
 def _write(results: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -872,48 +871,24 @@ def read_table(path: str | os.PathLike) -> Any:
 
 def write_table(table: Any, path: str | os.PathLike) -> Path:
     """Write a pyarrow Table to Parquet or JSONL atomically (temp file + rename)."""
+    import json
+
     import pyarrow.parquet as pq
 
+    from .atomic import atomic_path, json_default
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower()
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    if suffix not in (".parquet", ".jsonl", ".json", ".ndjson"):
+        raise DataFormatError(f"{p}: unknown output type {suffix!r}; expected .parquet or .jsonl")
+    with atomic_path(p) as tmp:
         if suffix == ".parquet":
             pq.write_table(table, tmp)
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            import json
-
+        else:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for row in table.to_pylist():
-                    fh.write(json.dumps(row, default=_json_default) + "\n")
-        else:
-            raise DataFormatError(f"{p}: unknown output type {suffix!r}; expected .parquet or .jsonl")
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+                    fh.write(json.dumps(row, default=json_default) + "\n")
     return p
-
-
-def _json_default(x: Any) -> Any:
-    import datetime
-    import decimal
-
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (datetime.date, datetime.datetime, datetime.time)):
-        return x.isoformat()
-    if isinstance(x, datetime.timedelta):
-        return x.total_seconds()
-    if isinstance(x, decimal.Decimal):
-        return float(x)
-    if isinstance(x, bytes):
-        return x.decode("utf-8", errors="replace")
-    return str(x)
 
 
 # ---------------------------------------------------------------------- helpers

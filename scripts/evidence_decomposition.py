@@ -35,12 +35,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from creditlab import atomic
 
 TASKS = {
     "cartpole": dict(env_id="CartPole-v1", total_timesteps=100_000, normalize_observations=False, eval_every=25_000),
@@ -58,15 +59,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=float)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic.write_json(path, data, indent=1)
 
 
 def provenance() -> dict[str, Any]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
@@ -38,6 +37,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from ..atomic import write_bytes
 from ..episodes import Episodes
 from ..errors import DtypeError, EmptyBatchError, ShapeError
 
@@ -208,19 +208,9 @@ def check_nonempty_batch(arrays: EpisodeArrays) -> None:
 
 def save_assigner(assigner: CreditAssigner, path: str | os.PathLike) -> Path:
     """Write ``assigner.state_dict()`` to ``path`` atomically (temp file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save({"class": type(assigner).__name__, "state": assigner.state_dict()}, buf)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    return write_bytes(path, buf.getvalue())
 
 
 def load_assigner(path: str | os.PathLike, **overrides: Any) -> CreditAssigner:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..atomic import write_json
 from ..errors import RangeError
 from .errors import BudgetExceededError, LLMError
 
@@ -154,16 +154,7 @@ class ResponseCache:
         return data if isinstance(data, dict) and isinstance(data.get("text"), str) else None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(record, fh, ensure_ascii=False, indent=1)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_json(self._path(key), record, ensure_ascii=False)
 
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}

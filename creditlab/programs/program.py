@@ -18,12 +18,12 @@ import ast
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json, write_text
 from ..errors import DataFormatError, RangeError
 from .validate import KINDS
 
@@ -33,35 +33,8 @@ _ORIGINS = ("generated", "recorded", "hand-written")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    return _write_atomic(Path(path), json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _write_atomic(p: Path, text: str) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
-
-
-def _json_default(x: Any) -> Any:
-    import numpy as np
-
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    if hasattr(x, "_asdict"):
-        return x._asdict()
-    return str(x)
+    """Write JSON to ``path`` atomically (see :mod:`creditlab.atomic`)."""
+    return write_json(path, data, indent=2)
 
 
 @dataclass(frozen=True)
@@ -122,7 +95,7 @@ class Program:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         body = self.code if self.code.startswith("# creditlab program") else self.header() + self.code
-        _write_atomic(out / "program.py", body)
+        write_text(out / "program.py", body)
         write_json_atomic(out / "program.json", self.to_dict())
         if provenance is not None:
             write_json_atomic(out / "provenance.json", provenance)

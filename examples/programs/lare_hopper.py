@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from creditlab.atomic import write_json
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = HERE / "hopper_factors"
@@ -118,10 +119,7 @@ def run_one(method: str, seed: int, timesteps: int, eval_every: int) -> dict:
 
 
 def _save(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def summarize(runs: list[dict]) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import write_json
 from ...errors import RangeError
 from .train import TrainConfig, Trainer, auc
 
@@ -90,12 +91,8 @@ TASKS: dict[str, Task] = {
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically (see :mod:`creditlab.atomic`)."""
+    write_json(path, data, indent=1, sort_keys=True)
 
 
 def environment_info() -> dict[str, str]:

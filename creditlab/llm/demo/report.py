@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import write_bytes, write_text
 from .experiment import TASKS, load_results, write_json_atomic
 
 __all__ = ["summarize", "plot_task", "write_report", "markdown_table", "episodes_to"]
@@ -136,12 +138,10 @@ def plot_task(results: list[dict[str, Any]], task: str, path: str | os.PathLike,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def write_report(out: str | os.PathLike, docs: str | os.PathLike) -> dict[str, Any]:
@@ -157,9 +157,7 @@ def write_report(out: str | os.PathLike, docs: str | os.PathLike) -> dict[str, A
             plot_task(results, task, path, key=key)
             figures.append(str(path))
     table = markdown_table(rows)
-    tmp = docs / f".results.md.tmp{os.getpid()}"
-    tmp.write_text(table)
-    os.replace(tmp, docs / "results.md")
+    write_text(docs / "results.md", table)
     envs = {r["environment"]["git_commit"] for r in results}
     summary = {
         "rows": rows,

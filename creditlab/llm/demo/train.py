@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ...advantage import broadcast_to_steps, broadcast_to_tokens, grpo
+from ...atomic import atomic_path
 from ...errors import CreditlabError, CreditlabWarning, RangeError
 from .envs import make_env
 from .policy import PolicyConfig, TinyDecoder
@@ -211,10 +212,8 @@ def policy_loss(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:
