@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_bytes
 from .store import ResultsStore, atomic_write_text
 from .suites import ANCHORS
 
@@ -501,9 +502,7 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         png = plot_curves(report, task)
         pngs[task] = png
         path = figdir / f"{task}.png"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
+        write_bytes(path, png)
         figures[task] = f"figures/{task}.png"
     atomic_write_text(out / "report.md", render_markdown(report, figures, intro))
     atomic_write_text(out / "report.html", render_html(report, pngs, intro))

@@ -9,7 +9,7 @@ Layout under the sweep folder ``DIR``::
         error.json                           a crashed attempt: traceback, time, config (removed when a retry succeeds)
 
 A run counts as finished only when ``result.json`` parses, says ``status: ok`` and carries the
-requested configuration hash. Temporary files (``.*.tmp-*``) from an interrupted write are never
+requested configuration hash. Temporary files (``.*.tmp``, see :mod:`creditlab.atomic`) from an interrupted write are never
 read. Re-running the same sweep therefore skips finished runs and never counts a run twice (one
 ``result.json`` per run folder).
 
@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json, write_text
 from ..errors import CreditlabError
 from .suites import RunSpec
 
@@ -46,34 +46,12 @@ class ConfigMismatchError(CreditlabError, ValueError):
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder, fsync and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``text`` to ``path`` atomically (temp file in the folder, fsync, ``os.replace``)."""
+    write_text(path, text)
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+    write_json(path, data, indent=1, sort_keys=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
