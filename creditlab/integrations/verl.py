@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._arrays import factorize_ids
 from ..errors import MissingColumnError
 from ..llm._token_kernels import turn_broadcast, turn_sums
 from ..llm.gigpo import gigpo_rows
@@ -60,9 +61,8 @@ def _index(index: Any, bs: int) -> np.ndarray:
     arr = np.asarray(index)
     if arr.shape != (bs,):
         raise MissingColumnError(f"index has shape {arr.shape}; expected ({bs},)")
-    if arr.dtype.kind in "USO":
-        _, inv = np.unique(arr.astype(str), return_inverse=True)
-        return inv.reshape(-1)
+    if arr.dtype.kind in "USO":  # verl's uids: hashed in O(N), not sorted
+        return factorize_ids(arr, "index").index.numpy()
     return arr
 
 
