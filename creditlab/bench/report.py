@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,7 +120,10 @@ def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Mean and std over seeds on the first seed's x grid (other seeds interpolated)."""
     grid = np.asarray(max(curves, key=lambda c: len(c["x"]))["x"], dtype=np.float64)
     ys = np.array([np.interp(grid, np.asarray(c["x"], dtype=np.float64), np.asarray(c["mean"], dtype=np.float64)) for c in curves])
-    return {"x": grid, "mean": np.nanmean(ys, axis=0), "std": np.nanstd(ys, axis=0), "n": np.array(len(curves))}
+    with warnings.catch_warnings():  # a grid point no seed has a value at stays NaN (not plotted)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+    return {"x": grid, "mean": mean, "std": std, "n": np.array(len(curves))}
 
 
 # ------------------------------------------------------------------------------ aggregation
