@@ -194,7 +194,13 @@ class _StepRewardModel:
     # ---------------------------------------------------------------- config
 
     def _config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Constructor arguments that rebuild this assigner (subclasses add their own)."""
+        return dict(
+            hidden=self.hidden, lr=self.lr, batch_episodes=self.batch_episodes, updates_per_fit=self.updates_per_fit,
+            capacity_steps=self.store.capacity, include_truncated=self.include_truncated,
+            correct_residual=self.correct_residual, num_actions=self.num_actions,
+            sample_by_length=self.sample_by_length, chunk_size=self.chunk_size, seed=self.seed,
+        )
 
     # ---------------------------------------------------------------- featurization
 
@@ -474,13 +480,6 @@ class RDAssigner(_StepRewardModel):
             seed=seed,
         )
 
-    def _config(self) -> dict[str, Any]:
-        return dict(
-            hidden=self.hidden, lr=self.lr, batch_episodes=self.batch_episodes, updates_per_fit=self.updates_per_fit,
-            capacity_steps=self.store.capacity, include_truncated=self.include_truncated,
-            correct_residual=self.correct_residual, num_actions=self.num_actions,
-            sample_by_length=self.sample_by_length, chunk_size=self.chunk_size, seed=self.seed,
-        )
 
 
 class RRDAssigner(_StepRewardModel):
@@ -547,13 +546,7 @@ class RRDAssigner(_StepRewardModel):
         )
 
     def _config(self) -> dict[str, Any]:
-        return dict(
-            subset_size=self.subset_size, bias_correction=self.bias_correction, hidden=self.hidden, lr=self.lr,
-            batch_episodes=self.batch_episodes, updates_per_fit=self.updates_per_fit,
-            capacity_steps=self.store.capacity, include_truncated=self.include_truncated,
-            correct_residual=self.correct_residual, num_actions=self.num_actions,
-            sample_by_length=self.sample_by_length, chunk_size=self.chunk_size, seed=self.seed,
-        )
+        return dict(subset_size=self.subset_size, bias_correction=self.bias_correction, **super()._config())
 
 
 class LaReAssigner(_StepRewardModel):
@@ -677,9 +670,5 @@ class LaReAssigner(_StepRewardModel):
         return dict(
             features=self.features_spec, use_next_observations=self.use_next_observations,
             on_nonfinite=self.on_nonfinite, factor_clip=self.factor_clip, loss=self.loss_kind,
-            bias_correction=self.bias_correction, subset_size=self.subset_size, hidden=self.hidden, lr=self.lr,
-            batch_episodes=self.batch_episodes, updates_per_fit=self.updates_per_fit,
-            capacity_steps=self.store.capacity, include_truncated=self.include_truncated,
-            correct_residual=self.correct_residual, num_actions=self.num_actions,
-            sample_by_length=self.sample_by_length, chunk_size=self.chunk_size, seed=self.seed,
+            bias_correction=self.bias_correction, subset_size=self.subset_size, **super()._config(),
         )
