@@ -141,13 +141,7 @@ MAKERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Training tiny models with several threads on a shared 2-core machine is 10-30x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])

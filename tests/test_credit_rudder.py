@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,13 +10,7 @@ from creditlab.credit import RUDDERAssigner, credit_quality, rudder_redistributi
 from creditlab.errors import RangeError, ShapeError
 from tests.strategies import padded_batches
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_redistribution_hand_computed():

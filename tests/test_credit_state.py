@@ -2,19 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
 import creditlab as cl
 from creditlab import Episodes
 from creditlab.credit import CreditAssigner, LaReAssigner, load_assigner, save_assigner
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed, n=12):

@@ -17,13 +17,7 @@ from creditlab.integrations import TRUE_REWARD_KEY
 from creditlab.integrations.gymnasium import EpisodicReward
 from creditlab.integrations.sb3 import CreditAssignmentCallback, CreditReplayBuffer, SB3RunConfig, train
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Chain(gym.Env):
