@@ -19,6 +19,7 @@ __all__ = [
     "MissingColumnError",
     "DataFormatError",
     "UnknownMethodError",
+    "PluginError",
     "DegenerateGroupWarning",
     "CreditlabWarning",
 ]
@@ -69,6 +70,10 @@ class UnknownMethodError(CreditlabError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+class PluginError(CreditlabError, ImportError):
+    """A method provider or a CLI command (an entry point) failed to import."""
 
 
 class CreditlabWarning(UserWarning):

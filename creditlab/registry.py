@@ -10,7 +10,12 @@ fields it needs, its default parameters, and how to run it on a batch:
 * ``kind="assigner"``: ``factory(**params)`` builds a credit assigner object with
   ``fit``/``assign``/``state_dict`` (learned return decomposition; see ``creditlab.credit``).
 
-Third-party code registers its own methods with :func:`register`.
+Registration happens beside each definition, with the :func:`register_method` decorator (or
+:func:`register` for a ready :class:`Method`). The registry never imports the modules that
+register: it loads *providers*, the modules named in the ``creditlab.methods`` entry-point group
+(creditlab's own packages are listed in its ``pyproject.toml``; a third-party package lists its own
+the same way), the first time a method is looked up. A provider that fails to import raises
+:class:`~creditlab.errors.PluginError`; nothing is swallowed.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import UnknownMethodError
+from .errors import PluginError, RangeError, UnknownMethodError
 
-__all__ = ["Method", "register", "get_method", "list_methods", "method_names"]
+__all__ = ["Method", "register", "register_method", "get_method", "list_methods", "method_names", "load_providers"]
+
+PROVIDER_GROUP = "creditlab.methods"
 
 Kind = Literal["advantages", "rewards", "assigner"]
 
@@ -60,8 +67,6 @@ class Method:
             check_need(episodes, need, self.name)
         unknown = set(params) - set(self.params)
         if unknown:
-            from .errors import RangeError
-
             raise RangeError(
                 f"method {self.name!r} has no parameter(s) {sorted(unknown)}; its parameters are {sorted(self.params)}"
             )
@@ -111,13 +116,111 @@ def register(method: Method, *, replace: bool = False) -> Method:
     return method
 
 
-def _ensure_builtins() -> None:
-    from . import methods  # noqa: F401  (registers the built-in methods on import)
+def register_method(
+    name: str,
+    *,
+    family: str,
+    summary: str,
+    needs: tuple[str, ...] | list[str],
+    kind: Kind,
+    params: Mapping[str, Any] | None = None,
+    source: str = "",
+    replace: bool = False,
+) -> Callable[[Any], Any]:
+    """Decorator: register the object it decorates, beside its definition, and return it unchanged.
+
+    * ``kind="advantages"`` / ``"rewards"``: decorate the adapter ``run(episodes, **params)``;
+    * ``kind="assigner"``: decorate the assigner class (or a factory); ``creditlab methods`` and
+      the CLI run it as "fit on the batch, then assign" (:func:`fit_assign`).
+
+    ``params`` defaults to the keyword defaults of the decorated callable (for an assigner class
+    with a ``Config`` dataclass: the dataclass's field defaults).
+
+    Example:
+        >>> @register_method("my_double", family="shaping", summary="twice the reward", needs=("rewards",),
+        ...                  kind="rewards", replace=True)
+        ... def run(episodes, *, scale=2.0):
+        ...     ...
+        >>> get_method("my_double").params
+        {'scale': 2.0}
+    """
+
+    def deco(obj: Any) -> Any:
+        defaults = dict(params) if params is not None else default_params(obj)
+        if kind == "assigner":
+            method = Method(name, family, summary, tuple(needs), kind, defaults, source, run=fit_assign(obj), factory=obj)
+        else:
+            method = Method(name, family, summary, tuple(needs), kind, defaults, source, run=obj)
+        register(method, replace=replace)
+        return obj
+
+    return deco
+
+
+def default_params(obj: Any) -> dict[str, Any]:
+    """Keyword defaults of a callable, or the field defaults of ``obj.Config`` (a dataclass)."""
+    import dataclasses
+    import inspect
+
+    config = getattr(obj, "Config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(config):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+    sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
+    return {
+        n: p.default
+        for n, p in sig.parameters.items()
+        if n != "self" and p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def fit_assign(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """``run(episodes, **params)`` for an assigner: build it, fit it on the batch, assign the batch."""
+    from .outputs import RewardOutput
+
+    def run(episodes: Any, **params: Any) -> Any:
+        assigner = factory(**params)
+        fit_metrics = assigner.fit(episodes)
+        out = assigner.assign(episodes)
+        return RewardOutput(out.rewards, {**fit_metrics, **out.metrics}, getattr(out, "present", None))
+
+    run.__name__ = f"fit_assign_{getattr(factory, '__name__', 'assigner')}"
+    return run
+
+
+_LOADED = False
+
+
+def load_providers() -> None:
+    """Import every module of the ``creditlab.methods`` entry-point group (once).
+
+    Raises :class:`~creditlab.errors.PluginError` naming the entry point if one fails to import.
+    """
+    global _LOADED
+    if _LOADED:
+        return
+    from importlib.metadata import entry_points
+
+    _LOADED = True  # set first: a provider may call get_method while it is being imported
+    for ep in sorted(entry_points(group=PROVIDER_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()
+        except Exception as exc:
+            _LOADED = False
+            raise PluginError(
+                f"method provider {ep.name!r} ({ep.value}) of entry-point group {PROVIDER_GROUP!r} failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def get_method(name: str) -> Method:
     """Look a method up by name; the error lists close matches."""
-    _ensure_builtins()
+    load_providers()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -132,7 +235,7 @@ def get_method(name: str) -> Method:
 
 def list_methods(family: str | None = None, kind: str | None = None) -> list[Method]:
     """Registered methods sorted by (family, name), optionally filtered by family and kind."""
-    _ensure_builtins()
+    load_providers()
     out = [m for m in _REGISTRY.values() if (family is None or m.family == family) and (kind is None or m.kind == kind)]
     return sorted(out, key=lambda m: (m.family, m.name))
 
