@@ -34,6 +34,15 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_bytes
+from .stats import (
+    MIN_SEEDS_FOR_VERDICT,
+    Estimate,
+    aggregate_estimates,
+    improvement_probabilities,
+    per_task_verdict,
+    performance_profiles,
+    score_matrices,
+)
 from .store import ResultsStore, atomic_write_text
 from .suites import ANCHORS
 
@@ -190,12 +199,13 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                 continue
             bm, _, _ = _mean_std(base)
             mm, _, _ = _mean_std(mv)
-            rows.append([t, m, f"{mm - bm:+.1f}" if np.isfinite(mm - bm) else "n/a", verdict(mv, base),
+            rows.append([t, m, f"{mm - bm:+.1f}" if np.isfinite(mm - bm) else "n/a", per_task_verdict(mv, base),
                          ", ".join(str(s) for s in seeds(t, m))])
     report.tables.append(Table("verdict", "Against the episodic baseline (final true return)",
                                ["task", "method", "difference of means", "verdict", "seeds"], rows,
-                               "'better' / 'worse' only when the difference exceeds twice its standard error (Welch); "
-                               "otherwise the method does not beat the baseline on this evidence."))
+                               f"A verdict needs at least {MIN_SEEDS_FOR_VERDICT} seeds on both sides; then 'better' / 'worse' "
+                               "only when the difference exceeds twice its standard error (Welch), otherwise the method "
+                               "does not beat the baseline on this evidence. Fewer seeds: 'too few seeds'."))
 
     # normalized score
     rows = []
@@ -221,6 +231,8 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                                "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
                                "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
                                "ratio would only amplify noise."))
+
+    _add_aggregates(report, by, tasks, others, task_cfg)
 
     # AUC
     rows = [[t] + [_fmt(*_mean_std(vals(t, m, "auc"))) for m in methods] for t in tasks]
@@ -340,10 +352,117 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
     # provenance
     commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in results})
     versions = (results[0].get("versions") or {}) if results else {}
-    report.summary = {"runs": len(results), "failed": len(failures), "commits": commits, "versions": versions,
-                      "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
-                      "hosts": sorted({r.get("host", "?") for r in results})}
+    report.summary.update({"runs": len(results), "failed": len(failures), "commits": commits, "versions": versions,
+                           "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
+                           "hosts": sorted({r.get("host", "?") for r in results})})
     return report
+
+
+def _per_seed(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], task: str, method: str, key: str = "final_return") -> dict[int, float]:
+    out: dict[int, float] = {}
+    for r in by.get((task, method), []):
+        v = r["metrics"].get(key)
+        if v is not None and np.isfinite(v):
+            out[int(r["seed"])] = float(v)
+    return out
+
+
+def normalized_by_task(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], tasks: Sequence[str], methods: Sequence[str],
+                       task_cfg: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, str]]:
+    """Per-seed normalized scores ``method -> task -> {seed: score}`` on the tasks where the dense oracle
+    beats the episodic baseline beyond noise, and the other tasks with the reason they are left out."""
+    scores: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
+    excluded: dict[str, str] = {}
+    for t in tasks:
+        ep = _per_seed(by, t, "episodic")
+        de = _per_seed(by, t, "dense")
+        if not task_cfg[t].get("dense_twin", True):
+            excluded[t] = "natively sparse (no dense oracle)"
+            continue
+        if not ep or not de:
+            excluded[t] = "an anchor has no finished run"
+            continue
+        if verdict(list(de.values()), list(ep.values())) != "better":
+            excluded[t] = "the dense oracle does not beat the episodic baseline beyond noise"
+            continue
+        e, d = float(np.mean(list(ep.values()))), float(np.mean(list(de.values())))
+        for m in methods:
+            per = _per_seed(by, t, m)
+            if per:
+                scores[m][t] = {s: (v - e) / (d - e) for s, v in per.items()}
+    return dict(scores), excluded
+
+
+def _add_aggregates(report: Report, by, tasks, others, task_cfg) -> None:
+    """rliable aggregates over tasks x seeds (see :mod:`creditlab.bench.stats`)."""
+    methods = ["episodic"] + list(others) + ["dense"]
+    norm, excluded = normalized_by_task(by, tasks, methods, task_cfg)
+    agg_tasks = [t for t in tasks if t not in excluded]
+    mats = score_matrices(norm, agg_tasks) if agg_tasks else {}
+    estimates = aggregate_estimates({m: v.scores for m, v in mats.items()}) if mats else {}
+    # probability of improvement on raw returns (rank-based per task), every task where both ran
+    raw = {m: {t: _per_seed(by, t, m) for t in tasks} for m in methods}
+    poi: dict[str, Estimate] = {}
+    poi_tasks: dict[str, list[str]] = {}
+    for m in others + ["dense"]:
+        common = [t for t in tasks if raw[m].get(t) and raw["episodic"].get(t)]
+        pair = score_matrices({m: {t: raw[m][t] for t in common}, "episodic": {t: raw["episodic"][t] for t in common}}, common)
+        if m in pair and "episodic" in pair:
+            poi.update(improvement_probabilities({m: pair[m].scores, "episodic": pair["episodic"].scores}, "episodic"))
+            poi_tasks[m] = common
+    rows = []
+    for m in methods:
+        e = estimates.get(m)
+        mat = mats.get(m)
+        p = poi.get(m)
+        if e is None and p is None:
+            continue
+        rows.append([m, str(len(agg_tasks)) if mat is not None else "0", str(len(mat.seeds)) if mat is not None else "-",
+                     e["iqm"].format() if e else "n/a", e["mean"].format() if e else "n/a",
+                     e["optimality_gap"].format() if e else "n/a",
+                     p.format() if p else ("-" if m == "episodic" else "n/a")])
+    note = ("Normalized scores: 0 = episodic baseline, 1 = dense oracle, per run against the anchors' means. IQM "
+            "(interquartile mean) and optimality gap (1 - mean of min(score, 1)) over every run of every task, with "
+            "95% stratified-bootstrap confidence intervals (rliable, 2,000 resamples, runs resampled within tasks). "
+            "P(> episodic): probability that a run of the method beats a run of the baseline on the same task "
+            "(Mann-Whitney, averaged over tasks; raw final returns, so natively sparse tasks count too).")
+    if excluded:
+        note += " Left out of the normalized aggregates: " + "; ".join(f"{t} ({why})" for t, why in excluded.items()) + "."
+    if rows:
+        report.tables.append(Table("aggregate", "Aggregate over tasks (rliable)",
+                                   ["method", "tasks", "runs per task", "IQM normalized score", "mean normalized score",
+                                    "optimality gap", "P(> episodic)"], rows, note))
+    report.summary["aggregate"] = {"tasks": agg_tasks, "excluded": excluded, "estimates": estimates, "poi": poi,
+                                   "poi_tasks": poi_tasks, "matrices": {m: v.scores for m, v in mats.items()},
+                                   "seeds": {m: v.seeds for m, v in mats.items()}}
+    report.summary["headline"] = headline(report, others)
+
+
+def headline(report: Report, others: Sequence[str]) -> str:
+    """The one conclusion the run supports, in a sentence (the report's first screen)."""
+    agg = report.summary.get("aggregate") or {}
+    est: Mapping[str, Mapping[str, Estimate]] = agg.get("estimates") or {}
+    poi: Mapping[str, Estimate] = agg.get("poi") or {}
+    cands = [m for m in others if m in est]
+    if not cands:
+        if not poi:
+            return "No task separates the dense oracle from the episodic baseline at this budget, so this run supports no ranking of methods."
+        best = max(poi, key=lambda m: poi[m].point)
+        p = poi[best]
+        return (f"No task separates the dense oracle from the episodic baseline at this budget; by probability of improvement "
+                f"the strongest method is {best} (P(> episodic) = {p.format()}).")
+    best = max(cands, key=lambda m: est[m]["iqm"].point)
+    iqm = est[best]["iqm"]
+    tasks = agg.get("tasks") or []
+    n_seeds = min(len(s) for s in (agg.get("seeds") or {}).values()) if agg.get("seeds") else 0
+    if iqm.low > 0:
+        verdict_text = "beats the episodic baseline" + (" and reaches the dense oracle" if iqm.high >= 1.0 else "")
+    else:
+        verdict_text = "does not beat the episodic baseline beyond the bootstrap noise"
+    few = f" With {n_seeds} seeds per task the intervals are wide; treat the ranking as tentative." if n_seeds < MIN_SEEDS_FOR_VERDICT else ""
+    return (f"Across {len(tasks)} task{'s' if len(tasks) != 1 else ''} where the dense oracle separates from the baseline "
+            f"({', '.join(tasks)}), the best method is {best}: IQM normalized score {iqm.format()} "
+            f"(0 = episodic baseline, 1 = dense oracle); it {verdict_text}.{few}")
 
 
 # ------------------------------------------------------------------------------ figures
@@ -397,6 +516,84 @@ def _draw(report: Report, task: str, colors: Mapping[str, str], plt) -> bytes:
     return buf.getvalue()
 
 
+def plot_aggregates(report: Report) -> dict[str, bytes]:
+    """rliable figures as PNG bytes: ``intervals`` (IQM and optimality gap with 95% CIs),
+    ``improvement`` (P(> episodic) with CIs) and ``profiles`` (performance profiles); only those with data."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    agg = report.summary.get("aggregate") or {}
+    colors = _colors(report.methods)
+    out: dict[str, bytes] = {}
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        est = agg.get("estimates") or {}
+        if est:
+            methods = [m for m in report.methods if m in est]
+            fig, axes = plt.subplots(1, 2, figsize=(9.0, 0.45 * len(methods) + 1.4), dpi=100)
+            try:
+                for ax, key, label in ((axes[0], "iqm", "IQM normalized score"), (axes[1], "optimality_gap", "optimality gap")):
+                    for i, m in enumerate(methods):
+                        e = est[m][key]
+                        ax.barh(i, e.high - e.low, left=e.low, height=0.6, color=colors[m], alpha=0.6)
+                        ax.plot([e.point, e.point], [i - 0.3, i + 0.3], color="k", linewidth=1.5)
+                    ax.set_yticks(range(len(methods)), methods if key == "iqm" else [""] * len(methods))
+                    ax.set_xlabel(label)
+                    ax.axvline(0.0, color="#999", linewidth=0.8, linestyle=":")
+                    ax.axvline(1.0, color="#999", linewidth=0.8, linestyle=":")
+                    ax.grid(axis="x", alpha=0.3)
+                fig.suptitle("Aggregate normalized scores (95% stratified-bootstrap CIs)", fontsize=10)
+                fig.tight_layout()
+                out["intervals"] = _png(fig)
+            finally:
+                plt.close(fig)
+            mats = agg.get("matrices") or {}
+            taus = np.linspace(-0.5, 1.5, 81)
+            profiles, cis = performance_profiles(mats, taus)
+            if profiles:
+                fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+                try:
+                    for m in [x for x in report.methods if x in profiles]:
+                        ax.plot(taus, profiles[m], "--" if m in ANCHORS else "-", color=colors[m], label=m, linewidth=1.8)
+                        ax.fill_between(taus, cis[m][0], cis[m][1], color=colors[m], alpha=0.15, linewidth=0)
+                    ax.set_xlabel("normalized score τ (0 = episodic, 1 = dense)")
+                    ax.set_ylabel("fraction of runs with score > τ")
+                    ax.set_title("Performance profiles")
+                    ax.grid(alpha=0.3)
+                    ax.legend(fontsize=8, loc="best")
+                    fig.tight_layout()
+                    out["profiles"] = _png(fig)
+                finally:
+                    plt.close(fig)
+        poi = agg.get("poi") or {}
+        if poi:
+            methods = [m for m in report.methods if m in poi]
+            fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(methods) + 1.4), dpi=100)
+            try:
+                for i, m in enumerate(methods):
+                    e = poi[m]
+                    ax.barh(i, e.high - e.low, left=e.low, height=0.6, color=colors[m], alpha=0.6)
+                    ax.plot([e.point, e.point], [i - 0.3, i + 0.3], color="k", linewidth=1.5)
+                ax.set_yticks(range(len(methods)), methods)
+                ax.axvline(0.5, color="#999", linewidth=0.8, linestyle=":")
+                ax.set_xlim(0, 1)
+                ax.set_xlabel("P(method > episodic baseline)")
+                ax.set_title("Probability of improvement (95% CIs)")
+                ax.grid(axis="x", alpha=0.3)
+                fig.tight_layout()
+                out["improvement"] = _png(fig)
+            finally:
+                plt.close(fig)
+    return out
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------------------ rendering
 
 
@@ -429,7 +626,7 @@ th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-ch
 
 
 def _order(report: Report) -> list[Table]:
-    order = ["final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
+    order = ["aggregate", "final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
     return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
 
 
@@ -441,13 +638,21 @@ def _provenance_lines(report: Report) -> list[str]:
             f"creditlab commit(s): {', '.join(s.get('commits', []))}.", f"Versions: {versions}."]
 
 
-def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "") -> str:
+def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "", aggregate_figures: Mapping[str, str] | None = None) -> str:
     parts = [f"# {report.title}", ""]
+    if report.summary.get("headline"):
+        parts += [f"**{report.summary['headline']}**", ""]
     if intro:
         parts += [intro, ""]
     parts += [f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} "
               "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward).", ""]
-    for t in _order(report):
+    tables = _order(report)
+    if tables and tables[0].key == "aggregate":
+        parts.append(_md_table(tables.pop(0)))
+        for name, path in (aggregate_figures or {}).items():
+            parts.append(f"![{name}]({path})")
+        parts.append("")
+    for t in tables:
         parts.append(_md_table(t))
     parts += ["## Learning curves", ""]
     for task, path in figures.items():
@@ -456,7 +661,12 @@ def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "")
     return "\n".join(parts) + "\n"
 
 
-def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "") -> str:
+def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "", aggregate_pngs: Mapping[str, bytes] | None = None) -> str:
+    agg_figs = "".join(
+        f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
+        for n, b in (aggregate_pngs or {}).items()
+    )
+    head = f'<p><strong>{html.escape(report.summary["headline"])}</strong></p>' if report.summary.get("headline") else ""
     figs = "".join(
         f'<figure><img alt="learning curves {html.escape(t)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
         for t, b in pngs.items()
@@ -466,10 +676,11 @@ def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "") -> s
     intro_html = f"<p>{html.escape(intro)}</p>" if intro else ""
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(report.title)}</title><style>{_CSS}</style></head>'
-        f"<body><h1>{html.escape(report.title)}</h1>{intro_html}"
+        f"<body><h1>{html.escape(report.title)}</h1>{head}{intro_html}"
         f"<p>Tasks: {html.escape(', '.join(report.tasks))}. Methods: {html.escape(', '.join(report.methods))} "
         "(anchors: <code>episodic</code> = PPO on the delayed reward, <code>dense</code> = PPO on the original reward).</p>"
-        f'<h2>Learning curves</h2><div class="figs">{figs}</div><h2>Tables</h2>{tables}'
+        + (f'<h2>Aggregates</h2><div class="figs">{agg_figs}</div>' if agg_figs else "")
+        + f'<h2>Learning curves</h2><div class="figs">{figs}</div><h2>Tables</h2>{tables}'
         f"<h2>Provenance</h2><ul>{prov}</ul></body></html>\n"
     )
 
@@ -508,6 +719,11 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         path = figdir / f"{task}.png"
         write_bytes(path, png)
         figures[task] = f"figures/{task}.png"
-    atomic_write_text(out / "report.md", render_markdown(report, figures, intro))
-    atomic_write_text(out / "report.html", render_html(report, pngs, intro))
+    agg_pngs = plot_aggregates(report)
+    agg_paths: dict[str, str] = {}
+    for name, png in agg_pngs.items():
+        write_bytes(figdir / f"aggregate_{name}.png", png)
+        agg_paths[name] = f"figures/aggregate_{name}.png"
+    atomic_write_text(out / "report.md", render_markdown(report, figures, intro, agg_paths))
+    atomic_write_text(out / "report.html", render_html(report, pngs, intro, agg_pngs))
     return {"markdown": out / "report.md", "html": out / "report.html", "figures": figdir}
