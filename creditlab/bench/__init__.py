@@ -16,11 +16,10 @@ from .executors import InProcessExecutor, RayExecutor, RunCrashed
 from .report import Report, build_report, verdict, write_report
 from .runner import SweepEvent, SweepSummary, execute_run, run_sweep
 from .store import ConfigMismatchError, ResultsStore
-from .suites import ANCHORS, SUITES, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs, get_suite, list_suites
+from .suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs, get_suite, list_suites
 
 __all__ = [
     "ANCHORS",
-    "SUITES",
     "AgentConfig",
     "TaskSpec",
     "Suite",

@@ -5,6 +5,9 @@ agent that trains on it), method names (registry names plus the two anchors ``ep
 ``dense``) and seeds. :func:`expand_runs` turns a suite into one :class:`RunSpec` per
 (task, method, seed), the unit the runner schedules and the results store keeps.
 
+The built-in suites are YAML files (``creditlab/bench/configs/*.yaml``, loaded by
+:mod:`creditlab.bench.config`); a user's suite is such a file too (``creditlab bench --config FILE``).
+
 Anchors:
     ``episodic``: the agent trains on the delayed reward as is (the baseline every method must beat).
     ``dense``: the agent trains on the task's original per-step reward (the oracle, an upper anchor).
@@ -37,7 +40,6 @@ __all__ = [
     "TaskSpec",
     "Suite",
     "RunSpec",
-    "SUITES",
     "get_suite",
     "list_suites",
     "expand_runs",
@@ -51,6 +53,22 @@ _FAMILIES = ("gymnasium", "minigrid", "bsuite")
 def _freeze(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
     """A JSON-plain copy (tuples become lists) so configs hash and round-trip identically."""
     return json.loads(json.dumps(dict(mapping or {}), sort_keys=True))
+
+
+def parse_reward_mode(mode: str, *, where: str = "reward") -> tuple[str, int | None]:
+    """``"episodic"`` -> ("episodic", None); ``"delayed:K"`` -> ("delayed", K) with K >= 1.
+
+    Example:
+        >>> parse_reward_mode("delayed:20")
+        ('delayed', 20)
+    """
+    if mode == "episodic":
+        return "episodic", None
+    if isinstance(mode, str) and mode.startswith("delayed:"):
+        k = mode.split(":", 1)[1]
+        if k.isdigit() and int(k) >= 1:
+            return "delayed", int(k)
+    raise RangeError(f"{where} must be 'episodic' or 'delayed:K' with an integer K >= 1; got {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,12 @@ class TaskSpec:
         solve_threshold: eval return that counts as solved (reported as steps-to-solve), or None.
         bsuite_settings: for bsuite tasks, the bsuite ids run in every run (``umbrella_length/3``).
         notes: free text shown in the report (why these hyperparameters).
+        reward: how the task hides its per-step reward from the learner: ``"episodic"`` (the episode's
+            sum paid at its last step) or ``"delayed:K"`` (the sum of the last K steps paid every K steps
+            and at the episode's end). The ``episodic`` anchor trains on this reward as is.
+        imports: modules imported (in every worker) before the environment is made, e.g. the module
+            that registers a custom Gymnasium id. ``env_id`` may also be ``"module:Class"`` or
+            ``"module:factory"`` (a zero-argument callable or a class taking ``env_kwargs``).
     """
 
     name: str
@@ -121,6 +145,8 @@ class TaskSpec:
     solve_threshold: float | None = None
     bsuite_settings: tuple[str, ...] = ()
     notes: str = ""
+    reward: str = "episodic"
+    imports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
@@ -135,6 +161,10 @@ class TaskSpec:
             raise RangeError(f"TaskSpec.agent must be an AgentConfig; got {type(self.agent).__name__}")
         object.__setattr__(self, "env_kwargs", _freeze(self.env_kwargs))
         object.__setattr__(self, "bsuite_settings", tuple(self.bsuite_settings))
+        object.__setattr__(self, "imports", tuple(self.imports))
+        parse_reward_mode(self.reward, where=f"task {self.name!r}: reward")
+        if not isinstance(self.env_id, str) or not self.env_id:
+            raise RangeError(f"TaskSpec.env_id must be a Gymnasium id or 'module:Class'; got {self.env_id!r} for task {self.name!r}")
         if self.family == "bsuite":
             if not self.bsuite_settings:
                 raise RangeError(f"bsuite task {self.name!r} needs bsuite_settings (e.g. ('{self.env_id}/0',))")
@@ -159,12 +189,26 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One (task, method, seed) run: everything a worker needs, JSON round-trippable."""
+    """One (task, method, seed) run: everything a worker needs, JSON round-trippable.
+
+    Attributes:
+        task: the task.
+        method: the method's name in this sweep (an anchor, a registry name, or a variant's own name).
+        seed: the run seed.
+        method_params: keyword parameters of the method (suite-wide and per-task overrides merged).
+        base_method: the registry name a variant runs (None: ``method`` itself).
+    """
 
     task: TaskSpec
     method: str
     seed: int
     method_params: Mapping[str, Any] = field(default_factory=dict)
+    base_method: str | None = None
+
+    @property
+    def registry_name(self) -> str:
+        """The registered method this run uses (``base_method`` or ``method``)."""
+        return self.base_method or self.method
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -184,12 +228,39 @@ class RunSpec:
         task = dict(data["task"])
         task["agent"] = AgentConfig(**task["agent"])
         task["bsuite_settings"] = tuple(task.get("bsuite_settings", ()))
-        return cls(task=TaskSpec(**task), method=data["method"], seed=data["seed"], method_params=data.get("method_params", {}))
+        task["imports"] = tuple(task.get("imports", ()))
+        return cls(task=TaskSpec(**task), method=data["method"], seed=data["seed"], method_params=data.get("method_params", {}),
+                   base_method=data.get("base_method"))
+
+    def canonical(self) -> dict[str, Any]:
+        """The configuration that decides the result: ``to_dict()`` without free text (``notes``) and
+        without fields at their default, so adding a field with a default never changes old hashes."""
+        data = self.to_dict()
+        task = _drop_defaults(data["task"], TaskSpec)
+        task.pop("notes", None)
+        task["agent"] = _drop_defaults(data["task"]["agent"], AgentConfig)
+        out = _drop_defaults(data, RunSpec)
+        out["task"] = task
+        return out
 
     def config_hash(self) -> str:
-        """Hash of the full configuration: a stored run counts for a request only if these match."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """Hash of :meth:`canonical`: a stored run counts for a request only if these match."""
+        text = json.dumps(self.canonical(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop_defaults(data: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    import dataclasses
+
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    plain = json.loads(json.dumps(defaults, default=list))
+    data = json.loads(json.dumps(dict(data), default=list))
+    return {k: v for k, v in data.items() if not (k in plain and v == plain[k])}
 
 
 @dataclass(frozen=True)
@@ -204,6 +275,10 @@ class Suite:
         seeds: run seeds.
         method_params: per-method keyword parameters of the credit assigner's factory.
         expected_minutes: wall time measured on the reference machine (2 cores), for the docs.
+        variants: method name -> registry name, for a method run under its own name with its own
+            parameters (``rrd_unbiased`` -> ``rrd`` with ``bias_correction: true``).
+        task_params: method -> task -> parameters that override ``method_params`` on that task
+            (e.g. LaRe's feature program per task).
     """
 
     name: str
@@ -213,12 +288,19 @@ class Suite:
     seeds: tuple[int, ...]
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     expected_minutes: float | None = None
+    variants: Mapping[str, str] = field(default_factory=dict)
+    task_params: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "methods", tuple(dict.fromkeys(self.methods)))
         object.__setattr__(self, "seeds", tuple(dict.fromkeys(self.seeds)))
         object.__setattr__(self, "method_params", {k: _freeze(v) for k, v in dict(self.method_params).items()})
+        object.__setattr__(self, "variants", dict(self.variants))
+        object.__setattr__(self, "task_params", {m: {t: _freeze(p) for t, p in dict(v).items()} for m, v in dict(self.task_params).items()})
+        bad = [v for v in self.variants if v in ANCHORS]
+        if bad:
+            raise RangeError(f"suite {self.name!r}: the anchors {list(ANCHORS)} cannot be variants; got {bad}")
         if not self.tasks:
             raise RangeError(f"suite {self.name!r} has no tasks")
         names = [t.name for t in self.tasks]
@@ -264,14 +346,15 @@ def expand_runs(suite: Suite, *, check_methods: bool = True) -> list[RunSpec]:
     """One :class:`RunSpec` per (task, method, seed), anchors first; ``dense`` is skipped on tasks
     without a dense twin. With ``check_methods`` every non-anchor name must be a registered assigner."""
     if check_methods:
-        check_method_names(suite.methods)
+        check_method_names([suite.variants.get(m, m) for m in suite.methods])
     runs = []
     for task in suite.tasks:
         for method in suite.methods:
             if method == "dense" and not task.dense_twin:
                 continue
+            params = {**suite.method_params.get(method, {}), **suite.task_params.get(method, {}).get(task.name, {})}
             for seed in suite.seeds:
-                runs.append(RunSpec(task, method, seed, suite.method_params.get(method, {})))
+                runs.append(RunSpec(task, method, seed, params, suite.variants.get(method)))
     return runs
 
 
@@ -289,149 +372,15 @@ def check_method_names(methods: Sequence[str]) -> None:
         )
 
 
-# ------------------------------------------------------------------------------ the suites
-#
-# PPO hyperparameters follow research/bench-feasibility.md (measured on this machine): 8 DummyVecEnv
-# envs x n_steps 256 = 2048-step rollouts, batch 64, 10 epochs, one torch thread per run;
-# VecNormalize on MuJoCo; DoorKey needs ent_coef 0.01 + VecNormalize. gamma is fixed per task.
-
-_PPO = {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4, "gae_lambda": 0.95, "gamma": 0.99}
-_PPO_MUJOCO = AgentConfig("ppo", _PPO, n_envs=8, normalize=True)
-_PPO_CLASSIC = AgentConfig("ppo", _PPO, n_envs=8, normalize=False)
-_PPO_LUNAR = AgentConfig(
-    "ppo",
-    {**_PPO, "gamma": 0.999, "gae_lambda": 0.98, "n_epochs": 4, "ent_coef": 0.01},
-    n_envs=8,
-    normalize=False,
-)
-_PPO_DOORKEY = AgentConfig("ppo", {**_PPO, "n_steps": 128, "ent_coef": 0.01}, n_envs=8, normalize=True)
-# bsuite: short rollouts so 1-step episodes still give many updates.
-_PPO_BSUITE = AgentConfig("ppo", {**_PPO, "n_steps": 32, "batch_size": 64, "n_epochs": 4}, n_envs=8, normalize=False)
-
-_SAC_MUJOCO = AgentConfig(
-    "sac",
-    {"gamma": 0.99, "learning_rate": 3e-4, "buffer_size": 1_000_000, "batch_size": 256, "learning_starts": 10_000, "tau": 0.005},
-    n_envs=1,
-    normalize=False,
-)
-
-_GAMMA_NOTE = (
-    "gamma 0.99: with an end-of-episode payout and gamma < 1 ending early looks good to the episodic "
-    "baseline (part of its gap is this discounting artefact, which any dense redistribution removes)."
-)
-
-
-def _cartpole(steps: int, every: int) -> TaskSpec:
-    return TaskSpec("cartpole", "CartPole-v1", "gymnasium", steps, every, _PPO_CLASSIC, notes=_GAMMA_NOTE)
-
-
-def _mujoco(name: str, env_id: str, steps: int, every: int, agent: AgentConfig = _PPO_MUJOCO, eval_episodes: int = 5) -> TaskSpec:
-    notes = "VecNormalize(obs, reward); eval uses the frozen observation statistics."
-    if name != "halfcheetah":
-        notes += " " + _GAMMA_NOTE
-    else:
-        notes += " No early termination: the cleanest delayed-reward task."
-    return TaskSpec(name, env_id, "gymnasium", steps, every, agent, eval_episodes=eval_episodes, notes=notes)
-
-
-def _lunar(steps: int, every: int) -> TaskSpec:
-    return TaskSpec("lunarlander", "LunarLander-v3", "gymnasium", steps, every, _PPO_LUNAR, solve_threshold=200.0,
-                    notes="rl-zoo-style PPO (gamma 0.999, gae_lambda 0.98, ent_coef 0.01, 4 epochs).")
-
-
-def _doorkey(env_id: str, steps: int, every: int) -> TaskSpec:
-    return TaskSpec(
-        "doorkey", env_id, "minigrid", steps, every, _PPO_DOORKEY, dense_twin=False, solve_threshold=0.9,
-        notes="Natively sparse (reward only on success): no dense twin, so the score is steps-to-solve "
-        "(first evaluation with mean return >= 0.9). Image observation flattened; ent_coef 0.01 + VecNormalize.",
-    )
-
-
-def _umbrella(settings: Sequence[int], steps: int) -> TaskSpec:
-    return TaskSpec(
-        "umbrella_length", "umbrella_length", "bsuite", steps, steps, _PPO_BSUITE, eval_episodes=20,
-        bsuite_settings=tuple(f"umbrella_length/{i}" for i in settings),
-        notes="bsuite credit-assignment diagnostic: only the first action matters, +/-1 at the end, "
-        "+/-1 noise on every step. Scored by bsuite's analysis (fraction of settings with average regret < 0.5).",
-    )
-
-
-def _discounting(settings: Sequence[int], steps: int) -> TaskSpec:
-    return TaskSpec(
-        "discounting_chain", "discounting_chain", "bsuite", steps, steps, _PPO_BSUITE, eval_episodes=5,
-        bsuite_settings=tuple(f"discounting_chain/{i}" for i in settings),
-        notes="bsuite diagnostic: the first action picks a chain paying 1 after 1/3/10/30/100 steps, one pays 1.1. "
-        "Scored by bsuite's analysis (clip(1 - 10 (1.1 - average return), 0, 1)).",
-    )
-
-
-# The return-decomposition assigners of creditlab.credit. LaRe is left out: without LLM-written
-# latent features (creditlab.programs) it is RRD on raw (s, a).
-_DECOMPOSITION = ("uniform", "ircr", "rd", "rrd", "rudder")
-
-# bsuite ids: umbrella_length/k has chain length (1..10, 12, 14, 17, 20, 25, 30, ..., 100)[k];
-# discounting_chain/k has mapping_seed k (the 1.1 chain is k % 5).
-SUITES: dict[str, Suite] = {
-    "smoke": Suite(
-        "smoke",
-        "Minutes on 2 cores, for the README and CI: CartPole at 30k PPO steps and a short umbrella_length, "
-        "2 seeds, the two anchors and the cheapest credit assigners.",
-        tasks=(
-            _cartpole(30_000, 6_000),
-            _umbrella((0, 4, 9), 2_048),
-        ),
-        methods=("episodic", "dense", "uniform", "rrd"),
-        seeds=(0, 1),
-        expected_minutes=None,
-    ),
-    "standard": Suite(
-        "standard",
-        "About 1-2 hours on a shared 2-core machine: every task at a short PPO budget (30k-60k steps, where the "
-        "dense-vs-episodic gap is already large), the return-decomposition methods, 3 seeds.",
-        tasks=(
-            # informative and cheap first: a sweep interrupted early has finished whole tasks
-            _mujoco("halfcheetah", "HalfCheetah-v5", 60_000, 12_000),
-            _cartpole(30_000, 6_000),
-            _umbrella((0, 2, 4, 9, 13), 2_048),
-            _discounting((0, 1, 2, 3, 4), 6_144),
-            _mujoco("hopper", "Hopper-v5", 60_000, 12_000),
-            _doorkey("MiniGrid-DoorKey-6x6-v0", 60_000, 12_000),
-            _mujoco("walker2d", "Walker2d-v5", 50_000, 10_000),
-            _lunar(50_000, 10_000),
-        ),
-        methods=("episodic", "dense") + _DECOMPOSITION,
-        seeds=(0, 1, 2),
-        expected_minutes=None,
-    ),
-    "full": Suite(
-        "full",
-        "For a Ray cluster: MuJoCo at 1M PPO steps plus SAC variants, DoorKey-8x8, the full bsuite sweeps' settings, 5 seeds.",
-        tasks=(
-            _cartpole(200_000, 10_000),
-            _lunar(1_000_000, 50_000),
-            _mujoco("hopper", "Hopper-v5", 1_000_000, 50_000, eval_episodes=10),
-            _mujoco("halfcheetah", "HalfCheetah-v5", 1_000_000, 50_000, eval_episodes=10),
-            _mujoco("walker2d", "Walker2d-v5", 1_000_000, 50_000, eval_episodes=10),
-            _mujoco("hopper_sac", "Hopper-v5", 1_000_000, 50_000, agent=_SAC_MUJOCO, eval_episodes=10),
-            _mujoco("halfcheetah_sac", "HalfCheetah-v5", 1_000_000, 50_000, agent=_SAC_MUJOCO, eval_episodes=10),
-            _doorkey("MiniGrid-DoorKey-8x8-v0", 500_000, 25_000),
-            _umbrella(tuple(range(23)), 100_000),
-            _discounting(tuple(range(20)), 100_000),
-        ),
-        methods=("episodic", "dense") + _DECOMPOSITION,
-        seeds=(0, 1, 2, 3, 4),
-        expected_minutes=None,
-    ),
-}
-
-
 def get_suite(name: str) -> Suite:
-    """A built-in suite by name."""
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise RangeError(f"no suite named {name!r}; choose one of {sorted(SUITES)}") from None
+    """A built-in suite by name: the YAML file ``creditlab/bench/configs/NAME.yaml`` (see :mod:`creditlab.bench.config`)."""
+    from .config import builtin_suite_path, load_suite
+
+    return load_suite(builtin_suite_path(name))
 
 
 def list_suites() -> list[str]:
-    return list(SUITES)
+    """Names of the built-in suites."""
+    from .config import builtin_suites
+
+    return builtin_suites()
