@@ -59,6 +59,17 @@ def test_file_errors(tmp_path):
         load_suite(wrong)
 
 
+def test_only_tasks():
+    data = _suite(methods=[{"name": "rrd", "only_tasks": ["cp"]}, {"name": "uniform", "only_tasks": []}])
+    data["tasks"].append({"name": "cp2", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small"})
+    runs = {r.run_id for r in expand_runs(suite_from_dict(data))}
+    assert "cp/rrd/seed0" in runs and "cp2/rrd/seed0" not in runs
+    assert not any("/uniform/" in r for r in runs)
+    assert "cp2/episodic/seed1" in runs and "cp2/dense/seed1" in runs
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.only_tasks\[0\]: no task named 'x'"):
+        suite_from_dict(_suite(methods=[{"name": "rrd", "only_tasks": ["x"]}]))
+
+
 def test_variants_and_task_params_expand():
     suite = suite_from_dict(_suite(methods=[
         "uniform",

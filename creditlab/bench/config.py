@@ -36,6 +36,7 @@ Schema (``?`` = optional, default after ``=``)::
       - name: lare
         params: {}
         tasks: {hopper: {features: Hopper-v5}}   # per-task parameter overrides
+        only_tasks: [hopper]        # run this method on these tasks only (default: all)
 
 Example:
     >>> suite = suite_from_dict({"name": "s", "seeds": 2, "methods": ["uniform"],
@@ -73,7 +74,7 @@ _SUITE_KEYS = {"name", "description", "seeds", "agents", "tasks", "methods", "ex
 _AGENT_KEYS = {"algo", "hyperparams", "n_envs", "normalize", "policy"}
 _TASK_KEYS = {"name", "env", "family", "reward", "steps", "eval_every", "eval_episodes", "agent", "env_kwargs", "imports",
               "dense_twin", "solve_threshold", "bsuite_settings", "notes"}
-_METHOD_KEYS = {"name", "method", "params", "tasks"}
+_METHOD_KEYS = {"name", "method", "params", "tasks", "only_tasks"}
 
 
 def _keys(data: Any, allowed: set[str], path: str, required: Sequence[str] = ()) -> Mapping[str, Any]:
@@ -187,6 +188,7 @@ def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
     params: dict[str, dict[str, Any]] = {}
     variants: dict[str, str] = {}
     per_task: dict[str, dict[str, dict[str, Any]]] = {}
+    only_tasks: dict[str, tuple[str, ...]] = {}
     methods_raw = _typed(d["methods"], (list, tuple), "methods", "a list of method names or mappings")
     for i, m in enumerate(methods_raw):
         path = f"methods[{i}]"
@@ -211,10 +213,17 @@ def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
                 raise ConfigError(f"{_join(path, 'tasks')}.{tname}: no such task; tasks are {', '.join(sorted(task_names))}")
             _typed(tparams, (Mapping,), f"{_join(path, 'tasks')}.{tname}", "a mapping of parameters")
         per_task[mname] = {str(k): dict(v) for k, v in tp.items()}
+        if "only_tasks" in md:
+            only = _typed(md["only_tasks"], (list, tuple), _join(path, "only_tasks"), "a list of task names")
+            for j, tname in enumerate(only):
+                if tname not in task_names:
+                    raise ConfigError(f"{_join(path, 'only_tasks')}[{j}]: no task named {tname!r}; tasks are {', '.join(sorted(task_names))}")
+            only_tasks[mname] = tuple(only)
     description = _typed(d.get("description", ""), (str,), "description", "text")
     minutes = d.get("expected_minutes")
     suite = _wrap("", lambda: Suite(name, description, tasks=tasks, methods=tuple(methods), seeds=seeds, method_params=params,
-                                    expected_minutes=minutes, variants=variants, task_params=per_task))
+                                    expected_minutes=minutes, variants=variants, task_params=per_task,
+                                    only_tasks=only_tasks))
     if check_methods:
         from .suites import check_method_names
 
@@ -292,7 +301,7 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
     for m in suite.methods:
         if m in ANCHORS:
             continue
-        if m in suite.variants or suite.method_params.get(m) or suite.task_params.get(m):
+        if m in suite.variants or suite.method_params.get(m) or suite.task_params.get(m) or m in suite.only_tasks:
             entry: dict[str, Any] = {"name": m}
             if m in suite.variants:
                 entry["method"] = suite.variants[m]
@@ -300,6 +309,8 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
                 entry["params"] = dict(suite.method_params[m])
             if suite.task_params.get(m):
                 entry["tasks"] = {k: dict(v) for k, v in suite.task_params[m].items()}
+            if m in suite.only_tasks:
+                entry["only_tasks"] = list(suite.only_tasks[m])
             methods.append(entry)
         else:
             methods.append(m)

@@ -279,6 +279,7 @@ class Suite:
             parameters (``rrd_unbiased`` -> ``rrd`` with ``bias_correction: true``).
         task_params: method -> task -> parameters that override ``method_params`` on that task
             (e.g. LaRe's feature program per task).
+        only_tasks: method -> the tasks it runs on (default: every task).
     """
 
     name: str
@@ -290,6 +291,7 @@ class Suite:
     expected_minutes: float | None = None
     variants: Mapping[str, str] = field(default_factory=dict)
     task_params: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    only_tasks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -298,6 +300,7 @@ class Suite:
         object.__setattr__(self, "method_params", {k: _freeze(v) for k, v in dict(self.method_params).items()})
         object.__setattr__(self, "variants", dict(self.variants))
         object.__setattr__(self, "task_params", {m: {t: _freeze(p) for t, p in dict(v).items()} for m, v in dict(self.task_params).items()})
+        object.__setattr__(self, "only_tasks", {m: tuple(v) for m, v in dict(self.only_tasks).items()})
         bad = [v for v in self.variants if v in ANCHORS]
         if bad:
             raise RangeError(f"suite {self.name!r}: the anchors {list(ANCHORS)} cannot be variants; got {bad}")
@@ -351,6 +354,8 @@ def expand_runs(suite: Suite, *, check_methods: bool = True) -> list[RunSpec]:
     for task in suite.tasks:
         for method in suite.methods:
             if method == "dense" and not task.dense_twin:
+                continue
+            if method in suite.only_tasks and task.name not in suite.only_tasks[method]:
                 continue
             params = {**suite.method_params.get(method, {}), **suite.task_params.get(method, {}).get(task.name, {})}
             for seed in suite.seeds:
