@@ -509,81 +509,52 @@ def _warn(message: str, stacklevel: int = 3) -> None:
 _GROUP_NEEDS = ("outcomes|components|rewards", "group_ids")
 
 
-@register_method(
-    "grpo",
-    family="advantage",
-    summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
-    needs=_GROUP_NEEDS,
-    kind="advantages",
-    source="Shao et al. 2024, arXiv 2402.03300",
-)
+@register_method("grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
+                 source="Shao et al. 2024, arXiv 2402.03300")
 def _run_grpo(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, grpo(r, episodes.group_ids, std_scale=std_scale, eps=eps, present=p), meta)
 
 
-@register_method(
-    "dr_grpo",
-    family="advantage",
-    summary="Dr. GRPO: outcome minus group mean, no std division",
-    needs=_GROUP_NEEDS,
-    kind="advantages",
-    source="Liu et al. 2025, arXiv 2503.20783",
-)
+@register_method("dr_grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="Dr. GRPO: outcome minus group mean, no std division",
+                 source="Liu et al. 2025, arXiv 2503.20783")
 def _run_dr_grpo(episodes) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, dr_grpo(r, episodes.group_ids, present=p), meta)
 
 
-@register_method(
-    "rloo",
-    family="advantage",
-    summary="REINFORCE leave-one-out baseline within each group",
-    needs=_GROUP_NEEDS,
-    kind="advantages",
-    source="Ahmadian et al. 2024, arXiv 2402.14740",
-)
+@register_method("rloo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="REINFORCE leave-one-out baseline within each group",
+                 source="Ahmadian et al. 2024, arXiv 2402.14740")
 def _run_rloo(episodes) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, rloo(r, episodes.group_ids, present=p), meta)
 
 
-@register_method(
-    "reinforce_pp",
-    family="advantage",
-    summary="REINFORCE++: returns-to-go whitened over the whole batch",
-    needs=("rewards|outcomes|components",),
-    kind="advantages",
-    source="Hu 2025, arXiv 2501.03262",
-)
+@register_method("reinforce_pp", family="advantage", kind="advantages", needs=("rewards|outcomes|components",),
+                 summary="REINFORCE++: returns-to-go whitened over the whole batch",
+                 source="Hu 2025, arXiv 2501.03262")
 def _run_reinforce_pp(episodes, *, gamma: float = 1.0, eps: float = 1e-8) -> AdvantageOutput:
     r, meta = step_rewards(episodes)
     out = reinforce_pp(r, mask=episodes.mask, gamma=gamma, eps=eps)
     return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})
 
 
-@register_method(
-    "reinforce_pp_baseline",
-    family="advantage",
-    summary="REINFORCE++-baseline: group mean subtracted, batch whitening",
-    needs=_GROUP_NEEDS,
-    kind="advantages",
-    source="Hu 2025, arXiv 2501.03262",
-)
+@register_method("reinforce_pp_baseline", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="REINFORCE++-baseline: group mean subtracted, batch whitening",
+                 source="Hu 2025, arXiv 2501.03262")
 def _run_reinforce_pp_baseline(episodes, *, eps: float = 1e-8, length_weighted: bool = False) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     w = episodes.lengths if length_weighted else None
-    return episode_output_to_steps(episodes, reinforce_pp_baseline(r, episodes.group_ids, eps=eps, weights=w, present=p), meta)
+    out = reinforce_pp_baseline(r, episodes.group_ids, eps=eps, weights=w, present=p)
+    return episode_output_to_steps(episodes, out, meta)
 
 
-@register_method(
-    "gdpo",
-    family="normalization",
-    summary="GDPO: each reward component normalized in its group, weighted sum, batch norm",
-    needs=("components", "group_ids"),
-    kind="advantages",
-    source="Liu et al. 2026, arXiv 2601.05242",
-)
+@register_method("gdpo", family="normalization", kind="advantages", needs=("components", "group_ids"),
+                 summary="GDPO: each reward component normalized in its group, weighted sum, batch norm",
+                 source="Liu et al. 2026, arXiv 2601.05242")
 def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = True) -> AdvantageOutput:
     out = gdpo(
         episodes.components, episodes.group_ids, weights=weights, eps=eps, batch_norm=batch_norm,
@@ -592,14 +563,9 @@ def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = T
     return episode_output_to_steps(episodes, out, {"input/score_from_components": 1.0})
 
 
-@register_method(
-    "sum_then_normalize",
-    family="normalization",
-    summary="Weighted sum of reward components, then GRPO normalization",
-    needs=("components", "group_ids"),
-    kind="advantages",
-    source="TRL multi_objective_aggregation='sum_then_normalize'",
-)
+@register_method("sum_then_normalize", family="normalization", kind="advantages", needs=("components", "group_ids"),
+                 summary="Weighted sum of reward components, then GRPO normalization",
+                 source="TRL multi_objective_aggregation='sum_then_normalize'")
 def _run_sum_then_normalize(episodes, *, weights=None, std_scale: str = "group", eps: float = 1e-4) -> AdvantageOutput:
     out = sum_then_normalize(
         episodes.components, episodes.group_ids, weights=weights, std_scale=std_scale, eps=eps,

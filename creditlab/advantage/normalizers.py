@@ -156,14 +156,9 @@ def _task_keys(task_ids: ArrayLike, tasks: GroupIndex) -> dict[int, str]:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "ctan",
-    family="normalization",
-    summary="Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
-    needs=("outcomes|components|rewards", "group_ids"),
-    kind="advantages",
-    source="RaPO, Overcoming Catastrophic Forgetting in Visual Continual Learning with RFT",
-)
+@register_method("ctan", family="normalization", kind="advantages", needs=("outcomes|components|rewards", "group_ids"),
+                 summary="Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
+                 source="RaPO, Overcoming Catastrophic Forgetting in Visual Continual Learning with RFT")
 def _run_ctan(episodes, *, beta: float = 0.999, eps: float = 1e-4, per_task: bool = False) -> AdvantageOutput:
     """A fresh normalizer on one batch (the EMA starts from this batch's spread)."""
     r, p, meta = episode_scores(episodes)

@@ -357,14 +357,9 @@ def _metrics(a_ep, a_step, st: GroupStats, steps: GroupIndex, ep_st: GroupStats,
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "gigpo",
-    family="llm",
-    summary="GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
-    needs=("rewards", "group_ids", "extras.anchors"),
-    kind="advantages",
-    source="Feng et al. 2025, arXiv 2505.10978",
-)
+@register_method("gigpo", family="llm", kind="advantages", needs=("rewards", "group_ids", "extras.anchors"),
+                 summary="GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
+                 source="Feng et al. 2025, arXiv 2505.10978")
 def _run_gigpo(
     episodes,
     *,

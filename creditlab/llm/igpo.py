@@ -203,14 +203,9 @@ def _gain_abs_mean(rewards, m, lengths) -> float:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "igpo",
-    family="llm",
-    summary="IGPO: per-turn information gain in the answer's probability, group-z-scored, returns-to-go",
-    needs=("outcomes", "group_ids", "extras.belief_log_probs"),
-    kind="advantages",
-    source="Wang et al. 2025, arXiv 2510.14967",
-)
+@register_method("igpo", family="llm", kind="advantages", needs=("outcomes", "group_ids", "extras.belief_log_probs"),
+                 summary="IGPO: per-turn information gain in the answer's probability, group-z-scored, returns-to-go",
+                 source="Wang et al. 2025, arXiv 2510.14967")
 def _run_igpo(episodes, *, gamma: float = 1.0, outcome_weight: float = 1.0) -> AdvantageOutput:
     """Beliefs ``log p(answer | history after turn t)`` in ``episodes.extras["belief_log_probs"]``, float[B, T+1]."""
     episodes.require("outcomes", "group_ids", method="igpo")

@@ -520,14 +520,9 @@ def _ttarget(outcomes: Any, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "oprl",
-    family="llm",
-    summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
-    needs=("rewards", "outcomes", "group_ids"),
-    kind="advantages",
-    source="Liu et al. 2025, arXiv 2509.19199",
-)
+@register_method("oprl", family="llm", kind="advantages", needs=("rewards", "outcomes", "group_ids"),
+                 summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
+                 source="Liu et al. 2025, arXiv 2509.19199")
 def _run_oprl(episodes, *, step_weight: float = 1.0, mode: str = "mean_std_norm") -> AdvantageOutput:
     """The per-turn implicit rewards are ``episodes.rewards``; a missing outcome counts as 0."""
     episodes.require("outcomes", "group_ids", method="oprl")

@@ -107,14 +107,9 @@ def process_turn_rewards(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "process_turn_rewards",
-    family="llm",
-    summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
-    needs=("rewards", "outcomes?"),
-    kind="rewards",
-    source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548",
-)
+@register_method("process_turn_rewards", family="llm", kind="rewards", needs=("rewards", "outcomes?"),
+                 summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
+                 source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548")
 def _run_process_turn_rewards(
     episodes, *, transform: str = "delta", eta: float = 0.5, gate: float | None = None
 ) -> RewardOutput:

@@ -146,14 +146,9 @@ def turn_rloo(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "turn_rloo",
-    family="llm",
-    summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
-    needs=("rewards", "group_ids"),
-    kind="advantages",
-    source="creditlab; cf. verl-project/verl#7244",
-)
+@register_method("turn_rloo", family="llm", kind="advantages", needs=("rewards", "group_ids"),
+                 summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
+                 source="creditlab; cf. verl-project/verl#7244")
 def _run_turn_rloo(episodes, *, gamma: float = 1.0, baseline: str = "turn") -> AdvantageOutput:
     """A missing outcome counts as 0 on the last turn."""
     episodes.require("group_ids", method="turn_rloo")

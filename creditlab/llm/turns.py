@@ -45,6 +45,11 @@ from .tokens import place_on_last_token, turn_ids_from_response_mask
 __all__ = ["TurnBatch"]
 
 
+def _view(name: str, doc: str) -> property:
+    """A read-only attribute of the view: ``episodes.<name>``."""
+    return property(lambda self: getattr(self.episodes, name), doc=doc)
+
+
 @dataclass(frozen=True, eq=False)
 class TurnBatch:
     """B multi-turn trajectories padded to T turns (NumPy arrays). Build with a ``from_*`` method.
@@ -270,35 +275,17 @@ class TurnBatch:
 
     # ------------------------------------------------------------------ views
 
-    @property
-    def rewards(self) -> np.ndarray:
-        """float64[B, T] -- reward received after turn t (0 on padding)."""
-        return self.episodes.rewards
-
-    @property
-    def mask(self) -> np.ndarray:
-        """bool[B, T] -- real turns."""
-        return self.episodes.mask
-
-    @property
-    def group_ids(self) -> np.ndarray:
-        """int64[B] -- group of each trajectory."""
-        return self.episodes.group_ids
-
-    @property
-    def traj_ids(self) -> np.ndarray:
-        """[B] -- trajectory ids (``episodes.episode_ids``)."""
-        return self.episodes.episode_ids
-
-    @property
-    def outcomes(self) -> np.ndarray | None:
-        """float[B] | None -- episode outcomes (0 where ``outcome_present`` is False)."""
-        return self.episodes.outcomes
-
-    @property
-    def outcome_present(self) -> np.ndarray | None:
-        """bool[B] | None -- False where the outcome is None."""
-        return self.episodes.outcome_present
+    rewards = _view("rewards", "float64[B, T] -- reward received after turn t (0 on padding).")
+    mask = _view("mask", "bool[B, T] -- real turns (a prefix of each row).")
+    group_ids = _view("group_ids", "int64[B] -- group of each trajectory.")
+    traj_ids = _view("episode_ids", "[B] -- trajectory ids (``episodes.episode_ids``).")
+    outcomes = _view("outcomes", "float[B] | None -- episode outcomes (0 where ``outcome_present`` is False).")
+    outcome_present = _view("outcome_present", "bool[B] | None -- False where the outcome is None.")
+    component_names = _view("component_names", "tuple[str, ...] -- names of the components' columns.")
+    features = _view("observations", "float[B, T, D] | None -- per-turn vectors (``episodes.observations``).")
+    row_index = _view("row_index", "int64[B, T] | None -- source row of each turn (``from_rows``), -1 on padding.")
+    num_trajectories = _view("num_episodes", "int -- B.")
+    lengths = _view("lengths", "int64[B] -- turns per trajectory.")
 
     @property
     def components(self) -> np.ndarray | None:
@@ -309,37 +296,14 @@ class TurnBatch:
         return np.where(ep.component_present, ep.components, np.nan)
 
     @property
-    def component_names(self) -> tuple[str, ...]:
-        return self.episodes.component_names
-
-    @property
     def anchors(self) -> Any:
         """[B] object array of per-turn anchor keys (or int[B, T]) | None."""
         return self.episodes.extras.get("anchors")
 
     @property
-    def features(self) -> np.ndarray | None:
-        """float[B, T, D] | None -- per-turn vectors (``episodes.observations``)."""
-        return self.episodes.observations
-
-    @property
-    def row_index(self) -> np.ndarray | None:
-        """int64[B, T] | None -- source row of each turn (``from_rows``), -1 on padding."""
-        return self.episodes.row_index
-
-    @property
     def extras(self) -> Mapping[str, Any]:
         """Per-trajectory extras given to :meth:`from_padded` (anchors are :attr:`anchors`)."""
         return {k: v for k, v in self.episodes.extras.items() if k != "anchors"}
-
-    @property
-    def num_trajectories(self) -> int:
-        return self.episodes.num_episodes
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """int64[B] -- turns per trajectory."""
-        return self.episodes.lengths
 
     def episode_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-trajectory score and presence: the outcome where given, else the sum of turn rewards."""

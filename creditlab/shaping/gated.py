@@ -110,14 +110,9 @@ def gated_levels(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "gated_accumulation",
-    family="credit",
-    summary="G-RA: step rewards count only if the outcome reaches the gate",
-    needs=("rewards", "outcomes"),
-    kind="rewards",
-    source="arXiv 2508.10548",
-)
+@register_method("gated_accumulation", family="credit", kind="rewards", needs=("rewards", "outcomes"),
+                 summary="G-RA: step rewards count only if the outcome reaches the gate",
+                 source="arXiv 2508.10548")
 def _run_gated_accumulation(episodes, *, gate: float = 1.0) -> RewardOutput:
     return gated_accumulation(
         episodes.rewards, episodes.outcomes, gate=gate, mask=episodes.mask, outcome_present=episodes.outcome_present

@@ -132,27 +132,17 @@ def _episode_lengths(episodes, key: str):
     return episodes.lengths
 
 
-@register_method(
-    "overlong_penalty",
-    family="shaping",
-    summary="DAPO soft overlong penalty added at the last step",
-    needs=("rewards|outcomes|components", "extras.length?"),
-    kind="rewards",
-    source="Yu et al. 2025 (DAPO), arXiv 2503.14476",
-)
+@register_method("overlong_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "extras.length?"),
+                 summary="DAPO soft overlong penalty added at the last step",
+                 source="Yu et al. 2025 (DAPO), arXiv 2503.14476")
 def _run_overlong_penalty(episodes, *, max_length: int = 512, cache_length: int = 128, key: str = "length") -> RewardOutput:
     penalty = overlong_penalty(_episode_lengths(episodes, key), max_length=max_length, cache_length=cache_length)
     return add_on_last_step(episodes, penalty)
 
 
-@register_method(
-    "group_length_penalty",
-    family="shaping",
-    summary="Length penalty relative to the group's (correct) responses",
-    needs=("rewards|outcomes|components", "group_ids", "extras.length?"),
-    kind="rewards",
-    source="Kimi k1.5, arXiv 2501.12599",
-)
+@register_method("group_length_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "group_ids", "extras.length?"),
+                 summary="Length penalty relative to the group's (correct) responses",
+                 source="Kimi k1.5, arXiv 2501.12599")
 def _run_group_length_penalty(episodes, *, coef: float = 1.0, reference: str = "group", key: str = "length") -> RewardOutput:
     """Correct = an episode score above 0 (outcome, else the sum of components or rewards)."""
     r, p, meta = episode_scores(episodes)

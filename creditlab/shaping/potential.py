@@ -75,14 +75,9 @@ def potential_shaping(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method(
-    "potential_shaping",
-    family="shaping",
-    summary="Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
-    needs=("rewards", "extras.potential"),
-    kind="rewards",
-    source="Ng, Harada & Russell 1999",
-)
+@register_method("potential_shaping", family="shaping", kind="rewards", needs=("rewards", "extras.potential"),
+                 summary="Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
+                 source="Ng, Harada & Russell 1999")
 def _run_potential_shaping(episodes, *, gamma: float = 0.99, key: str = "potential") -> RewardOutput:
     """Phi(s_t) from the per-step column ``key``; Phi(s_T) of truncated episodes from
     ``bootstrap_potential`` read on each episode's last row."""

@@ -102,25 +102,15 @@ def delta_process_rewards(
 # ---------------------------------------------------------------------- registry adapters
 
 
-@register_method(
-    "clip_process",
-    family="shaping",
-    summary="Clip PRM step scores: min(s - eta, 0), never positive",
-    needs=("rewards",),
-    kind="rewards",
-    source="Gao et al. 2024, arXiv 2410.15115",
-)
+@register_method("clip_process", family="shaping", kind="rewards", needs=("rewards",),
+                 summary="Clip PRM step scores: min(s - eta, 0), never positive",
+                 source="Gao et al. 2024, arXiv 2410.15115")
 def _run_clip_process(episodes, *, eta: float = 0.5) -> RewardOutput:
     return clip_process_rewards(episodes.rewards, eta=eta, mask=episodes.mask, present=episodes.reward_present)
 
 
-@register_method(
-    "delta_process",
-    family="shaping",
-    summary="Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
-    needs=("rewards",),
-    kind="rewards",
-    source="Gao et al. 2024, arXiv 2410.15115",
-)
+@register_method("delta_process", family="shaping", kind="rewards", needs=("rewards",),
+                 summary="Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
+                 source="Gao et al. 2024, arXiv 2410.15115")
 def _run_delta_process(episodes) -> RewardOutput:
     return delta_process_rewards(episodes.rewards, mask=episodes.mask, present=episodes.reward_present)
