@@ -24,7 +24,7 @@ from .advantage import (
     rloo,
     sum_then_normalize,
 )
-from .episodes import Episodes, pad, read_episodes, write_table
+from .episodes import Episodes, pad, read_episodes
 from .errors import (
     CreditlabError,
     DataFormatError,
@@ -51,6 +51,7 @@ from .shaping import (
     par,
     potential_shaping,
 )
+from .tables import write_table
 
 __all__ = [
     "AdvantageOutput",

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import tables
 from ._arrays import as_mask, lengths_of
 from .errors import (
     DataFormatError,
@@ -49,8 +49,9 @@ from .errors import (
     RangeError,
     ShapeError,
 )
+from .tables import id_text
 
-__all__ = ["Episodes", "read_episodes", "write_table", "pad"]
+__all__ = ["Episodes", "read_episodes", "pad"]
 
 _PER_STEP = ("rewards", "mask", "discounts", "values", "observations", "actions", "next_observations", "reward_present")
 _PER_EPISODE = (
@@ -156,7 +157,7 @@ class Episodes:
         names = np.asarray(episode_ids) if episode_ids is not None else None
 
         def who(i: int) -> str:
-            return f"episode {_name(names[i])}" if names is not None and names.shape == (b,) else f"episode {i}"
+            return f"episode {id_text(names[i])}" if names is not None and names.shape == (b,) else f"episode {i}"
 
         # Every episode ends one way: terminated (no bootstrap) or truncated (bootstrap). Flags not
         # given are derived: nothing given = complete episodes (terminated); one flag = the other
@@ -572,246 +573,18 @@ class Episodes:
     def from_table(table: Any, *, source: str = "table") -> Episodes:
         """Build from a pyarrow Table (or a dict of columns) with one row per step.
 
-        See :func:`read_episodes` for the schema.
+        See :func:`read_episodes` for the schema; the reading is :func:`creditlab.tables.episode_arrays`.
         """
-        import pyarrow as pa
-
-        if isinstance(table, Mapping):
-            table = pa.table(dict(table))
-        cols = set(table.column_names)
-        for req in ("episode_id", "step"):
-            if req not in cols:
-                raise MissingColumnError(
-                    f"{source} has no {req!r} column (columns: {sorted(cols)}); every row is one step and needs "
-                    "'episode_id' and 'step' (0-based index within the episode)"
-                )
-        comp_cols = sorted(c for c in cols if c.startswith("outcome."))
-        if "reward" not in cols and "outcome" not in cols and not comp_cols:
-            raise MissingColumnError(
-                f"{source} has no reward column: expected 'reward' (per step), 'outcome' (per episode) or "
-                f"'outcome.<name>' components; columns are {sorted(cols)}"
-            )
-        n = table.num_rows
-        if n == 0:
-            raise EmptyBatchError(f"{source} has no rows")
-        ep_raw = _column(table, "episode_id")
-        if _has_null(ep_raw):
-            raise DataFormatError(f"{source}: 'episode_id' has null values")
-        ep_key = ep_raw.astype(str) if ep_raw.dtype.kind in "OUS" else ep_raw
-        uniq, first, inv = np.unique(ep_key, return_index=True, return_inverse=True)
-        order_of_first = np.argsort(first, kind="stable")  # episodes in order of first appearance
-        rank = np.empty_like(order_of_first)
-        rank[order_of_first] = np.arange(order_of_first.size)
-        ep = rank[inv.reshape(-1)]
-        b = int(uniq.size)
-        step_col = _column(table, "step")
-        if _has_null(step_col) or step_col.dtype.kind not in "iuf":
-            raise DtypeError(f"{source}: 'step' must be integers without nulls")
-        step = step_col.astype(np.int64)
-        if step_col.dtype.kind == "f" and np.any(step != step_col):
-            raise DtypeError(f"{source}: 'step' must be integers; got fractional values")
-        lengths = np.bincount(ep, minlength=b)
-        order = np.lexsort((step, ep))
-        ep_s, step_s = ep[order], step[order]
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        expected = np.arange(n) - starts[ep_s]
-        bad = np.nonzero(step_s != expected)[0]
-        if bad.size:
-            e = int(ep_s[bad[0]])
-            steps = np.sort(step[ep == e])
-            raise DataFormatError(
-                f"{source}: episode {_name(uniq[order_of_first[e]])} has steps {steps[:12].tolist()}"
-                f"{'...' if steps.size > 12 else ''}; expected 0..{lengths[e] - 1} each exactly once"
-            )
-        t = int(lengths.max())
-        row_index = np.full((b, t), -1, dtype=np.int64)
-        row_index[ep_s, step_s] = order
-        mask = row_index >= 0
-
-        def where_bad(name: str, bad_rows: np.ndarray) -> str:
-            i = int(np.nonzero(bad_rows)[0][0])
-            return f"{source}: column {name!r} is {_numeric_column(table, name, source)[2][i]} at episode {_name(uniq[order_of_first[ep[i]]])} step {step[i]}"
-
-        def per_step(name: str, fill: float = 0.0, finite: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
-            """(values[B, T] with `fill` on nulls and padding, null[B, T])."""
-            if name not in cols:
-                return None
-            vals, nulls, raw = _numeric_column(table, name, source)
-            if finite and not np.isfinite(vals[~nulls]).all():
-                bad = ~nulls & ~np.isfinite(vals)
-                raise NonFiniteError(where_bad(name, bad) + "; expected a finite number (use null for 'not applicable')")
-            out = np.full((b, t), fill, dtype=np.float64)
-            out[ep_s, step_s] = np.where(nulls, fill, vals)[order]
-            null_bt = np.zeros((b, t), dtype=bool)
-            null_bt[ep_s, step_s] = nulls[order]
-            return out, null_bt
-
-        def per_episode(name: str) -> tuple[np.ndarray, np.ndarray] | None:
-            """(value[B], present[B]); rows with null are ignored; non-null rows must agree."""
-            if name not in cols:
-                return None
-            raw = _column(table, name)
-            kind = raw.dtype.kind
-            if kind in "OUS" and name in ("group_id", "task_id"):
-                vals = raw.astype(object)
-                present_row = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in vals])
-                out = np.empty(b, dtype=object)
-                out[:] = None
-                for i in np.nonzero(present_row)[0]:  # strings: rare (ids), per-row check is fine
-                    prev = out[ep[i]]
-                    if prev is not None and prev != vals[i]:
-                        raise DataFormatError(f"{source}: column {name!r} has different values within episode {_name(uniq[order_of_first[ep[i]]])}")
-                    out[ep[i]] = vals[i]
-                return out, np.array([v is not None for v in out])
-            vals, nulls, _ = _numeric_column(table, name, source)
-            if not np.isfinite(vals[~nulls]).all():
-                raise NonFiniteError(where_bad(name, ~nulls & ~np.isfinite(vals)) + "; expected a finite number (use null for 'not applicable')")
-            present_row = ~nulls
-            lo = np.full(b, np.inf)
-            hi = np.full(b, -np.inf)
-            np.minimum.at(lo, ep[present_row], vals[present_row])
-            np.maximum.at(hi, ep[present_row], vals[present_row])
-            present = np.isfinite(lo) & np.isfinite(hi)
-            if np.any(present & (lo != hi)):
-                e = int(np.nonzero(present & (lo != hi))[0][0])
-                raise DataFormatError(
-                    f"{source}: episode-level column {name!r} has different values within episode "
-                    f"{_name(uniq[order_of_first[e]])} ({lo[e]} and {hi[e]}); put it on one row or repeat the same value"
-                )
-            return np.where(present, lo, 0.0), present
-
-        got = per_step("reward")
-        reward_present = None
-        if got is None:
-            rewards = np.zeros((b, t))
-        else:
-            rewards, reward_null = got
-            if (reward_null & mask).any():
-                reward_present = mask & ~reward_null
-        kw: dict[str, Any] = {}
-
-        def end_flag(name: str) -> np.ndarray | None:
-            """Gymnasium convention: the flag is True on the row of the step that ended the episode."""
-            got = per_step(name, fill=0.0)
-            if got is None:
-                return None
-            flags = got[0]
-            if ((flags != 0) & (flags != 1)).any():
-                raise DtypeError(f"{source}: column {name!r} must be true/false (or 0/1)")
-            flags = flags != 0
-            early = flags & mask & (np.arange(t)[None, :] < (lengths[:, None] - 1))
-            if early.any():
-                e, st_ = (int(i) for i in np.argwhere(early)[0])
-                raise DataFormatError(
-                    f"{source}: episode {_name(uniq[order_of_first[e]])} has {name}=true at step {st_} but continues "
-                    f"to step {lengths[e] - 1}; {name} may only be true on an episode's last step"
-                )
-            return flags.any(axis=1)
-
-        kw["terminated"] = end_flag("terminated")
-        kw["truncated"] = end_flag("truncated")
-        if kw["terminated"] is None and kw["truncated"] is None:
-            kw["terminated"] = np.ones(b, dtype=bool)  # a complete episode in a file ends in a terminal state
-        elif kw["terminated"] is None:
-            kw["terminated"] = ~kw["truncated"]
-        elif kw["truncated"] is None:
-            kw["truncated"] = np.zeros(b, dtype=bool)
-        boot = per_episode("bootstrap_value")
-        if boot is not None:
-            kw["bootstrap_value"] = boot[0]
-        disc = per_step("discount")
-        if disc is not None:
-            if (disc[1] & mask).any():
-                raise DataFormatError(f"{source}: column 'discount' has nulls; give every step a continuation in [0, 1]")
-            kw["discounts"] = np.where(mask, disc[0], 0.0)
-            kw["terminated"] = None
-            kw["truncated"] = None
-        vals = per_step("value")
-        if vals is not None:
-            if (vals[1] & mask).any():
-                raise DataFormatError(f"{source}: column 'value' has nulls; every step needs V(s_t) when values are given")
-            kw["values"] = vals[0]
-        out = per_episode("outcome")
-        if out is not None:
-            kw["outcomes"] = [float(v) if p else None for v, p in zip(out[0], out[1])]
-        if comp_cols:
-            vals_k, pres_k = zip(*(per_episode(c) for c in comp_cols))
-            comp = np.stack(vals_k, axis=1).astype(np.float64)
-            pres = np.stack(pres_k, axis=1)
-            kw["components"] = np.where(pres, comp, None).tolist() if not pres.all() else comp
-            kw["component_names"] = [c[len("outcome.") :] for c in comp_cols]
-        for name, key in (("group_id", "group_ids"), ("task_id", "task_ids")):
-            col = per_episode(name)
-            if col is not None:
-                if not col[1].all():
-                    e = int(np.nonzero(~col[1])[0][0])
-                    raise DataFormatError(f"{source}: episode {_name(uniq[order_of_first[e]])} has no {name!r}")
-                kw[key] = col[0]
-        for name, key in (("obs", "observations"), ("action", "actions"), ("next_obs", "next_observations")):
-            if name in cols:
-                kw[key] = _list_column(table, name, b, t, ep_s, step_s, order, source)
-        known = {
-            "episode_id", "step", "reward", "terminated", "truncated", "bootstrap_value", "discount", "value",
-            "outcome", "group_id", "task_id", "obs", "action", "next_obs", *comp_cols,
-        }
-        extras = {}
-        import difflib
-        import warnings
-
-        for name in sorted(cols - known):
-            close = difflib.get_close_matches(name, sorted(known - {"obs", "action"}), n=1, cutoff=0.8)
-            if close:
-                from .errors import CreditlabWarning
-
-                warnings.warn(
-                    f"{source}: column {name!r} is not part of the episodes schema (did you mean {close[0]!r}?); "
-                    "it is kept as an extra column only",
-                    CreditlabWarning,
-                    stacklevel=3,
-                )
-            if _column(table, name).dtype.kind in "iufb":
-                extras[name] = per_step(name, fill=0.0, finite=False)[0]
-        eps = uniq[order_of_first]
-        episodes = Episodes.from_padded(rewards, mask, episode_ids=eps, extras=extras, **kw)
-        return episodes.replace(row_index=row_index, reward_present=reward_present)
+        arrays = tables.episode_arrays(table, source=source)
+        row_index, reward_present = arrays.pop("row_index"), arrays.pop("reward_present")
+        return Episodes.from_padded(**arrays).replace(row_index=row_index, reward_present=reward_present)
 
     def to_table(self, **step_columns: Any) -> Any:
-        """One row per valid step as a pyarrow Table, plus extra ``[B, T]`` columns (e.g. advantages)."""
-        import pyarrow as pa
+        """One row per valid step as a pyarrow Table, plus extra ``[B, T]`` columns (e.g. advantages).
 
-        e = self.numpy()
-        bi, ti = np.nonzero(e.mask)
-        data: dict[str, Any] = {
-            "episode_id": np.asarray(e.episode_ids)[bi] if e.episode_ids is not None else bi,
-            "step": ti.astype(np.int64),
-            "reward": e.rewards[bi, ti],
-        }
-        last = ti == (e.lengths[bi] - 1)
-        data["terminated"] = np.where(last, e.terminated[bi], False)
-        data["truncated"] = np.where(last, e.truncated[bi], False)
-        if e.values is not None:
-            data["value"] = e.values[bi, ti]
-        if e.outcomes is not None:
-            data["outcome"] = pa.array(
-                [float(e.outcomes[b]) if e.outcome_present[b] else None for b in bi], type=pa.float64()
-            )
-        for k, name in enumerate(e.component_names):
-            data[f"outcome.{name}"] = pa.array(
-                [float(e.components[b, k]) if e.component_present[b, k] else None for b in bi], type=pa.float64()
-            )
-        if e.group_ids is not None:
-            data["group_id"] = e.group_ids[bi]
-        if e.task_ids is not None:
-            data["task_id"] = e.task_ids[bi]
-        for name, arr in step_columns.items():
-            a = arr.detach().cpu().numpy() if _is_torch(arr) else np.asarray(arr)
-            if a.shape[:2] != e.mask.shape:
-                raise ShapeError(f"column {name!r} has shape {a.shape}; expected [B, T] = {e.mask.shape}")
-            data[name] = a[bi, ti]
-        for k, v in list(data.items()):
-            if isinstance(v, np.ndarray) and v.dtype == object:
-                data[k] = pa.array(v.tolist())
-        return pa.table(data)
+        See :func:`creditlab.tables.to_table`.
+        """
+        return tables.to_table(self, **step_columns)
 
 
 _FIELD_HINT = {
@@ -824,7 +597,7 @@ _FIELD_HINT = {
 }
 
 
-# ---------------------------------------------------------------------- file I/O
+# ---------------------------------------------------------------------- files
 
 
 def read_episodes(path: str | os.PathLike) -> Episodes:
@@ -842,116 +615,13 @@ def read_episodes(path: str | os.PathLike) -> Episodes:
       ``outcome.<name>``, ``group_id``, ``task_id``. Without ``terminated``/``truncated`` an
       episode is taken as terminated.
 
-    Other columns are kept in the source table and written back by the CLI unchanged.
+    Other columns are kept in the source table and written back by the CLI unchanged
+    (:func:`creditlab.tables.write_back`).
     """
-    table = read_table(path)
-    return Episodes.from_table(table, source=str(path))
+    return Episodes.from_table(tables.read_table(path), source=str(path))
 
 
-def read_table(path: str | os.PathLike) -> Any:
-    import pyarrow as pa
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"episodes file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p)
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        import pyarrow.json as pj
-
-        try:
-            return pj.read_json(p)
-        except pa.ArrowInvalid as exc:
-            raise DataFormatError(f"{p}: not valid JSON Lines (one JSON object per line): {exc}") from exc
-    raise DataFormatError(f"{p}: unknown episodes file type {suffix!r}; expected .parquet or .jsonl")
-
-
-def write_table(table: Any, path: str | os.PathLike) -> Path:
-    """Write a pyarrow Table to Parquet or JSONL atomically (temp file + rename)."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    from .atomic import atomic_path, json_default
-
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".parquet", ".jsonl", ".json", ".ndjson"):
-        raise DataFormatError(f"{p}: unknown output type {suffix!r}; expected .parquet or .jsonl")
-    with atomic_path(p) as tmp:
-        if suffix == ".parquet":
-            pq.write_table(table, tmp)
-        else:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for row in table.to_pylist():
-                    fh.write(json.dumps(row, default=json_default) + "\n")
-    return p
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _name(x: Any) -> str:
-    return repr(x.item() if hasattr(x, "item") else x)
-
-
-def _numeric_column(table: Any, name: str, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 values with 0 on nulls, null mask, raw values) of a numeric/bool column.
-
-    Distinguishes null ("not applicable") from NaN (an error for reward-like columns).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    col = table.column(name).combine_chunks()
-    typ = col.type
-    if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ)):
-        raise DtypeError(f"{source}: column {name!r} must hold numbers (or null); got {typ}")
-    nulls = col.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_null(typ):
-        vals = np.zeros(len(col))
-    else:
-        vals = pc.fill_null(col, False if pa.types.is_boolean(typ) else 0).to_numpy(zero_copy_only=False).astype(np.float64)
-    return vals, nulls, vals
-
-
-def _column(table: Any, name: str) -> np.ndarray:
-    col = table.column(name)
-    try:
-        return col.to_numpy(zero_copy_only=False)
-    except Exception:  # pragma: no cover - exotic arrow types
-        return np.asarray(col.to_pylist(), dtype=object)
-
-
-def _has_null(arr: np.ndarray) -> bool:
-    if arr.dtype == object:
-        return any(v is None for v in arr)
-    return arr.dtype.kind == "f" and bool(np.isnan(arr).any())
-
-
-def _list_column(table, name, b, t, ep_s, step_s, order, source) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    col = table.column(name).combine_chunks()
-    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
-        lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-        if col.null_count:
-            raise DataFormatError(f"{source}: column {name!r} has null rows")
-        if lens.size and (lens != lens[0]).any():
-            raise ShapeError(f"{source}: column {name!r} holds lists of different lengths {sorted(set(lens.tolist()))[:5]}; expected one fixed size")
-        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-        vals = flat.reshape(len(col), int(lens[0]) if lens.size else 0)
-    else:
-        vals = col.to_numpy(zero_copy_only=False)
-        if vals.dtype == object:
-            raise DtypeError(f"{source}: column {name!r} must be numbers or lists of numbers")
-    out = np.zeros((b, t, *vals.shape[1:]), dtype=np.float64 if vals.dtype.kind == "f" else vals.dtype)
-    out[ep_s, step_s] = vals[order]
-    return out
+# ---------------------------------------------------------------------- validation helpers
 
 
 def _float(x: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -1063,8 +733,3 @@ def _per_step_array(x: Any, name: str, b: int, t: int, allow_int: bool = False) 
     if arr.dtype.kind != "f" and not allow_int:
         arr = arr.astype(np.float32)
     return arr
-
-
-def iter_chunks(n: int, size: int) -> Iterable[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))

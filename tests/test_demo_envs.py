@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from creditlab.errors import CreditlabError, RangeError, ShapeError
-from creditlab.llm.demo.envs import KeyDoorEnv, SecretEnv, make_env
-from creditlab.llm.demo.tokenizer import WordTokenizer
+from creditlab_demo.envs import KeyDoorEnv, SecretEnv, make_env
+from creditlab_demo.tokenizer import WordTokenizer
 
 
 def act(env, state, *words):

@@ -6,9 +6,9 @@ import torch
 
 import creditlab
 from creditlab.errors import RangeError, ShapeError
-from creditlab.llm.demo.envs import KeyDoorEnv, SecretEnv
-from creditlab.llm.demo.policy import KVCache, PolicyConfig, TinyDecoder, masked_log_probs
-from creditlab.llm.demo.rollout import generate, sequence_log_probs
+from creditlab_demo.envs import KeyDoorEnv, SecretEnv
+from creditlab_demo.policy import KVCache, PolicyConfig, TinyDecoder, masked_log_probs
+from creditlab_demo.rollout import generate, sequence_log_probs
 
 torch.set_num_threads(1)
 

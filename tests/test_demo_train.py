@@ -14,8 +14,8 @@ import torch
 import creditlab
 from creditlab.errors import RangeError
 from creditlab.llm import gigpo, igpo
-from creditlab.llm.demo.experiment import load_results, run_config
-from creditlab.llm.demo.train import TrainConfig, Trainer, policy_loss, turn_advantages
+from creditlab_demo.experiment import load_results, run_config
+from creditlab_demo.train import TrainConfig, Trainer, policy_loss, turn_advantages
 
 torch.set_num_threads(1)
 
@@ -166,7 +166,6 @@ def test_train_config_validation():
 
 def test_cli_sweep_and_report(tmp_path, capsys):
     from creditlab.cli import main
-    from creditlab.llm.demo import cli  # noqa: F401  (registers `creditlab demo`)
 
     out, docs = tmp_path / "runs", tmp_path / "docs"
     sets = [f"--set={k}={v}" for k, v in {**TINY, "iterations": 2, "eval_every": 1}.items()]
@@ -182,9 +181,9 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     assert main(["demo", "show", str(out / "secret" / "igpo" / "seed1"), "--episodes", "2"]) == 0
     shown = capsys.readouterr().out
     assert "episode 1:" in shown and "> less" in shown and "> guess" in shown and "<bos> secret below 16" in shown
-    # `python -m creditlab.llm.demo report` reads the same runs.
+    # `python -m creditlab_demo report` reads the same runs.
     proc = subprocess.run(
-        [sys.executable, "-m", "creditlab.llm.demo", "report", "--out", str(out), "--docs", str(tmp_path / "d2")],
+        [sys.executable, "-m", "creditlab_demo", "report", "--out", str(out), "--docs", str(tmp_path / "d2")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -194,15 +193,15 @@ def test_cli_sweep_and_report(tmp_path, capsys):
 
 
 def test_demo_package_exports():
-    import creditlab.llm.demo as demo
+    import creditlab_demo as demo
 
     for name in demo.__all__:
         assert getattr(demo, name) is not None
-    assert Path(demo.__file__).parent.name == "demo"
+    assert Path(demo.__file__).parent.name == "creditlab_demo"
 
 
 def test_demo_tasks_build_valid_configs():
-    from creditlab.llm.demo.experiment import TASKS
+    from creditlab_demo.experiment import TASKS
 
     for name, task in TASKS.items():
         for variant in task.variants:
@@ -214,7 +213,7 @@ def test_demo_tasks_build_valid_configs():
 
 
 def test_episodes_to_target_interpolates_between_evaluations():
-    from creditlab.llm.demo.report import episodes_to
+    from creditlab_demo.report import episodes_to
 
     run = {
         "config": {"groups": 2, "group_size": 2},  # 4 episodes per iteration
@@ -227,8 +226,51 @@ def test_episodes_to_target_interpolates_between_evaluations():
 
 
 def test_sweep_rejects_a_method_no_selected_task_offers(tmp_path):
-    from creditlab.llm.demo.experiment import run_sweep
+    from creditlab_demo.experiment import run_sweep
 
     with pytest.raises(RangeError, match="igpo"):
         run_sweep(tmp_path, tasks=["keydoor"], methods=["igpo"], seeds=[0])
     assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_demo_report_writes_into_the_run_folder_by_default(tmp_path, monkeypatch, capsys):
+    # Run from a repository root, `creditlab demo report` used to overwrite docs/results/llm-demo.
+    from creditlab.cli import main
+
+    run_config(tiny(iterations=1, eval_every=1), tmp_path / "runs" / "llm-demo" / "secret" / "grpo" / "seed0")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "report"]) == 0
+    assert (tmp_path / "runs" / "llm-demo" / "results.md").exists()
+    assert (tmp_path / "runs" / "llm-demo" / "secret.png").exists()
+    assert not (tmp_path / "docs").exists()
+    assert main(["demo", "report", "--out", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()
+
+
+def test_demo_train_rejects_a_task_method_pair_that_does_not_go_together(capsys):
+    from creditlab.cli import main
+
+    # keydoor has no belief query: igpo used to start and crash inside the first rollout
+    assert main(["demo", "train", "--env", "keydoor", "--method", "igpo", "--nice", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'keydoor' has no method 'igpo'" in err
+    assert "keydoor: grpo, gigpo, gigpo-gamma1; secret: grpo, igpo; secret-free: grpo, igpo" in err
+    with pytest.raises(RangeError, match="env 'keydoor' cannot"):
+        TrainConfig(env="keydoor", method="igpo")  # the same pair through the Python API or --set method=igpo
+
+
+def test_demo_train_uses_the_sweep_settings(tmp_path, capsys):
+    from creditlab.cli import main
+    from creditlab_demo.experiment import TASKS, task_config
+
+    small = {**TINY, "iterations": 1, "eval_every": 1}
+    sets = [f"--set={k}={v}" for k, v in small.items()]
+    run = tmp_path / "run"
+    assert main(["demo", "train", "--task", "secret", "--method", "igpo", "--out", str(run), "--nice", "0", *sets]) == 0
+    config = json.loads((run / "result.json").read_text())["config"]
+    assert config == task_config("secret", "igpo", 0, **small).to_dict()
+    # the documented sweep: 16 numbers, 5 turns, Adam 3e-4, entropy bonus 0.01 (not the old 1e-3 / 0 / env defaults)
+    assert config["env_kwargs"] == TASKS["secret"].env_kwargs == {"n": 16, "max_turns": 5}
+    assert (config["lr"], config["entropy_coef"]) == (3e-4, 0.01)
+    assert task_config("keydoor", "gigpo").to_dict() == TASKS["keydoor"].config("gigpo", 0).to_dict()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import creditlab as cl
-from creditlab.episodes import read_table
+from creditlab.tables import read_table
 
 
 def test_from_lists_pads_and_flags():

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 
 from .. import _kernels
+from .._adapters import episode_scores, step_rewards
 from .._arrays import (
     ArrayLike,
     Backend,
@@ -42,7 +43,9 @@ from .._arrays import (
 from .._steps import step_inputs
 from ..errors import DegenerateGroupWarning, RangeError, ShapeError
 from ..outputs import AdvantageOutput
+from ..registry import register_method
 from ..segments import GroupStats, group_stats, masked_whiten
+from .tokens import episode_output_to_steps
 
 __all__ = [
     "grpo",
@@ -499,3 +502,73 @@ def _warn_degenerate(metrics: dict[str, float]) -> None:
 def _warn(message: str, stacklevel: int = 3) -> None:
     """Warn at the caller of the public function (stacklevel counts _warn, helper, public function)."""
     warnings.warn(message, DegenerateGroupWarning, stacklevel=stacklevel)
+
+
+# ---------------------------------------------------------------------- registry adapters
+
+_GROUP_NEEDS = ("outcomes|components|rewards", "group_ids")
+
+
+@register_method("grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
+                 source="Shao et al. 2024, arXiv 2402.03300")
+def _run_grpo(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
+    r, p, meta = episode_scores(episodes)
+    return episode_output_to_steps(episodes, grpo(r, episodes.group_ids, std_scale=std_scale, eps=eps, present=p), meta)
+
+
+@register_method("dr_grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="Dr. GRPO: outcome minus group mean, no std division",
+                 source="Liu et al. 2025, arXiv 2503.20783")
+def _run_dr_grpo(episodes) -> AdvantageOutput:
+    r, p, meta = episode_scores(episodes)
+    return episode_output_to_steps(episodes, dr_grpo(r, episodes.group_ids, present=p), meta)
+
+
+@register_method("rloo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="REINFORCE leave-one-out baseline within each group",
+                 source="Ahmadian et al. 2024, arXiv 2402.14740")
+def _run_rloo(episodes) -> AdvantageOutput:
+    r, p, meta = episode_scores(episodes)
+    return episode_output_to_steps(episodes, rloo(r, episodes.group_ids, present=p), meta)
+
+
+@register_method("reinforce_pp", family="advantage", kind="advantages", needs=("rewards|outcomes|components",),
+                 summary="REINFORCE++: returns-to-go whitened over the whole batch",
+                 source="Hu 2025, arXiv 2501.03262")
+def _run_reinforce_pp(episodes, *, gamma: float = 1.0, eps: float = 1e-8) -> AdvantageOutput:
+    r, meta = step_rewards(episodes)
+    out = reinforce_pp(r, mask=episodes.mask, gamma=gamma, eps=eps)
+    return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})
+
+
+@register_method("reinforce_pp_baseline", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
+                 summary="REINFORCE++-baseline: group mean subtracted, batch whitening",
+                 source="Hu 2025, arXiv 2501.03262")
+def _run_reinforce_pp_baseline(episodes, *, eps: float = 1e-8, length_weighted: bool = False) -> AdvantageOutput:
+    r, p, meta = episode_scores(episodes)
+    w = episodes.lengths if length_weighted else None
+    out = reinforce_pp_baseline(r, episodes.group_ids, eps=eps, weights=w, present=p)
+    return episode_output_to_steps(episodes, out, meta)
+
+
+@register_method("gdpo", family="normalization", kind="advantages", needs=("components", "group_ids"),
+                 summary="GDPO: each reward component normalized in its group, weighted sum, batch norm",
+                 source="Liu et al. 2026, arXiv 2601.05242")
+def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = True) -> AdvantageOutput:
+    out = gdpo(
+        episodes.components, episodes.group_ids, weights=weights, eps=eps, batch_norm=batch_norm,
+        names=episodes.component_names, present=episodes.component_present,
+    )
+    return episode_output_to_steps(episodes, out, {"input/score_from_components": 1.0})
+
+
+@register_method("sum_then_normalize", family="normalization", kind="advantages", needs=("components", "group_ids"),
+                 summary="Weighted sum of reward components, then GRPO normalization",
+                 source="TRL multi_objective_aggregation='sum_then_normalize'")
+def _run_sum_then_normalize(episodes, *, weights=None, std_scale: str = "group", eps: float = 1e-4) -> AdvantageOutput:
+    out = sum_then_normalize(
+        episodes.components, episodes.group_ids, weights=weights, std_scale=std_scale, eps=eps,
+        names=episodes.component_names, present=episodes.component_present,
+    )
+    return episode_output_to_steps(episodes, out, {"input/score_from_components": 1.0})

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .._adapters import episode_scores
 from .._arrays import (
     ArrayLike,
     Backend,
@@ -16,10 +17,12 @@ from .._arrays import (
     check_positive,
     check_unit,
 )
-from ..errors import RangeError
+from ..errors import MissingColumnError, RangeError
 from ..outputs import AdvantageOutput
+from ..registry import register_method
 from ..segments import group_stats
 from .group import _degenerate_counts, _warn_degenerate
+from .tokens import episode_output_to_steps
 
 __all__ = ["CrossTaskEMANormalizer"]
 
@@ -148,3 +151,18 @@ def _task_keys(task_ids: ArrayLike, tasks: GroupIndex) -> dict[int, str]:
             v = int(v)
         keys[int(slot)] = str(v)
     return keys
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("ctan", family="normalization", kind="advantages", needs=("outcomes|components|rewards", "group_ids"),
+                 summary="Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
+                 source="RaPO, Overcoming Catastrophic Forgetting in Visual Continual Learning with RFT")
+def _run_ctan(episodes, *, beta: float = 0.999, eps: float = 1e-4, per_task: bool = False) -> AdvantageOutput:
+    """A fresh normalizer on one batch (the EMA starts from this batch's spread)."""
+    r, p, meta = episode_scores(episodes)
+    norm = CrossTaskEMANormalizer(beta=beta, eps=eps, per_task=per_task)
+    if per_task and episodes.task_ids is None:
+        raise MissingColumnError("method 'ctan' with per_task=True needs episodes.task_ids (a 'task_id' column)")
+    return episode_output_to_steps(episodes, norm(r, episodes.group_ids, task_ids=episodes.task_ids, present=p), meta)

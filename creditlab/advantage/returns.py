@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 
 from .. import _kernels
+from .._adapters import step_kwargs, step_rewards
 from .._arrays import ArrayLike, as_float, check_finite, check_unit
 from .._steps import per_step, step_inputs
 from ..outputs import AdvantageOutput
+from ..registry import register_method
 
 __all__ = ["discounted_returns", "gae", "lambda_returns", "monte_carlo"]
 
@@ -219,3 +221,24 @@ def _metrics_from_sums(stats: dict[str, float], num_episodes: int) -> dict[str, 
         "returns/mean": mean_a + stats["sum_values"] / n,  # G = A + V
         "values/mean": stats["sum_values"] / n,
     }
+
+
+# ---------------------------------------------------------------------- registry adapters
+
+
+@register_method("gae", family="advantage", kind="advantages", needs=("rewards|outcomes|components", "values"),
+                 summary="Generalized advantage estimation; termination cuts, truncation bootstraps",
+                 source="Schulman et al. 2016, arXiv 1506.02438")
+def _run_gae(episodes, *, gamma: float = 0.99, lambda_: float = 0.95) -> AdvantageOutput:
+    r, meta = step_rewards(episodes)
+    out = gae(r, episodes.values, gamma=gamma, lambda_=lambda_, **step_kwargs(episodes))
+    return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})
+
+
+@register_method("monte_carlo", family="advantage", kind="advantages", needs=("rewards|outcomes|components", "values?"),
+                 summary="Discounted return-to-go minus the value baseline (0 without values)",
+                 source="Sutton & Barto; REINFORCE")
+def _run_monte_carlo(episodes, *, gamma: float = 0.99) -> AdvantageOutput:
+    r, meta = step_rewards(episodes)
+    out = monte_carlo(r, episodes.values, gamma=gamma, **step_kwargs(episodes))
+    return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})

@@ -7,6 +7,7 @@ import torch
 
 from .._arrays import ArrayLike, Backend, _to_numpy, as_float, as_mask, check_finite
 from ..errors import DtypeError, MaskError, RangeError, ShapeError
+from ..outputs import AdvantageOutput
 
 __all__ = ["broadcast_to_steps", "broadcast_to_tokens"]
 
@@ -94,3 +95,16 @@ def broadcast_to_tokens(
     # Only values that reach a response token must be finite (padding turns may hold anything).
     check_finite(out, "step_values (at turns referenced by response tokens)")
     return backend.out(out)
+
+
+# ---------------------------------------------------------------------- registry adapters
+
+
+def episode_output_to_steps(episodes, out: AdvantageOutput, meta: dict[str, float]) -> AdvantageOutput:
+    """A per-episode ``AdvantageOutput`` (``advantages[B]``) as per-step ``advantages[B, T]``.
+
+    Used by the registry adapters of the group estimators: their per-episode advantage goes to
+    every valid step of the episode; ``meta`` (which reward was read) joins the metrics.
+    """
+    steps = broadcast_to_steps(out.advantages, episodes.mask)
+    return AdvantageOutput(steps, None, {**out.metrics, **meta})

@@ -7,21 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import command
+from ..clikit import Command, parse_list
 from ..errors import CreditlabError
 
 _DEFAULT_OUT = "runs/bench-{suite}"
-
-
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _seeds(text: str) -> list[int] | int:
     """``3`` -> range(3); ``0,2,5`` -> those seeds."""
     try:
         if "," in text:
-            return [int(x) for x in _csv(text)]
+            return [int(x) for x in parse_list(text)]
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,2,5); got {text!r}") from None
@@ -31,9 +27,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     from .suites import list_suites
 
     p.add_argument("--suite", default="smoke", choices=list_suites(), help="which suite (default smoke: a few minutes)")
-    p.add_argument("--methods", type=_csv, help="comma-separated credit methods (registry names); the anchors "
+    p.add_argument("--methods", type=parse_list, help="comma-separated credit methods (registry names); the anchors "
                    "episodic and dense are always added. Default: the suite's methods")
-    p.add_argument("--tasks", type=_csv, help="comma-separated task names of the suite (default: all)")
+    p.add_argument("--tasks", type=parse_list, help="comma-separated task names of the suite (default: all)")
     p.add_argument("--seeds", type=_seeds, help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's")
     p.add_argument("--steps", type=int, help="override every task's training budget (environment steps per run)")
     p.add_argument("--out", help=f"sweep folder (default {_DEFAULT_OUT}); re-running the same command resumes")
@@ -45,7 +41,6 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
 
 
-@command("bench", "run a benchmark suite: every credit method against the episodic and dense anchors", _bench_args)
 def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -104,7 +99,6 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intro", default="", help="a paragraph placed under the title")
 
 
-@command("report", "write the Markdown + HTML report (tables, learning curves) of a benchmark folder", _report_args)
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -113,3 +107,7 @@ def run_report(args: argparse.Namespace) -> int:
     paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
     print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']})", file=sys.stderr)
     return 0
+
+
+bench = Command("bench", "run a benchmark suite: every credit method against the episodic and dense anchors", _bench_args, run_bench)
+report = Command("report", "write the Markdown + HTML report (tables, learning curves) of a benchmark folder", _report_args, run_report)

@@ -3,6 +3,10 @@
 Turns are the steps of the public ``[B, T]`` layout (one row per trajectory, one column per
 turn, a prefix ``mask``); per-turn results go to tokens with ``turn_ids[B, L]`` and a response
 mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
+
+The registry adapters (``creditlab methods --family llm``) sit beside each function and read
+the per-turn extras a method needs from ``episodes.extras``: ``anchors`` (GiGPO; an object array
+of per-trajectory key lists, or ``int[B, T]``) and ``belief_log_probs`` (IGPO; ``float[B, T+1]``).
 """
 
 from .anchors import anchor_ids, canonical_key

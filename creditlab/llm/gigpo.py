@@ -39,10 +39,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._adapters import outcomes_or_none
 from .._arrays import ArrayLike, Backend, GroupIndex, as_group_index, as_scores, check_positive, check_unit
 from .._steps import step_inputs
-from ..errors import RangeError, ShapeError
+from ..errors import MissingColumnError, RangeError, ShapeError
 from ..outputs import AdvantageOutput
+from ..registry import register_method
 from ..segments import GroupStats, group_stats
 from ._common import group_normalize, turn_returns
 from .anchors import anchor_ids, hash_ids, similarity_clusters
@@ -350,3 +352,29 @@ def _metrics(a_ep, a_step, st: GroupStats, steps: GroupIndex, ep_st: GroupStats,
         "gigpo/step_advantage_abs_mean": step_abs,
         "gigpo/step_advantage_share": abs(w) * step_abs / total if total > 0 else 0.0,
     }
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("gigpo", family="llm", kind="advantages", needs=("rewards", "group_ids", "extras.anchors"),
+                 summary="GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
+                 source="Feng et al. 2025, arXiv 2505.10978")
+def _run_gigpo(
+    episodes,
+    *,
+    gamma: float = 0.95,
+    step_weight: float = 1.0,
+    mode: str = "mean_std_norm",
+    episode_stats: str = "trajectory",
+    similarity: float | None = None,
+) -> AdvantageOutput:
+    """Turns are the steps; anchor-state keys per turn in ``episodes.extras["anchors"]``."""
+    episodes.require("group_ids", method="gigpo")
+    if "anchors" not in episodes.extras:
+        raise MissingColumnError("method 'gigpo' needs per-turn anchor-state keys in episodes.extras['anchors']")
+    o, p = outcomes_or_none(episodes)
+    return gigpo(
+        o, episodes.rewards, episodes.extras["anchors"], episodes.group_ids, mask=episodes.mask, gamma=gamma,
+        step_weight=step_weight, mode=mode, episode_stats=episode_stats, similarity=similarity, episode_present=p,
+    )

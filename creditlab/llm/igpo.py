@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from .. import _kernels
+from .._adapters import outcomes_or_zero
 from .._arrays import (
     ArrayLike,
     Backend,
@@ -37,8 +38,9 @@ from .._arrays import (
     check_unit,
     lengths_of,
 )
-from ..errors import RangeError, ShapeError
+from ..errors import MissingColumnError, RangeError, ShapeError
 from ..outputs import AdvantageOutput, RewardOutput
+from ..registry import register_method
 from ._common import group_normalize
 
 __all__ = ["igpo", "igpo_rewards"]
@@ -196,3 +198,20 @@ def _gain_abs_mean(rewards, m, lengths) -> float:
     cols = torch.arange(m.shape[1], device=m.device)[None, :]
     ig = cols < (lengths[:, None] - 1)
     return float(rewards[ig].abs().to(torch.float64).mean()) if bool(ig.any()) else 0.0
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("igpo", family="llm", kind="advantages", needs=("outcomes", "group_ids", "extras.belief_log_probs"),
+                 summary="IGPO: per-turn information gain in the answer's probability, group-z-scored, returns-to-go",
+                 source="Wang et al. 2025, arXiv 2510.14967")
+def _run_igpo(episodes, *, gamma: float = 1.0, outcome_weight: float = 1.0) -> AdvantageOutput:
+    """Beliefs ``log p(answer | history after turn t)`` in ``episodes.extras["belief_log_probs"]``, float[B, T+1]."""
+    episodes.require("outcomes", "group_ids", method="igpo")
+    if "belief_log_probs" not in episodes.extras:
+        raise MissingColumnError("method 'igpo' needs episodes.extras['belief_log_probs'], float[B, T+1]")
+    return igpo(
+        episodes.extras["belief_log_probs"], outcomes_or_zero(episodes), episodes.group_ids, mask=episodes.mask,
+        gamma=gamma, outcome_weight=outcome_weight,
+    )

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _kernels
+from .._adapters import outcomes_or_zero
 from .._arrays import (
     ArrayLike,
     Backend,
@@ -40,6 +41,7 @@ from .._arrays import (
 )
 from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput, RewardOutput
+from ..registry import register_method
 from ..segments import group_stats, masked_whiten
 from ._common import group_normalize
 from .tokens import turn_values_from_tokens
@@ -513,3 +515,18 @@ def _ttarget(outcomes: Any, like: torch.Tensor) -> torch.Tensor:
     if o.shape != (like.shape[0],):
         raise ShapeError(f"outcomes has shape {tuple(o.shape)}; expected ({like.shape[0]},)")
     return o
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("oprl", family="llm", kind="advantages", needs=("rewards", "outcomes", "group_ids"),
+                 summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
+                 source="Liu et al. 2025, arXiv 2509.19199")
+def _run_oprl(episodes, *, step_weight: float = 1.0, mode: str = "mean_std_norm") -> AdvantageOutput:
+    """The per-turn implicit rewards are ``episodes.rewards``; a missing outcome counts as 0."""
+    episodes.require("outcomes", "group_ids", method="oprl")
+    return oprl_advantages(
+        episodes.rewards, outcomes_or_zero(episodes), episodes.group_ids, mask=episodes.mask, step_weight=step_weight,
+        mode=mode,
+    )

@@ -20,9 +20,11 @@ from typing import Literal
 
 import torch
 
+from .._adapters import outcomes_or_none
 from .._arrays import ArrayLike, Backend, as_mask, as_scores
 from ..errors import RangeError, ShapeError
 from ..outputs import RewardOutput
+from ..registry import register_method
 from ..shaping import clip_process_rewards, delta_process_rewards, gated_accumulation
 
 __all__ = ["process_turn_rewards"]
@@ -100,3 +102,20 @@ def process_turn_rewards(
     r[rows, lengths - 1] += torch.where(op, o, torch.zeros_like(o)).to(r.dtype)
     metrics["process/num_missing_outcome"] = float((~op).sum())
     return RewardOutput(backend.out(torch.where(m, r, torch.zeros_like(r))), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("process_turn_rewards", family="llm", kind="rewards", needs=("rewards", "outcomes?"),
+                 summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
+                 source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548")
+def _run_process_turn_rewards(
+    episodes, *, transform: str = "delta", eta: float = 0.5, gate: float | None = None
+) -> RewardOutput:
+    """The per-turn process scores are ``episodes.rewards`` (``reward_present`` marks missing ones)."""
+    o, p = outcomes_or_none(episodes)
+    return process_turn_rewards(
+        episodes.rewards, o, mask=episodes.mask, transform=transform, eta=eta, gate=gate,
+        present=episodes.reward_present, outcome_present=p,
+    )

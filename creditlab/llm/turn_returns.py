@@ -36,10 +36,12 @@ from typing import Literal
 
 import torch
 
+from .._adapters import outcomes_or_zero
 from .._arrays import ArrayLike, GroupIndex, as_float, as_group_index, check_positive, check_unit
 from .._steps import step_inputs
 from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput
+from ..registry import register_method
 from ..segments import segment_count
 from ._common import turn_returns
 
@@ -139,3 +141,18 @@ def turn_rloo(
         "returns/mean": float(g64[s.mask].mean()) if valid.numel() else 0.0,
     }
     return AdvantageOutput(s.backend.out(adv.to(r.dtype)), s.backend.out(returns), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("turn_rloo", family="llm", kind="advantages", needs=("rewards", "group_ids"),
+                 summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
+                 source="creditlab; cf. verl-project/verl#7244")
+def _run_turn_rloo(episodes, *, gamma: float = 1.0, baseline: str = "turn") -> AdvantageOutput:
+    """A missing outcome counts as 0 on the last turn."""
+    episodes.require("group_ids", method="turn_rloo")
+    return turn_rloo(
+        episodes.rewards, episodes.group_ids, mask=episodes.mask, gamma=gamma, outcomes=outcomes_or_zero(episodes),
+        baseline=baseline,
+    )

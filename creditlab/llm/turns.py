@@ -1,16 +1,21 @@
-"""``TurnBatch``: multi-turn rollouts in the public padded layout, with the map to tokens.
+"""``TurnBatch``: multi-turn rollouts as an :class:`~creditlab.Episodes` (turns as steps) plus the map to tokens.
+
+A ``TurnBatch`` is a thin view: the turns live in ``episodes`` (an :class:`~creditlab.Episodes`,
+which validates every array once), and the view adds the token layout and the turn-level names.
 
 ================  ===================  ========================================================
 field             shape / dtype        meaning
 ================  ===================  ========================================================
 rewards           float[B, T]          reward received after turn t (0 is a reward; padding 0)
 mask              bool[B, T]           1 on real turns (a prefix of each row)
-group_ids         int64[B]             trajectories of the same task / prompt
-traj_ids          [B]                  trajectory id (default 0..B-1)
+group_ids         int64[B]             trajectories of the same task / prompt (strings factorized)
+traj_ids          [B]                  trajectory id (default 0..B-1): ``episodes.episode_ids``
 outcomes          float[B] | None      episode outcome; ``outcome_present`` False = None
-components        float[B, K] | None   named outcome components (``component_names``)
-anchors           list[B] | None       hashable anchor-state key per turn (GiGPO), or int[B, T]
-features          float[B, T, D]|None  any vector per turn (SPA's progress model input)
+components        float[B, K] | None   named outcome components (``component_names``); NaN = None
+anchors           [B] | None           hashable anchor-state keys per turn (GiGPO), or int[B, T]:
+                                       ``episodes.extras["anchors"]``
+features          float[B, T, D]|None  any vector per turn (SPA's progress model input):
+                                       ``episodes.observations``
 turn_ids          int64[B, L] | None   turn of each token (-1 or anything off the mask)
 response_mask     bool[B, L] | None    1 on policy tokens; 0 on prompt, tool/observation, pad
 row_index         int64[B, T] | None   source row of each turn (``from_rows``), -1 on padding
@@ -18,46 +23,46 @@ row_index         int64[B, T] | None   source row of each turn (``from_rows``), 
 
 Any per-turn result ``[B, T]`` goes to tokens with :meth:`TurnBatch.to_tokens` (every policy token
 of the turn) or :meth:`TurnBatch.to_last_tokens` (the turn's last policy token), and back to
-one-row-per-turn trainers (verl-agent) with :meth:`TurnBatch.to_rows`.
+one-row-per-turn trainers (verl-agent) with :meth:`TurnBatch.to_rows`. Registry methods run on
+:meth:`TurnBatch.to_episodes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._arrays import as_mask
+from .._arrays import as_scores
 from ..advantage.tokens import broadcast_to_tokens
 from ..episodes import Episodes, pad
-from ..errors import DataFormatError, DtypeError, EmptyBatchError, ShapeError
+from ..errors import DataFormatError, EmptyBatchError, ShapeError
 from .tokens import place_on_last_token, turn_ids_from_response_mask
 
 __all__ = ["TurnBatch"]
 
 
+def _view(name: str, doc: str) -> property:
+    """A read-only attribute of the view: ``episodes.<name>``."""
+    return property(lambda self: getattr(self.episodes, name), doc=doc)
+
+
 @dataclass(frozen=True, eq=False)
 class TurnBatch:
-    """B multi-turn trajectories padded to T turns (NumPy arrays). Build with a ``from_*`` method."""
+    """B multi-turn trajectories padded to T turns (NumPy arrays). Build with a ``from_*`` method.
 
-    rewards: np.ndarray
-    mask: np.ndarray
-    group_ids: np.ndarray
-    traj_ids: np.ndarray
-    outcomes: np.ndarray | None = None
-    outcome_present: np.ndarray | None = None
-    components: np.ndarray | None = None
-    component_names: tuple[str, ...] = ()
-    anchors: Any = None
-    features: np.ndarray | None = None
+    Attributes:
+        episodes: the turns as an :class:`~creditlab.Episodes` (NumPy; rewards float64).
+        turn_ids: int64[B, L] | None -- turn of each token.
+        response_mask: bool[B, L] | None -- 1 on policy tokens.
+    """
+
+    episodes: Episodes
     turn_ids: np.ndarray | None = None
     response_mask: np.ndarray | None = None
-    row_index: np.ndarray | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
 
@@ -79,52 +84,50 @@ class TurnBatch:
     ) -> TurnBatch:
         """Build from padded ``[B, T]`` arrays (NumPy, torch or lists; stored as NumPy).
 
-        ``turn_ids`` may be omitted when ``response_mask`` is given: each run of policy tokens is
-        then one turn (:func:`~creditlab.llm.turn_ids_from_response_mask`).
+        The turn arrays are validated by :meth:`Episodes.from_padded`; ``components`` may hold NaN
+        (or None) for a missing component. ``turn_ids`` may be omitted when ``response_mask`` is
+        given: each run of policy tokens is then one turn
+        (:func:`~creditlab.llm.turn_ids_from_response_mask`).
         """
-        r = _np(rewards, np.float64)
-        if r.ndim != 2:
-            raise ShapeError(f"rewards must be [B, T]; got shape {r.shape}")
-        b, t = r.shape
-        if b == 0:
-            raise EmptyBatchError("rewards holds no trajectory; expected B >= 1")
-        m = as_mask(_np(mask, bool) if mask is not None else None, "mask", (b, t), device=torch.device("cpu")).numpy()
-        if not np.all(np.isfinite(r[m])):
-            raise DtypeError("rewards holds NaN or inf on a valid turn; use 0 for a turn without reward")
-        r = np.where(m, r, 0.0)
-        g = np.zeros(b, dtype=np.int64) if group_ids is None else _ids(group_ids, "group_ids", b)
-        tr = np.arange(b) if traj_ids is None else np.asarray(traj_ids)
-        if tr.shape != (b,):
-            raise ShapeError(f"traj_ids has shape {tr.shape}; expected ({b},)")
-        o = op = None
-        if outcomes is not None:
-            o, op = _scores(outcomes, b)
-        c = None
-        names: tuple[str, ...] = ()
+        r = _numpy(rewards)
+        b = r.shape[0] if r.ndim >= 1 else 0
         if components is not None:
-            c = _np(components, np.float64)
-            if c.ndim != 2 or c.shape[0] != b:
-                raise ShapeError(f"components has shape {c.shape}; expected [{b}, K]")
-            names = tuple(component_names) if component_names is not None else tuple(str(i) for i in range(c.shape[1]))
-            if len(names) != c.shape[1]:
-                raise ShapeError(f"component_names has {len(names)} names but components has {c.shape[1]} columns")
-        if anchors is not None:
-            _check_anchors(anchors, m.sum(1), b, t)
+            c = _numpy(components)
+            if c.dtype.kind == "f" and np.isnan(c).any():  # NaN is a missing component here
+                components = np.where(np.isnan(c), None, c).tolist()
         f = None
         if features is not None:
-            f = _np(features, np.float64)
+            f = _numpy(features).astype(np.float64)
             if f.ndim == 2:
                 f = f[:, :, None]
-            if f.ndim != 3 or f.shape[:2] != (b, t):
-                raise ShapeError(f"features has shape {f.shape}; expected [{b}, {t}, D]")
+            if f.ndim != 3:
+                raise ShapeError(f"features has shape {f.shape}; expected [B, T, D]")
+        ep = Episodes.from_padded(
+            r,
+            _numpy(mask) if mask is not None else None,
+            group_ids=np.zeros(b, dtype=np.int64) if group_ids is None else group_ids,
+            episode_ids=None if traj_ids is None else np.asarray(traj_ids),
+            outcomes=outcomes,
+            components=components,
+            component_names=component_names,
+            observations=f,
+            extras=extras,
+        )
+        g = ep.group_ids
+        if g.dtype.kind in "US":  # string ids -> dense integers, the layout's int64[B]
+            g = np.unique(g, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        ex = dict(ep.extras)
+        if anchors is not None:
+            ex["anchors"] = _anchors(anchors, ep.lengths, ep.max_steps)
+        ep = ep.replace(rewards=ep.rewards.astype(np.float64), group_ids=g, extras=ex)
         tid = rm = None
         if response_mask is not None:
-            rm = _np(response_mask, bool).astype(bool)
-            if rm.ndim != 2 or rm.shape[0] != b:
-                raise ShapeError(f"response_mask has shape {rm.shape}; expected [{b}, L]")
+            rm = _numpy(response_mask).astype(bool)
+            if rm.ndim != 2 or rm.shape[0] != ep.num_episodes:
+                raise ShapeError(f"response_mask has shape {rm.shape}; expected [{ep.num_episodes}, L]")
             if turn_ids is None:
                 tid, n = turn_ids_from_response_mask(rm)
-                lengths = m.sum(1)
+                lengths = ep.lengths
                 if np.any(n != lengths):
                     i = int(np.nonzero(n != lengths)[0][0])
                     raise DataFormatError(
@@ -132,28 +135,14 @@ class TurnBatch:
                         "mask; pass turn_ids explicitly when one turn spans several runs"
                     )
             else:
-                tid = _np(turn_ids, np.int64)
+                tid = _numpy(turn_ids).astype(np.int64)
                 if tid.shape != rm.shape:
                     raise ShapeError(f"turn_ids has shape {tid.shape} but response_mask has {rm.shape}")
             # validate once: every policy token points at a valid turn
-            broadcast_to_tokens(np.zeros((b, t)), tid, rm, step_mask=m)
+            broadcast_to_tokens(np.zeros(ep.mask.shape), tid, rm, step_mask=ep.mask)
         elif turn_ids is not None:
             raise ShapeError("turn_ids needs a response_mask (1 on policy tokens)")
-        return TurnBatch(
-            rewards=r,
-            mask=m,
-            group_ids=g,
-            traj_ids=tr,
-            outcomes=o,
-            outcome_present=op,
-            components=c,
-            component_names=names,
-            anchors=anchors,
-            features=f,
-            turn_ids=tid,
-            response_mask=rm,
-            extras=dict(extras or {}),
-        )
+        return TurnBatch(ep, tid, rm)
 
     @staticmethod
     def from_trajectories(trajectories: Sequence[Mapping[str, Any]]) -> TurnBatch:
@@ -197,7 +186,7 @@ class TurnBatch:
             group_ids=get("group_id") if has("group_id") else None,
             traj_ids=np.array(get("traj_id"), dtype=object) if has("traj_id") else None,
             outcomes=get("outcome") if has("outcome") else None,
-            components=_none_to_nan(comps) if comps is not None else None,
+            components=comps,
             component_names=names,
             anchors=[list(a) for a in get("anchors")] if has("anchors") else None,
             features=feats,
@@ -229,7 +218,7 @@ class TurnBatch:
         n = traj.shape[0]
         if n == 0:
             raise EmptyBatchError("no rows")
-        r = _np(rewards, np.float64)
+        r = _numpy(rewards).astype(np.float64)
         gid = np.asarray(group_ids)
         if r.shape != (n,) or gid.shape != (n,):
             raise ShapeError(f"group_ids, traj_ids and rewards must all be [N]; got {gid.shape}, {traj.shape}, {r.shape}")
@@ -261,7 +250,9 @@ class TurnBatch:
         first = row_index[:, 0]
         o = None
         if outcomes is not None:
-            o_rows, present = _scores(outcomes, n)
+            o_rows, present = (t.numpy() for t in as_scores(outcomes, "outcomes", device=torch.device("cpu")))
+            if o_rows.shape != (n,):
+                raise ShapeError(f"outcomes has shape {o_rows.shape}; expected ({n},)")
             if not np.all(present):
                 raise DataFormatError("row outcomes cannot be None; drop the column or give every row the episode outcome")
             o = o_rows[first]
@@ -280,18 +271,39 @@ class TurnBatch:
             outcomes=o,
             anchors=anc,
         )
-        return dataclasses.replace(out, row_index=row_index)
+        return TurnBatch(out.episodes.replace(row_index=row_index), out.turn_ids, out.response_mask)
 
     # ------------------------------------------------------------------ views
 
-    @property
-    def num_trajectories(self) -> int:
-        return int(self.rewards.shape[0])
+    rewards = _view("rewards", "float64[B, T] -- reward received after turn t (0 on padding).")
+    mask = _view("mask", "bool[B, T] -- real turns (a prefix of each row).")
+    group_ids = _view("group_ids", "int64[B] -- group of each trajectory.")
+    traj_ids = _view("episode_ids", "[B] -- trajectory ids (``episodes.episode_ids``).")
+    outcomes = _view("outcomes", "float[B] | None -- episode outcomes (0 where ``outcome_present`` is False).")
+    outcome_present = _view("outcome_present", "bool[B] | None -- False where the outcome is None.")
+    component_names = _view("component_names", "tuple[str, ...] -- names of the components' columns.")
+    features = _view("observations", "float[B, T, D] | None -- per-turn vectors (``episodes.observations``).")
+    row_index = _view("row_index", "int64[B, T] | None -- source row of each turn (``from_rows``), -1 on padding.")
+    num_trajectories = _view("num_episodes", "int -- B.")
+    lengths = _view("lengths", "int64[B] -- turns per trajectory.")
 
     @property
-    def lengths(self) -> np.ndarray:
-        """int64[B] -- turns per trajectory."""
-        return self.mask.sum(axis=1).astype(np.int64)
+    def components(self) -> np.ndarray | None:
+        """float[B, K] | None -- named outcome components, NaN where a component is None."""
+        ep = self.episodes
+        if ep.components is None:
+            return None
+        return np.where(ep.component_present, ep.components, np.nan)
+
+    @property
+    def anchors(self) -> Any:
+        """[B] object array of per-turn anchor keys (or int[B, T]) | None."""
+        return self.episodes.extras.get("anchors")
+
+    @property
+    def extras(self) -> Mapping[str, Any]:
+        """Per-trajectory extras given to :meth:`from_padded` (anchors are :attr:`anchors`)."""
+        return {k: v for k, v in self.episodes.extras.items() if k != "anchors"}
 
     def episode_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-trajectory score and presence: the outcome where given, else the sum of turn rewards."""
@@ -313,7 +325,7 @@ class TurnBatch:
         """float[B, T] per-turn values -> float[N] in the order of the rows given to :meth:`from_rows`."""
         if self.row_index is None:
             raise DataFormatError("to_rows needs a TurnBatch built with from_rows")
-        v = turn_values.detach().cpu().numpy() if isinstance(turn_values, torch.Tensor) else np.asarray(turn_values)
+        v = _numpy(turn_values)
         if v.shape != self.mask.shape:
             raise ShapeError(f"turn_values has shape {v.shape}; expected {self.mask.shape}")
         out = np.empty(int(self.mask.sum()), dtype=v.dtype)
@@ -321,33 +333,11 @@ class TurnBatch:
         return out
 
     def to_episodes(self) -> Episodes:
-        """The same batch as a foundation :class:`~creditlab.Episodes` (turns as steps).
+        """The batch as an :class:`~creditlab.Episodes` (turns as steps), for registry methods.
 
-        Anchors go to ``extras["anchors"]`` (an object array of per-trajectory lists), features
-        to ``observations``; registry methods can then run on it.
+        Anchors are ``extras["anchors"]`` (per-trajectory key lists), features ``observations``.
         """
-        extras = dict(self.extras)
-        if self.anchors is not None:
-            arr = np.empty(self.num_trajectories, dtype=object)
-            for i in range(self.num_trajectories):
-                arr[i] = list(self.anchors[i])[: self.lengths[i]]
-            extras["anchors"] = arr
-        outcomes = None
-        if self.outcomes is not None:
-            outcomes = [float(v) if p else None for v, p in zip(self.outcomes, self.outcome_present)]
-        comps = None
-        if self.components is not None:
-            comps = [{k: (None if np.isnan(v) else float(v)) for k, v in zip(self.component_names, row)} for row in self.components]
-        return Episodes.from_padded(
-            self.rewards,
-            self.mask,
-            outcomes=outcomes,
-            components=comps,
-            component_names=self.component_names or None,
-            group_ids=self.group_ids,
-            observations=self.features,
-            extras=extras,
-        )
+        return self.episodes
 
     def _need_tokens(self) -> None:
         if self.response_mask is None:
@@ -357,52 +347,26 @@ class TurnBatch:
 # ---------------------------------------------------------------------- helpers
 
 
-def _np(x: Any, dtype) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _ids(x: Any, name: str, b: int) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if arr.shape != (b,):
-        raise ShapeError(f"{name} has shape {arr.shape}; expected ({b},)")
-    if arr.dtype.kind in "USO":
-        _, inv = np.unique(arr.astype(str), return_inverse=True)
-        return inv.reshape(-1).astype(np.int64)
-    if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
-        raise DtypeError(f"{name} must hold integer or string ids; got fractional floats")
-    return arr.astype(np.int64)
+def _anchors(anchors: Any, lengths: np.ndarray, t: int) -> np.ndarray:
+    """Anchor keys as an extras array: int[B, T] as given, or a [B] object array of per-turn lists.
 
-
-def _scores(x: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    vals = list(x) if not isinstance(x, np.ndarray) or x.dtype == object else None
-    if vals is not None:
-        present = np.array([v is not None for v in vals], dtype=bool)
-        arr = np.array([0.0 if v is None else float(v) for v in vals], dtype=np.float64)
-    else:
-        arr = np.asarray(x, dtype=np.float64)
-        present = np.ones(arr.shape, dtype=bool)
-    if arr.shape != (n,):
-        raise ShapeError(f"outcomes has shape {arr.shape}; expected ({n},)")
-    if not np.all(np.isfinite(arr[present])):
-        raise DtypeError("outcomes holds NaN or inf; use None for a missing outcome")
-    return arr, present
-
-
-def _none_to_nan(rows):
-    return np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=np.float64)
-
-
-def _check_anchors(anchors: Any, lengths: np.ndarray, b: int, t: int) -> None:
+    Checked against the turn layout (one key per turn); lists are cut to the trajectory's turns.
+    """
+    b = len(lengths)
     if isinstance(anchors, torch.Tensor) or (isinstance(anchors, np.ndarray) and anchors.dtype.kind != "O"):
-        if tuple(anchors.shape) != (b, t):
-            raise ShapeError(f"anchors has shape {tuple(anchors.shape)}; expected ({b}, {t})")
-        return
+        arr = _numpy(anchors)
+        if arr.shape != (b, t):
+            raise ShapeError(f"anchors has shape {arr.shape}; expected ({b}, {t})")
+        return arr
     if len(anchors) != b:
         raise ShapeError(f"anchors has {len(anchors)} rows; expected {b}")
+    out = np.empty(b, dtype=object)
     for i, row in enumerate(anchors):
         if len(row) < lengths[i]:
             raise ShapeError(f"anchors[{i}] has {len(row)} keys but trajectory {i} has {int(lengths[i])} turns")
+        out[i] = list(row)[: int(lengths[i])]
+    return out

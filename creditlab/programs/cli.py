@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from ..cli import command
+from ..clikit import Command
 from ..errors import CreditlabError
 
 
@@ -67,7 +67,6 @@ def _config(args: argparse.Namespace):
     return SandboxConfig(timeout=args.timeout, cpu_seconds=args.timeout, memory_mb=args.memory_mb)
 
 
-@command("program", "LLM-written reward / latent-factor programs: generate, check, eval (sandboxed)", _args)
 def run_program(args: argparse.Namespace) -> int:
     sub = getattr(args, "program_command", None)
     if sub == "generate":
@@ -179,9 +178,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
-    import pyarrow as pa
 
-    from ..episodes import Episodes, read_table, write_table
+    from ..episodes import Episodes
+    from ..tables import read_table, step_records, write_back, write_table
     from .loaders import SandboxedReward, lare_features
 
     prog = _load_for_cli(args)
@@ -215,22 +214,14 @@ def _eval(args: argparse.Namespace) -> int:
         columns["program_reward"] = total
         for k, v in comps.items():
             columns[f"component.{k}"] = v
-    bi, ti = np.nonzero(mask)
-    rows = np.asarray(eps.row_index)[bi, ti]
+    # one value per valid step, in the row-major order of the mask
     if args.out:
-        new = table
-        for name, vals in columns.items():
-            flat = np.zeros(table.num_rows, dtype=np.float64)
-            flat[rows] = vals
-            if name in new.column_names:
-                new = new.drop_columns([name])
-            new = new.append_column(name, pa.array(flat))
-        write_table(new, args.out)
+        write_table(write_back(table, eps.row_index, mask, columns), args.out)
         print(f"wrote {table.num_rows} rows with columns {list(columns)} to {args.out}", file=sys.stderr)
     else:
-        ep_ids = np.asarray(eps.episode_ids)
-        for k, (b, t) in enumerate(zip(bi.tolist(), ti.tolist())):
-            row = {"episode_id": ep_ids[b].item() if hasattr(ep_ids[b], "item") else ep_ids[b], "step": t}
-            row.update({name: float(vals[k]) for name, vals in columns.items()})
+        for row in step_records(eps.episode_ids, mask, columns):
             sys.stdout.write(json.dumps(row) + "\n")
     return 0
+
+
+program = Command("program", "LLM-written reward / latent-factor programs: generate, check, eval (sandboxed)", _args, run_program)

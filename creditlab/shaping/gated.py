@@ -8,6 +8,7 @@ from .._arrays import ArrayLike, Backend, as_float, as_scores, check_real
 from .._steps import step_inputs
 from ..errors import ShapeError
 from ..outputs import RewardOutput
+from ..registry import register_method
 
 __all__ = ["gated_accumulation", "gated_levels"]
 
@@ -104,3 +105,15 @@ def gated_levels(
     out = contrib.sum(dim=1)
     metrics = {f"gated/frac_open_level_{j}": float(open_[:, j].to(torch.float64).mean()) for j in range(k)}
     return RewardOutput(backend.out(out), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("gated_accumulation", family="credit", kind="rewards", needs=("rewards", "outcomes"),
+                 summary="G-RA: step rewards count only if the outcome reaches the gate",
+                 source="arXiv 2508.10548")
+def _run_gated_accumulation(episodes, *, gate: float = 1.0) -> RewardOutput:
+    return gated_accumulation(
+        episodes.rewards, episodes.outcomes, gate=gate, mask=episodes.mask, outcome_present=episodes.outcome_present
+    )

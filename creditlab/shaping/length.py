@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._adapters import add_on_last_step, episode_scores, last_step_values, to_numpy
 from .._arrays import (
     ArrayLike,
     Backend,
@@ -17,6 +18,7 @@ from .._arrays import (
 )
 from ..errors import RangeError, ShapeError
 from ..outputs import RewardOutput
+from ..registry import register_method
 
 __all__ = ["overlong_penalty", "group_length_penalty"]
 
@@ -118,3 +120,36 @@ def group_length_penalty(
     out = float(coef) * torch.where(ok, lam, torch.clamp(lam, max=0.0))
     metrics = {"length/mean": float(ln.mean()), "length/penalty_mean": float(out.mean())}
     return RewardOutput(backend.out(out.to(as_float(lengths, "lengths").dtype)), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapters
+
+
+def _episode_lengths(episodes, key: str):
+    """Per-episode length: the ``key`` column (e.g. tokens) on the last step, else the step count."""
+    if key in episodes.extras:
+        return last_step_values(episodes, episodes.extras[key])
+    return episodes.lengths
+
+
+@register_method("overlong_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "extras.length?"),
+                 summary="DAPO soft overlong penalty added at the last step",
+                 source="Yu et al. 2025 (DAPO), arXiv 2503.14476")
+def _run_overlong_penalty(episodes, *, max_length: int = 512, cache_length: int = 128, key: str = "length") -> RewardOutput:
+    penalty = overlong_penalty(_episode_lengths(episodes, key), max_length=max_length, cache_length=cache_length)
+    return add_on_last_step(episodes, penalty)
+
+
+@register_method("group_length_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "group_ids", "extras.length?"),
+                 summary="Length penalty relative to the group's (correct) responses",
+                 source="Kimi k1.5, arXiv 2501.12599")
+def _run_group_length_penalty(episodes, *, coef: float = 1.0, reference: str = "group", key: str = "length") -> RewardOutput:
+    """Correct = an episode score above 0 (outcome, else the sum of components or rewards)."""
+    r, p, meta = episode_scores(episodes)
+    correct = to_numpy(r) > 0
+    if p is not None:
+        correct &= to_numpy(p)
+    penalty = group_length_penalty(
+        _episode_lengths(episodes, key), episodes.group_ids, correct=correct, coef=coef, reference=reference
+    )
+    return add_on_last_step(episodes, penalty, meta)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from .._adapters import last_step_values, like
 from .._arrays import ArrayLike, as_float, check_unit
 from .._steps import per_step, step_inputs
+from ..errors import MissingColumnError
 from ..outputs import RewardOutput
+from ..registry import register_method
 
 __all__ = ["potential_shaping"]
 
@@ -67,3 +70,23 @@ def potential_shaping(
         "shaping/bonus_abs_max": float(bonus[s.mask].abs().max()),
     }
     return RewardOutput(s.backend.out(shaped), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapter
+
+
+@register_method("potential_shaping", family="shaping", kind="rewards", needs=("rewards", "extras.potential"),
+                 summary="Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
+                 source="Ng, Harada & Russell 1999")
+def _run_potential_shaping(episodes, *, gamma: float = 0.99, key: str = "potential") -> RewardOutput:
+    """Phi(s_t) from the per-step column ``key``; Phi(s_T) of truncated episodes from
+    ``bootstrap_potential`` read on each episode's last row."""
+    if key not in episodes.extras:
+        raise MissingColumnError(f"potential shaping needs a per-step potential column {key!r} (Phi(s_t))")
+    boot = None
+    if "bootstrap_potential" in episodes.extras:
+        boot = like(episodes, last_step_values(episodes, episodes.extras["bootstrap_potential"]))
+    return potential_shaping(
+        episodes.rewards, episodes.extras[key], gamma=gamma, mask=episodes.mask, discounts=episodes.discounts,
+        bootstrap_potential=boot,
+    )

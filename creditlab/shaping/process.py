@@ -7,6 +7,7 @@ import torch
 
 from .._arrays import ArrayLike, Backend, as_mask, as_scores, check_nonempty, check_real
 from ..outputs import RewardOutput
+from ..registry import register_method
 
 __all__ = ["clip_process_rewards", "delta_process_rewards"]
 
@@ -96,3 +97,20 @@ def delta_process_rewards(
     r = torch.where(p, r, torch.zeros_like(r))
     metrics = {"process/num_missing": float((m & ~p).sum())}
     return RewardOutput(backend.out(r), metrics)
+
+
+# ---------------------------------------------------------------------- registry adapters
+
+
+@register_method("clip_process", family="shaping", kind="rewards", needs=("rewards",),
+                 summary="Clip PRM step scores: min(s - eta, 0), never positive",
+                 source="Gao et al. 2024, arXiv 2410.15115")
+def _run_clip_process(episodes, *, eta: float = 0.5) -> RewardOutput:
+    return clip_process_rewards(episodes.rewards, eta=eta, mask=episodes.mask, present=episodes.reward_present)
+
+
+@register_method("delta_process", family="shaping", kind="rewards", needs=("rewards",),
+                 summary="Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
+                 source="Gao et al. 2024, arXiv 2410.15115")
+def _run_delta_process(episodes) -> RewardOutput:
+    return delta_process_rewards(episodes.rewards, mask=episodes.mask, present=episodes.reward_present)

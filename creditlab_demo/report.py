@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ...atomic import write_bytes, write_text
+from creditlab.atomic import write_bytes, write_text
+
 from .experiment import TASKS, load_results, write_json_atomic
 
 __all__ = ["summarize", "plot_task", "write_report", "markdown_table", "episodes_to"]

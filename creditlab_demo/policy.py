@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import RangeError, ShapeError
+from creditlab.errors import RangeError, ShapeError
 
 __all__ = ["PolicyConfig", "TinyDecoder", "KVCache", "masked_log_probs"]
 

@@ -1,10 +1,14 @@
-"""``creditlab demo``: the CPU demo of turn-level credit (also ``python -m creditlab.llm.demo``).
+"""``creditlab demo``: the CPU demo of turn-level credit (also ``python -m creditlab_demo``).
 
     creditlab demo all                  # every task x method x 3 seeds, then plots and table
     creditlab demo run --tasks secret   # only the sweep (resumes; finished runs are skipped)
     creditlab demo report               # only the plots and table from finished runs
-    creditlab demo train --env secret --method igpo --set iterations=100   # one run, for exploring
+    creditlab demo train --task secret --method igpo --set iterations=100   # one run of the sweep, for exploring
     creditlab demo show runs/llm-demo/keydoor/gigpo/seed0   # transcripts of a trained policy
+
+Everything is written under the run folder (``--out``, default ``runs/llm-demo``); the report
+goes to the published results only when asked: ``--docs docs/results/llm-demo``.
+The command reaches ``creditlab`` through the ``creditlab.commands`` entry point ``demo``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...cli import command, parse_sets
-from ...errors import CreditlabError
+from creditlab.clikit import Command, parse_sets
+from creditlab.errors import CreditlabError
 
 DEFAULT_OUT = "runs/llm-demo"
-DEFAULT_DOCS = "docs/results/llm-demo"
+_DOCS_HELP = "where to write figures and tables (default: the run folder --out; docs/results/llm-demo updates the published results)"
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
@@ -41,16 +45,17 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     _add_sweep_args(sub.add_parser("run", help="train every (task, method, seed); resumable"))
     rp = sub.add_parser("report", help="plots, results.md and results.json from finished runs")
     rp.add_argument("--out", default=DEFAULT_OUT, help=f"run folder (default {DEFAULT_OUT})")
-    rp.add_argument("--docs", default=DEFAULT_DOCS, help=f"where to write figures and tables (default {DEFAULT_DOCS})")
+    rp.add_argument("--docs", help=_DOCS_HELP)
     ap = sub.add_parser("all", help="run the sweep, then write the report")
     _add_sweep_args(ap)
-    ap.add_argument("--docs", default=DEFAULT_DOCS, help=f"where to write figures and tables (default {DEFAULT_DOCS})")
-    tp = sub.add_parser("train", help="one training run with progress lines")
-    tp.add_argument("--env", default="secret", help="keydoor or secret")
-    tp.add_argument("--method", default="grpo", help="grpo, gigpo or igpo")
+    ap.add_argument("--docs", help=_DOCS_HELP)
+    tp = sub.add_parser("train", help="one training run of the sweep's settings, with progress lines")
+    tp.add_argument("--task", "--env", dest="task", default="secret",
+                    help="task of the sweep: keydoor, secret or secret-free (its environment, budget and settings)")
+    tp.add_argument("--method", default="grpo", help="one of the task's methods: grpo, gigpo, gigpo-gamma1 (keydoor) or igpo (secret)")
     tp.add_argument("--seed", type=int, default=0)
-    tp.add_argument("--env-set", action="append", metavar="KEY=VALUE", help="environment setting (repeatable)")
-    tp.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field (repeatable)")
+    tp.add_argument("--env-set", action="append", metavar="KEY=VALUE", help="environment setting changed from the task's (repeatable)")
+    tp.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field changed from the task's (repeatable)")
     tp.add_argument("--out", help="run folder (checkpoint + result.json); none: nothing is written")
     tp.add_argument("--nice", type=int, default=10)
     tp.add_argument("--threads", type=int, default=1)
@@ -100,13 +105,15 @@ def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from .experiment import load_results
     from .report import write_report
 
-    out = write_report(args.out, args.docs)
-    if not out["runs"]:
+    docs = args.docs or args.out
+    if not load_results(args.out):
         raise CreditlabError(f"no finished runs under {args.out}; run `creditlab demo run` first")
+    out = write_report(args.out, docs)
     print(out["table"])
-    print(f"wrote {', '.join(out['figures'])}, {Path(args.docs) / 'results.md'} and results.json", file=sys.stderr)
+    print(f"wrote {', '.join(out['figures'])}, {Path(docs) / 'results.md'} and results.json", file=sys.stderr)
 
 
 def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bool = False) -> str:
@@ -138,7 +145,6 @@ def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bo
     return "\n".join(lines)
 
 
-@command("demo", "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit", _arguments)
 def run_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "run":
         _sweep(args)
@@ -150,14 +156,14 @@ def run_demo(args: argparse.Namespace) -> int:
     elif args.demo_command == "show":
         print(show(args.run, episodes=args.episodes, seed=args.seed, greedy=args.greedy))
     elif args.demo_command == "train":
-        from .experiment import run_config
-        from .train import TrainConfig, Trainer
+        from .experiment import run_config, task_config
+        from .train import Trainer
 
+        config = task_config(
+            args.task, args.method, args.seed, env_kwargs=parse_sets(args.env_set, flag="--env-set"), **parse_sets(args.set)
+        )
         _setup(args)
-        data = {"env": args.env, "method": args.method, "seed": args.seed, "env_kwargs": parse_sets(args.env_set)}
-        data.update(parse_sets(args.set))
-        config = TrainConfig.from_dict(data)
-        log = lambda m: _progress(f"{config.env}/{config.method}/seed{config.seed}", m)
+        log = lambda m: _progress(f"{args.task}/{args.method}/seed{config.seed}", m)
         if args.out:
             result = run_config(config, args.out, log=log)
             print(json.dumps({"final": result["final"], "auc": result["auc"]}, indent=1))
@@ -165,3 +171,6 @@ def run_demo(args: argparse.Namespace) -> int:
             evals = Trainer(config).run(log=log)
             print(json.dumps({"final": evals[-1]}, indent=1))
     return 0
+
+
+demo = Command("demo", "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit", _arguments, run_demo)

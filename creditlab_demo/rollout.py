@@ -70,7 +70,7 @@ def generate(
 
     Args:
         policy: the decoder (evaluated under ``torch.no_grad``).
-        env: a batch environment (:mod:`creditlab.llm.demo.envs`).
+        env: a batch environment (:mod:`creditlab_demo.envs`).
         tasks: per-episode task arrays from ``env.sample_tasks`` (B rows).
         generator: torch RNG for sampling (its state advances).
         greedy: take the most likely allowed token instead of sampling.

@@ -2,7 +2,7 @@
 
 Both environments are *batch* environments: one call steps B episodes at once with NumPy
 array operations (no Python loop over episodes). They speak token ids of their own
-:class:`~creditlab.llm.demo.tokenizer.WordTokenizer`; a turn is one policy response of
+:class:`~creditlab_demo.tokenizer.WordTokenizer`; a turn is one policy response of
 ``action_len`` = 2 words (``VERB ARG``) followed, unless the episode ended, by ``obs_len``
 observation words written by the environment.
 
@@ -31,7 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ...errors import RangeError, ShapeError
+from creditlab.errors import RangeError, ShapeError
+
 from .tokenizer import WordTokenizer
 
 __all__ = ["StepResult", "KeyDoorEnv", "SecretEnv", "make_env", "ENVS"]

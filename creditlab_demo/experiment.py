@@ -24,11 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from ...atomic import write_json
-from ...errors import RangeError
+from creditlab.atomic import write_json
+from creditlab.errors import RangeError
+
 from .train import TrainConfig, Trainer, auc
 
-__all__ = ["TASKS", "Task", "run_config", "run_sweep", "load_results", "write_json_atomic", "environment_info"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "environment_info",
+    "load_results",
+    "run_config",
+    "run_sweep",
+    "task_config",
+    "valid_pairs",
+    "write_json_atomic",
+]
 
 
 @dataclass(frozen=True)
@@ -61,33 +72,66 @@ class Task:
         return TrainConfig.from_dict(data)
 
 
-# Shared by every run: learning rate, entropy bonus and batch (16 tasks x 8 rollouts) were fixed
-# before the comparison and are the same for all methods.
-COMMON: dict[str, Any] = {"lr": 3e-4, "entropy_coef": 0.01, "groups": 16, "group_size": 8}
-
+# The learning rate, entropy bonus and batch (16 tasks x 8 rollouts) shared by every run are the
+# TrainConfig defaults (fixed before the comparison, the same for all methods); a task sets only
+# its environment, its budget and the variants compared on it.
 TASKS: dict[str, Task] = {
     "keydoor": Task(
         env="keydoor",
         env_kwargs={"spots": 4, "pool": 8, "max_turns": 12},
         variants={"grpo": {"method": "grpo"}, "gigpo": {"method": "gigpo"}, "gigpo-gamma1": {"method": "gigpo", "gamma": 1.0}},
-        overrides={**COMMON, "iterations": 200, "eval_every": 20},
+        overrides={"iterations": 200, "eval_every": 20},
         description="find the key hidden at 1 of 4 places, take it, open the door; 12 turns",
     ),
     "secret": Task(
         env="secret",
         env_kwargs={"n": 16, "max_turns": 5},
         variants={"grpo": {"method": "grpo"}, "igpo": {"method": "igpo"}},
-        overrides={**COMMON, "iterations": 1000, "eval_every": 50},
+        overrides={"iterations": 1000, "eval_every": 50},
         description="guess the secret in [0, 16) after 4 'less K' questions",
     ),
     "secret-free": Task(
         env="secret",
         env_kwargs={"n": 16, "max_turns": 5, "early_guess": True},
         variants={"grpo": {"method": "grpo"}, "igpo": {"method": "igpo"}},
-        overrides={**COMMON, "iterations": 1000, "eval_every": 50},
+        overrides={"iterations": 1000, "eval_every": 50},
         description="guess the secret in [0, 16); the agent may answer at any of 5 turns",
     ),
 }
+
+
+def valid_pairs() -> str:
+    """The task/method pairs of the sweep, for messages: ``keydoor: grpo, gigpo, ...; secret: ...``."""
+    return "; ".join(f"{name}: {', '.join(task.variants)}" for name, task in TASKS.items())
+
+
+def task_config(
+    task: str, method: str, seed: int = 0, *, env_kwargs: dict[str, Any] | None = None, **overrides: Any
+) -> TrainConfig:
+    """The TrainConfig of one run of the documented sweep (:data:`TASKS`), with optional changes.
+
+    Args:
+        task: a key of :data:`TASKS` (``keydoor``, ``secret``, ``secret-free``).
+        method: one of the task's variants (``grpo``, ``gigpo``, ``gigpo-gamma1``, ``igpo``).
+        seed: the run's seed.
+        env_kwargs: environment settings changed from the task's.
+        overrides: TrainConfig fields changed from the task's.
+
+    Raises:
+        RangeError: an unknown task, or a method the task does not compare (the message lists the
+            valid task/method pairs).
+
+    Example:
+        >>> cfg = task_config("secret", "igpo", seed=1, iterations=10)
+        >>> cfg.env_kwargs, cfg.iterations, cfg.eval_every, cfg.lr
+        ({'n': 16, 'max_turns': 5}, 10, 50, 0.0003)
+    """
+    if task not in TASKS:
+        raise RangeError(f"unknown demo task {task!r}; valid task/method pairs: {valid_pairs()}")
+    spec = TASKS[task]
+    if method not in spec.variants:
+        raise RangeError(f"task {task!r} has no method {method!r}; valid task/method pairs: {valid_pairs()}")
+    return spec.config(method, seed, env_kwargs={**spec.env_kwargs, **(env_kwargs or {})}, **overrides)
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
@@ -99,7 +143,7 @@ def environment_info() -> dict[str, str]:
     """Package versions, platform and git commit recorded beside every result."""
     import torch
 
-    from ... import __version__
+    from creditlab import __version__
 
     try:
         commit = subprocess.run(

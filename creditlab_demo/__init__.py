@@ -1,14 +1,14 @@
 """A CPU demo that turn-level credit helps: tiny transformer agents trained from scratch.
 
 Procedurally generated multi-turn text tasks with an outcome reward only at the end
-(:mod:`~creditlab.llm.demo.envs`), a word-level tokenizer, a tiny decoder policy with a KV
-cache (:mod:`~creditlab.llm.demo.policy`), batched multi-turn generation with response masks
-(:mod:`~creditlab.llm.demo.rollout`), a GRPO-style trainer whose per-turn credit comes from
+(:mod:`~creditlab_demo.envs`), a word-level tokenizer, a tiny decoder policy with a KV
+cache (:mod:`~creditlab_demo.policy`), batched multi-turn generation with response masks
+(:mod:`~creditlab_demo.rollout`), a GRPO-style trainer whose per-turn credit comes from
 ``creditlab.grpo`` (outcome only), ``creditlab.llm.gigpo`` or ``creditlab.llm.igpo``
-(:mod:`~creditlab.llm.demo.train`), and a resumable sweep with plots
-(:mod:`~creditlab.llm.demo.experiment`, :mod:`~creditlab.llm.demo.report`).
+(:mod:`~creditlab_demo.train`), and a resumable sweep with plots
+(:mod:`~creditlab_demo.experiment`, :mod:`~creditlab_demo.report`).
 
-Run everything with ``creditlab demo all`` (or ``python -m creditlab.llm.demo all``); see
+Run everything with ``creditlab demo all`` (or ``python -m creditlab_demo all``); see
 docs/llm-demo.md.
 """
 

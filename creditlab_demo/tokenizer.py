@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ...errors import DtypeError, RangeError
+from creditlab.errors import DtypeError, RangeError
 
 __all__ = ["PAD", "BOS", "SPECIALS", "WordTokenizer"]
 

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...advantage import broadcast_to_steps, broadcast_to_tokens, grpo
-from ...atomic import atomic_path
-from ...errors import CreditlabError, CreditlabWarning, RangeError
+from creditlab.advantage import broadcast_to_steps, broadcast_to_tokens, grpo
+from creditlab.atomic import atomic_path
+from creditlab.errors import CreditlabError, CreditlabWarning, RangeError
+from creditlab.llm import gigpo, igpo
+
 from .envs import make_env
 from .policy import PolicyConfig, TinyDecoder
 from .rollout import Rollout, generate, sequence_log_probs
@@ -45,10 +47,16 @@ METHODS = ("grpo", "gigpo", "igpo")
 class TrainConfig:
     """Everything that defines one training run (also the CLI's ``--set key=value`` keys).
 
+    The defaults of the shared settings (``lr``, ``entropy_coef``, ``groups``, ``group_size``, the
+    update and the policy size) are the documented sweep's; each task of
+    :data:`creditlab_demo.experiment.TASKS` adds its environment and budget
+    (:func:`~creditlab_demo.experiment.task_config` builds a run of the sweep).
+
     Attributes:
         env: ``keydoor`` or ``secret``.
         env_kwargs: environment settings (``width``, ``height``, ``max_turns`` / ``n``, ``max_turns``).
-        method: credit method, one of :data:`METHODS`.
+        method: credit method, one of :data:`METHODS` (``igpo`` needs an environment with a
+            belief query: ``secret``).
         seed: seeds the policy init, the task stream and the sampling.
         iterations: policy updates.
         groups: tasks per iteration.
@@ -75,11 +83,11 @@ class TrainConfig:
     iterations: int = 200
     groups: int = 16
     group_size: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-4
     epochs: int = 1
     minibatches: int = 2
     clip: float = 0.2
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.01
     max_grad_norm: float = 1.0
     gamma: float = 0.95
     step_weight: float = 1.0
@@ -114,7 +122,12 @@ class TrainConfig:
         if self.entropy_coef < 0 or self.step_weight < 0:
             raise RangeError("TrainConfig.entropy_coef and step_weight must be >= 0")
         self.env_kwargs = dict(self.env_kwargs)
-        make_env(self.env, **self.env_kwargs)  # validates the environment settings
+        env = make_env(self.env, **self.env_kwargs)  # validates the environment settings
+        if self.method == "igpo" and not hasattr(env, "belief_query"):
+            raise RangeError(
+                f"TrainConfig.method 'igpo' needs an environment that can be asked for the policy's belief in the answer; "
+                f"env {self.env!r} cannot. Pairs that go together: keydoor with grpo or gigpo; secret with grpo, gigpo or igpo"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -143,34 +156,22 @@ def turn_advantages(method: str, rollout: Rollout, group_ids: np.ndarray, config
             out = grpo(outcomes, group_ids)
             adv = broadcast_to_steps(out.advantages, mask)
         elif method == "gigpo":
-            llm = _llm()
             last = (rollout.num_turns - 1).clamp(min=0)
             step_rewards = torch.zeros(mask.shape, dtype=torch.float64)
             step_rewards[torch.arange(mask.shape[0]), last] = outcomes
-            out = llm.gigpo(
+            out = gigpo(
                 outcomes, step_rewards, rollout.anchors, group_ids, mask=mask, gamma=config.gamma, step_weight=config.step_weight
             )
             adv = out.advantages
         elif method == "igpo":
-            llm = _llm()
             if rollout.beliefs is None:
                 raise CreditlabError("igpo needs beliefs: generate(..., beliefs=True) on an environment with belief_query")
-            out = llm.igpo(rollout.beliefs.to(torch.float64), outcomes, group_ids, mask=mask, gamma=config.igpo_gamma)
+            out = igpo(rollout.beliefs.to(torch.float64), outcomes, group_ids, mask=mask, gamma=config.igpo_gamma)
             adv = out.advantages
         else:  # pragma: no cover - TrainConfig validates
             raise RangeError(f"unknown method {method!r}")
     metrics = {f"credit/{k}": float(v) for k, v in out.metrics.items()}
     return torch.as_tensor(adv, dtype=torch.float32), metrics
-
-
-def _llm():
-    try:
-        from ... import llm
-    except ImportError as exc:  # pragma: no cover - depends on the branch
-        raise CreditlabError("creditlab.llm (gigpo, igpo) is not available in this installation") from exc
-    if not hasattr(llm, "gigpo") or not hasattr(llm, "igpo"):
-        raise CreditlabError("creditlab.llm has no gigpo/igpo yet; only method='grpo' can run")
-    return llm
 
 
 def policy_loss(
