@@ -8,14 +8,16 @@ from tests.bench_toy import TOY_AGENT, toy_suite, toy_task
 
 
 def test_builtin_suites_validate_and_expand():
-    assert list_suites() == ["smoke", "standard", "full"]
+    assert list_suites() == ["smoke", "standard", "long", "full"]
     for name in list_suites():
         suite = get_suite(name)
         assert set(ANCHORS) <= set(suite.methods)
         runs = expand_runs(suite)
         # dense is skipped only on tasks without a dense twin
         no_twin = sum(1 for t in suite.tasks if not t.dense_twin)
-        assert len(runs) == (len(suite.tasks) * len(suite.methods) - no_twin) * len(suite.seeds)
+        # a method listed with only_tasks runs on those tasks only
+        skipped = sum(len(suite.tasks) - len(only) for only in suite.only_tasks.values())
+        assert len(runs) == (len(suite.tasks) * len(suite.methods) - no_twin - skipped) * len(suite.seeds)
         assert len({r.run_id for r in runs}) == len(runs)
         for task in suite.tasks:  # gamma is recorded for every task
             assert 0 < task.agent.gamma <= 1
