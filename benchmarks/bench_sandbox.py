@@ -16,8 +16,10 @@ to it, a bare ``python -I -c "import numpy"`` as the floor any worker pays).
 ``--generate`` times ``creditlab program generate examples/programs/hopper.yaml --n 5`` end to
 end (a fresh CLI process, no cache) against the scripted OpenAI-compatible server of the tests
 (``tests/fake_llm_server.py`` on loopback): five candidates (one needs a repair round), the
-self-verification merge, each validated in its own sandbox worker: 7 sandboxed validations. Times are the median of several repeats after a warm-up; the machine is shared, so
-compare ratios, not absolute numbers. The issue's target: >= 100k steps/s through the sandbox.
+self-verification merge, each validated in its own sandbox worker: 7 sandboxed validations.
+
+Times are the median of several repeats after a warm-up; the machine is shared, so compare
+ratios, not absolute numbers. The issue's target: >= 100k steps/s through the sandbox.
 """
 
 from __future__ import annotations
