@@ -698,7 +698,7 @@ class _Worker:
                 "max_processes": 1,
             },
             "layers": {
-                "network_namespace": not use_bwrap,
+                "network_namespace": (not use_bwrap) and cfg.namespaces,  # bubblewrap missing: best effort
                 "landlock": cfg.landlock,
                 "seccomp": runtime_bpf is not None,
                 "drop_privileges": (not use_bwrap) and cfg.drop_privileges,
