@@ -278,7 +278,7 @@ _RUNTIME_SYSCALLS = (
     "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64", "close", "lseek",
     "fstat", "newfstatat", "stat", "lstat", "statx", "fstatfs", "statfs", "access", "faccessat", "faccessat2",
     "openat", "open", "getdents64", "getcwd", "readlink", "readlinkat", "mkdir", "mkdirat", "unlink", "unlinkat",
-    "rmdir", "rename", "renameat", "renameat2", "ftruncate", "fsync", "fdatasync", "dup", "dup2", "dup3",
+    "rmdir", "rename", "renameat", "renameat2", "chdir", "fchdir", "ftruncate", "fsync", "fdatasync", "dup", "dup2", "dup3",
     "fcntl", "pipe2", "poll", "ppoll", "select", "pselect6",
     "mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mincore",
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "rt_sigpending", "rt_sigtimedwait",
@@ -293,6 +293,7 @@ _STARTUP_SYSCALLS = _RUNTIME_SYSCALLS + (
     "execve", "arch_prctl", "set_tid_address", "rseq", "prctl", "seccomp", "chdir", "close_range",
     "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self", "setrlimit",
     "wait4", "waitid",  # bubblewrap's pid-1 reaper runs under this filter too
+    "setgroups", "setresuid", "setresgid", "capget", "capset",  # the switch from ns root to the sandbox uid
 )
 _LIBSECCOMP_HINT = "pip install pyseccomp (and the libseccomp2 library: apt-get install libseccomp2)"
 
@@ -759,6 +760,11 @@ class _Worker:
             if not rt.startswith("on"):
                 layers["seccomp"] = f"off: the worker could not load its filter ({rt})"
         worker_layers.pop("seccomp_runtime", None)
+        if use_bwrap and "drop_privileges" in worker_layers:
+            dropped = worker_layers.pop("drop_privileges")
+            if not dropped.startswith("on"):
+                self.close()
+                raise ProgramError("startup", f"the sandbox worker could not switch to uid {cfg.uid}: {dropped}")
         layers.update(worker_layers)
         layers["cgroup"] = _cgroup_layer()
         if self.degraded:
@@ -768,16 +774,28 @@ class _Worker:
     def _bwrap_argv(self, view: _View, worker_cfg: dict, startup_bpf: bytes | None, root: bool):
         cfg = self.config
         exe, _ = _bubblewrap(cfg.bwrap)
+        map_ids = root and cfg.drop_privileges
+        # As root, bubblewrap would map the sandbox's uid to host root. Instead it waits while we write
+        # the maps (ns 0 = host 0 for the mount set-up only, ns uid = host uid for the program); the
+        # worker starts as ns root with only CAP_SETUID/CAP_SETGID and switches to uid/gid before any
+        # untrusted byte, which clears every capability (the runtime filter has no set*id calls).
+        ids = ["--uid", "0", "--gid", "0"] if map_ids else ["--uid", str(cfg.uid), "--gid", str(cfg.gid)]
+        caps = ["--cap-drop", "ALL"] + (["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if map_ids else [])
         argv = [exe, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
-                "--unshare-cgroup-try", "--uid", str(cfg.uid), "--gid", str(cfg.gid), "--hostname", "sandbox",
-                "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
+                "--unshare-cgroup-try", *ids, "--hostname", "sandbox", "--die-with-parent", "--new-session", *caps,
+                "--clearenv"]
         for k, v in _clean_env(SANDBOX_TMP).items():
             argv += ["--setenv", k, v]
+        parents = sorted({str(q) for _, dst in view.binds for q in Path(dst).parents if str(q) != "/"},
+                         key=lambda d: (d.count("/"), d))
+        for folder in parents:  # bubblewrap would create the parents of file mounts as 0700
+            argv += ["--perms", "0755", "--dir", folder]
         for src, dst in view.binds:
             argv += ["--ro-bind", src, dst]
         for folder in view.hide:
             argv += ["--perms", "0555", "--size", "4096", "--tmpfs", folder, "--remount-ro", folder]
-        argv += ["--perms", "0700", "--size", str(int(cfg.tmpfs_mb * 1024 * 1024)), "--tmpfs", SANDBOX_TMP,
+        # the private tmpfs: owned by the sandbox uid, or (as root, created by ns root) writable by it
+        argv += ["--perms", "1777" if map_ids else "0700", "--size", str(int(cfg.tmpfs_mb * 1024 * 1024)), "--tmpfs", SANDBOX_TMP,
                  "--chdir", SANDBOX_TMP]
         child: list[int] = []
         parent: list[int] = []
@@ -792,10 +810,8 @@ class _Worker:
         parent.append(info_r)
         self.fds.append(info_r)
         argv += ["--info-fd", str(info_w)]
-        if root and cfg.drop_privileges:
-            # As root, bubblewrap would map the sandbox's uid to host root. Instead it waits while we
-            # write the maps: host root stays root only for the mount set-up (then bubblewrap
-            # switches to uid/gid and drops every capability); the program is host uid/gid 65534.
+        if map_ids:
+            worker_cfg["layers"]["drop_privileges"] = True
             block_r, block_w = os.pipe()
             child.append(block_r)
             parent.append(block_w)
