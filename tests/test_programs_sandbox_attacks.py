@@ -467,3 +467,57 @@ def test_nested_folders_in_the_tmpfs_leave_nothing_on_the_host():
     with SandboxedProgram(code, entry="evaluation_func", config=NO_GUARDS) as prog:
         assert prog.temp_dir is None
         prog.call(OBS, ACT)
+
+
+# ---------------------------------------------------------------------- 7: terminal injection
+
+HOSTILE_TEXT = """
+def evaluation_func(observation, action):
+    raise ValueError("\\x1b[2J\\x1b[H\\rPASSED\\n\\x1b[32mall checks passed\\x1b[0m\\u202e\\x07")
+"""
+
+
+def test_check_prints_one_sanitized_line_per_problem(tmp_path, capsys):
+    from creditlab.cli import main
+
+    path = tmp_path / "program.py"
+    path.write_text(HOSTILE_TEXT.lstrip())
+    code = main(["program", "check", str(path), "--obs-dim", "3", "--act-dim", "2", "--timeout", "5"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert not any(ch in out + err for ch in "\x1b\r\x07\u202e"), repr(out)
+    problems = [line for line in out.splitlines() if line.startswith("  problem:")]
+    assert len(problems) == 1 and "\\x1b[2J" in problems[0] and "\\x0dPASSED\\n" in problems[0]
+    assert "Traceback (most recent call last)" not in out + err
+    assert out.splitlines()[0].endswith("REJECTED (error at stage run)")
+
+
+# ---------------------------------------------------------------------- values clipped later are counted and warned
+
+LATE_HUGE = """
+import numpy as np
+def evaluation_func(observation, action):
+    return [np.where(observation[:, :1] > 100, 1e300, observation[:, :1])]
+"""
+
+
+def test_values_clipped_after_validation_are_counted_and_warned_once():
+    from creditlab.credit.features import FeatureValueWarning
+    from creditlab.programs import Program, lare_features
+
+    prog = Program(code=LATE_HUGE.lstrip(), kind="factors", obs_dim=3, act_dim=2, num_factors=1, origin="hand-written")
+    with lare_features(prog, config=FAST) as phi:
+        assert phi(OBS, ACT)[:, 0].tolist() == [0.0, 3.0, 6.0, 9.0]
+        assert phi.metrics["features/clipped"] == 0
+        big = OBS.copy()
+        big[:2, 0] = 1000.0
+        with pytest.warns(FeatureValueWarning, match="2 value"):
+            out = phi(big, ACT)
+        assert out[:2, 0].tolist() == [1e6, 1e6]
+        assert phi.metrics["features/clipped"] == 2 and phi.metrics["features/nonfinite"] == 0
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once: the second batch is counted, not warned
+            phi(big, ACT)
+        assert phi.metrics["features/clipped"] == 2
