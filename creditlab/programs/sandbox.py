@@ -336,7 +336,7 @@ def _seccomp_filters() -> tuple[bytes | None, bytes | None, str]:
                 out.append(fh.read())
             count = allowed + 6
         version = getattr(sc, "__version__", "")
-        return out[0], out[1], f"on (allow-list of {count} syscalls, libseccomp{' ' + version if version else ''}; EPERM otherwise)"
+        return out[0], out[1], f"on (allow-list of {count} syscalls compiled by libseccomp{' via pyseccomp ' + version if version else ''}; EPERM otherwise)"
     except Exception as exc:  # noqa: BLE001  (a broken libseccomp install)
         return None, None, f"libseccomp failed to compile the filter ({type(exc).__name__}: {exc}): {_LIBSECCOMP_HINT}"
 
