@@ -275,6 +275,9 @@ def test_each_network_layer_alone_blocks_loopback(layer, listener):
     port, hits = listener
     code = render(CONNECT, PORT=port)
     run(code, FAST.replace(**ALL_OFF))  # control: with no layer the connection goes through
+    deadline = time.monotonic() + 10  # the listener thread records it (a loaded machine may lag)
+    while not hits and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(hits) == 1
     with pytest.raises(ProgramError):
         run(code, FAST.replace(**{**ALL_OFF, layer: True}))
