@@ -10,8 +10,32 @@ EXTRAS="${EXTRAS:-all}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The sandbox for LLM-written programs needs bubblewrap (namespaces) and libseccomp (the seccomp
+# allow-list, through pyseccomp). Without them it refuses to run untrusted code; a failed install fails here.
+if [ "$(uname -s)" = "Linux" ] && ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null
+  elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null
+  else
+    echo "install.sh: bubblewrap (bwrap) is missing; install it with your package manager (Debian/Ubuntu: apt-get install bubblewrap)" >&2
+    exit 1
+  fi
+  command -v bwrap >/dev/null 2>&1 || { echo "install.sh: installing bubblewrap failed" >&2; exit 1; }
+fi
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 "${PIP[@]}" install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 "${PIP[@]}" install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 "${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import creditlab, torch; print(f'creditlab {creditlab.__version__} ready (torch {torch.__version__})')"
+if [ "$(uname -s)" = "Linux" ]; then
+  # the sandbox must be complete: namespaces and the seccomp allow-list both on
+  .venv/bin/python -c "
+from creditlab.programs import probe_layers
+layers = probe_layers()
+missing = {k: v for k, v in layers.items() if k in ('namespaces', 'seccomp', 'degraded') and not v.startswith('on')}
+if missing:
+    raise SystemExit(f'install.sh: the program sandbox is incomplete: {missing}')
+print('program sandbox ready: ' + layers['namespaces'] + '; seccomp ' + layers['seccomp'])
+"
+fi

@@ -19,15 +19,20 @@ third argument. It must not read anything else (in particular not the hidden rew
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import DtypeError, NonFiniteError, RangeError, ShapeError
+from ..errors import CreditlabWarning, DtypeError, NonFiniteError, RangeError, ShapeError
 
-__all__ = ["FeatureGuard", "HAND_WRITTEN", "resolve_features", "hopper_features", "cartpole_features"]
+
+class FeatureValueWarning(CreditlabWarning):
+    """A feature function returned values that were replaced (NaN/inf) or clipped (beyond ``clip``)."""
+
+__all__ = ["FeatureGuard", "FeatureValueWarning", "HAND_WRITTEN", "resolve_features", "hopper_features", "cartpole_features"]
 
 
 class FeatureGuard:
@@ -39,13 +44,20 @@ class FeatureGuard:
             the replaced entries in ``credit/nonfinite_factors``; ``"raise"`` raises
             :class:`~creditlab.errors.NonFiniteError`.
         clip: factors are clipped to ``[-clip, clip]`` (guards absurd scales before normalization).
+            Clipped finite values are counted in ``credit/clipped_factors`` (NaN/inf separately in
+            ``credit/nonfinite_factors``); the first call that replaces or clips anything warns
+            once (:class:`~creditlab.errors.FeatureValueWarning`), so a program that behaved on
+            its probe batch and returns 1e300 later is not clipped silently.
         use_next_observations: pass ``next_observations`` as a third argument.
 
     Example:
         >>> guard = FeatureGuard(lambda s, a: [s[:, 0], np.where(s[:, 1] > 0, s[:, 1], -np.inf)])
-        >>> x, m = guard(np.array([[1.0, 1.0], [2.0, 0.0]], np.float32), np.zeros((2, 1), np.float32))
-        >>> x.tolist(), m["credit/nonfinite_factors"]      # -inf -> -clip
-        ([[1.0, 1.0], [2.0, -1000000.0]], 1.0)
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     x, m = guard(np.array([[1.0, 1.0], [2.0, 0.0]], np.float32), np.zeros((2, 1), np.float32))
+        >>> x.tolist(), m["credit/nonfinite_factors"], m["credit/clipped_factors"]      # -inf -> -clip
+        ([[1.0, 1.0], [2.0, -1000000.0]], 1.0, 0.0)
     """
 
     def __init__(
@@ -66,6 +78,7 @@ class FeatureGuard:
         self.use_next = bool(use_next_observations or getattr(fn, "needs_next_observations", False))
         self.num_factors: int | None = None
         self.name = getattr(fn, "__name__", type(fn).__name__)
+        self.warned = False
 
     def __call__(
         self, observations: np.ndarray, actions: np.ndarray, next_observations: np.ndarray | None = None
@@ -95,8 +108,18 @@ class FeatureGuard:
                     "fix the function (e.g. guard divisions) or build the assigner with on_nonfinite='guard'"
                 )
             x = np.nan_to_num(x, nan=0.0, posinf=self.clip, neginf=-self.clip)
+        n_clip = int((np.abs(x) > self.clip).sum())
         np.clip(x, -self.clip, self.clip, out=x)
-        return x, {"credit/nonfinite_factors": float(n_bad)}
+        if (n_bad or n_clip) and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"feature function {self.name!r} returned {n_bad} non-finite value(s) (replaced) and {n_clip} value(s) "
+                f"beyond +/-{self.clip:g} (clipped) in a batch of {n} steps; counted in credit/nonfinite_factors and "
+                "credit/clipped_factors (warned once)",
+                FeatureValueWarning,
+                stacklevel=3,
+            )
+        return x.astype(np.float32), {"credit/nonfinite_factors": float(n_bad), "credit/clipped_factors": float(n_clip)}
 
     def _stack(self, raw: Any, n: int) -> np.ndarray:
         def arr(v: Any, what: str) -> np.ndarray:
@@ -105,7 +128,7 @@ class FeatureGuard:
             a = np.asarray(v)
             if a.dtype == object or a.dtype.kind not in "fiub":
                 raise DtypeError(f"feature function {self.name!r} returned {what} of dtype {a.dtype}; expected numbers")
-            return a.astype(np.float32)
+            return a.astype(np.float64)  # checked and clipped in float64: 1e300 is a clipped value, not an inf
 
         if isinstance(raw, (list, tuple)):
             if len(raw) == 0:
@@ -114,7 +137,7 @@ class FeatureGuard:
             for j, f in enumerate(raw):
                 a = arr(f, f"factor {j}")
                 if a.ndim == 0:
-                    a = np.full(n, float(a), dtype=np.float32)
+                    a = np.full(n, float(a), dtype=np.float64)
                 if a.shape not in ((n,), (n, 1)):
                     raise ShapeError(
                         f"feature function {self.name!r} returned factor {j} with shape {a.shape}; expected ({n},) or ({n}, 1) "

@@ -1,61 +1,70 @@
 """Sandbox worker: runs one untrusted program in its own process (see docs/programs.md, threat model).
 
-This file is executed as a script (``python -I -B _worker.py CONFIG``) by
-:mod:`creditlab.programs.sandbox`; it imports nothing from creditlab and nothing outside the
-standard library and NumPy, so the untrusted program never shares a process with the caller.
+This file is executed as a script by :mod:`creditlab.programs.sandbox`, normally inside a
+bubblewrap sandbox (``python -I -S -B /sandbox/worker.py CONFIG``: fresh user, pid, ipc, net,
+mount, uts and cgroup namespaces, a read-only view of the interpreter, the standard library and
+NumPy, a private tmpfs, an allow-list seccomp filter applied before this script starts). It
+imports nothing from creditlab and nothing outside the standard library and NumPy.
 
 Start-up, in order, before any untrusted byte is compiled:
 
-1. stdin from /dev/null, stdout/stderr to a log file in the private folder (capped by RLIMIT_FSIZE);
-2. import NumPy and the modules the protocol needs (later imports are refused);
-3. a fresh network namespace (``unshare(CLONE_NEWNET)``: no interface but a down loopback);
-4. resource limits: address space, CPU time (per call and for the worker's life), file size,
+1. import NumPy and the modules the protocol needs (later imports of other modules are refused
+   by the Python guards, and would find no file outside the read-only view anyway);
+2. degraded mode only (no bubblewrap): a fresh network namespace if possible;
+3. resource limits: address space, CPU time (per call and for the worker's life), file size,
    open files, processes, core dumps;
-5. Landlock (Linux >= 5.13): read-only access to the Python/NumPy install, read-write access to the
-   private folder only, no TCP bind/connect, no signals or abstract sockets outside the sandbox;
-6. drop root: ``setgroups([])``, ``setresgid``/``setresuid`` to an unprivileged id (nobody);
-7. seccomp-BPF (x86_64): fork/exec/socket/ptrace/namespaces/mount/bpf/io_uring/... fail with EPERM,
-   ``kill`` only to itself; threads are still allowed;
-8. Python guards: an audit hook that refuses file access outside the allowed folders, sockets,
-   subprocesses, ctypes, new imports, frame/gc introspection, code-object construction; the program
-   runs with a reduced ``__builtins__`` (no open/eval/exec/getattr/__import__ beyond math/numpy) and
-   a ``print`` that keeps at most a few KB.
+4. Landlock (Linux >= 5.13): read-only access to the interpreter, the stdlib and NumPy, read-write
+   access to the private folder only, no TCP bind/connect, no signals or abstract sockets outside;
+5. degraded mode only, as root: ``setgroups([])``, ``setresgid``/``setresuid`` to nobody;
+6. not dumpable; every file descriptor but the two pipes and the log is closed;
+7. the run-time seccomp allow-list (compiled by libseccomp in the parent, loaded here with
+   ``prctl``): stricter than the start-up filter (no execve, no prctl, no new filters);
+8. Python guards (an audit hook, reduced builtins, a capped ``print``). These only give early,
+   clear feedback for honest mistakes: the program can reach and switch them off, so no security
+   decision depends on them.
 
 Each layer that could not be applied is reported (``layers`` in the ready message), never silent.
 
-Wire protocol on two pipes: a 4-byte big-endian length, a JSON header, then raw float64/int64
-arrays whose sizes follow from the header. The parent never unpickles anything from this process.
+Wire protocol on two pipes: a 4-byte big-endian length, a JSON header, then raw float64 arrays
+whose sizes follow from the header. The parent validates every reply (sizes checked before
+allocation, JSON depth and length caps, typed fields, the request's sequence number echoed) and
+never unpickles anything from this process.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import linecache
-import math  # noqa: F401  (pre-imported so the program's `import math` needs no file access)
 import os
-import resource
-import signal
-import struct
 import sys
-import time
-import traceback
-import warnings
 
-import numpy as np
+_CFG = json.loads(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else {}
+if _CFG.get("site"):
+    sys.path.insert(0, _CFG["site"])  # the read-only copy of NumPy inside the sandbox (python -S: no site-packages)
+
+import base64  # noqa: E402
+import ctypes  # noqa: E402
+import linecache  # noqa: E402
+import math  # noqa: E402,F401  (pre-imported so the program's `import math` needs no file access)
+import resource  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 # Pre-import the NumPy submodules a program may reach, so no import happens after confinement.
-import numpy.fft  # noqa: F401
-import numpy.linalg  # noqa: F401
-import numpy.ma  # noqa: F401
-import numpy.polynomial  # noqa: F401
-import numpy.random  # noqa: F401
+import numpy.fft  # noqa: E402,F401
+import numpy.linalg  # noqa: E402,F401
+import numpy.ma  # noqa: E402,F401
+import numpy.polynomial  # noqa: E402,F401
+import numpy.random  # noqa: E402,F401
 
 np.seterr(all="ignore")  # floating-point warnings would need frame introspection, which is refused
 warnings.simplefilter("ignore")
 
-MAX_HEADER = 1 << 20
-ALLOWED_DTYPES = {"float64": np.float64, "float32": np.float32, "int64": np.int64, "bool": np.bool_}
+MAX_HEADER = 1 << 24  # requests come from the trusted parent; this only bounds a corrupted pipe
 
 # ----------------------------------------------------------------------------- Linux confinement
 
@@ -64,34 +73,12 @@ _libc.syscall.restype = ctypes.c_long
 _libc.prctl.restype = ctypes.c_int
 
 CLONE_NEWNET = 0x40000000
-CLONE_THREAD = 0x00010000
+CLONE_NEWUSER = 0x10000000
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
-
-SYS_X86_64 = {
-    "landlock_create_ruleset": 444,
-    "landlock_add_rule": 445,
-    "landlock_restrict_self": 446,
-    "seccomp": 317,
-}
-
-# syscalls refused with EPERM inside the sandbox (x86_64 numbers)
-DENY_X86_64 = {
-    "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53,
-    "accept4": 288, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "ptrace": 101,
-    "setpgid": 109, "setsid": 112, "mknod": 133, "mknodat": 259, "personality": 135,
-    "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168,
-    "reboot": 169, "init_module": 175, "delete_module": 176, "finit_module": 313,
-    "kexec_load": 246, "kexec_file_load": 320, "add_key": 248, "request_key": 249, "keyctl": 250,
-    "unshare": 272, "setns": 308, "perf_event_open": 298, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "process_vm_readv": 310, "process_vm_writev": 311, "bpf": 321,
-    "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsmount": 432, "pidfd_open": 434,
-    "pidfd_getfd": 438, "pidfd_send_signal": 424, "rt_sigqueueinfo": 129,
-    "rt_tgsigqueueinfo": 297, "memfd_create": 319,
-}
-SYS_CLONE, SYS_CLONE3 = 56, 435
-SELF_SIGNAL_X86_64 = {"kill": 62, "tkill": 200, "tgkill": 234}
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+LANDLOCK_SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}  # create_ruleset, add_rule, restrict_self
 
 
 def _errno() -> str:
@@ -102,19 +89,19 @@ def _unshare_net() -> str:
     if not hasattr(_libc, "unshare"):
         return "off: libc has no unshare"
     if _libc.unshare(CLONE_NEWNET) == 0:
-        return "on"
+        return "on (network namespace only)"
     err = _errno()
-    # Not root: a user namespace grants the right to create a network namespace.
-    if _libc.unshare(0x10000000 | CLONE_NEWNET) == 0:  # CLONE_NEWUSER | CLONE_NEWNET
-        return "on (user namespace)"
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:  # not root: a user namespace grants the right
+        return "on (user + network namespace)"
     return f"off: unshare failed ({err})"
 
 
 def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
-    if sys.platform != "linux" or os.uname().machine != "x86_64":
-        return "off: only wired for Linux x86_64"
-    nr = SYS_X86_64
-    abi = _libc.syscall(nr["landlock_create_ruleset"], None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    machine = os.uname().machine
+    if sys.platform != "linux" or machine not in LANDLOCK_SYSCALLS:
+        return f"off: not wired for {sys.platform} {machine}"
+    create, add_rule, restrict = LANDLOCK_SYSCALLS[machine]
+    abi = _libc.syscall(create, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     if abi < 1:
         return f"off: Landlock unavailable ({_errno()})"
     fs_all = (1 << 13) - 1  # ABI 1: EXECUTE .. MAKE_SYM
@@ -136,7 +123,7 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
 
     attr = RulesetAttr(fs_all, net_all, scoped)
     size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
-    rfd = _libc.syscall(nr["landlock_create_ruleset"], ctypes.byref(attr), ctypes.c_size_t(size), 0)
+    rfd = _libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), 0)
     if rfd < 0:
         return f"off: landlock_create_ruleset failed ({_errno()})"
     read_dir = (1 << 0) | (1 << 2) | (1 << 3)  # EXECUTE | READ_FILE | READ_DIR
@@ -152,13 +139,13 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
                 fd = os.open(p, os.O_PATH | os.O_CLOEXEC)
                 try:
                     rule = PathBeneath(allowed, fd)
-                    if _libc.syscall(nr["landlock_add_rule"], rfd, 1, ctypes.byref(rule), 0) != 0:
+                    if _libc.syscall(add_rule, rfd, 1, ctypes.byref(rule), 0) != 0:
                         return f"off: landlock_add_rule({p}) failed ({_errno()})"
                 finally:
                     os.close(fd)
         if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return f"off: no_new_privs failed ({_errno()})"
-        if _libc.syscall(nr["landlock_restrict_self"], rfd, 0) != 0:
+        if _libc.syscall(restrict, rfd, 0) != 0:
             return f"off: landlock_restrict_self failed ({_errno()})"
     finally:
         os.close(rfd)
@@ -168,7 +155,7 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
 
 def _drop_privileges(uid: int, gid: int) -> str:
     if os.geteuid() != 0:
-        return "off: not root (already unprivileged)"
+        return f"off: not root (runs as uid {os.geteuid()})"
     try:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
@@ -180,60 +167,31 @@ def _drop_privileges(uid: int, gid: int) -> str:
     return f"on (uid {uid})"
 
 
-def _seccomp() -> str:
-    if sys.platform != "linux" or os.uname().machine != "x86_64":
-        return "off: filter only written for Linux x86_64"
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+def _load_seccomp(bpf: bytes) -> str:
+    """Install a BPF program compiled by libseccomp in the parent (8-byte sock_filter records)."""
+    if not bpf or len(bpf) % 8:
+        return "off: no filter"
 
     class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.c_void_p)]
 
-    LD_W_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-    ALLOW, KILL = 0x7FFF0000, 0x80000000
-    EPERM, ENOSYS = 0x00050000 | 1, 0x00050000 | 38
-    arch_x86_64 = 0xC000003E
-    pid = os.getpid()
-    prog: list[tuple[int, int, int, int]] = [
-        (LD_W_ABS, 0, 0, 4),  # arch
-        (JEQ, 1, 0, arch_x86_64),
-        (RET, 0, 0, KILL),
-        (LD_W_ABS, 0, 0, 0),  # syscall number
-        (JGE, 0, 1, 0x40000000),  # x32 ABI numbers
-        (RET, 0, 0, EPERM),
-    ]
-    for number in sorted(DENY_X86_64.values()):
-        prog += [(JEQ, 0, 1, number), (RET, 0, 0, EPERM)]
-    prog += [(JEQ, 0, 1, SYS_CLONE3), (RET, 0, 0, ENOSYS)]  # glibc falls back to clone()
-    # clone(): threads only (CLONE_THREAD in flags); processes are refused.
-    prog += [
-        (JEQ, 0, 4, SYS_CLONE),
-        (LD_W_ABS, 0, 0, 16),  # args[0], low 32 bits (little-endian)
-        (JSET, 0, 1, CLONE_THREAD),
-        (RET, 0, 0, ALLOW),
-        (RET, 0, 0, EPERM),
-    ]
-    # kill/tkill/tgkill: only to this process.
-    for number in SELF_SIGNAL_X86_64.values():
-        prog += [
-            (JEQ, 0, 6, number),
-            (LD_W_ABS, 0, 0, 20),  # args[0], high 32 bits must be 0
-            (JEQ, 0, 2, 0),
-            (LD_W_ABS, 0, 0, 16),  # args[0], low 32 bits
-            (JEQ, 1, 0, pid),
-            (RET, 0, 0, EPERM),
-            (RET, 0, 0, ALLOW),
-        ]
-        # after a failed JEQ on the number, the accumulator still holds the number: fine
-    prog.append((RET, 0, 0, ALLOW))
-    arr = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
-    fprog = SockFprog(len(prog), arr)
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         return f"off: no_new_privs failed ({_errno()})"
-    if _libc.syscall(SYS_X86_64["seccomp"], 1, 0, ctypes.byref(fprog)) != 0:  # SECCOMP_SET_MODE_FILTER
-        return f"off: seccomp failed ({_errno()})"
-    return f"on ({len(DENY_X86_64) + 3} syscalls restricted)"
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        return f"off: prctl(PR_SET_SECCOMP) failed ({_errno()})"
+    return f"on ({len(bpf) // 8} BPF instructions)"
+
+
+def _close_other_fds(keep: set[int]) -> None:
+    """Close every inherited descriptor but ``keep``: nothing the program could use to reach outside."""
+    last = 2
+    for fd in sorted(keep):
+        if fd > last + 1:
+            os.closerange(last + 1, fd)
+        last = max(last, fd)
+    os.closerange(last + 1, 1 << 16)
 
 
 def _set_limits(cfg: dict) -> str:
@@ -258,12 +216,13 @@ def _set_limits(cfg: dict) -> str:
     lim("RLIMIT_NOFILE", int(cfg["max_open_files"]))
     lim("RLIMIT_CORE", 0)
     lim("RLIMIT_MEMLOCK", 0)
-    # Counted per user: blocks fork once unprivileged (root bypasses it, hence seccomp).
+    lim("RLIMIT_MSGQUEUE", 0)
+    # Counted per user (per user namespace): blocks fork once unprivileged (seccomp refuses it too).
     lim("RLIMIT_NPROC", int(cfg.get("max_processes", 1)))
     return "on (" + ", ".join(applied) + ")"
 
 
-# ----------------------------------------------------------------------------- Python guards
+# ----------------------------------------------------------------------------- Python guards (not a security layer)
 
 
 class CPULimitExceeded(BaseException):
@@ -271,7 +230,7 @@ class CPULimitExceeded(BaseException):
 
 
 class GuardViolation(RuntimeError):
-    """An operation the sandbox refuses (raised by the audit hook)."""
+    """An operation the Python guards refuse (raised by the audit hook)."""
 
 
 class OutputLimit(ValueError):
@@ -384,29 +343,14 @@ class _Printer:
 
     def take(self) -> str:
         out = "".join(self.parts)
-        if self.dropped:
-            out += f"\n[... {self.dropped} more characters of output dropped]"
         self.parts, self.size, self.dropped = [], 0, 0
-        return out
+        return out[: self.limit]
 
 
 # ----------------------------------------------------------------------------- protocol
 
 
-def _read_exact(fd: int, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = os.readv(fd, [view[got:]])
-        if k == 0:
-            raise EOFError("parent closed the pipe")
-        got += k
-    return buf
-
-
-def _read_into(fd: int, arr: np.ndarray) -> None:
-    view = memoryview(arr).cast("B")
+def _read_into(fd: int, view: memoryview) -> None:
     got, n = 0, view.nbytes
     while got < n:
         k = os.readv(fd, [view[got:]])
@@ -423,7 +367,7 @@ def _write_all(fd: int, data) -> None:
 
 
 def _send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
-    raw = json.dumps(header).encode()
+    raw = json.dumps(header, allow_nan=False).encode()
     head = struct.pack("!I", len(raw)) + raw
     if sum(a.nbytes for a in arrays) <= (1 << 19):  # small replies: one write, one wake-up
         _write_all(fd, b"".join([head] + [np.ascontiguousarray(a).tobytes() for a in arrays]))
@@ -435,15 +379,19 @@ def _send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
 
 
 def _recv(fd: int) -> tuple[dict, list[np.ndarray]]:
-    (n,) = struct.unpack("!I", bytes(_read_exact(fd, 4)))
+    head = bytearray(4)
+    _read_into(fd, memoryview(head))
+    (n,) = struct.unpack("!I", bytes(head))
     if n > MAX_HEADER:
         raise ValueError("header too large")
-    header = json.loads(bytes(_read_exact(fd, n)))
+    raw = bytearray(n)
+    _read_into(fd, memoryview(raw))
+    header = json.loads(bytes(raw))
     arrays = []
     for spec in header.get("arrays", []):
-        arr = np.empty(tuple(int(s) for s in spec["shape"]), dtype=ALLOWED_DTYPES[spec["dtype"]])
+        arr = np.empty(tuple(int(s) for s in spec["shape"]), dtype=np.float64)
         if arr.nbytes:
-            _read_into(fd, arr)
+            _read_into(fd, memoryview(arr).cast("B"))
         arrays.append(arr)
     return header, arrays
 
@@ -451,14 +399,23 @@ def _recv(fd: int) -> tuple[dict, list[np.ndarray]]:
 # ----------------------------------------------------------------------------- program runs
 
 
+def _text(obj, limit: int) -> str:
+    try:
+        return str(obj)[:limit]
+    except BaseException:  # noqa: BLE001  (a hostile __str__)
+        return "<unprintable>"
+
+
 def _format_error(exc: BaseException, limit: int = 2000) -> tuple[str, str, str]:
     try:
         etype = type(exc).__name__
-        msg = str(exc)[:limit]
+        if not isinstance(etype, str):
+            etype = "Error"
+        msg = _text(exc, limit)
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<program>"]
         tb = "".join(traceback.format_list(frames))[-limit:]
-        return etype, msg, tb
-    except BaseException:  # noqa: BLE001  (a hostile __str__)
+        return etype[:100], msg, tb
+    except BaseException:  # noqa: BLE001
         return "Error", "the program raised an exception that could not be formatted", ""
 
 
@@ -494,19 +451,29 @@ def _normalize(result, mode: str, max_elements: int) -> tuple[list[str], list[np
         for k, v in comps.items():
             if not isinstance(k, str):
                 raise TypeError(f"component names must be strings; got {type(k).__name__}")
-            names.append("component:" + k[:64])
-            arrays.append(_as_float_array(v, f"component {k[:64]!r}"))
+            names.append("component:" + str.__str__(k)[:64])
+            arrays.append(_as_float_array(v, f"component {str.__str__(k)[:64]!r}"))
         structure = "tuple" if comps else "array"
     else:
         raise ValueError(f"unknown mode {mode!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("two reward components have the same name (after truncation to 64 characters)")
+    for a in arrays:
+        if a.ndim > 4:
+            raise ValueError(f"a returned array has {a.ndim} dimensions; at most 4 are allowed")
     total_el = sum(a.size for a in arrays)
     if total_el > max_elements:
         raise OutputLimit(f"the program returned {total_el} numbers; the limit for this batch is {max_elements}")
     return names, arrays, structure
 
 
+def _cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return float(used.ru_utime + used.ru_stime)
+
+
 def main() -> int:
-    cfg = json.loads(sys.argv[1])
+    cfg = _CFG
     in_fd, out_fd, tmp = cfg["in_fd"], cfg["out_fd"], cfg["tmp"]
     limits = cfg["limits"]
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past RLIMIT_FSIZE fail with EFBIG instead
@@ -518,20 +485,22 @@ def main() -> int:
     os.chdir(tmp)
     layers: dict[str, str] = {}
     want = cfg["layers"]
-    layers["network_namespace"] = _unshare_net() if want["network_namespace"] else "off: disabled"
+    if want.get("network_namespace"):
+        layers["network_namespace"] = _unshare_net()
     layers["rlimits"] = _set_limits(limits)
     read_paths = cfg["read_paths"]
     layers["landlock"] = _landlock(read_paths, [tmp]) if want["landlock"] else "off: disabled"
-    if want["drop_privileges"]:
+    if want.get("drop_privileges"):
         layers["drop_privileges"] = _drop_privileges(cfg["uid"], cfg["gid"])
-    else:
-        layers["drop_privileges"] = "off: disabled"
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace attach, no /proc/<pid>/mem for peers
-    layers["seccomp"] = _seccomp() if want["seccomp"] else "off: disabled"
+    _close_other_fds({0, 1, 2, in_fd, out_fd})
+    bpf = base64.b64decode(cfg.get("seccomp_bpf") or "")
+    if want["seccomp"]:
+        layers["seccomp_runtime"] = _load_seccomp(bpf)
     printer = _Printer(int(limits["stdout_chars"]))
     if want["python_guards"]:
         _install_guards(tmp, read_paths)
-        layers["python_guards"] = "on (audit hook, reduced builtins)"
+        layers["python_guards"] = "on (audit hook, reduced builtins; early feedback, not a security layer)"
         builtins_ns = _safe_builtins(printer)
     else:
         import builtins
@@ -540,7 +509,7 @@ def main() -> int:
         builtins_ns = dict(vars(builtins))
         builtins_ns["print"] = printer
     os.environ.clear()
-    _send(out_fd, {"ready": True, "pid": os.getpid(), "layers": layers})
+    _send(out_fd, {"ready": True, "seq": 0, "layers": layers})
 
     fn = None
     cpu_per_call = float(limits["cpu_seconds"])
@@ -551,11 +520,10 @@ def main() -> int:
         except EOFError:
             return 0
         op = header.get("op")
+        seq = int(header.get("seq", 0))
         if op == "exit":
             return 0
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        used_cpu = used.ru_utime + used.ru_stime
-        soft = int(min(math.ceil(used_cpu + cpu_per_call), math.ceil(total_cpu) + 1))
+        soft = int(min(math.ceil(_cpu_seconds() + cpu_per_call), math.ceil(total_cpu) + 1))
         try:
             resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.getrlimit(resource.RLIMIT_CPU)[1]))
         except (ValueError, OSError):
@@ -579,7 +547,8 @@ def main() -> int:
                 fn = namespace.get(header["entry"])
                 if not callable(fn):
                     raise NameError(f"the program defines no function {header['entry']!r}")
-                _send(out_fd, {"ok": True, "seconds": time.perf_counter() - t0, "stdout": printer.take()})
+                reply = {"seq": seq, "ok": True, "seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(), "stdout": printer.take()}
+                _send(out_fd, reply)
             elif op == "call":
                 if fn is None:
                     raise RuntimeError("no program is loaded")
@@ -589,14 +558,10 @@ def main() -> int:
                     names, outs, structure = _normalize(result, header["mode"], int(header["max_elements"]))
                 finally:
                     _state["untrusted"] = False
-                specs = [{"name": n, "dtype": "float64", "shape": list(a.shape)} for n, a in zip(names, outs)]
-                _send(
-                    out_fd,
-                    {"ok": True, "arrays": specs, "structure": structure, "seconds": time.perf_counter() - t0, "stdout": printer.take()},
-                    outs,
-                )
-            elif op == "ping":
-                _send(out_fd, {"ok": True, "layers": layers})
+                specs = [{"name": n, "shape": list(a.shape)} for n, a in zip(names, outs)]
+                reply = {"seq": seq, "ok": True, "arrays": specs, "structure": structure,
+                         "seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(), "stdout": printer.take()}
+                _send(out_fd, reply, outs)
             else:
                 raise ValueError(f"unknown op {op!r}")
         except BaseException as exc:  # noqa: BLE001  (every failure of the program is reported)
@@ -608,7 +573,8 @@ def main() -> int:
                 kind = "output"
             etype, msg, tb = _format_error(exc)
             try:
-                _send(out_fd, {"ok": False, "kind": kind, "type": etype, "message": msg, "traceback": tb, "stdout": printer.take()})
+                _send(out_fd, {"seq": seq, "ok": False, "kind": kind, "type": etype, "message": msg,
+                               "traceback": tb, "cpu": _cpu_seconds(), "stdout": printer.take()})
             except BaseException:  # noqa: BLE001
                 return 3
 

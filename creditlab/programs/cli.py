@@ -107,7 +107,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _print_generation(result: Any, out: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from .errors import printable
 
     table = Table(title=f"candidates (saved to {out})")
     for col in ("#", "role", "attempts", "result", "last problem"):
@@ -118,7 +121,7 @@ def _print_generation(result: Any, out: str) -> None:
         problem = "" if c.ok else (c.error or (last.problems[0] if last and last.problems else ""))
         if c.score is not None:
             status += f" (fitness {c.score.fitness:.4g})"
-        table.add_row(str(c.index), c.role, str(len(c.attempts)), status, problem[:200])
+        table.add_row(str(c.index), c.role, str(len(c.attempts)), status, escape(printable(problem, one_line=True, limit=200)))
     con = Console(stderr=True)
     con.print(table)
     m = result.metrics
@@ -141,6 +144,7 @@ def _load_for_cli(args: argparse.Namespace):
 def _check(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .errors import printable
     from .spec import load_spec
     from .validate import check_program
 
@@ -159,20 +163,21 @@ def _check(args: argparse.Namespace) -> int:
         act[0] = 0.0
     report = check_program(prog.code, prog.kind, obs, act, config=_config(args))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict(), indent=2))  # JSON escapes every control character
     else:
+        # Program-provided text (problems, component names) is escaped: one line each, no terminal control.
         status = "PASSED" if report.ok else f"REJECTED ({report.failure_kind} at stage {report.stage})"
-        print(f"{args.file}: {prog.kind} program ({prog.entry}), origin {prog.origin}: {status}")
+        print(f"{printable(args.file, one_line=True)}: {prog.kind} program ({prog.entry}), origin {prog.origin}: {status}")
         for p in report.problems:
-            print(f"  problem: {p}")
+            print(f"  problem: {printable(p, one_line=True, limit=4000)}")
         for n in report.notes:
-            print(f"  note: {n}")
+            print(f"  note: {printable(n, one_line=True, limit=4000)}")
         if report.ok and prog.kind == "factors":
             print(f"  factors: {report.num_factors}")
         if report.ok and report.component_names:
-            print(f"  components: {', '.join(report.component_names)}")
+            print(f"  components: {printable(', '.join(report.component_names), one_line=True)}")
         if report.layers:
-            print("  sandbox layers: " + "; ".join(f"{k} {v}" for k, v in report.layers.items()))
+            print("  sandbox layers: " + printable("; ".join(f"{k} {v}" for k, v in report.layers.items()), one_line=True))
     return 0 if report.ok else 1
 
 

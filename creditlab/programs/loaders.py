@@ -6,10 +6,12 @@ Everything here runs the program through a :class:`~creditlab.programs.sandbox.S
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from ..credit.features import FeatureValueWarning
 from ..errors import RangeError, ShapeError
 from .errors import ProgramError
 from .program import Program, load_program
@@ -55,8 +57,10 @@ class SandboxedFeatures:
     ``needs_next_observations = True``, which :class:`creditlab.credit.LaReAssigner` honours.
 
     Non-finite factor values (the program's NaN/inf on inputs the probe batch did not cover) are
-    replaced by 0 and values are clipped to ``[-clip, clip]``; ``metrics['features/nonfinite']``
-    counts the replaced values of the last call (LaRe's ``nan_to_num`` guard).
+    replaced by 0 (NaN) or +/-``clip`` (inf) and finite values are clipped to ``[-clip, clip]``
+    (LaRe's ``nan_to_num`` guard); ``metrics['features/nonfinite']`` and ``metrics['features/clipped']``
+    count them in the last call, and the first call that changes any value warns once
+    (:class:`~creditlab.credit.features.FeatureValueWarning`).
 
     Raises:
         ProgramError: the program failed (timeout, limit, exception, wrong shape) on a batch.
@@ -78,6 +82,7 @@ class SandboxedFeatures:
         self.obs_dim = program.obs_dim
         self.act_dim = program.act_dim
         self.metrics: dict[str, float] = {}
+        self._warned = False
         self.__name__ = f"sandboxed:{program.sha256[:12]}"
 
     def start(self) -> SandboxedFeatures:
@@ -123,10 +128,18 @@ class SandboxedFeatures:
             parts.append(self._phi(no2, a2))
         feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         bad = ~np.isfinite(feats)
-        self.metrics = {"features/nonfinite": float(bad.sum()), "features/rows": float(o2.shape[0])}
-        if bad.any():
+        n_bad = int(bad.sum())
+        if n_bad:
             feats = np.nan_to_num(feats, nan=0.0, posinf=self.clip, neginf=-self.clip)
+        n_clip = int((np.abs(feats) > self.clip).sum())
         np.clip(feats, -self.clip, self.clip, out=feats)
+        self.metrics = {"features/nonfinite": float(n_bad), "features/clipped": float(n_clip), "features/rows": float(o2.shape[0])}
+        if (n_bad or n_clip) and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"program {self.__name__}: {n_bad} non-finite factor value(s) replaced and {n_clip} value(s) beyond "
+                f"+/-{self.clip:g} clipped in a batch of {o2.shape[0]} rows (metrics features/nonfinite and "
+                "features/clipped; warned once)", FeatureValueWarning, stacklevel=2)
         feats = feats.reshape(*lead, feats.shape[-1])
         if device is not None:
             import torch

@@ -1,7 +1,8 @@
 """Validation of LLM-written programs: static (AST) rules first, then sandboxed probe runs.
 
-Static rules are the first layer only (assume they can be bypassed; the sandbox contains what
-gets through). They reject:
+Static rules are early feedback for honest mistakes (a clear message for ``import os``), not a
+security layer: they are bypassable (modules reachable from NumPy objects hand out ``os`` and the
+builtins), and the kernel isolation of the sandbox contains what gets through. They reject:
 
 * imports other than ``math`` and ``numpy`` (and their submodules);
 * names that reach files, processes, code evaluation or introspection (``open``, ``exec``,
