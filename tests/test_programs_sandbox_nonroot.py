@@ -66,7 +66,7 @@ def _copy_tree(dst):
     import pyseccomp
 
     shutil.copy(pyseccomp.__file__, dst)
-    for root, dirs, files in os.walk(dst):
+    for root, _dirs, files in os.walk(dst):
         os.chmod(root, 0o755)
         for f in files:
             os.chmod(os.path.join(root, f), 0o755 if f.endswith(".so") or ".so." in f else 0o644)
