@@ -144,7 +144,11 @@ def make_env(
     venv: VecEnv = make_vec_env(env_factory(env, env_kwargs), n_envs=n_envs, seed=seed, wrapper_class=wrapper_class,
                                 wrapper_kwargs=wrapper_kwargs, vec_env_cls=DummyVecEnv)
     if vec_env_wrapper is not None:
-        venv = vec_env_wrapper(venv)
+        try:
+            venv = vec_env_wrapper(venv)
+        except BaseException:
+            venv.close()
+            raise
     if normalize_observations or normalize_rewards:
         venv = VecNormalize(venv, norm_obs=normalize_observations, norm_reward=normalize_rewards, gamma=gamma)
     return venv
