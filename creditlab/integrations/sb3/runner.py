@@ -192,6 +192,18 @@ class RunResult(NamedTuple):
     train_episodes: list[tuple[int, float, int]]
     evaluations: list[Evaluation]
 
+    def record(self) -> dict[str, Any]:
+        """The JSON-plain part (no model, assigner, credit history or trajectories), for result files."""
+        return {
+            "final_eval_return": self.final_eval_return,
+            "final_eval_std": self.final_eval_std,
+            "train_return": self.train_return,
+            "eval_timesteps": list(self.eval_timesteps),
+            "eval_returns": list(self.eval_returns),
+            "eval_stds": list(self.eval_stds),
+            "metrics": dict(self.metrics),
+        }
+
 
 SB3RunResult = RunResult
 
