@@ -234,22 +234,19 @@ class CreditAssignmentCallback(BaseCallback):
 
     # ------------------------------------------------------------ setup
 
-    def _vecnorm(self) -> VecNormalize | None:
-        return unwrap_vec_normalize(self.training_env)
-
     def _on_training_start(self) -> None:
         check_spaces(self.model.observation_space, self.model.action_space)
         n = self.training_env.num_envs
+        self._n = n
+        self._vn: VecNormalize | None = unwrap_vec_normalize(self.training_env)
         if self._streams is None or self.model.num_timesteps == 0 or self._streams.n_envs != n:
             self._streams = _Streams(n)
             self._prev_obs = None
             self._ret = np.zeros(n)
 
     def _raw_obs(self) -> np.ndarray:
-        vn = self._vecnorm()
-        if vn is not None:
-            return np.asarray(vn.get_original_obs(), dtype=np.float32).reshape(self.training_env.num_envs, -1).copy()
-        return np.asarray(self.model._last_obs, dtype=np.float32).reshape(self.training_env.num_envs, -1).copy()
+        obs = self._vn.get_original_obs() if self._vn is not None else self.model._last_obs
+        return np.array(obs, dtype=np.float32).reshape(self._n, -1)
 
     def _on_rollout_start(self) -> None:
         t0 = time.perf_counter()
@@ -261,39 +258,39 @@ class CreditAssignmentCallback(BaseCallback):
     # ------------------------------------------------------------ per step
 
     def _on_step(self) -> bool:
+        # Runs on every vector step: only copies of this step's arrays and a Python loop over the
+        # envs whose episode just ended; actions are encoded once per rollout (``_on_rollout_end``).
         t0 = time.perf_counter()
         loc = self.locals
-        n = self.training_env.num_envs
-        vn = self._vecnorm()
+        n, vn, key = self._n, self._vn, self.true_reward_key
         infos = loc["infos"]
         dones = np.asarray(loc["dones"], dtype=bool)
-        algo_reward = np.asarray(loc["rewards"], dtype=np.float64).copy()
-        raw_reward = np.asarray(vn.get_original_reward(), dtype=np.float64).copy() if vn is not None else algo_reward.copy()
-        new_obs = np.asarray(vn.get_original_obs() if vn is not None else loc["new_obs"], dtype=np.float32).reshape(n, -1).copy()
-        next_obs = new_obs.copy()
+        algo_reward = np.array(loc["rewards"], dtype=np.float64)  # a copy: SB3 adds the timeout bootstrap in place later
+        raw_reward = np.array(vn.get_original_reward(), dtype=np.float64) if vn is not None else algo_reward
+        new_obs = np.array(vn.get_original_obs() if vn is not None else loc["new_obs"], dtype=np.float32).reshape(n, -1)
+        next_obs = new_obs
         timeout = np.zeros(n, dtype=bool)
-        true = np.full(n, np.nan)
-        for i in range(n):
-            info = infos[i]
-            if self.true_reward_key in info:
-                true[i] = float(info[self.true_reward_key])
-            if dones[i]:
+        true = np.array([info.get(key, np.nan) for info in infos], dtype=np.float64)
+        ended = np.flatnonzero(dones)
+        if ended.size:
+            next_obs = new_obs.copy()
+            for i in ended:
+                info = infos[i]
                 term_obs = info.get("terminal_observation")
                 if term_obs is not None:
                     if vn is not None:
                         term_obs = vn.unnormalize_obs(term_obs)
                     next_obs[i] = np.asarray(term_obs, dtype=np.float32).reshape(-1)
                 timeout[i] = bool(info.get("TimeLimit.truncated", False))
-        actions = loc.get("clipped_actions", loc["actions"])
         rows = self._rows
         rows["obs"].append(self._prev_obs)
-        rows["act"].append(encode_actions(actions, self.model.action_space, n))
+        rows["act"].append(np.array(loc.get("clipped_actions", loc["actions"])))
         rows["next_obs"].append(next_obs)
         rows["reward"].append(raw_reward)
         rows["true"].append(true)
         rows["algo"].append(algo_reward)
         rows["done"].append(dones)
-        rows["timeout"].append(timeout & dones)
+        rows["timeout"].append(timeout)
         self._prev_obs = new_obs
         self.total_seconds += time.perf_counter() - t0
         return True
@@ -308,6 +305,7 @@ class CreditAssignmentCallback(BaseCallback):
         n_steps, n_envs = rows["done"].shape
         if n_steps != buf.buffer_size:  # rollout stopped early by another callback
             return
+        rows["act"] = encode_actions(rows["act"], self.model.action_space, n_steps * n_envs).reshape(n_steps, n_envs, -1)
         data = {k: rows[k] for k in _Streams.FIELDS}
         ep, mask, complete, rt, re, new_prefix = _cut(data, rows["done"], self._streams.prefix)
         # Timeout flags of each episode's last step.
