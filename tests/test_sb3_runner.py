@@ -261,3 +261,20 @@ def test_history_metrics_means_over_training_and_last_quarter():
     assert m["quality/pearson"] == pytest.approx(3.2 / 7) and m["quality/pearson_last"] == pytest.approx(0.8)
     assert m["credit/corr_hidden"] == m["quality/pearson"] and m["credit/updates"] == 14.0 and m["credit/seconds"] == 2.0
     assert "credit/loss" not in m
+
+
+def test_sac_run_relabels_through_the_replay_buffer():
+    cfg = RunConfig("Pendulum-v1", algo="sac", assigner="uniform", n_envs=1, total_timesteps=150, eval_episodes=1,
+                    eval_every=0, eval_at_start=False, env_kwargs={"max_episode_steps": 25},
+                    algo_kwargs={"learning_starts": 50, "batch_size": 16, "policy_kwargs": {"net_arch": [16]}})
+    res = train(cfg)
+    assert type(res.model.replay_buffer).__name__ == "CreditReplayBuffer"
+    assert res.credit and res.metrics["credit/seconds"] > 0 and res.eval_timesteps == [150]
+    assert len(res.train_episodes) == 6 and all(length == 25 for _, _, length in res.train_episodes)
+
+
+def test_public_names_are_documented():
+    import creditlab.integrations.sb3 as sb3
+
+    for name in sb3.__all__:
+        assert getattr(sb3, name).__doc__, name
