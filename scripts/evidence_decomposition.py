@@ -13,8 +13,13 @@ with 8 envs x 256 steps per rollout, gamma 0.99, one torch thread:
   (:class:`~creditlab.integrations.sb3.CreditAssignmentCallback`); LaRe uses the hand-written
   factors of :mod:`creditlab.credit.features`.
 
-Hopper runs use VecNormalize on observations (and, for the two plain runs, on rewards; the
-credit runs scale the assigned rewards the same way inside the callback). Learned assigners
+Every run goes through the SB3 runner (:func:`creditlab.integrations.sb3.train`): its
+evaluation (10 deterministic episodes on the true reward, the same start states at every
+checkpoint, from step 0 every ``eval_every`` steps and at the end) and its metrics (credit
+quality averaged over training as ``creditlab bench`` does; the report uses the last quarter of
+training, ``quality/*_last``). Hopper runs use VecNormalize on observations and rewards (the
+credit runs replace the rewards and scale the assigned ones the same way inside the callback).
+Learned assigners
 train on time-limit-truncated episodes too (``include_truncated=True``): the wrapper pays the
 accumulated sum at a truncation, so their return is exact.
 
@@ -32,8 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,31 +66,13 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def provenance() -> dict[str, Any]:
-    import gymnasium
-    import stable_baselines3
-    import torch
+    from creditlab.bench.runner import git_commit, package_versions
 
-    import creditlab
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "creditlab"], capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", True
-    return {
-        "python": platform.python_version(),
-        "creditlab": creditlab.__version__,
-        "torch": torch.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gymnasium.__version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "cpu_count": os.cpu_count(),
-    }
+    return {"versions": package_versions(), "git": git_commit(), "cpu_count": os.cpu_count()}
 
 
 def run_one(task: str, config: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from creditlab.integrations.sb3 import SB3RunConfig, train
+    from creditlab.integrations.sb3 import RunConfig, train
 
     t = dict(TASKS[task])
     if task == "cartpole" and args.cartpole_steps:
@@ -98,7 +83,7 @@ def run_one(task: str, config: str, seed: int, out: Path, args: argparse.Namespa
     params = c.pop("assigner_params", {})
     if params.get("features") == "@env":
         params["features"] = t["env_id"]
-    cfg = SB3RunConfig(
+    cfg = RunConfig(
         env_id=t["env_id"],
         total_timesteps=t["total_timesteps"],
         n_envs=8,
@@ -120,12 +105,7 @@ def run_one(task: str, config: str, seed: int, out: Path, args: argparse.Namespa
         "config": config,
         "seed": seed,
         "run_config": cfg.to_dict(),
-        "final_eval_return": res.final_eval_return,
-        "final_eval_std": res.final_eval_std,
-        "train_return": res.train_return,
-        "eval_timesteps": res.eval_timesteps,
-        "eval_returns": res.eval_returns,
-        "metrics": res.metrics,
+        **res.record(),
         "credit_history": keep,
         "load_average_5min": [load0, os.getloadavg()[1]],
         "provenance": provenance(),
@@ -146,6 +126,11 @@ def fmt(m: float, s: float, n: int, digits: int = 0) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f}"
 
 
+def _late_quality(metrics: dict[str, float], key: str) -> float:
+    """Credit quality late in training: the last quarter's mean (older result files: the second half's)."""
+    return metrics.get(f"quality/{key}_last", metrics.get(f"quality/{key}", float("nan")))
+
+
 def report(out: Path) -> str:
     rows = []
     summary: dict[str, Any] = {}
@@ -161,7 +146,7 @@ def report(out: Path) -> str:
             tr = mean_std([r["train_return"] for r in runs])
             gap = [(r["final_eval_return"] - ep) / (de - ep) for r in runs] if math.isfinite(ep) and math.isfinite(de) and de != ep else []
             gp = mean_std(gap)
-            q = {k: mean_std([r["metrics"].get(f"quality/{k}", float("nan")) for r in runs]) for k in ("pearson", "spearman", "pearson_pooled", "decomposition_error")}
+            q = {k: mean_std([_late_quality(r["metrics"], k) for r in runs]) for k in ("pearson", "spearman", "pearson_pooled", "decomposition_error")}
             ov = mean_std([r["metrics"].get("credit/overhead_pct", float("nan")) for r in runs]) if c not in ("episodic", "dense") else (float("nan"), 0.0, 0)
             wall = mean_std([r["metrics"]["time/wall_seconds"] / 60 for r in runs])
             steps = runs[0]["run_config"]["total_timesteps"]

@@ -4,7 +4,7 @@
   ``standard``, ``full``); :func:`expand_runs` gives one :class:`RunSpec` per (task, method, seed).
 * :mod:`~creditlab.bench.tasks` / :mod:`~creditlab.bench.bsuite_tasks`: environments, including a
   dm_env -> Gymnasium adapter for bsuite and bsuite's own scoring.
-* :mod:`~creditlab.bench.training`: one run with stable-baselines3, evaluated on the true reward.
+* :mod:`~creditlab.bench.training`: a run spec as a run of the SB3 runner (:mod:`creditlab.integrations.sb3`), bsuite scoring.
 * :mod:`~creditlab.bench.runner`, :mod:`~creditlab.bench.executors`, :mod:`~creditlab.bench.store`:
   sweeps on Ray or in-process, results written atomically and resumable.
 * :mod:`~creditlab.bench.report`: Markdown + self-contained HTML report with plots.

@@ -7,18 +7,22 @@
 * any other name: a registered credit assigner turns the delayed reward into per-step credit through
   the stable-baselines3 integration; it never sees the hidden reward.
 
-Evaluation is always on the true (hidden) reward: ``eval_episodes`` deterministic episodes every
-``eval_every`` steps on a separate environment (observation statistics frozen from training).
-Training-episode true returns come from a ``Monitor`` placed *under* the delay wrapper.
-bsuite tasks train one fresh agent per setting and are scored with bsuite's analysis on the
-per-episode training log (online regret), as bsuite defines it.
+Training and evaluation are the SB3 runner's (:func:`creditlab.integrations.sb3.train`; this
+module maps a :class:`~creditlab.bench.suites.RunSpec` to its :func:`run_config`). Evaluation is
+always on the true (hidden) reward: ``eval_episodes`` deterministic episodes every ``eval_every``
+steps on a separate environment (observation statistics frozen from training, the same start
+states at every checkpoint). Training-episode true returns come from a ``Monitor`` placed *under*
+the delay wrapper. What is benchmark-specific stays here: bsuite tasks train one fresh agent per
+setting and are scored with bsuite's analysis on the per-episode training log (online regret), as
+bsuite defines it; the episodic anchor's credit quality (the delayed reward it trains on against
+the hidden one); curve metrics.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,7 +31,7 @@ from ..errors import RangeError
 from .suites import ANCHORS, RunSpec, TaskSpec
 from .tasks import make_env, task_settings
 
-__all__ = ["RunOutput", "train_run", "curve_metrics", "method_config"]
+__all__ = ["RunOutput", "train_run", "curve_metrics", "method_config", "run_config"]
 
 
 class RunOutput(NamedTuple):
@@ -75,132 +79,11 @@ def curve_metrics(x, y, *, solve_threshold: float | None = None) -> dict[str, fl
     return out
 
 
-# ------------------------------------------------------------------------------ environments
-
-
-def _delay_wrapper(method: str) -> Callable[[Any], Any] | None:
-    """The wrapper that hides the per-step reward (None for the dense anchor)."""
-    if method == "dense":
-        return None
-    from ..integrations.gymnasium import EpisodicReward
-
-    return EpisodicReward
-
-
-def _vec_env(task: TaskSpec, method: str, seed: int, setting: str | None, n_envs: int, *, monitor: bool):
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    def env_fn():
-        return make_env(task, seed=seed, setting=setting)
-
-    wrapper = _delay_wrapper(method) if monitor else None
-    # make_vec_env puts Monitor directly on the original env and the delay wrapper outside it, so the
-    # Monitor's episode returns are true returns whatever the agent trains on.
-    return make_vec_env(env_fn, n_envs=n_envs, seed=seed, wrapper_class=wrapper, vec_env_cls=DummyVecEnv)
-
-
-class _Evaluator:
-    """Deterministic evaluation on the true reward with frozen observation normalization."""
-
-    def __init__(self, task: TaskSpec, seed: int, setting: str | None):
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        self.task = task
-        self.seed = 10_000 + seed
-        n = min(task.eval_episodes, 10)  # one episode per env: fewer batched forward passes
-        self.env = _vec_env(task, "dense", self.seed, setting, n, monitor=False)
-        if task.agent.normalize:
-            self.env = VecNormalize(self.env, training=False, norm_obs=True, norm_reward=False)
-        self.seconds = 0.0
-
-    def __call__(self, model) -> tuple[float, float]:
-        from stable_baselines3.common.evaluation import evaluate_policy
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        t0 = time.perf_counter()
-        train_env = model.get_env()
-        if isinstance(self.env, VecNormalize) and isinstance(train_env, VecNormalize):
-            self.env.obs_rms = train_env.obs_rms.copy()
-        self.env.seed(self.seed)  # same start states at every checkpoint
-        returns, _ = evaluate_policy(model, self.env, n_eval_episodes=self.task.eval_episodes, deterministic=True,
-                                     return_episode_rewards=True, warn=False)
-        self.seconds += time.perf_counter() - t0
-        return float(np.mean(returns)), float(np.std(returns))
-
-
-def _make_callbacks(task: TaskSpec, spec_method: str, evaluator: _Evaluator | None, state: dict[str, Any]):
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class Recorder(BaseCallback):
-        """Evaluation checkpoints, true training-episode returns (and bsuite regrets), reward pairs
-        (reward seen by the learner, hidden true reward) for the anchors' credit quality."""
-
-        def __init__(self):
-            super().__init__()
-            self.next_eval = 0
-
-        def _evaluate(self):
-            mean, std = evaluator(self.model)
-            state["curve"].append((int(self.num_timesteps), mean, std))
-
-        def _on_rollout_start(self) -> None:
-            # The policy only changes between rollouts (in ``train()``), so evaluating here scores the
-            # policy trained on exactly ``num_timesteps`` steps (the initial policy at 0).
-            if evaluator is not None and self.num_timesteps >= self.next_eval:
-                self._evaluate()
-                while self.next_eval <= self.num_timesteps:
-                    self.next_eval += task.eval_every
-
-        def _on_step(self) -> bool:
-            infos = self.locals.get("infos", ())
-            for i, info in enumerate(infos):
-                ep = info.get("episode")
-                if ep is not None:
-                    state["episodes"].append((int(self.num_timesteps), float(ep["r"]), int(ep["l"])))
-                    if "total_regret" in info:
-                        prev = state["regret_seen"].get(i, 0.0)
-                        state["regrets"].append(float(info["total_regret"]) - prev)
-                        state["regret_seen"][i] = float(info["total_regret"])
-            if spec_method == "episodic" and state["quality_left"] > 0:
-                self._collect_quality(infos)
-            return True
-
-        def _collect_quality(self, infos) -> None:
-            """(reward the learner received, hidden true reward) per step, cut into episodes."""
-            from ..integrations import TRUE_REWARD_KEY
-
-            env = self.model.get_env()
-            seen = env.get_original_reward() if hasattr(env, "get_original_reward") else self.locals["rewards"]
-            dones = self.locals["dones"]
-            streams = state["quality_streams"]
-            for i, info in enumerate(infos):
-                if TRUE_REWARD_KEY not in info:
-                    continue
-                streams.setdefault(i, []).append((float(seen[i]), float(info[TRUE_REWARD_KEY])))
-                state["quality_left"] -= 1
-                if dones[i]:
-                    state["quality_episodes"].append(streams.pop(i))
-
-        def _on_training_end(self) -> None:
-            if evaluator is not None and (not state["curve"] or state["curve"][-1][0] < self.num_timesteps):
-                self._evaluate()
-
-    return Recorder()
-
-
 # ------------------------------------------------------------------------------ the run
 
 
 _QUALITY_STEPS = 20_000  # steps of the episodic anchor whose credit quality is measured
 _INTEGRATION_PARAMS = ("update_ratio", "reward_scale", "unassigned")  # go to the SB3 integration, not the assigner
-
-
-class _Credit(NamedTuple):
-    """A credit assigner attached to the agent, and how to read its metrics after training."""
-
-    callbacks: list[Any]
-    metrics: Callable[[], dict[str, float]]
 
 
 def _split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -210,6 +93,11 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 
 def _make_assigner(spec: RunSpec):
+    """The run's assigner: registry defaults plus the suite's overrides.
+
+    Its ``seed`` is the registry default (0), not the run seed, unless the suite sets one: stored
+    benchmark results were made that way (the run seed varies the agent and the environments).
+    """
     from ..registry import get_method
 
     method = get_method(spec.method)
@@ -229,69 +117,99 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
     return {"assigner": {**dict(get_method(spec.method).params), **params}, "integration": integration}
 
 
-def _history_metrics(history: list[Mapping[str, float]], seconds: float) -> dict[str, float]:
-    """Credit quality averaged over training (per-episode Pearson per rollout/fit), and callback time."""
-    out: dict[str, float] = {"credit/seconds": float(seconds)}
-    for key in ("quality/pearson", "quality/spearman", "quality/decomposition_error", "credit/frac_unassigned", "credit/loss"):
-        vals = [float(h[key]) for h in history if key in h and np.isfinite(h[key])]
-        if vals:
-            out[key] = float(np.mean(vals))
-            out[key + "_last"] = float(np.mean(vals[-max(1, len(vals) // 4):]))
-    if "quality/pearson" in out:
-        out["credit/corr_hidden"] = out["quality/pearson"]
+def run_config(spec: RunSpec, setting: str | None = None, integration: Mapping[str, Any] | None = None):
+    """The :class:`~creditlab.integrations.sb3.RunConfig` of one run (one bsuite setting).
+
+    The ``dense`` anchor trains on the task's reward, every other method on the episodic reward;
+    VecNormalize (observations and rewards) when the agent normalizes; evaluation every
+    ``task.eval_every`` steps from step 0 (bsuite: once, at the end; its curve is the training log).
+    """
+    from ..integrations.sb3 import RunConfig
+
+    task = spec.task
+    hyper = dict(task.agent.hyperparams)
+    gamma = hyper.pop("gamma")
+    bsuite = task.family == "bsuite"
+    return RunConfig(
+        env_id=functools.partial(make_env, task, seed=spec.seed, setting=setting),
+        algo=task.agent.algo,
+        reward="dense" if spec.method == "dense" else "episodic",
+        total_timesteps=task.steps,
+        n_envs=task.agent.n_envs,
+        seed=spec.seed,
+        gamma=gamma,
+        normalize_observations=task.agent.normalize,
+        normalize_rewards=task.agent.normalize,
+        policy=task.agent.policy,
+        algo_kwargs=hyper,
+        eval_every=0 if bsuite else task.eval_every,
+        eval_at_start=not bsuite,
+        eval_episodes=task.eval_episodes,
+        torch_threads=1,
+        device="cpu",
+        **dict(integration or {}),
+    )
+
+
+def _callbacks(spec: RunSpec, state: dict[str, Any]) -> list[Any]:
+    """What the benchmark records beside the runner: bsuite regrets, the episodic anchor's reward pairs."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from ..integrations import TRUE_REWARD_KEY
+
+    class BsuiteRegrets(BaseCallback):
+        """Per-episode regret from bsuite's cumulative ``total_regret`` (in the order episodes finish)."""
+
+        def _on_step(self) -> bool:
+            for i, info in enumerate(self.locals["infos"]):
+                if "episode" in info and "total_regret" in info:
+                    prev = state["regret_seen"].get(i, 0.0)
+                    state["regrets"].append(float(info["total_regret"]) - prev)
+                    state["regret_seen"][i] = float(info["total_regret"])
+            return True
+
+    class AnchorRewardPairs(BaseCallback):
+        """(reward the learner received, hidden true reward) per step, cut into episodes, for the
+        episodic anchor's credit quality (its first ``_QUALITY_STEPS`` steps)."""
+
+        def _on_step(self) -> bool:
+            if state["quality_left"] <= 0:
+                return True
+            infos = self.locals["infos"]
+            env = self.model.get_env()
+            seen = env.get_original_reward() if hasattr(env, "get_original_reward") else self.locals["rewards"]
+            dones = self.locals["dones"]
+            streams = state["quality_streams"]
+            for i, info in enumerate(infos):
+                if TRUE_REWARD_KEY not in info:
+                    continue
+                streams.setdefault(i, []).append((float(seen[i]), float(info[TRUE_REWARD_KEY])))
+                state["quality_left"] -= 1
+                if dones[i]:
+                    state["quality_episodes"].append(streams.pop(i))
+            return True
+
+    out: list[Any] = []
+    if spec.task.family == "bsuite":
+        out.append(BsuiteRegrets())
+    if spec.method == "episodic":
+        out.append(AnchorRewardPairs())
     return out
 
 
-def _build_model(spec: RunSpec, env) -> tuple[Any, _Credit | None]:
-    """The SB3 model, with the run's credit assigner attached through creditlab.integrations.sb3."""
-    from stable_baselines3 import PPO, SAC
-
-    task = spec.task
-    kwargs = dict(task.agent.hyperparams)
-    credit = None
-    if spec.method not in ANCHORS:
-        from ..integrations.sb3 import CreditAssignmentCallback, CreditMetricsCallback, CreditReplayBuffer
-
-        assigner, integration = _make_assigner(spec)
-        if task.agent.algo == "ppo":
-            cb = CreditAssignmentCallback(assigner, **integration)
-            credit = _Credit([cb], lambda: _history_metrics(cb.history, cb.total_seconds))
-        else:
-            kwargs["replay_buffer_class"] = CreditReplayBuffer
-            kwargs["replay_buffer_kwargs"] = {"assigner": assigner, **integration}
-    algo = {"ppo": PPO, "sac": SAC}[task.agent.algo]
-    model = algo(task.agent.policy, env, seed=spec.seed, verbose=0, device="cpu", **kwargs)
-    if spec.method not in ANCHORS and task.agent.algo == "sac":
-        buf = model.replay_buffer
-        credit = _Credit([CreditMetricsCallback()], lambda: _history_metrics(getattr(buf, "history", []), buf.metrics.get("credit/seconds", 0.0)))
-    return model, credit
-
-
 def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
-    from stable_baselines3.common.vec_env import VecNormalize
+    from ..integrations.sb3 import train
 
-    task = spec.task
-    state: dict[str, Any] = {"curve": [], "episodes": [], "regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [],
-                             "quality_left": _QUALITY_STEPS}
-    env = _vec_env(task, spec.method, spec.seed, setting, task.agent.n_envs, monitor=True)
-    if task.agent.normalize:
-        env = VecNormalize(env, norm_obs=True, norm_reward=True, gamma=task.agent.gamma)
-    evaluator = _Evaluator(task, spec.seed, setting) if task.family != "bsuite" else None
-    model, credit = _build_model(spec, env)
-    callbacks = [_make_callbacks(task, spec.method, evaluator, state)] + (credit.callbacks if credit else [])
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=task.steps, callback=callbacks, progress_bar=False)
-    total = time.perf_counter() - t0
-    eval_seconds = evaluator.seconds if evaluator is not None else 0.0
-    if task.family == "bsuite":
-        evaluator = _Evaluator(task, spec.seed, setting)
-        state["final_eval"] = evaluator(model)
-        eval_seconds += evaluator.seconds
-    state["steps"] = int(model.num_timesteps)
-    state["train_seconds"] = total - (evaluator.seconds if task.family != "bsuite" else 0.0)
-    state["eval_seconds"] = eval_seconds
-    state["credit_metrics"] = credit.metrics() if credit is not None else {}
-    env.close()
+    state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [], "quality_left": _QUALITY_STEPS}
+    assigner, integration = (None, {}) if spec.method in ANCHORS else _make_assigner(spec)
+    res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state))
+    state["curve"] = list(zip(res.eval_timesteps, res.eval_returns, res.eval_stds))
+    state["final_eval"] = (res.final_eval_return, res.final_eval_std)
+    state["episodes"] = res.train_episodes
+    state["steps"] = int(res.model.num_timesteps)
+    state["train_seconds"] = res.metrics["time/train_seconds"]
+    state["eval_seconds"] = res.metrics["time/eval_seconds"]
+    state["credit_metrics"] = {k: v for k, v in res.metrics.items() if k.startswith(("credit/", "quality/"))} if assigner is not None else {}
     return state
 
 

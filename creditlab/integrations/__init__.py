@@ -3,8 +3,9 @@
 * :mod:`creditlab.integrations.gymnasium` -- ``EpisodicReward`` / ``DelayedReward`` wrappers and
   their vector twins (needs ``gymnasium``);
 * :mod:`creditlab.integrations.sb3` -- Stable-Baselines3 PPO (``CreditAssignmentCallback``) and
-  SAC (``CreditReplayBuffer``) with any credit assigner, and ``train`` / ``SB3RunConfig`` to run
-  one configuration end to end (needs ``stable-baselines3``).
+  SAC (``CreditReplayBuffer``) with any credit assigner, and the one SB3 runner (``train`` /
+  ``RunConfig``: environments, evaluation on the true reward, metrics) that the benchmark and the
+  reward-program trainer use (needs ``stable-baselines3``).
 
 Keys shared by the adapters (documented in docs/credit.md):
 """

@@ -20,7 +20,7 @@ seeds and budget:
 Results (one JSON record per run, written atomically after each run; finished runs are skipped
 on restart): final deterministic evaluation return on the true reward (10 episodes), the
 evaluation curve, credit quality (per-episode Pearson correlation of assigned vs hidden true
-per-step rewards, mean over the second half of training), wall time and the share spent in
+per-step rewards, mean over the last quarter of training), wall time and the share spent in
 credit assignment, and the time spent inside the sandbox.
 """
 
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,11 +64,11 @@ def run_one(method: str, seed: int, timesteps: int, eval_every: int) -> dict:
     import torch
 
     from creditlab.credit import LaReAssigner, RRDAssigner
-    from creditlab.integrations.sb3 import SB3RunConfig, train
+    from creditlab.integrations.sb3 import RunConfig, train
     from creditlab.programs import lare_features, load_program
 
     torch.set_num_threads(1)
-    cfg = SB3RunConfig(
+    cfg = RunConfig(
         "Hopper-v5",
         reward="dense" if method == "dense" else "episodic",
         total_timesteps=timesteps,
@@ -103,12 +101,7 @@ def run_one(method: str, seed: int, timesteps: int, eval_every: int) -> dict:
         "method": method,
         "seed": seed,
         "timesteps": timesteps,
-        "final_eval_return": res.final_eval_return,
-        "final_eval_std": res.final_eval_std,
-        "train_return": res.train_return,
-        "eval_timesteps": res.eval_timesteps,
-        "eval_returns": res.eval_returns,
-        "metrics": res.metrics,
+        **res.record(),
         "config": cfg.to_dict(),
         **extra,
     }
@@ -130,7 +123,7 @@ def summarize(runs: list[dict]) -> str:
         if not rs:
             continue
         finals = np.array([r["final_eval_return"] for r in rs])
-        pear = [r["metrics"].get("quality/pearson") for r in rs if r["metrics"].get("quality/pearson") is not None]
+        pear = [q for r in rs if (q := r["metrics"].get("quality/pearson_last", r["metrics"].get("quality/pearson"))) is not None]
         share = [r["metrics"].get("credit/overhead_pct") for r in rs if r["metrics"].get("credit/overhead_pct") is not None]
         wall = np.mean([r["metrics"]["time/wall_seconds"] for r in rs]) / 60
         lines.append(
@@ -154,16 +147,9 @@ def main() -> int:
         args.timesteps, args.seeds, args.methods, args.eval_every = 20_000, [0], ["lare", "rrd"], 0
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    except OSError:
-        commit = ""
-    import stable_baselines3
+    from creditlab.bench.runner import git_commit, package_versions
 
-    import creditlab
-
-    data["environment"] = {"python": sys.version.split()[0], "platform": platform.platform(), "git_commit": commit,
-                           "creditlab": creditlab.__version__, "stable_baselines3": stable_baselines3.__version__}
+    data["environment"] = {"versions": package_versions(), "git": git_commit()}
     for seed in args.seeds:
         for method in args.methods:
             if any(r["method"] == method and r["seed"] == seed and r["timesteps"] == args.timesteps for r in data["runs"]):
