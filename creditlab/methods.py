@@ -243,5 +243,4 @@ _REWARDS = [
 for _m in _ADV + _REWARDS:
     register(_m, replace=True)
 
-from .credit import methods as _credit_methods  # noqa: E402,F401  (registers the credit assigners)
 from .llm import methods as _llm_methods  # noqa: E402,F401  (turn-level methods of creditlab.llm)

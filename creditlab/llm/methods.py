@@ -20,7 +20,6 @@ from .gigpo import gigpo
 from .igpo import igpo
 from .implicit_prm import oprl_advantages
 from .process import process_turn_rewards
-from .spa import SPAProgressEstimator
 from .turn_returns import turn_rloo
 
 
@@ -71,14 +70,6 @@ def _run_process(ep: Episodes, *, transform, eta, gate) -> RewardOutput:
                                 present=ep.reward_present, outcome_present=p)
 
 
-def _run_spa(ep, **params):
-    """Fit the progress model on the batch (features = observations, target = outcome), then assign."""
-    est = SPAProgressEstimator(**params)
-    fit_metrics = est.fit(ep)
-    out = est.assign(ep)
-    return RewardOutput(out.rewards, {**fit_metrics, **out.metrics})
-
-
 _METHODS = [
     Method("gigpo", "llm", "GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
            ("rewards", "group_ids", "extras.anchors"), "advantages",
@@ -96,10 +87,6 @@ _METHODS = [
     Method("process_turn_rewards", "llm", "Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
            ("rewards", "outcomes?"), "rewards", {"transform": "delta", "eta": 0.5, "gate": None},
            "Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548", run=_run_process),
-    Method("spa", "llm", "SPA-RL progress estimator: learned per-turn contributions summing to the outcome, + grounding",
-           ("observations", "outcomes|rewards"), "assigner",
-           {"hidden": 64, "num_layers": 2, "lr": 1e-3, "grounding_weight": 0.5},
-           "Wang et al. 2025, arXiv 2505.20732", run=_run_spa, factory=SPAProgressEstimator),
 ]
 
 for _m in _METHODS:
