@@ -26,7 +26,7 @@ from .base import AssignerConfig, CreditAssigner, EpisodeArrays, episode_arrays,
 from .decomposition import LaReAssigner, LaReConfig, RDAssigner, RDConfig, RRDAssigner, RRDConfig, rd_loss, rrd_loss
 from .features import HAND_WRITTEN, FeatureGuard, resolve_features
 from .ircr import IRCRAssigner, IRCRConfig, ircr_rewards
-from .learned import LearnedAssigner, LearnedConfig, ReplayConfig
+from .learned import LearnedAssigner, LearnedConfig, ReplayConfig, UntrainedAssignerWarning
 from .quality import QualityOutput, credit_quality
 from .rudder import RUDDERAssigner, RUDDERConfig, rudder_redistribution
 from .store import EpisodeBatch, EpisodeStore, StepSubsets, sample_subsets
@@ -62,6 +62,7 @@ __all__ = [
     "StepSubsets",
     "UniformAssigner",
     "UniformConfig",
+    "UntrainedAssignerWarning",
     "credit_quality",
     "episode_arrays",
     "ircr_rewards",

@@ -18,12 +18,27 @@ k steps) to dense per-step rewards. Every assigner in :mod:`creditlab.credit` fo
   assigner can relabel any transition, e.g. one sampled from a replay buffer -- and
   ``"episode"`` when it needs the whole episode (its return, length or history).
 
-Which episodes count as *complete* (usable as a decomposition target): those with a return
-(``outcome_present``, or no ``outcomes`` column at all) that were not ``truncated``, unless the
-assigner was built with ``include_truncated=True``. A truncated episode's feedback may cover
-only part of what the episode would have earned; the creditlab Gymnasium wrappers pay the
-accumulated sum at a time-limit truncation, so with them the return of the observed steps is
-exact and ``include_truncated=True`` is safe.
+Which episodes count as *complete* (usable as a decomposition target): those whose return is
+known (``outcome_present``, or no ``outcomes`` column at all). Episodes that ended by truncation
+(a time limit) are complete too, by default (``include_truncated=True``):
+
+* **Target.** A truncated episode's target is the *observed return of its observed steps*,
+  ``R = sum_t r_t`` over the steps it has (or its outcome). The creditlab Gymnasium wrappers
+  (``EpisodicReward``, ``DelayedReward``) pay the accumulated sum on the step that truncates, so
+  this R is exact: the decomposition explains what was observed, ``sum_t r_hat_t ~ R``.
+* **Bootstrap.** No value estimate enters the target. What the episode would have earned after
+  the time limit is the agent's business: SB3 adds ``gamma * V(s_T)`` to the reward of a
+  time-limit truncation, and the SB3 integration keeps that term untouched on top of the
+  assigned rewards. Adding it to R as well would count it twice and feed the critic's errors
+  into the reward model.
+* **Opt out** with ``include_truncated=False`` when a truncated episode's feedback does *not*
+  cover its observed steps (e.g. an environment that pays its episodic reward only on
+  termination); those episodes are then counted in ``store/skipped_truncated``. On tasks where
+  every episode ends at the time limit (HalfCheetah, Pendulum) that leaves nothing to learn
+  from: the learned assigners warn (:class:`~creditlab.credit.learned.UntrainedAssignerWarning`).
+
+Episodes without a known return (``outcome_present`` False: a prefix of a running episode) are
+never targets (``store/skipped_no_outcome``).
 """
 
 from __future__ import annotations
@@ -101,10 +116,12 @@ class AssignerConfig:
     both naming the field.
     """
 
-    include_truncated: bool = False
-    """Also learn from (keep in memory) episodes that ended by truncation. Their feedback covers
-    the observed steps only (see the module docstring). Assigners that keep no memory (uniform)
-    accept it and are unaffected: ``assign`` credits every episode whose return is known."""
+    include_truncated: bool = True
+    """Learn from (keep in memory) episodes that ended by truncation too, with the observed return
+    of their observed steps as the target (see the module docstring; no bootstrap in the target).
+    False: leave them out (for feedback that does not cover a truncated episode's steps).
+    Assigners that keep no memory (uniform) accept it and are unaffected: ``assign`` credits
+    every episode whose return is known."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -266,7 +283,16 @@ def complete_episodes(arrays: EpisodeArrays, *, include_truncated: bool) -> tupl
     """Which episodes may serve as decomposition targets, and why the others may not.
 
     Returns ``(keep[B], metrics)``; the metrics count the episodes left out under
-    ``store/skipped_no_outcome`` and ``store/skipped_truncated``.
+    ``store/skipped_no_outcome`` and ``store/skipped_truncated`` (see the module docstring).
+
+    Example (a terminated episode, a time-limited one, one without an outcome):
+        >>> ep = Episodes.from_lists([[1.0], [2.0], [3.0]]).replace(
+        ...     truncated=np.array([False, True, False]), outcomes=np.array([1.0, 2.0, 0.0]),
+        ...     outcome_present=np.array([True, True, False]))
+        >>> complete_episodes(episode_arrays(ep), include_truncated=True)
+        (array([ True,  True, False]), {'store/skipped_no_outcome': 1.0, 'store/skipped_truncated': 0.0})
+        >>> complete_episodes(episode_arrays(ep), include_truncated=False)[0]
+        array([ True, False, False])
     """
     no_outcome = ~arrays.has_return
     truncated = arrays.has_return & arrays.truncated & (not include_truncated)

@@ -34,6 +34,29 @@ A method defines only what is its own:
 ============================  ==================================================================
 
 and, where it keeps more state, ``extra_state()`` / ``load_extra_state(state)``.
+
+**Which episodes train the model.** The complete ones (see :mod:`creditlab.credit.base`): every
+episode with a known return, including -- by default -- episodes cut by a time limit. A
+truncated episode's target is the observed return of its observed steps (exact with the
+creditlab wrappers, which pay the accumulated sum at the truncating step); no value bootstrap
+enters the target: the continuation value after the time limit stays with the agent's critic
+(SB3 adds ``gamma * V(s_T)`` at a time-limit truncation and the SB3 integration keeps it).
+
+**An untrained model is loud.** A reward model that has taken no gradient step assigns the output
+of a randomly initialized network. So:
+
+* ``trained`` (False until the first gradient step) and ``num_updates`` say it; a benchmark can
+  fail a run whose assigner ends with ``trained`` False;
+* ``assign``'s metrics always hold ``credit/untrained`` (1.0 or 0.0) and ``credit/total_updates``;
+  ``fit``'s hold ``credit/updates``, ``credit/total_updates``, ``store/episodes`` and the
+  ``store/skipped_no_outcome`` / ``store/skipped_truncated`` / ``store/skipped_too_long`` counts
+  of the episodes it left out;
+* an :class:`UntrainedAssignerWarning` is issued, once per assigner, when it is *starved*: it
+  was offered episodes, kept none (all truncated with ``include_truncated=False``, without an
+  outcome, or longer than the store) and has never trained. Assigning before the first
+  gradient step is not warned about by itself: integrations do it legitimately (the first
+  rollouts of long episodes complete none; SAC scores episodes before fitting them), so check
+  ``trained`` at the end of a run.
 """
 
 from __future__ import annotations
@@ -41,6 +64,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -50,7 +74,7 @@ import torch
 
 from .._arrays import Backend
 from ..episodes import Episodes
-from ..errors import RangeError, ShapeError
+from ..errors import CreditlabWarning, RangeError, ShapeError
 from ..outputs import RewardOutput
 from ._nn import RunningNorm, seeded
 from .base import (
@@ -66,10 +90,18 @@ from .base import (
 )
 from .store import EpisodeStore
 
-__all__ = ["LearnedConfig", "ReplayConfig", "LearnedAssigner", "Loss", "StepViews", "STEP_NEEDS"]
+__all__ = ["LearnedConfig", "ReplayConfig", "LearnedAssigner", "Loss", "StepViews", "STEP_NEEDS", "UntrainedAssignerWarning"]
 
 STEP_NEEDS = ("observations", "actions", "outcomes|rewards")
 """The Episodes fields a learned assigner over (s, a[, s']) reads (registry ``needs``)."""
+
+
+class UntrainedAssignerWarning(CreditlabWarning):
+    """A learned assigner's reward model never trained: its fit is starved (every episode it was
+    offered was left out) or it assigns credit before any gradient step."""
+
+
+_SKIP_KEYS = ("store/skipped_no_outcome", "store/skipped_truncated", "store/skipped_too_long")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +173,9 @@ class LearnedAssigner(ConfiguredAssigner):
         store: the :class:`EpisodeStore` (None for methods without one, e.g. SPA).
         norm: the input normalizer.
         rng / torch_rng: the random states (NumPy generator, torch generator).
-        num_updates: gradient steps taken so far.
+        num_updates: gradient steps taken so far (``trained``: at least one).
+        skipped: episodes left out of training so far, by reason (``no_outcome``, ``truncated``,
+            ``too_long``).
     """
 
     Config: ClassVar[type[LearnedConfig]] = LearnedConfig
@@ -162,8 +196,17 @@ class LearnedAssigner(ConfiguredAssigner):
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.num_updates = 0
+        self.skipped = {key.removeprefix("store/skipped_"): 0 for key in _SKIP_KEYS}
+        self._fit_calls = 0
+        self._offered = 0
+        self._warned = False
         self._in_dim: int | None = None
         self._dims: dict[str, Any] | None = None
+
+    @property
+    def trained(self) -> bool:
+        """True once the reward model has taken a gradient step."""
+        return self.num_updates > 0
 
     # ---------------------------------------------------------------- what a method defines
 
@@ -279,6 +322,8 @@ class LearnedAssigner(ConfiguredAssigner):
     def complete(self, episodes: Episodes) -> tuple[Episodes | None, dict[str, float]]:
         """The batch's complete episodes (None if there is none) and the ``store/skipped_*`` counts."""
         keep, metrics = complete_episodes(episode_arrays(episodes), include_truncated=self.config.include_truncated)
+        self._offered += int(keep.shape[0])
+        self._count_skipped(metrics)
         if not keep.any():
             return None, metrics
         return (episodes if keep.all() else episodes.select(np.nonzero(keep)[0])), metrics
@@ -291,9 +336,54 @@ class LearnedAssigner(ConfiguredAssigner):
             metrics.update(m)
             sa = episode_arrays(sub)
             self.norm.update(x)
-            metrics.update(self.store.add(x, lengths=sa.lengths, returns=sa.returns))
+            added = self.store.add(x, lengths=sa.lengths, returns=sa.returns)
+            self._count_skipped({"store/skipped_too_long": added["store/skipped_too_long"]})
+            metrics.update(added)
             self.after_admit()
         return metrics
+
+    def _count_skipped(self, metrics: Mapping[str, float]) -> None:
+        for key in _SKIP_KEYS:
+            self.skipped[key.removeprefix("store/skipped_")] += int(metrics.get(key, 0))
+
+    def _stored_episodes(self) -> int:
+        return 0 if self.store is None else self.store.num_episodes
+
+    # ---------------------------------------------------------------- untrained / starved
+
+    def _skip_reasons(self) -> str:
+        s = self.skipped
+        parts = []
+        if s["truncated"]:
+            parts.append(f"{s['truncated']} truncated (include_truncated=False; see creditlab.credit.base on time limits)")
+        if s["no_outcome"]:
+            parts.append(f"{s['no_outcome']} without an outcome")
+        if s["too_long"]:
+            parts.append(f"{s['too_long']} longer than the store's capacity_steps={self.config.capacity_steps}")
+        return ", ".join(parts) or "none"
+
+    def _check_starved(self, depth: int = 0) -> None:
+        """Warn (once) if every episode offered so far was left out and the model never trained.
+        ``depth``: calls between the public method and this one (for the warning's stack level)."""
+        if self._warned or self._stored_episodes() or self.trained or not sum(self.skipped.values()):
+            return
+        self._warned = True
+        warnings.warn(
+            f"{type(self).__name__}: fit was offered {self._offered} episodes and kept none ({self._skip_reasons()}); "
+            f"the reward model cannot train, and assign returns the output of an untrained network",
+            UntrainedAssignerWarning,
+            stacklevel=3 + depth,
+        )
+
+    def _check_untrained(self, metrics: dict[str, float]) -> None:
+        """On assign: the ``credit/untrained`` and ``credit/total_updates`` metrics; warns (once)
+        only if the assigner is starved. Assigning before the first gradient step is otherwise
+        legitimate (the first rollouts of long episodes; SAC scoring episodes before fitting them),
+        so it is reported by the metric and by ``trained``, not by a warning."""
+        metrics["credit/untrained"] = float(not self.trained)
+        metrics["credit/total_updates"] = float(self.num_updates)
+        if not self.trained:
+            self._check_starved(depth=1)
 
     def train_steps(self, batches: Iterable[Any]) -> tuple[list[float], dict[str, float]]:
         """One Adam step on :meth:`loss` of each batch; returns the losses and the summed stats."""
@@ -317,11 +407,15 @@ class LearnedAssigner(ConfiguredAssigner):
 
         Returns metrics: ``credit/loss`` (mean over the steps), ``credit/updates``,
         ``credit/total_updates``, ``credit/fit_seconds``, ``store/episodes``, ``store/steps`` and
-        the ``store/skipped_*`` counts of episodes left out (no outcome, truncated, longer than
-        the store).
+        the ``store/skipped_*`` counts of this batch's episodes left out (no outcome, truncated
+        with ``include_truncated=False``, longer than the store). Warns
+        (:class:`UntrainedAssignerWarning`, once) when every episode offered so far was left out.
         """
         t0 = time.perf_counter()
-        metrics: dict[str, float] = self.admit(episodes) if episodes is not None else {}
+        self._fit_calls += 1
+        metrics: dict[str, float] = dict.fromkeys(_SKIP_KEYS, 0.0)
+        if episodes is not None:
+            metrics.update(self.admit(episodes))
         n = self.config.updates_per_fit if num_updates is None else int(num_updates)
         losses: list[float] = []
         stats: dict[str, float] = {}
@@ -340,6 +434,7 @@ class LearnedAssigner(ConfiguredAssigner):
                 "credit/fit_seconds": time.perf_counter() - t0,
             }
         )
+        self._check_starved()
         return metrics
 
     # ---------------------------------------------------------------- assign
@@ -350,12 +445,13 @@ class LearnedAssigner(ConfiguredAssigner):
         Returns:
             RewardOutput(rewards[B, T] (0 on padding; the float dtype of ``episodes.rewards``,
             float32 for integer rewards, as NumPy or torch like them), metrics, present[B, T]).
+            The metrics hold ``credit/untrained`` (1.0 while no gradient step was taken; see the
+            module docstring for when it also warns) and ``credit/total_updates``.
         """
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         rewards, present = self.credit(episodes, metrics)
-        if self.num_updates == 0:
-            metrics["credit/untrained"] = 1.0
+        self._check_untrained(metrics)
         metrics["credit/assign_seconds"] = time.perf_counter() - t0
         return _reward_output(episodes, rewards, present, metrics)
 
@@ -373,6 +469,7 @@ class LearnedAssigner(ConfiguredAssigner):
             "norm": copy.deepcopy(self.norm.state_dict()),
             "store": None if self.store is None else self.store.state_dict(),
             "num_updates": self.num_updates,
+            "counters": {"skipped": dict(self.skipped), "fit_calls": self._fit_calls, "offered": self._offered},
             "rng": rng_state(self.rng),
             "torch_rng": self.torch_rng.get_state(),
             "extra": self.extra_state(),
@@ -380,7 +477,7 @@ class LearnedAssigner(ConfiguredAssigner):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` (of an assigner with the same architecture fields)."""
-        missing = sorted({"config", "dims", "in_dim", "model", "optimizer", "norm", "store", "num_updates", "rng", "torch_rng", "extra"} - set(state))
+        missing = sorted({"config", "dims", "in_dim", "model", "optimizer", "norm", "store", "num_updates", "counters", "rng", "torch_rng", "extra"} - set(state))
         if missing:
             raise RangeError(f"state is missing keys {missing}; expected the dict from {type(self).__name__}.state_dict()")
         self._adopt_model_fields(state["config"])
@@ -389,6 +486,9 @@ class LearnedAssigner(ConfiguredAssigner):
         if self.store is not None and state["store"] is not None:
             self.store.load_state_dict(state["store"])
         self.num_updates = int(state["num_updates"])
+        counters = state["counters"]
+        self.skipped = {k: int(v) for k, v in counters["skipped"].items()}
+        self._fit_calls, self._offered = int(counters["fit_calls"]), int(counters["offered"])
         self.model = None
         self.optimizer = None
         self._in_dim = None

@@ -44,8 +44,6 @@ __all__ = ["SPAConfig", "SPAProgressEstimator"]
 class SPAConfig(LearnedConfig):
     """SPA-RL's progress estimator: a per-turn head on turn features, plus grounding."""
 
-    include_truncated: bool = True
-    """Also train on truncated trajectories (an Episodes batch; their outcome is the target)."""
     lr: float = 1e-3
     """Adam learning rate."""
     feature_dim: int | None = None
@@ -146,8 +144,10 @@ class SPAProgressEstimator(LearnedAssigner):
             outcomes: float[B] -- the outcome each trajectory's contributions must sum to.
             mask: bool[B, T] -- valid turns (prefix).
         """
+        self._fit_calls += 1
         batch, _ = self._training_batch(features, outcomes, mask)
         if batch is None:
+            self._check_starved()
             return {"spa/loss": float("nan")}
         losses, _ = self.train_steps([batch])
         return {"spa/loss": losses[0]}
@@ -171,14 +171,18 @@ class SPAProgressEstimator(LearnedAssigner):
 
         Returns metrics: ``spa/loss`` (final training MSE of the sum), ``spa/r2`` (variance of
         the outcome explained by the summed contributions), ``spa/epochs``, ``credit/updates``
-        and ``credit/total_updates``.
+        and ``credit/total_updates`` (and ``store/skipped_*`` for an Episodes batch). Warns
+        (:class:`~creditlab.credit.learned.UntrainedAssignerWarning`, once) when an Episodes batch
+        had no complete trajectory.
         """
+        self._fit_calls += 1
         if features is None:
-            return {"spa/epochs": 0.0}
+            return {"spa/epochs": 0.0, "credit/updates": 0.0, "credit/total_updates": float(self.num_updates)}
         if num_updates is not None:
             epochs = int(num_updates)
         batch, metrics = self._training_batch(features, outcomes, mask)
         if batch is None:
+            self._check_starved()
             return {**metrics, "spa/epochs": 0.0, "credit/updates": 0.0, "credit/total_updates": float(self.num_updates)}
         x, r, m = batch
         b = x.shape[0]
@@ -211,6 +215,7 @@ class SPAProgressEstimator(LearnedAssigner):
         """float[B, T] -- the estimated contribution ``c_t`` of every turn; 0 on padding."""
         backend = Backend.of(features.observations if _is_episodes(features) else features)
         x, _, m = self._inputs(features, None, mask, need_target=False)
+        self._check_untrained({})  # (a starved estimator is warned about)
         with torch.no_grad():
             c = self._forward(x, m)
         return backend.out(c.to(self._dtype))
@@ -230,7 +235,8 @@ class SPAProgressEstimator(LearnedAssigner):
             grounding: float[B, T] in [0, 1] -- 1 where the turn's action was executable.
 
         Returns:
-            RewardOutput(rewards float[B, T] (0 on padding), metrics).
+            RewardOutput(rewards float[B, T] (0 on padding), metrics) with
+            ``credit/untrained`` and ``credit/total_updates`` (see :class:`~creditlab.credit.learned.LearnedAssigner`).
         """
         if _is_episodes(features) and grounding is None:
             grounding = features.extras.get("grounding")
@@ -250,6 +256,7 @@ class SPAProgressEstimator(LearnedAssigner):
             "spa/contribution_mean": float(c[m].mean()),
             "spa/contribution_sum_mean": float(c.sum(dim=1).mean()),
         }
+        self._check_untrained(metrics)
         return RewardOutput(backend.out(r.to(self._dtype)), metrics)
 
     # ------------------------------------------------------------------ internals
