@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditlab import Episodes
-from creditlab.credit import LaReAssigner, RDAssigner, RRDAssigner, credit_quality, rd_loss, rrd_loss, sample_subsets
+from creditlab.credit import (
+    LaReAssigner,
+    RDAssigner,
+    RRDAssigner,
+    credit_quality,
+    rd_loss,
+    rrd_loss,
+    sample_subsets,
+)
 from creditlab.errors import DtypeError, NonFiniteError, ShapeError
 
 # ------------------------------------------------------------------------------ losses
@@ -172,7 +180,7 @@ def test_untrained_model_does_not_recover():
     test, true = _task("linear", 100, seed=2)
     rrd = RRDAssigner(**FAST)
     out = rrd.assign(test)
-    assert out.metrics["credit/untrained"] == 1.0
+    assert out.metrics["credit/untrained"] == 1.0 and not rrd.trained
     assert abs(credit_quality(out.rewards, true, test.mask).metrics["quality/pearson"]) < 0.5
 
 
@@ -215,13 +223,13 @@ def test_store_respects_truncation_and_outcomes():
     ep, _ = _task("linear", 4, seed=0)
     ep = ep.replace(truncated=np.array([False, True, False, False]), terminated=np.array([True, False, True, True]))
     ep = ep.replace(outcomes=np.array([1.0, 2.0, 3.0, 0.0]), outcome_present=np.array([True, True, True, False]))
-    rrd = RRDAssigner(hidden=(8,))
+    rrd = RRDAssigner(hidden=(8,))  # default: a truncated episode with an outcome is a target
     m = rrd.fit(ep, num_updates=1)
-    assert m["store/skipped_truncated"] == 1.0 and m["store/skipped_no_outcome"] == 1.0
-    assert rrd.store.num_episodes == 2
-    rrd2 = RRDAssigner(hidden=(8,), include_truncated=True)
-    assert rrd2.fit(ep, num_updates=0)["store/skipped_truncated"] == 0.0
-    assert rrd2.store.num_episodes == 3
+    assert m["store/skipped_truncated"] == 0.0 and m["store/skipped_no_outcome"] == 1.0
+    assert rrd.store.num_episodes == 3
+    rrd2 = RRDAssigner(hidden=(8,), include_truncated=False)
+    assert rrd2.fit(ep, num_updates=0)["store/skipped_truncated"] == 1.0
+    assert rrd2.store.num_episodes == 2
 
 
 def test_discrete_actions_are_one_hot():

@@ -34,12 +34,14 @@ SMALL = {
     "rrd": {"hidden": (8,), "subset_size": 4, "bias_correction": True},
     "rudder": {"hidden_size": 8, "batch_episodes": 3},
     "lare": {"hidden": (8,), "subset_size": 4},
+    "spa": {"hidden": 8},  # the observations are its per-turn features
 }
 
 
 def test_registry_lists_and_builds_every_assigner():
     names = {m.name for m in cl.list_methods(kind="assigner")}
-    assert {"uniform", "ircr", "rd", "rrd", "rudder", "lare"} <= names
+    assert {"uniform", "ircr", "rd", "rrd", "rudder", "lare", "spa"} <= names
+    assert set(SMALL) == names  # every assigner is checkpoint-tested below
     ep = _batch(0)
     for m in cl.list_methods(kind="assigner"):
         assigner = m.factory(**m.params)  # defaults only: no observation/action sizes needed

@@ -80,7 +80,8 @@ def test_episodes_input_and_torch():
     ep = cl.Episodes.from_padded(np.zeros(mask.shape), mask, outcomes=outcome, observations=x)
     est = SPAProgressEstimator(3, hidden=8)
     metrics = est.fit(ep, epochs=3)
-    assert set(metrics) == {"spa/loss", "spa/r2", "spa/epochs"}
+    assert {"spa/loss", "spa/r2", "spa/epochs", "credit/updates", "credit/total_updates"} <= set(metrics)
+    assert metrics["credit/updates"] == 3.0  # 3 epochs of one whole-batch step
     out = est.assign(ep)
     assert out.rewards.shape == mask.shape
     t = est.contributions(torch.from_numpy(x), mask=torch.from_numpy(mask))

@@ -15,17 +15,22 @@ LaReAssigner        step       decoder on latent factors phi(s, a), RRD loss (Qu
 
 :func:`credit_quality` scores assigned rewards against hidden true per-step rewards. The
 registry names are ``uniform``, ``ircr``, ``rd``, ``rrd``, ``rudder`` and ``lare`` (kind
-``"assigner"``; build with ``get_method(name).factory(**params)``).
+``"assigner"``; build with ``get_method(name).factory(**params)``); each class registers itself
+where it is defined. Every assigner is built from keywords or from its config dataclass
+(``RRDAssigner(subset_size=8)`` or ``RRDAssigner(RRDConfig(subset_size=8))``). The learned ones
+share one base, :class:`~creditlab.credit.learned.LearnedAssigner` (store, normalizer,
+optimizer, fit loop, checkpoints, random state).
 """
 
-from .base import CreditAssigner, EpisodeArrays, episode_arrays, load_assigner, save_assigner
-from .decomposition import LaReAssigner, RDAssigner, RRDAssigner, rd_loss, rrd_loss
+from .base import AssignerConfig, CreditAssigner, EpisodeArrays, episode_arrays, load_assigner, save_assigner
+from .decomposition import LaReAssigner, LaReConfig, RDAssigner, RDConfig, RRDAssigner, RRDConfig, rd_loss, rrd_loss
 from .features import HAND_WRITTEN, FeatureGuard, resolve_features
-from .ircr import IRCRAssigner, ircr_rewards
+from .ircr import IRCRAssigner, IRCRConfig, ircr_rewards
+from .learned import LearnedAssigner, LearnedConfig, ReplayConfig, UntrainedAssignerWarning
 from .quality import QualityOutput, credit_quality
-from .rudder import RUDDERAssigner, rudder_redistribution
+from .rudder import RUDDERAssigner, RUDDERConfig, rudder_redistribution
 from .store import EpisodeBatch, EpisodeStore, StepSubsets, sample_subsets
-from .uniform import UniformAssigner, uniform_rewards
+from .uniform import UniformAssigner, UniformConfig, uniform_rewards
 
 ASSIGNER_CLASSES = {
     cls.__name__: cls for cls in (UniformAssigner, IRCRAssigner, RDAssigner, RRDAssigner, RUDDERAssigner, LaReAssigner)
@@ -33,6 +38,7 @@ ASSIGNER_CLASSES = {
 
 __all__ = [
     "ASSIGNER_CLASSES",
+    "AssignerConfig",
     "CreditAssigner",
     "EpisodeArrays",
     "EpisodeBatch",
@@ -40,13 +46,23 @@ __all__ = [
     "FeatureGuard",
     "HAND_WRITTEN",
     "IRCRAssigner",
+    "IRCRConfig",
     "LaReAssigner",
+    "LaReConfig",
+    "LearnedAssigner",
+    "LearnedConfig",
     "QualityOutput",
     "RDAssigner",
+    "RDConfig",
     "RRDAssigner",
+    "RRDConfig",
     "RUDDERAssigner",
+    "RUDDERConfig",
+    "ReplayConfig",
     "StepSubsets",
     "UniformAssigner",
+    "UniformConfig",
+    "UntrainedAssignerWarning",
     "credit_quality",
     "episode_arrays",
     "ircr_rewards",

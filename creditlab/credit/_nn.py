@@ -1,4 +1,4 @@
-"""Small torch pieces shared by the learned assigners: input normalizer, MLP, batched inference."""
+"""Small torch pieces shared by the learned assigners: input normalizers, MLP, batched inference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RunningNorm", "make_mlp", "predict_flat", "seeded"]
+__all__ = ["RunningNorm", "FirstBatchStandardizer", "make_mlp", "predict_flat", "seeded"]
 
 
 class RunningNorm:
@@ -67,6 +67,47 @@ class RunningNorm:
         self.var = None if state["var"] is None else np.asarray(state["var"], dtype=np.float64)
         if self.mean is not None:
             self._refresh()
+
+
+class FirstBatchStandardizer:
+    """Feature mean and std of the first batch it is given, fixed afterwards (SPA's standardization).
+
+    ``normalize(x) = (x - mean) / std`` in the features' own precision (float32 torch), a zero
+    std taken as 1; before the first :meth:`update` it returns ``x`` unchanged.
+
+    Example (features [1, 3] and [2, 2]: mean [1.5, 2.5], std [0.5, 0.5]):
+        >>> norm = FirstBatchStandardizer()
+        >>> norm.update(torch.tensor([[1.0, 3.0], [2.0, 2.0]]))
+        >>> norm.normalize(torch.tensor([[2.0, 3.0]])).tolist()
+        [[1.0, 1.0]]
+    """
+
+    def __init__(self) -> None:
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        """Take the statistics of ``x[N, D]`` if none are set yet (later calls change nothing)."""
+        if self.mean is not None:
+            return
+        self.mean = x.mean(dim=0)
+        std = x.std(dim=0, unbiased=False)
+        self.std = torch.where(std > 0, std, torch.ones_like(std))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return x
+        return (x - self.mean) / self.std
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "mean": None if self.mean is None else self.mean.clone(),
+            "std": None if self.std is None else self.std.clone(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.mean = state["mean"]
+        self.std = state["std"]
 
 
 def make_mlp(in_dim: int, hidden: Sequence[int], out_dim: int = 1) -> nn.Sequential:

@@ -19,6 +19,7 @@ the RL loop, not of the reward, and is not reproduced here (see docs/credit.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,12 @@ import torch
 
 from .._arrays import Backend
 from ..episodes import Episodes
-from ..errors import RangeError, ShapeError
+from ..errors import ShapeError
 from ..outputs import RewardOutput
-from .base import complete_episodes, episode_arrays
+from ..registry import register_method
+from .base import AssignerConfig, ConfiguredAssigner, complete_episodes, episode_arrays
 
-__all__ = ["ircr_rewards", "IRCRAssigner"]
+__all__ = ["ircr_rewards", "IRCRConfig", "IRCRAssigner"]
 
 
 def ircr_rewards(
@@ -73,18 +75,35 @@ def ircr_rewards(
     return RewardOutput(out, {"credit/ircr_degenerate": float(degenerate), "credit/ircr_c_min": float(c_min), "credit/ircr_c_max": float(c_max)}, present)
 
 
-class IRCRAssigner:
+@dataclass(frozen=True, kw_only=True)
+class IRCRConfig(AssignerConfig):
+    """IRCR: the credit buffers (the official code's sizes)."""
+
+    capacity_steps: int = 300_000
+    """FIFO buffer size in steps (oldest trajectories evicted first)."""
+    top_k: int = 10
+    """Size of the heap of highest-return trajectories."""
+    degenerate_value: float = 0.5
+    """Reward of every step when all credits are equal (``c_max == c_min``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check("capacity_steps", self.capacity_steps >= 1, ">= 1")
+        self._check("top_k", self.top_k >= 0, ">= 0")
+
+
+@register_method(
+    "ircr", family="credit", kind="assigner", needs=("outcomes|rewards",),
+    summary="IRCR guidance reward: per-step average return min-max normalized over a buffer + top-K heap",
+    source="Gangwani et al. 2020, arXiv 2010.12718",
+)
+class IRCRAssigner(ConfiguredAssigner):
     """IRCR guidance rewards as a credit assigner (see the module docstring).
 
     ``fit`` adds the batch's complete episodes' credits to the FIFO buffer and the heap (no
     gradient steps: nothing is learned). ``assign`` normalizes each episode's credit with the
-    current range.
-
-    Args:
-        capacity_steps: FIFO buffer size in steps (oldest trajectories evicted first).
-        top_k: size of the heap of highest-return trajectories.
-        include_truncated: also take truncated episodes into the buffers.
-        degenerate_value: reward when all credits are equal.
+    current range. Parameters: :class:`IRCRConfig` (``include_truncated``: also take truncated
+    episodes into the buffers).
 
     Example (credits 1 and 3 in the buffer; a new episode with R = 4 over 2 steps has c = 2):
         >>> ircr = IRCRAssigner()
@@ -93,23 +112,12 @@ class IRCRAssigner:
         array([[0.5, 0.5]])
     """
 
+    Config = IRCRConfig
     name = "ircr"
     scope = "episode"
 
-    def __init__(
-        self,
-        *,
-        capacity_steps: int = 300_000,
-        top_k: int = 10,
-        include_truncated: bool = False,
-        degenerate_value: float = 0.5,
-    ):
-        if int(capacity_steps) < 1 or int(top_k) < 0:
-            raise RangeError(f"capacity_steps must be >= 1 and top_k >= 0; got {capacity_steps}, {top_k}")
-        self.capacity = int(capacity_steps)
-        self.top_k = int(top_k)
-        self.include_truncated = bool(include_truncated)
-        self.degenerate_value = float(degenerate_value)
+    def __init__(self, config: Any = None, /, **overrides: Any):
+        super().__init__(config, **overrides)
         self._credits = np.zeros(0)
         self._lengths = np.zeros(0, dtype=np.int64)
         self._heap_returns = np.zeros(0)
@@ -120,20 +128,20 @@ class IRCRAssigner:
         metrics: dict[str, float] = {"credit/updates": 0.0}
         if episodes is not None:
             arr = episode_arrays(episodes)
-            keep, m = complete_episodes(arr, include_truncated=self.include_truncated)
+            keep, m = complete_episodes(arr, include_truncated=self.config.include_truncated)
             metrics.update(m)
             lens = arr.lengths[keep]
             rets = arr.returns[keep]
             credits = rets / lens
             self._credits = np.concatenate([self._credits, credits])
             self._lengths = np.concatenate([self._lengths, lens])
-            over = int(self._lengths.sum()) - self.capacity
+            over = int(self._lengths.sum()) - self.config.capacity_steps
             if over > 0:
                 n_evict = int(np.searchsorted(np.cumsum(self._lengths), over) + 1)
                 self._credits, self._lengths = self._credits[n_evict:], self._lengths[n_evict:]
             hr = np.concatenate([self._heap_returns, rets])
             hc = np.concatenate([self._heap_credits, credits])
-            top = np.argsort(-hr, kind="stable")[: self.top_k]
+            top = np.argsort(-hr, kind="stable")[: self.config.top_k]
             self._heap_returns, self._heap_credits = hr[top], hc[top]
         metrics.update({"store/episodes": float(self._credits.size), "store/steps": float(self._lengths.sum())})
         return metrics
@@ -150,7 +158,7 @@ class IRCRAssigner:
         arr = episode_arrays(episodes)
         credits = np.where(arr.has_return, arr.returns / np.maximum(arr.lengths, 1), 0.0)
         c_min, c_max = self.credit_range(credits[arr.has_return])
-        out = ircr_rewards(credits, arr.mask, c_min=c_min, c_max=c_max, has_return=arr.has_return, degenerate_value=self.degenerate_value)
+        out = ircr_rewards(credits, arr.mask, c_min=c_min, c_max=c_max, has_return=arr.has_return, degenerate_value=self.config.degenerate_value)
         dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
         backend = Backend.of(episodes.rewards)
         return RewardOutput(
@@ -159,7 +167,7 @@ class IRCRAssigner:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": dict(capacity_steps=self.capacity, top_k=self.top_k, include_truncated=self.include_truncated, degenerate_value=self.degenerate_value),
+            "config": self.saved_config(),
             "credits": self._credits.copy(),
             "lengths": self._lengths.copy(),
             "heap_returns": self._heap_returns.copy(),

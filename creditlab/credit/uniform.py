@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,10 @@ from .._arrays import Backend
 from ..episodes import Episodes
 from ..errors import ShapeError
 from ..outputs import RewardOutput
-from .base import episode_arrays
+from ..registry import register_method
+from .base import AssignerConfig, ConfiguredAssigner, episode_arrays
 
-__all__ = ["uniform_rewards", "UniformAssigner"]
+__all__ = ["uniform_rewards", "UniformConfig", "UniformAssigner"]
 
 
 def uniform_rewards(returns: Any, mask: Any, *, has_return: Any | None = None) -> RewardOutput:
@@ -46,7 +48,19 @@ def uniform_rewards(returns: Any, mask: Any, *, has_return: Any | None = None) -
     return RewardOutput(out, {"credit/num_no_outcome": float((~has).sum())}, present)
 
 
-class UniformAssigner:
+@dataclass(frozen=True, kw_only=True)
+class UniformConfig(AssignerConfig):
+    """Uniform redistribution has no parameters of its own. The shared ones are accepted so that
+    one parameter set works across assigners; ``include_truncated`` has no effect here (uniform
+    keeps no memory; ``assign`` spreads every known return, truncated or not)."""
+
+
+@register_method(
+    "uniform", family="credit", kind="assigner", needs=("outcomes|rewards",),
+    summary="Uniform redistribution: every step of an episode gets R / T",
+    source="baseline in the IRCR and RRD papers",
+)
+class UniformAssigner(ConfiguredAssigner):
     """Uniform redistribution as a credit assigner (nothing is learned; ``fit`` is a no-op).
 
     Episodes without an outcome (``outcome_present`` False) cannot be credited yet: their steps
@@ -59,6 +73,7 @@ class UniformAssigner:
                [0.5, 0.5, 0. ]])
     """
 
+    Config = UniformConfig
     name = "uniform"
     scope = "episode"
 
@@ -76,7 +91,7 @@ class UniformAssigner:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": {}}
+        return {"config": self.saved_config()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None

@@ -14,24 +14,62 @@ a 0/1 indicator (and grants it on the last turn).
 The paper puts a linear head on the SFT LLM backbone (LR 3e-6, 1 epoch). Here the backbone is
 whatever produced ``x_t``; the estimator is a small MLP (``hidden=0`` makes it linear), cheap
 enough to refit every iteration on a CPU. A one-turn trajectory reduces to ``c_0 ~ R``.
+
+The estimator is a :class:`~creditlab.credit.learned.LearnedAssigner` (optimizer, gradient-step
+loop, checkpoints, random state, which episodes count as complete); it keeps no episode store:
+``fit`` trains for several epochs on the batch it is given.
 """
 
 from __future__ import annotations
 
-import copy
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_float, as_mask, check_nonempty, check_positive
+from .._arrays import ArrayLike, Backend, as_float, as_mask, check_nonempty
+from ..credit._nn import FirstBatchStandardizer
+from ..credit.learned import LearnedAssigner, LearnedConfig, Loss
 from ..errors import RangeError, ShapeError
 from ..outputs import RewardOutput
+from ..registry import register_method
 
-__all__ = ["SPAProgressEstimator"]
+__all__ = ["SPAConfig", "SPAProgressEstimator"]
 
 
-class SPAProgressEstimator:
+@dataclass(frozen=True, kw_only=True)
+class SPAConfig(LearnedConfig):
+    """SPA-RL's progress estimator: a per-turn head on turn features, plus grounding."""
+
+    lr: float = 1e-3
+    """Adam learning rate."""
+    feature_dim: int | None = None
+    """D, the size of each turn's feature vector (None: taken from the first training batch)."""
+    hidden: int = 64
+    """Width of the hidden layers (0: a linear head, as in the paper)."""
+    num_layers: int = 2
+    """Number of tanh hidden layers (ignored when ``hidden=0``)."""
+    grounding_weight: float = 0.5
+    """Weight of the grounding indicator in :meth:`SPAProgressEstimator.assign` (the code: 0.5)."""
+    standardize: bool = True
+    """Scale features by their mean/std, taken from the first :meth:`~SPAProgressEstimator.fit` / ``update``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check("feature_dim", self.feature_dim is None or self.feature_dim >= 1, ">= 1 or None")
+        self._check("hidden", self.hidden >= 0, ">= 0")
+        self._check("num_layers", self.num_layers >= 1, ">= 1")
+
+
+@register_method(
+    "spa", family="llm", kind="assigner", needs=("observations", "outcomes|rewards"),
+    summary="SPA-RL progress estimator: learned per-turn contributions summing to the outcome, + grounding",
+    source="Wang et al. 2025, arXiv 2505.20732",
+)
+class SPAProgressEstimator(LearnedAssigner):
     """Per-turn progress model whose contributions sum to the outcome (SPA-RL).
 
     It follows the :class:`creditlab.credit.CreditAssigner` protocol (``fit(episodes)``,
@@ -40,16 +78,8 @@ class SPAProgressEstimator:
     SB3 integration can drive it like any other assigner. Its ``scope`` is "step": a turn's
     contribution depends only on that turn's features.
 
-    Args:
-        feature_dim: D, the size of each turn's feature vector (None: taken from the first batch
-            the estimator is trained on).
-        hidden: width of the hidden layers (0: a linear head, as in the paper).
-        num_layers: number of hidden layers (ignored when ``hidden=0``).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        grounding_weight: weight of the grounding indicator in :meth:`assign` (code: 0.5).
-        standardize: scale features by their mean/std from the first :meth:`fit`/:meth:`update`.
-        seed: initialization and minibatch seed.
+    Parameters: :class:`SPAConfig`, as keywords or a config object; ``feature_dim`` may also be
+    given first, by position (``SPAProgressEstimator(5, hidden=0)``).
 
     Example (two features; turn contributions are 1 * x0 + 0 * x1):
         >>> import numpy as np
@@ -62,49 +92,46 @@ class SPAProgressEstimator:
         True
     """
 
+    Config = SPAConfig
     name = "spa"
     scope = "step"
+    model_fields = ("feature_dim", "hidden", "num_layers")
 
-    def __init__(
-        self,
-        feature_dim: int | None = None,
-        *,
-        hidden: int = 64,
-        num_layers: int = 2,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        grounding_weight: float = 0.5,
-        standardize: bool = True,
-        seed: int = 0,
-    ):
-        if feature_dim is not None and int(feature_dim) < 1:
-            raise RangeError(f"feature_dim must be >= 1; got {feature_dim!r}")
-        if int(hidden) < 0 or int(num_layers) < 1:
-            raise RangeError(f"hidden must be >= 0 and num_layers >= 1; got hidden={hidden!r}, num_layers={num_layers!r}")
-        self.config = {
-            "feature_dim": None if feature_dim is None else int(feature_dim),
-            "hidden": int(hidden),
-            "num_layers": int(num_layers),
-            "lr": check_positive(lr, "lr"),
-            "weight_decay": check_positive(weight_decay, "weight_decay", allow_zero=True),
-            "grounding_weight": float(grounding_weight),
-            "standardize": bool(standardize),
-            "seed": int(seed),
-        }
-        self._gen = torch.Generator().manual_seed(int(seed))
-        self.net: torch.nn.Module | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-        if feature_dim is not None:
-            self._build(int(feature_dim))
-        self.feature_mean: torch.Tensor | None = None
-        self.feature_std: torch.Tensor | None = None
-        self.num_updates = 0
+    def __init__(self, config: Any = None, /, **overrides: Any):
+        if isinstance(config, numbers.Integral) and not isinstance(config, bool):  # positional feature_dim
+            overrides = {"feature_dim": config, **overrides}
+            config = None
+        super().__init__(config, **overrides)
         self._dtype = torch.float32
+        if self.config.feature_dim is not None:
+            self._build(self.config.feature_dim)
 
-    def _build(self, d: int) -> None:
-        self.config["feature_dim"] = d
-        self.net = _mlp(d, self.config["hidden"], self.config["num_layers"], self._gen)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"])
+    # ------------------------------------------------------------------ the model
+
+    def make_norm(self) -> FirstBatchStandardizer:
+        return FirstBatchStandardizer()
+
+    def build_model(self, in_dim: int) -> torch.nn.Module:
+        self.config = replace(self.config, feature_dim=in_dim)
+        return _mlp(in_dim, self.config.hidden, self.config.num_layers, self.torch_rng)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Loss:
+        """``mean_i ( sum_t c_{i,t} - R_i )^2``."""
+        x, r, m = batch
+        return Loss(((self._forward(x, m).sum(dim=1) - r) ** 2).mean())
+
+    @property
+    def net(self) -> torch.nn.Module | None:
+        """The progress head (``model``)."""
+        return self.model
+
+    @property
+    def feature_mean(self) -> torch.Tensor | None:
+        return self.norm.mean
+
+    @property
+    def feature_std(self) -> torch.Tensor | None:
+        return self.norm.std
 
     # ------------------------------------------------------------------ learning
 
@@ -117,8 +144,13 @@ class SPAProgressEstimator:
             outcomes: float[B] -- the outcome each trajectory's contributions must sum to.
             mask: bool[B, T] -- valid turns (prefix).
         """
-        x, r, m = self._inputs(features, outcomes, mask, need_target=True)
-        return {"spa/loss": self._step(x, r, m)}
+        self._fit_calls += 1
+        batch, _ = self._training_batch(features, outcomes, mask)
+        if batch is None:
+            self._check_starved()
+            return {"spa/loss": float("nan")}
+        losses, _ = self.train_steps([batch])
+        return {"spa/loss": losses[0]}
 
     def fit(
         self,
@@ -133,28 +165,49 @@ class SPAProgressEstimator:
         """Several epochs of minibatch updates (whole batch when ``batch_size`` is None).
 
         ``num_updates`` (the assigner-protocol spelling) overrides ``epochs``. The estimator keeps
-        no episode memory, so ``fit()`` without data is a no-op.
+        no episode memory, so ``fit()`` without data is a no-op. An Episodes batch contributes
+        its complete trajectories (see :mod:`creditlab.credit.base`); the others are counted in
+        ``store/skipped_*``.
 
         Returns metrics: ``spa/loss`` (final training MSE of the sum), ``spa/r2`` (variance of
-        the outcome explained by the summed contributions) and ``spa/epochs``.
+        the outcome explained by the summed contributions), ``spa/epochs``, ``credit/updates``
+        and ``credit/total_updates`` (and ``store/skipped_*`` for an Episodes batch). Warns
+        (:class:`~creditlab.credit.learned.UntrainedAssignerWarning`, once) when an Episodes batch
+        had no complete trajectory.
         """
+        self._fit_calls += 1
         if features is None:
-            return {"spa/epochs": 0.0}
+            return {"spa/epochs": 0.0, "credit/updates": 0.0, "credit/total_updates": float(self.num_updates)}
         if num_updates is not None:
             epochs = int(num_updates)
-        x, r, m = self._inputs(features, outcomes, mask, need_target=True)
+        batch, metrics = self._training_batch(features, outcomes, mask)
+        if batch is None:
+            self._check_starved()
+            return {**metrics, "spa/epochs": 0.0, "credit/updates": 0.0, "credit/total_updates": float(self.num_updates)}
+        x, r, m = batch
         b = x.shape[0]
         size = b if batch_size is None else max(1, min(int(batch_size), b))
-        for _ in range(int(epochs)):
-            perm = torch.randperm(b, generator=self._gen) if size < b else torch.arange(b)
-            for start in range(0, b, size):
-                idx = perm[start : start + size]
-                self._step(x[idx], r[idx], m[idx])
+        losses, _ = self.train_steps(self._minibatches(x, r, m, int(epochs), size))
         with torch.no_grad():
             pred = self._forward(x, m).sum(dim=1)
             mse = float(((pred - r) ** 2).mean())
             var = float(r.var(unbiased=False))
-        return {"spa/loss": mse, "spa/r2": 1.0 - mse / var if var > 0 else float("nan"), "spa/epochs": float(epochs)}
+        return {
+            **metrics,
+            "spa/loss": mse,
+            "spa/r2": 1.0 - mse / var if var > 0 else float("nan"),
+            "spa/epochs": float(epochs),
+            "credit/updates": float(len(losses)),
+            "credit/total_updates": float(self.num_updates),
+        }
+
+    def _minibatches(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor, epochs: int, size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        b = x.shape[0]
+        for _ in range(epochs):
+            perm = torch.randperm(b, generator=self.torch_rng) if size < b else torch.arange(b)
+            for start in range(0, b, size):
+                idx = perm[start : start + size]
+                yield x[idx], r[idx], m[idx]
 
     # ------------------------------------------------------------------ inference
 
@@ -162,6 +215,7 @@ class SPAProgressEstimator:
         """float[B, T] -- the estimated contribution ``c_t`` of every turn; 0 on padding."""
         backend = Backend.of(features.observations if _is_episodes(features) else features)
         x, _, m = self._inputs(features, None, mask, need_target=False)
+        self._check_untrained({})  # (a starved estimator is warned about)
         with torch.no_grad():
             c = self._forward(x, m)
         return backend.out(c.to(self._dtype))
@@ -181,7 +235,8 @@ class SPAProgressEstimator:
             grounding: float[B, T] in [0, 1] -- 1 where the turn's action was executable.
 
         Returns:
-            RewardOutput(rewards float[B, T] (0 on padding), metrics).
+            RewardOutput(rewards float[B, T] (0 on padding), metrics) with
+            ``credit/untrained`` and ``credit/total_updates`` (see :class:`~creditlab.credit.learned.LearnedAssigner`).
         """
         if _is_episodes(features) and grounding is None:
             grounding = features.extras.get("grounding")
@@ -195,44 +250,26 @@ class SPAProgressEstimator:
             g = torch.where(m, g, torch.zeros_like(g))
             if bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
                 raise RangeError("grounding must lie in [0, 1] on valid turns (1 = the action was executable)")
-            r = c + self.config["grounding_weight"] * g
+            r = c + self.config.grounding_weight * g
         r = torch.where(m, r, torch.zeros_like(r))
         metrics = {
             "spa/contribution_mean": float(c[m].mean()),
             "spa/contribution_sum_mean": float(c.sum(dim=1).mean()),
         }
+        self._check_untrained(metrics)
         return RewardOutput(backend.out(r.to(self._dtype)), metrics)
 
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.net is None:
-            raise RangeError("the estimator has not been built yet (feature_dim=None and never trained)")
-        return {
-            "config": dict(self.config),
-            "net": {k: v.clone() for k, v in self.net.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "feature_mean": None if self.feature_mean is None else self.feature_mean.clone(),
-            "feature_std": None if self.feature_std is None else self.feature_std.clone(),
-            "num_updates": self.num_updates,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = {"config", "net", "optimizer", "feature_mean", "feature_std"} - set(state)
-        if missing:
-            raise RangeError(f"state is missing keys {sorted(missing)}; expected the dict from state_dict()")
-        cfg = state["config"]
-        if self.net is None and self.config["feature_dim"] is None:
-            self._build(int(cfg["feature_dim"]))
-        if cfg["feature_dim"] != self.config["feature_dim"] or cfg["hidden"] != self.config["hidden"] or cfg["num_layers"] != self.config["num_layers"]:
-            raise ShapeError(f"state was saved from an estimator with {cfg}; this one has {self.config}")
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.feature_mean = state["feature_mean"]
-        self.feature_std = state["feature_std"]
-        self.num_updates = int(state.get("num_updates", 0))
-
     # ------------------------------------------------------------------ internals
+
+    def _training_batch(self, features: Any, outcomes: Any, mask: Any) -> tuple[tuple[torch.Tensor, ...] | None, dict[str, float]]:
+        """(x, r, m) to train on and the ``store/skipped_*`` counts; an Episodes batch gives its
+        complete trajectories (None when it has none)."""
+        metrics: dict[str, float] = {}
+        if _is_episodes(features):
+            features, metrics = self.complete(features)
+            if features is None:
+                return None, metrics
+        return self._inputs(features, outcomes, mask, need_target=True), metrics
 
     def _inputs(self, features, outcomes, mask, *, need_target: bool):
         if _is_episodes(features):
@@ -251,38 +288,25 @@ class SPAProgressEstimator:
             raise ShapeError(f"features must be [B, T, D]; got shape {tuple(x.shape)}")
         b, t, d = x.shape
         check_nonempty(b, "features")
-        if self.net is None:
+        if self.model is None:
             if not need_target:
                 raise RangeError("the estimator has not been trained yet; call fit() or update() first")
             self._build(d)
-        if d != self.config["feature_dim"]:
-            raise ShapeError(f"features has D = {d} per turn but the estimator was built with feature_dim = {self.config['feature_dim']}")
+        if d != self.config.feature_dim:
+            raise ShapeError(f"features has D = {d} per turn but the estimator was built with feature_dim = {self.config.feature_dim}")
         m = as_mask(mask, "mask", (b, t), device=x.device)
         r = None
         if need_target:
             if outcomes is None:
                 raise RangeError("outcomes is required to train the progress estimator")
             r = as_float(outcomes, "outcomes", shape=(b,), dtype=torch.float32)
-        if self.config["standardize"] and self.feature_mean is None and need_target:
-            xs = x[m]
-            self.feature_mean = xs.mean(dim=0)
-            std = xs.std(dim=0, unbiased=False)
-            self.feature_std = torch.where(std > 0, std, torch.ones_like(std))
+        if self.config.standardize and need_target:
+            self.norm.update(x[m])
         return x, r, m
 
     def _forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        if self.feature_mean is not None:
-            x = (x - self.feature_mean) / self.feature_std
-        c = self.net(x).squeeze(-1)
+        c = self.model(self.norm.normalize(x)).squeeze(-1)
         return torch.where(m, c, torch.zeros_like(c))
-
-    def _step(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = ((self._forward(x, m).sum(dim=1) - r) ** 2).mean()
-        loss.backward()
-        self.optimizer.step()
-        self.num_updates += 1
-        return float(loss.detach())
 
 
 def _mlp(d: int, hidden: int, layers: int, gen: torch.Generator) -> torch.nn.Module:
@@ -313,8 +337,5 @@ def _is_episodes(x: Any) -> bool:
 
 
 def _episode_target(ep) -> Any:
-    if ep.outcomes is not None:
-        if ep.outcome_present is not None and not bool(np.all(np.asarray(ep.outcome_present))):
-            raise RangeError("SPA cannot train on missing outcomes; drop those episodes first")
-        return ep.outcomes
-    return ep.returns()
+    """The outcome each trajectory's contributions must sum to (the episodes are complete)."""
+    return ep.outcomes if ep.outcomes is not None else ep.returns()
