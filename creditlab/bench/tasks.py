@@ -19,7 +19,7 @@ import gymnasium as gym
 from ..errors import RangeError
 from .suites import TaskSpec
 
-__all__ = ["make_env", "task_settings"]
+__all__ = ["make_env", "task_settings", "import_modules"]
 
 
 def task_settings(task: TaskSpec) -> tuple[str | None, ...]:
@@ -36,6 +36,7 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
             environments are seeded through ``reset(seed=...)`` by the vector env as usual.
         setting: for bsuite tasks, which bsuite id (one of ``task.bsuite_settings``).
     """
+    import_modules(task)
     if task.family == "bsuite":
         if setting not in task.bsuite_settings:
             raise RangeError(f"task {task.name!r}: setting must be one of {task.bsuite_settings}; got {setting!r}")
@@ -49,10 +50,27 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
         env = ImgObsWrapper(gym.make(task.env_id, **task.env_kwargs))
         return gym.wrappers.FlattenObservation(gym.wrappers.TransformObservation(env, lambda o: o.astype("float32"),
                                                                               _float_box(env.observation_space)))
-    env = gym.make(task.env_id, **task.env_kwargs)
+    from ..integrations.sb3.envs import env_factory
+
+    env = env_factory(task.env_id, task.env_kwargs)()
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env = gym.wrappers.FlattenObservation(env)
     return env
+
+
+def import_modules(task: TaskSpec) -> None:
+    """Import the task's ``imports`` (modules that register custom environment ids) in this process.
+
+    Runs in every worker before the environment is made, so an id registered by a user's module
+    works on Ray workers too, not only in the driver.
+    """
+    import importlib
+
+    for name in task.imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RangeError(f"task {task.name!r}: imports: module {name!r} cannot be imported ({exc})") from exc
 
 
 def _float_box(space: gym.spaces.Box) -> gym.spaces.Box:
