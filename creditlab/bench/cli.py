@@ -26,7 +26,18 @@ def _seeds(text: str) -> list[int] | int:
 def _bench_args(p: argparse.ArgumentParser) -> None:
     from .suites import list_suites
 
-    p.add_argument("--suite", default="smoke", choices=list_suites(), help="which suite (default smoke: a few minutes)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--suite", choices=list_suites(), help="a built-in suite (default smoke: a few minutes)")
+    src.add_argument("--config", metavar="FILE", help="a suite file (YAML or JSON; see docs/bench.md); "
+                     "`--suite NAME --show-config` prints a built-in one to start from")
+    src.add_argument("--env-id", metavar="ID", help="benchmark one environment: a Gymnasium id or 'module:Class' "
+                     "(PPO with the defaults in docs/bench.md; --reward, --steps, --methods, --seeds, --normalize, --import)")
+    p.add_argument("--reward", default="episodic", help="with --env-id: how the reward is hidden, 'episodic' or 'delayed:K' "
+                   "(default episodic)")
+    p.add_argument("--normalize", action="store_true", help="with --env-id: VecNormalize observations and rewards (MuJoCo-style tasks)")
+    p.add_argument("--import", dest="imports", type=parse_list, default=[], metavar="MODULES",
+                   help="with --env-id: comma-separated modules to import first (they register custom env ids), in every worker")
+    p.add_argument("--show-config", action="store_true", help="print the suite as a YAML file (after --methods/--tasks/--seeds/--steps) and exit")
     p.add_argument("--methods", type=parse_list, help="comma-separated credit methods (registry names); the anchors "
                    "episodic and dense are always added. Default: the suite's methods")
     p.add_argument("--tasks", type=parse_list, help="comma-separated task names of the suite (default: all)")
@@ -41,16 +52,56 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
 
 
+def _resolve_suite(args: argparse.Namespace):
+    """The suite of ``--suite`` / ``--config`` / ``--env-id`` (default: the smoke suite)."""
+    from .suites import get_suite
+
+    if args.config:
+        from .config import load_suite
+
+        return load_suite(args.config)
+    if args.env_id:
+        return env_suite(args.env_id, reward=args.reward, steps=args.steps or 100_000, normalize=args.normalize,
+                         imports=tuple(args.imports or ()))
+    if args.reward != "episodic" or args.normalize or args.imports:
+        raise CreditlabError("--reward, --normalize and --import go with --env-id; in a suite file they are task keys")
+    return get_suite(args.suite or "smoke")
+
+
+def env_suite(env_id: str, *, reward: str = "episodic", steps: int = 100_000, normalize: bool = False,
+              imports: tuple[str, ...] = ()):
+    """A one-task suite for ``creditlab bench --env-id ID``: PPO (8 envs x 256 steps, batch 64, 10 epochs,
+    lr 3e-4, gae_lambda 0.95, gamma 0.99), evaluation every tenth of the budget on 10 episodes, the
+    anchors plus ``uniform`` and ``rrd``, 5 seeds."""
+    import re
+
+    from .config import suite_from_dict
+
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", env_id.split(":")[-1]).strip("_").lower() or "env"
+    agent = {"algo": "ppo", "n_envs": 8, "normalize": normalize,
+             "hyperparams": {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3.0e-4, "gae_lambda": 0.95,
+                             "gamma": 0.99}}
+    task = {"name": name, "env": env_id, "reward": reward, "steps": steps, "eval_every": max(1, steps // 10),
+            "eval_episodes": 10, "agent": agent, "imports": list(imports)}
+    return suite_from_dict({"name": name, "description": f"creditlab bench --env-id {env_id} --reward {reward}", "seeds": 5,
+                            "tasks": [task], "methods": ["uniform", "rrd"]})
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .executors import InProcessExecutor, RayExecutor
     from .progress import SweepProgress
     from .runner import run_sweep
-    from .suites import expand_runs, get_suite
+    from .suites import expand_runs
 
     console = Console(stderr=True)
-    suite = get_suite(args.suite).select(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps)
+    suite = _resolve_suite(args).select(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps)
+    if args.show_config:
+        from .config import dump_suite
+
+        sys.stdout.write(dump_suite(suite))
+        return 0
     runs = expand_runs(suite)
     out = Path(args.out or _DEFAULT_OUT.format(suite=suite.name))
     if args.dry_run:

@@ -314,7 +314,8 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
             methods.append(entry)
         else:
             methods.append(m)
-    out: dict[str, Any] = {"name": suite.name, "description": suite.description, "seeds": list(suite.seeds), "tasks": tasks,
+    seeds: Any = len(suite.seeds) if suite.seeds == tuple(range(len(suite.seeds))) else list(suite.seeds)
+    out: dict[str, Any] = {"name": suite.name, "description": suite.description, "seeds": seeds, "tasks": tasks,
                            "methods": methods}
     if suite.expected_minutes is not None:
         out["expected_minutes"] = suite.expected_minutes
