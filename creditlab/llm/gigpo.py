@@ -251,7 +251,10 @@ def step_groups(
         turn_groups: int64[N] -- dense episode-group index of each turn.
         anchor_id: int64[N] -- anchor id of each turn (from :func:`anchor_ids`).
         keys: anchor of each id (needed with ``similarity``).
-        similarity: None (exact) or a threshold in (0, 1] for text-similarity clustering.
+        similarity: None (exact) or a threshold in (0, 1] for text-similarity clustering: within
+            each episode group, distinct anchors are visited in the order of their first turn
+            (the group's own order, as verl-agent), so a group's clusters never depend on the
+            rest of the batch.
 
     Returns:
         GroupIndex over the N turns.
@@ -269,7 +272,16 @@ def step_groups(
         raise RangeError("similarity grouping needs the anchor keys (pass anchors as strings or objects)")
     pair_group = (pairs // width).cpu().numpy()
     pair_anchor = (pairs % width).cpu().numpy()
-    cluster = similarity_clusters(pair_group, [keys[i] for i in pair_anchor.tolist()], float(similarity), similarity_fn)
+    # verl-agent's leader rule visits a group's turns in batch order. Order each group's distinct
+    # anchors by their first turn in the batch: anchor ids number anchors by first appearance in
+    # the *whole* batch, so ordering by id would let other groups decide which anchor leads.
+    first = torch.full((pairs.numel(),), n, dtype=torch.int64, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin").cpu().numpy()
+    order = np.lexsort((first, pair_group))
+    cluster = np.empty(pairs.numel(), dtype=np.int64)
+    cluster[order] = similarity_clusters(
+        pair_group[order], [keys[i] for i in pair_anchor[order].tolist()], float(similarity), similarity_fn
+    )
     idx = torch.from_numpy(cluster).to(inverse.device)[inverse]
     return GroupIndex(idx, int(cluster.max()) + 1)
 
