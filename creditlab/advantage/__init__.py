@@ -1,5 +1,6 @@
 """Advantage estimators (pure functions) and stateful normalizers."""
 
+from .baselines import gpg, grpo_passk, maxrl, opo, optimal_token_baseline, remax
 from .group import (
     combine_step_episode,
     dr_grpo,
@@ -23,11 +24,17 @@ __all__ = [
     "dr_grpo",
     "gae",
     "gdpo",
+    "gpg",
     "grpo",
+    "grpo_passk",
     "lambda_returns",
+    "maxrl",
     "monte_carlo",
+    "opo",
+    "optimal_token_baseline",
     "reinforce_pp",
     "reinforce_pp_baseline",
+    "remax",
     "rloo",
     "sum_then_normalize",
 ]
