@@ -11,12 +11,14 @@ from .group import (
     rloo,
     sum_then_normalize,
 )
+from .kl import adaptive_kl_coef, kl_in_loss, kl_in_reward, kl_penalty
 from .normalizers import CrossTaskEMANormalizer
 from .returns import discounted_returns, gae, lambda_returns, monte_carlo
 from .tokens import broadcast_to_steps, broadcast_to_tokens
 
 __all__ = [
     "CrossTaskEMANormalizer",
+    "adaptive_kl_coef",
     "broadcast_to_steps",
     "broadcast_to_tokens",
     "combine_step_episode",
@@ -27,6 +29,9 @@ __all__ = [
     "gpg",
     "grpo",
     "grpo_passk",
+    "kl_in_loss",
+    "kl_in_reward",
+    "kl_penalty",
     "lambda_returns",
     "maxrl",
     "monte_carlo",
