@@ -20,13 +20,16 @@ from .implicit_prm import (
 )
 from .process import process_turn_rewards
 from .spa import SPAProgressEstimator
+from .tree import Forest, TreeAdvantageOutput, tree_grpo, tree_rloo, tree_token_layout, treerl, treerpo
 from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
 from .turn_returns import turn_rloo
 from .turns import TurnBatch
 
 __all__ = [
+    "Forest",
     "ImplicitPRM",
     "SPAProgressEstimator",
+    "TreeAdvantageOutput",
     "TurnBatch",
     "anchor_ids",
     "canonical_key",
@@ -42,6 +45,11 @@ __all__ = [
     "prime_ce_loss",
     "process_turn_rewards",
     "token_log_probs",
+    "tree_grpo",
+    "tree_rloo",
+    "tree_token_layout",
+    "treerl",
+    "treerpo",
     "place_on_last_token",
     "turn_ids_from_response_mask",
     "turn_rloo",
