@@ -20,8 +20,8 @@ from .implicit_prm import (
 )
 from .process import process_turn_rewards
 from .spa import SPAProgressEstimator
-from .tree import Forest, TreeAdvantageOutput, tree_grpo, tree_rloo, tree_token_layout, treerl, treerpo
 from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
+from .tree import Forest, TreeAdvantageOutput, tree_grpo, tree_rloo, tree_token_layout, treerl, treerpo
 from .turn_returns import turn_rloo
 from .turns import TurnBatch
 

@@ -43,7 +43,15 @@ import numpy as np
 import torch
 
 from .._arrays import Backend, GroupIndex, as_scores, check_positive, check_real
-from ..errors import DataFormatError, DtypeError, EmptyBatchError, GroupError, MissingColumnError, RangeError, ShapeError
+from ..errors import (
+    DataFormatError,
+    DtypeError,
+    EmptyBatchError,
+    GroupError,
+    MissingColumnError,
+    RangeError,
+    ShapeError,
+)
 from ..outputs import AdvantageOutput
 from ..registry import register_method
 from ..segments import group_stats
