@@ -6,6 +6,7 @@ mask (tool/observation tokens 0) through :func:`creditlab.broadcast_to_tokens`.
 """
 
 from .anchors import anchor_ids, canonical_key
+from .distill import opd_advantages, opd_token_rewards
 from .gigpo import gigpo, gigpo_rows
 from .igpo import igpo, igpo_rewards
 from .implicit_prm import (
@@ -18,6 +19,7 @@ from .implicit_prm import (
     prime_ce_loss,
     token_log_probs,
 )
+from .prefix_values import mc_values, spo_advantages, spo_cutpoints, vine_advantages
 from .process import process_turn_rewards
 from .spa import SPAProgressEstimator
 from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
@@ -39,11 +41,16 @@ __all__ = [
     "igpo_rewards",
     "implicit_token_rewards",
     "implicit_turn_rewards",
+    "mc_values",
+    "opd_advantages",
+    "opd_token_rewards",
     "oprl_advantages",
     "oprl_dpo_loss",
     "prime_advantages",
     "prime_ce_loss",
     "process_turn_rewards",
+    "spo_advantages",
+    "spo_cutpoints",
     "token_log_probs",
     "tree_grpo",
     "tree_rloo",
@@ -54,4 +61,5 @@ __all__ = [
     "turn_ids_from_response_mask",
     "turn_rloo",
     "turn_values_from_tokens",
+    "vine_advantages",
 ]
