@@ -149,7 +149,7 @@ def test_maxrl_is_grpo_centring_divided_by_the_mean(seed):
 # ------------------------------------------------------------------------------ optimal token baseline
 
 
-def test_optimal_token_baseline_hand_computed():
+def test_optimal_token_baseline_hand_computed(kernel_backend):
     # Two rows of one group, one reward at the end: G = [[1, 1], [0, 0]].
     # pi(y) = 0.5 everywhere, sum pi^2 = 0.5 -> w = 1 - 1 + 0.5 = 0.5; W = [[0.5, 1], [0.5, 1]]
     # B_t = (1 * W + 0 * W) / (2 W) = 0.5 -> A = [[0.5, 0.5], [-0.5, -0.5]]
@@ -161,7 +161,7 @@ def test_optimal_token_baseline_hand_computed():
     np.testing.assert_allclose(out.advantages, [[0.5, 0.5], [-0.5, -0.5]])
 
 
-def test_optimal_token_baseline_weights_rows_by_gradient_variance():
+def test_optimal_token_baseline_weights_rows_by_gradient_variance(kernel_backend):
     # Row 0 is confident (pi = 0.9, sum pi^2 = 0.82 -> w = 0.02), row 1 uncertain (pi = 0.5,
     # sum pi^2 = 0.5 -> w = 0.5). One token each: B = (1 * 0.02 + 0 * 0.5) / 0.52.
     r = np.array([[1.0], [0.0]])
@@ -172,7 +172,7 @@ def test_optimal_token_baseline_weights_rows_by_gradient_variance():
     np.testing.assert_allclose(out.advantages, [[1 - b], [-b]], rtol=1e-9)
 
 
-def test_optimal_token_baseline_zero_tail_singleton_and_constant_positions():
+def test_optimal_token_baseline_zero_tail_singleton_and_constant_positions(kernel_backend):
     # group 0: row 0 has 3 tokens, row 1 has 1 -> positions 1, 2 of row 0 have no comparison:
     # with handle_zero_tail their baseline is 0 (A = G), without it A = G eps/(W + eps) ~ 0.
     # group 1: a single row -> 0. Position 0 of group 0: G = [2, 2] equal -> exactly 0.
@@ -186,7 +186,7 @@ def test_optimal_token_baseline_zero_tail_singleton_and_constant_positions():
     np.testing.assert_allclose(no_tail.advantages, np.zeros((3, 3)), atol=1e-7)
 
 
-def test_optimal_token_baseline_policy_token_alignment_ignores_tool_tokens():
+def test_optimal_token_baseline_policy_token_alignment_ignores_tool_tokens(kernel_backend):
     # Row 0 has a tool token (mask 0) at position 1: G = [1, -, 1]; row 1: G = [1, 1, 0].
     # By policy token, row 0's tokens (columns 0, 2) meet row 1's first two: equal returns, exactly
     # 0; row 1's third token is its strict tail (baseline 0, A = G = 0). By column, column 2 pairs
@@ -202,7 +202,7 @@ def test_optimal_token_baseline_policy_token_alignment_ignores_tool_tokens():
     assert col.advantages[0, 2] == pytest.approx(0.6)
 
 
-def test_optimal_token_baseline_errors():
+def test_optimal_token_baseline_errors(kernel_backend):
     ones = np.ones((2, 2))
     with pytest.raises(cl.errors.RangeError, match="log_probs"):
         optimal_token_baseline(ones, ones, [0, 0], ones, ones * 0.5)

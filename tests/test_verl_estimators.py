@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import creditlab as cl
@@ -173,9 +173,9 @@ def _otb_inputs(rng, n_groups, holes):
     return tl, mask, index, old_lp, spsq, rho
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(1, 5), tail=st.booleans(), use_is=st.booleans(), holes=st.booleans())
-def test_optimal_token_baseline_equals_verl(seed, n_groups, tail, use_is, holes):
+def test_optimal_token_baseline_equals_verl(kernel_backend, seed, n_groups, tail, use_is, holes):
     rng = np.random.default_rng(seed)
     tl, mask, index, old_lp, spsq, rho = _otb_inputs(rng, n_groups, holes=holes)
     rho = rho if use_is else None
@@ -187,9 +187,9 @@ def test_optimal_token_baseline_equals_verl(seed, n_groups, tail, use_is, holes)
     np.testing.assert_allclose(ours.advantages.numpy(), theirs.numpy(), atol=2e-5)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(1, 5), tail=st.booleans())
-def test_tir_optimal_token_baseline_equals_verl(seed, n_groups, tail):
+def test_tir_optimal_token_baseline_equals_verl(kernel_backend, seed, n_groups, tail):
     rng = np.random.default_rng(seed)
     tl, mask, index, old_lp, spsq, _ = _otb_inputs(rng, n_groups, holes=True)
     theirs, their_ret = core.compute_multi_turn_optimal_token_baseline_advantage(

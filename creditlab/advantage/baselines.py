@@ -102,8 +102,9 @@ def remax(
             raise ShapeError(f"greedy_rewards has shape {tuple(b_vals.shape)}; expected ({s.shape[0]},), one per row of rewards")
         zeros = torch.zeros(s.shape[0], dtype=s.rewards.dtype, device=s.rewards.device)
         g = _kernels.returns_scan(s.rewards, None, torch.ones_like(zeros), s.lengths, zeros, 1.0).out
-        adv = s.zero_pad(g.to(torch.float64) - b_vals.to(torch.float64)[:, None])
-        adv = torch.where(b_present[:, None], adv, torch.zeros_like(adv))
+        adv = s.zero_pad(g - b_vals.to(g.dtype)[:, None])
+        if not bool(b_present.all()):
+            adv = torch.where(b_present[:, None], adv, torch.zeros_like(adv))
         metrics = {
             "num_episodes": float(s.shape[0]),
             "remax/num_missing_baseline": float((~b_present).sum()),
@@ -445,28 +446,60 @@ def optimal_token_baseline(
         raise RangeError(f"align must be 'column' or 'policy_token'; got {align!r}")
     eps = check_positive(eps, "eps", allow_zero=True)
     backend = Backend.of(token_rewards)
-    r = as_float(token_rewards, "token_rewards", ndim=2)
+    r = as_float(token_rewards, "token_rewards", ndim=2, finite=False)
     b, length = r.shape
     check_nonempty(b, "token_rewards")
     dev = r.device
     m = as_mask(response_mask, "response_mask", (b, length), device=dev, prefix=False, allow_empty_rows=True, like="token_rewards")
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
-    lp = as_float(log_probs, "log_probs", shape=(b, length), device=dev, finite=False).to(torch.float64)
-    sp = as_float(sum_pi_squared, "sum_pi_squared", shape=(b, length), device=dev, finite=False).to(torch.float64)
+    lp = as_float(log_probs, "log_probs", shape=(b, length), device=dev, finite=False)
+    sp = as_float(sum_pi_squared, "sum_pi_squared", shape=(b, length), device=dev, finite=False)
+    rho = None if is_weights is None else as_float(is_weights, "is_weights", shape=(b, length), device=dev, finite=False)
+    from .. import _kernels
+    from ._otb_kernel import kernels
+
+    k = kernels() if dev.type == "cpu" and _kernels.BACKEND != "torch" else None
+    if k is not None:
+        adv64 = np.empty((b, length))
+        ret64 = np.empty((b, length))
+        rho_np = rho.contiguous().numpy() if rho is not None else np.zeros((1, 1))
+        err, i, j, sums = k(
+            r.contiguous().numpy(), m.contiguous().numpy(), lp.contiguous().numpy(), sp.contiguous().numpy(), rho_np,
+            rho is not None, groups.index.contiguous().numpy(), groups.num_groups, align == "policy_token",
+            bool(handle_zero_tail), float(eps), adv64, ret64,
+        )
+        if err:
+            _otb_error(err, i, j, r, lp, sp, rho)
+        n_tok = float(sums[4])
+        mean_a = sums[1] / n_tok if n_tok else 0.0
+        metrics = {
+            "num_episodes": float(b),
+            "num_tokens": n_tok,
+            "otb/w_mean": float(sums[0]) / n_tok if n_tok else 0.0,
+            "advantages/mean": float(mean_a),
+            "advantages/std": float(max(sums[2] / n_tok - mean_a * mean_a, 0.0) ** 0.5) if n_tok else 0.0,
+            "returns/mean": float(sums[3]) / n_tok if n_tok else 0.0,
+        }
+        adv_t, ret_t = torch.from_numpy(adv64), torch.from_numpy(ret64)
+        return AdvantageOutput(
+            backend.out(_finite_output(adv_t.to(r.dtype), "token_rewards")), backend.out(ret_t.to(r.dtype)), metrics
+        )
+    lp, sp = lp.to(torch.float64), sp.to(torch.float64)
+    check_finite(r, "token_rewards", where=m, hint=" on policy tokens")
     check_finite(lp, "log_probs", where=m, hint=" on policy tokens")
     check_finite(sp, "sum_pi_squared", where=m, hint=" on policy tokens")
     if bool(((lp > 1e-6) & m).any()):
         i, j = torch.nonzero((lp > 1e-6) & m)[0].tolist()
-        raise RangeError(f"log_probs[{i}, {j}] = {float(lp[i, j])}; log-probabilities are <= 0")
+        _otb_error(2, i, j, r, lp, sp, rho)
     if bool((((sp < 0) | (sp > 1 + 1e-6)) & m).any()):
         i, j = torch.nonzero(((sp < 0) | (sp > 1 + 1e-6)) & m)[0].tolist()
-        raise RangeError(f"sum_pi_squared[{i}, {j}] = {float(sp[i, j])}; sum_v pi(v)^2 lies in [0, 1]")
+        _otb_error(3, i, j, r, lp, sp, rho)
     mf = m.to(torch.float64)
     r64 = r.to(torch.float64) * mf
     returns = r64.flip(-1).cumsum(-1).flip(-1)
     w = 1.0 - 2.0 * torch.exp(lp) + sp
-    if is_weights is not None:
-        rho = as_float(is_weights, "is_weights", shape=(b, length), device=dev, finite=False).to(torch.float64)
+    if rho is not None:
+        rho = rho.to(torch.float64)
         check_finite(rho, "is_weights", where=m, hint=" on policy tokens")
         w = w * rho * rho
     w = torch.where(m, w, torch.zeros_like(w))
@@ -493,6 +526,18 @@ def optimal_token_baseline(
     return AdvantageOutput(
         backend.out(_finite_output(adv.to(r.dtype), "token_rewards")), backend.out(returns.to(r.dtype)), metrics
     )
+
+
+def _otb_error(code: int, i: int, j: int, r, lp, sp, rho) -> None:
+    from ..errors import NonFiniteError
+
+    if code == 1 or code == 4:
+        for name, x in (("token_rewards", r), ("log_probs", lp), ("sum_pi_squared", sp), ("is_weights", rho)):
+            if x is not None and not math.isfinite(float(x[i, j])):
+                raise NonFiniteError(f"{name}[{i}, {j}] is {float(x[i, j])}; expected finite numbers on policy tokens")
+    if code == 2:
+        raise RangeError(f"log_probs[{i}, {j}] = {float(lp[i, j])}; log-probabilities are <= 0")
+    raise RangeError(f"sum_pi_squared[{i}, {j}] = {float(sp[i, j])}; sum_v pi(v)^2 lies in [0, 1]")
 
 
 def _compact(returns, cum_w, m, counts):

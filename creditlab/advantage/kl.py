@@ -152,20 +152,19 @@ def kl_in_reward(
     r = as_float(token_rewards, "token_rewards", ndim=2, finite=False)
     shape = tuple(r.shape)
     m = as_mask(response_mask, "response_mask", shape, device=r.device, prefix=False, allow_empty_rows=True, like="token_rewards")
-    lp = as_float(log_probs, "log_probs", shape=shape, device=r.device, finite=False).to(torch.float64)
-    ref = as_float(ref_log_probs, "ref_log_probs", shape=shape, device=r.device, finite=False).to(torch.float64)
+    lp = as_float(log_probs, "log_probs", shape=shape, device=r.device, finite=False)
+    ref = as_float(ref_log_probs, "ref_log_probs", shape=shape, device=r.device, dtype=lp.dtype, finite=False)
     check_finite(r, "token_rewards", where=m, hint=" on policy tokens")
     check_finite(lp, "log_probs", where=m, hint=" on policy tokens")
     check_finite(ref, "ref_log_probs", where=m, hint=" on policy tokens")
-    mf = m.to(torch.float64)
-    kld = kl_penalty(lp.detach(), ref.detach(), kind=kind).detach() * mf
-    out = r.to(torch.float64) - coef * kld
-    per_row = kld.sum(-1) / (mf.sum(-1) + 1e-8)
-    metrics = {"kl/mean": float(per_row.mean()), "kl/coef": float(coef), "kl/token_mean": float(kld.sum() / mf.sum().clamp(min=1))}
-    res = out.to(r.dtype)
-    if not isinstance(token_rewards, torch.Tensor):
-        res = res.numpy()
-    return RewardOutput(res, metrics)
+    mf = m.to(r.dtype)
+    kld = kl_penalty(lp, ref, kind=kind).to(r.dtype) * mf  # in the rewards' dtype, as verl
+    out = r - coef * kld
+    row_kl = kld.sum(-1, dtype=torch.float64)
+    row_n = mf.sum(-1, dtype=torch.float64)
+    per_row = row_kl / (row_n + 1e-8)
+    metrics = {"kl/mean": float(per_row.mean()), "kl/coef": float(coef), "kl/token_mean": float(row_kl.sum() / row_n.sum().clamp(min=1))}
+    return RewardOutput(out if isinstance(token_rewards, torch.Tensor) else out.numpy(), metrics)
 
 
 def kl_in_loss(
