@@ -157,11 +157,13 @@ def kl_in_reward(
     check_finite(r, "token_rewards", where=m, hint=" on policy tokens")
     check_finite(lp, "log_probs", where=m, hint=" on policy tokens")
     check_finite(ref, "ref_log_probs", where=m, hint=" on policy tokens")
-    mf = m.to(r.dtype)
-    kld = kl_penalty(lp, ref, kind=kind).to(r.dtype) * mf  # in the rewards' dtype, as verl
-    out = r - coef * kld
+    kld = kl_penalty(lp, ref, kind=kind)
+    if kld.dtype != r.dtype:
+        kld = kld.to(r.dtype)  # in the rewards' dtype, as verl
+    kld = torch.where(m, kld, torch.zeros((), dtype=kld.dtype, device=kld.device))
+    out = torch.add(r, kld, alpha=-coef)
     row_kl = kld.sum(-1, dtype=torch.float64)
-    row_n = mf.sum(-1, dtype=torch.float64)
+    row_n = m.sum(-1).to(torch.float64)
     per_row = row_kl / (row_n + 1e-8)
     metrics = {"kl/mean": float(per_row.mean()), "kl/coef": float(coef), "kl/token_mean": float(row_kl.sum() / row_n.sum().clamp(min=1))}
     return RewardOutput(out if isinstance(token_rewards, torch.Tensor) else out.numpy(), metrics)
