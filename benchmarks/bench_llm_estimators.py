@@ -9,6 +9,9 @@ Both sides take verl's tensors (``token_level_rewards[bs, L]``, ``response_mask[
 ``uid``s in groups of ``n``) and return per-token advantages ``[bs, L]``: creditlab's per-response
 estimators are timed with the score sum and the broadcast back to tokens included. MaxRL has no
 installable peer (SkyRL); it is timed against SkyRL's formula restated as its per-uid loop.
+Tree-GRPO's ``tree`` estimator is verl's GRPO by prompt uid plus by tree uid; creditlab's
+``creditlab_tree`` (``tree_method="tree_grpo"``) is timed on the same rows, forest construction
+included.
 
 Each round times creditlab and the peer back to back (interleaved, after a warm-up); a round's
 ratio is peer time / creditlab time (> 1: creditlab is faster). Printed: the median time of each
@@ -32,6 +35,7 @@ import torch
 import creditlab as cl
 import creditlab.advantage as cla
 from creditlab.errors import DegenerateGroupWarning
+from creditlab.integrations.verl import compute_tree_advantage
 
 warnings.simplefilter("ignore", DegenerateGroupWarning)
 torch.set_num_threads(1)
@@ -56,7 +60,9 @@ def verl_batch(bs: int, length: int, n: int, seed: int = 0):
     spsq = (probs**2).sum(-1)
     ref_lp = old_lp + torch.from_numpy(rng.normal(0, 0.1, size=(bs, length)).astype(np.float32))
     base = torch.from_numpy(rng.integers(0, 2, size=bs).astype(np.float32))
-    return dict(tl=tl, mask=mask, index=index, lengths=torch.from_numpy(lengths), old_lp=old_lp, spsq=spsq, ref_lp=ref_lp, base=base)
+    tree_uid = np.array([f"tree-{i // (n // 2)}" for i in range(bs)], dtype=object)  # 2 trees per prompt
+    return dict(tl=tl, mask=mask, index=index, lengths=torch.from_numpy(lengths), old_lp=old_lp, spsq=spsq, ref_lp=ref_lp,
+                base=base, tree_uid=tree_uid)
 
 
 def per_response(fn):
@@ -81,6 +87,14 @@ def skyrl_maxrl(tl, mask, index, epsilon=1e-6):
         if len(id2score[index[i]]) > 1:
             scores[i] = (scores[i] - id2mean[index[i]]) / (id2mean[index[i]] + epsilon)
     return scores.unsqueeze(-1) * mask
+
+
+def tree_grpo_peer(d):
+    """Tree-GRPO's ``adv_estimator=tree`` (AMAP-ML/Tree-GRPO ray_trainer_ts.py): verl's GRPO z-score by
+    prompt uid plus by tree uid."""
+    a, _ = verl_algos.compute_grpo_outcome_advantage(d["tl"], d["mask"], d["index"])
+    b, _ = verl_algos.compute_grpo_outcome_advantage(d["tl"], d["mask"], d["tree_uid"])
+    return a + b
 
 
 def cases():
@@ -111,6 +125,9 @@ def cases():
          "verl k1 reward (kl_penalty * mask)", lambda d: d["tl"] - 0.001 * verl_algos.kl_penalty(d["old_lp"], d["ref_lp"], "kl") * d["mask"]),
         ("maxrl", per_response(lambda s, d: cla.maxrl(s, d["index"]).advantages),
          "SkyRL's formula (restated loop)", lambda d: skyrl_maxrl(d["tl"], d["mask"], d["index"])),
+        ("creditlab_tree (tree_grpo, tree_uid)",
+         lambda d: compute_tree_advantage(d["tl"], d["mask"], d["index"], tree_uid=d["tree_uid"], tree_method="tree_grpo")[0],
+         "Tree-GRPO: verl grpo by uid + by tree_uid", lambda d: tree_grpo_peer(d)),
     ]
     return out
 

@@ -289,7 +289,7 @@ def _run_vineppo(episodes, *, gamma: float = 1.0) -> AdvantageOutput:
     if episodes.outcomes is not None:
         o = np.where(_np(episodes.outcome_present), _np(episodes.outcomes), 0.0)
         r[np.arange(episodes.num_episodes), _np(episodes.lengths) - 1] += o
-    return vine_advantages(r, _np(v), mask=episodes.mask, gamma=gamma)
+    return _batch_kind(episodes, vine_advantages(r, _np(v), mask=_np(episodes.mask), gamma=gamma))
 
 
 @register_method(
@@ -314,8 +314,17 @@ def _run_spo(episodes, *, prob_mask: bool = True, prob_threshold: float = 0.9) -
         pv = _np(episodes.extras["prompt_value"]).astype(np.float64)
         prompt = pv[:, 0] if pv.ndim == 2 else pv
     lp = _np(episodes.extras["log_probs"]) if prob_mask and "log_probs" in episodes.extras else None
-    return spo_advantages(scores, _np(episodes.extras["prefix_values"]).astype(np.float64), mask=episodes.mask,
-                          prompt_values=prompt, log_probs=lp, prob_threshold=prob_threshold)
+    out = spo_advantages(scores, _np(episodes.extras["prefix_values"]).astype(np.float64), mask=_np(episodes.mask),
+                         prompt_values=prompt, log_probs=lp, prob_threshold=prob_threshold)
+    return _batch_kind(episodes, out)
+
+
+def _batch_kind(ep, out: AdvantageOutput) -> AdvantageOutput:
+    """Results in the array kind of the batch (torch batches get tensors on the batch's device)."""
+    if not ep.is_torch:
+        return out
+    dev = ep.rewards.device
+    return AdvantageOutput(torch.as_tensor(out.advantages).to(dev), torch.as_tensor(out.returns).to(dev), out.metrics)
 
 
 def _np(x: Any) -> np.ndarray:
