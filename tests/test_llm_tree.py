@@ -311,3 +311,85 @@ def test_torch_rewards_give_torch_outputs():
     out = tree_rloo(f)
     assert isinstance(out.advantages, torch.Tensor)
     np.testing.assert_allclose(out.advantages.numpy(), [[0.0, 1.0], [0.0, -1.0]])
+
+
+# ------------------------------------------------------------------------------ against slow reference loops
+
+
+def _random_forest(rng):
+    """Random prompts, trees and branching; some leaf rewards missing."""
+    ids, parents, groups = [], [], []
+    for g in range(int(rng.integers(1, 4))):
+        for t in range(int(rng.integers(1, 3))):
+            root = f"g{g}t{t}r"
+            ids.append(root)
+            parents.append(None)
+            groups.append(g)
+            frontier = [root]
+            for k in range(int(rng.integers(0, 7))):
+                p = frontier[int(rng.integers(0, len(frontier)))]
+                n = f"g{g}t{t}n{k}"
+                ids.append(n)
+                parents.append(p)
+                groups.append(g)
+                frontier.append(n)
+    has_child = {p for p in parents if p is not None}
+    rewards = [None if n in has_child else (None if rng.random() < 0.1 else float(rng.integers(0, 3))) for n in ids]
+    return ids, parents, rewards, groups
+
+
+def _reference(ids, parents, rewards, groups):
+    """Per-node definitions as plain recursion over dicts."""
+    children = {n: [c for c, p in zip(ids, parents) if p == n] for n in ids}
+    reward = dict(zip(ids, rewards))
+    group = dict(zip(ids, groups))
+
+    def leaves(n):
+        return [n] if not children[n] else [x for c in children[n] for x in leaves(c)]
+
+    def v(n):
+        vals = [reward[x] for x in leaves(n) if reward[x] is not None]
+        return (sum(vals) / len(vals), len(vals)) if vals else (0.0, 0)
+
+    def siblings(n):
+        p = parents[ids.index(n)]
+        return [c for c in ids if parents[ids.index(c)] == p and (p is not None or group[c] == group[n])]
+
+    rloo, rpo = {}, {}
+    for n in sorted(ids, key=lambda x: _depth(x, ids, parents)):
+        vn, cn = v(n)
+        sib = [s for s in siblings(n) if v(s)[1] > 0]
+        others = [v(s)[0] for s in sib if s != n]
+        if cn == 0:
+            rloo[n] = 0.0
+        elif others:
+            rloo[n] = vn - sum(others) / len(others)
+        else:
+            p = parents[ids.index(n)]
+            rloo[n] = rloo[p] if p is not None else 0.0
+        vals = [v(s)[0] for s in sib]
+        if cn == 0 or len(vals) < 2 or max(vals) == min(vals):
+            rpo[n] = 0.0
+        else:
+            mean = sum(vals) / len(vals)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
+            rpo[n] = (vn - mean) / (sd + 1e-6)
+    return rloo, rpo
+
+
+def _depth(n, ids, parents):
+    d = 0
+    while parents[ids.index(n)] is not None:
+        n = parents[ids.index(n)]
+        d += 1
+    return d
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_tree_rloo_and_treerpo_match_reference_loops(seed):
+    rng = np.random.default_rng(seed)
+    ids, parents, rewards, groups = _random_forest(rng)
+    f = Forest.from_parents(ids, parents, rewards, group_ids=groups)
+    rloo, rpo = _reference(ids, parents, rewards, groups)
+    np.testing.assert_allclose(tree_rloo(f).node_advantages, [rloo[n] for n in ids], atol=1e-12)
+    np.testing.assert_allclose(treerpo(f).node_advantages, [rpo[n] for n in ids], atol=1e-9)

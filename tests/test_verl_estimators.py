@@ -197,3 +197,28 @@ def test_tir_optimal_token_baseline_equals_verl(kernel_backend, seed, n_groups, 
     )
     ours = cla.optimal_token_baseline(tl, mask.bool(), index, old_lp, spsq, align="policy_token", handle_zero_tail=tail)
     np.testing.assert_allclose(ours.advantages.numpy(), theirs.numpy(), atol=2e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(1, 5))
+def test_tree_grpo_equals_tree_grpos_two_verl_grpo_calls(seed, n_groups):
+    """AMAP-ML/Tree-GRPO's adv_estimator=tree is verl's GRPO by prompt uid plus verl's GRPO by tree uid."""
+    from creditlab.integrations.verl import compute_tree_advantage
+
+    rng = np.random.default_rng(seed)
+    rows_uid, rows_tree = [], []
+    for g in range(n_groups):
+        for t in range(int(rng.integers(1, 4))):
+            for _ in range(int(rng.integers(2, 4))):  # >= 2 leaves per tree (Tree-GRPO samples k = 3)
+                rows_uid.append(f"uid-{g}")
+                rows_tree.append(f"tree-{g}-{t}")
+    bs = len(rows_uid)
+    index, tree_uid = np.array(rows_uid, dtype=object), np.array(rows_tree, dtype=object)
+    lengths = rng.integers(1, 7, size=bs)
+    mask = torch.from_numpy((np.arange(6)[None, :] < lengths[:, None]).astype(np.float32))
+    tl = torch.zeros(bs, 6)
+    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(rng.integers(0, 3, size=bs).astype(np.float32))
+    a, _ = core.compute_grpo_outcome_advantage(tl, mask, index)
+    b, _ = core.compute_grpo_outcome_advantage(tl, mask, tree_uid)
+    ours, _ = compute_tree_advantage(tl, mask, index, tree_uid=tree_uid, tree_method="tree_grpo")
+    np.testing.assert_allclose(ours.numpy(), (a + b).numpy(), atol=2e-5)
