@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, as_float, as_mask, check_finite, check_positive, check_real
+from .._arrays import ArrayLike, as_float, as_mask, check_finite, check_positive, check_real, mask_and_lengths
 from ..errors import DtypeError, RangeError, ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
@@ -151,19 +151,21 @@ def kl_in_reward(
         raise RangeError("kind='full' needs full-vocabulary log-probs; compute kl_penalty(..., kind='full') and subtract it")
     r = as_float(token_rewards, "token_rewards", ndim=2, finite=False)
     shape = tuple(r.shape)
-    m = as_mask(response_mask, "response_mask", shape, device=r.device, prefix=False, allow_empty_rows=True, like="token_rewards")
+    m, lengths = mask_and_lengths(response_mask, "response_mask", shape, device=r.device, prefix=False, allow_empty_rows=True,
+                                  like="token_rewards")
     lp = as_float(log_probs, "log_probs", shape=shape, device=r.device, finite=False)
     ref = as_float(ref_log_probs, "ref_log_probs", shape=shape, device=r.device, dtype=lp.dtype, finite=False)
     check_finite(r, "token_rewards", where=m, hint=" on policy tokens")
-    check_finite(lp, "log_probs", where=m, hint=" on policy tokens")
-    check_finite(ref, "ref_log_probs", where=m, hint=" on policy tokens")
     kld = kl_penalty(lp, ref, kind=kind)
     if kld.dtype != r.dtype:
         kld = kld.to(r.dtype)  # in the rewards' dtype, as verl
     kld = torch.where(m, kld, torch.zeros((), dtype=kld.dtype, device=kld.device))
-    out = torch.add(r, kld, alpha=-coef)
     row_kl = kld.sum(-1, dtype=torch.float64)
-    row_n = m.sum(-1).to(torch.float64)
+    if not bool(torch.isfinite(row_kl).all()):  # a NaN/inf log-prob on a policy token: say which
+        check_finite(lp, "log_probs", where=m, hint=" on policy tokens")
+        check_finite(ref, "ref_log_probs", where=m, hint=" on policy tokens")
+    out = torch.add(r, kld, alpha=-coef)
+    row_n = lengths.to(torch.float64)
     per_row = row_kl / (row_n + 1e-8)
     metrics = {"kl/mean": float(per_row.mean()), "kl/coef": float(coef), "kl/token_mean": float(row_kl.sum() / row_n.sum().clamp(min=1))}
     return RewardOutput(out if isinstance(token_rewards, torch.Tensor) else out.numpy(), metrics)
