@@ -24,6 +24,9 @@ Deviations from verl-agent, on purpose:
   there, i.e. hands the raw episode reward out as an advantage.
 * A missing episode reward (None) gets ``A^E = 0`` and is left out of its group's statistics;
   its step-level term is kept (its per-turn rewards are still valid).
+* A ``None`` anchor means "no comparable state": the turn is never grouped (step term 0);
+  verl-agent raises a TypeError. Anchors compare by value as in verl-agent (an int array and a
+  float array with equal entries are one state), but the shape is kept (verl-agent flattens).
 
 Step groups of size 1 get ``A^S = 0`` (mean = own value), as in verl-agent; so do step groups
 whose returns are all equal. Neither is suspicious in GiGPO (most anchors are visited once), so
