@@ -241,6 +241,16 @@ def test_every_registered_method_runs_on_a_rich_batch():
     for i, n in enumerate(lengths):
         anchors[i] = [f"s{v}" for v in rng.integers(0, 2, size=n)]
     ep = ep.replace(extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))})
+    # token-level and tree extras: log-probs (KL, distillation, optimal token baseline), greedy
+    # baselines (ReMax), Monte Carlo values (VinePPO, SPO), node ids (tree rows: one chain per row)
+    lp = lambda: np.log(rng.uniform(0.05, 1.0, size=(4, 4)))  # noqa: E731
+    ep = ep.replace(extras={
+        **ep.extras, "log_probs": lp(), "ref_log_probs": lp(), "teacher_log_probs": lp(),
+        "sum_pi_squared": rng.uniform(0.2, 0.9, size=(4, 4)), "greedy_reward": np.full((4, 4), 0.5),
+        "mc_values": np.where(rng.random((4, 4)) < 0.5, rng.uniform(size=(4, 4)), np.nan),
+        "prefix_values": np.where(rng.random((4, 4)) < 0.3, rng.uniform(size=(4, 4)), np.nan),
+        "node_ids": np.array([[f"n{i}-{t}" for t in range(4)] for i in range(4)]),
+    })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in cl.list_methods():
