@@ -144,7 +144,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`")
+    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`, or the runs.jsonl table a report wrote")
     p.add_argument("--out", help="where to write report.md, report.html and figures/ (default DIR/report)")
     p.add_argument("--title", help="report title")
     p.add_argument("--intro", default="", help="a paragraph placed under the title")
@@ -153,10 +153,10 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    if not Path(args.dir).is_dir():
-        raise FileNotFoundError(f"no sweep folder {args.dir}")
+    if not Path(args.dir).exists():
+        raise FileNotFoundError(f"no sweep folder or packed results file {args.dir}")
     paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
-    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']})", file=sys.stderr)
+    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']}, raw results in {paths['runs']})", file=sys.stderr)
     return 0
 
 
