@@ -136,7 +136,7 @@ def test_ray_and_in_process_give_the_same_results(tmp_path, ray_env):
 
 
 def test_run_config_maps_a_spec_to_the_sb3_runner():
-    from creditlab.bench.suites import get_suite
+    from creditlab.bench.config import get_suite
     from creditlab.bench.training import run_config
 
     standard = get_suite("standard")

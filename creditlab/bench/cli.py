@@ -24,7 +24,7 @@ def _seeds(text: str) -> list[int] | int:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    from .suites import list_suites
+    from .config import list_suites
 
     src = p.add_mutually_exclusive_group()
     src.add_argument("--suite", choices=list_suites(), help="a built-in suite (default smoke: a few minutes)")
@@ -54,7 +54,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 def _resolve_suite(args: argparse.Namespace):
     """The suite of ``--suite`` / ``--config`` / ``--env-id`` (default: the smoke suite)."""
-    from .suites import get_suite
+    from .config import get_suite
 
     if args.config:
         from .config import load_suite

@@ -63,7 +63,7 @@ from typing import Any
 from ..errors import CreditlabError
 from .suites import _ALGOS, _FAMILIES, ANCHORS, AgentConfig, Suite, TaskSpec, parse_reward_mode
 
-__all__ = ["ConfigError", "load_suite", "suite_from_dict", "suite_to_dict", "dump_suite", "builtin_suites", "builtin_suite_path"]
+__all__ = ["ConfigError", "get_suite", "list_suites", "load_suite", "suite_from_dict", "suite_to_dict", "dump_suite", "builtin_suites", "builtin_suite_path"]
 
 
 class ConfigError(CreditlabError, ValueError):
@@ -257,6 +257,16 @@ def load_suite(path: str | os.PathLike, *, check_methods: bool = True) -> Suite:
         return suite_from_dict(data, check_methods=check_methods)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+def get_suite(name: str) -> Suite:
+    """A built-in suite by name: the YAML file ``creditlab/bench/configs/NAME.yaml``."""
+    return load_suite(builtin_suite_path(name))
+
+
+def list_suites() -> list[str]:
+    """Names of the built-in suites."""
+    return builtin_suites()
 
 
 def builtin_suite_path(name: str) -> Path:

@@ -15,7 +15,8 @@ read. Re-running the same sweep therefore skips finished runs and never counts a
 
 Example:
     >>> import tempfile
-    >>> from creditlab.bench.suites import get_suite, expand_runs
+    >>> from creditlab.bench.config import get_suite
+    >>> from creditlab.bench.suites import expand_runs
     >>> store = ResultsStore(tempfile.mkdtemp())
     >>> run = expand_runs(get_suite("smoke"))[0]
     >>> store.status(run)

@@ -5,7 +5,7 @@ The delayed version of a task is this environment wrapped by the reward-delay wr
 reward stays available for evaluation and credit quality.
 
 Example:
-    >>> from creditlab.bench.suites import get_suite
+    >>> from creditlab.bench.config import get_suite
     >>> task = get_suite("smoke").tasks[0]
     >>> env = make_env(task, seed=0)
     >>> env.observation_space.shape
