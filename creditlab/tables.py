@@ -36,6 +36,7 @@ __all__ = [
     "TABLE_SUFFIXES",
     "TOKEN_COLUMNS",
     "StepIndex",
+    "TokenLayout",
     "episode_arrays",
     "id_text",
     "read_table",
@@ -445,9 +446,24 @@ def _is_fixed_number_list(col: Any) -> bool:
     return bool(lens.size) and bool((lens == lens[0]).all()) and col.flatten().null_count == 0
 
 
+class TokenLayout(NamedTuple):
+    """The tokens of each episode (see :func:`token_layout`).
+
+    Attributes:
+        turn_ids: int64[B, L] -- turn (step) of each token, -1 on padding; None when the file has
+            no ``turn_ids`` column (each run of policy tokens is then one turn).
+        response_mask: bool[B, L] -- 1 on tokens the policy generated; False on padding.
+        lengths: int64[B] -- tokens per episode (L_b).
+    """
+
+    turn_ids: np.ndarray | None
+    response_mask: np.ndarray
+    lengths: np.ndarray
+
+
 def token_layout(
     table: Any, row_index: Any, mask: Any, *, source: str = "table", episode_ids: Any = None
-) -> tuple[np.ndarray | None, np.ndarray] | None:
+) -> TokenLayout | None:
     """An episode's tokens from the episode-level list columns ``response_mask`` and ``turn_ids``.
 
     ``response_mask`` (required for a token layout) holds, per episode, one 0/1 (or boolean) per
@@ -464,16 +480,15 @@ def token_layout(
         episode_ids: [B] -- episode ids for messages (default: 0..B-1).
 
     Returns:
-        None without a ``response_mask`` column, else ``(turn_ids, response_mask)``: int64[B, L]
-        (-1 on padding; None without a ``turn_ids`` column) and bool[B, L] (False on padding), L
-        the longest token row.
+        None without a ``response_mask`` column, else a :class:`TokenLayout` (L = the longest
+        token row).
 
     Example:
         >>> rows, mask = np.array([[0, 1]]), np.array([[True, True]])
         >>> t = {"episode_id": [0, 0], "step": [0, 1], "response_mask": [[0, 1, 1, 0, 1], None]}
-        >>> turn_ids, response_mask = token_layout(t, rows, mask)
-        >>> turn_ids is None, response_mask.astype(int).tolist()
-        (True, [[0, 1, 1, 0, 1]])
+        >>> layout = token_layout(t, rows, mask)
+        >>> layout.turn_ids is None, layout.response_mask.astype(int).tolist(), layout.lengths.tolist()
+        (True, [[0, 1, 1, 0, 1]], [5])
     """
     import pyarrow as pa
 
@@ -504,7 +519,7 @@ def token_layout(
             raise DtypeError(f"{source}: column 'turn_ids' must hold integers")
         valid = np.arange(turn.shape[1])[None, :] < lengths[:, None]
         turn = np.where(valid, turn, -1).astype(np.int64)
-    return turn, resp.astype(bool)
+    return TokenLayout(turn, resp.astype(bool), lengths)
 
 
 def _episode_lists(table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:

@@ -110,9 +110,10 @@ def test_token_layout_from_episode_level_lists():
         "turn_ids": [[-1, 0, 0, -1, 1], [-1, 0, 0, -1, 1], [-1, 0]],  # repeated on both rows of a
     })
     ep = cl.Episodes.from_table(table)
-    turn_ids, response_mask = token_layout(table, ep.row_index, ep.mask)
+    turn_ids, response_mask, lengths = token_layout(table, ep.row_index, ep.mask)
     assert response_mask.astype(int).tolist() == [[0, 1, 1, 0, 1], [0, 1, 0, 0, 0]]
     assert turn_ids.tolist() == [[-1, 0, 0, -1, 1], [-1, 0, -1, -1, -1]]
+    assert lengths.tolist() == [5, 2]
 
 
 def test_token_layout_errors_name_the_episode():
