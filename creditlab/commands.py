@@ -252,6 +252,8 @@ def fit_assigner(
     held_returns, held_known = returns[held_idx], known[held_idx]
 
     budget = DEFAULT_HOLDOUT_UPDATES if num_updates is None else int(num_updates)
+    if budget < 1:
+        raise RangeError("a held-out split stops training early: it needs an update budget >= 1")
     every = int(eval_every) if eval_every is not None else max(1, budget // 20)
     best, best_at, best_state, bad = math.inf, 0, None, 0
     done, stopped, memory = 0, False, True
@@ -376,21 +378,36 @@ def _print_fit(updates: int, budget: int, train_loss: float, holdout_loss: float
 def _credit_assigner(args: argparse.Namespace, episodes: Any, metrics: dict[str, float]) -> Any:
     """Build (or load), fit as asked, and save the assigner; returns its ``assign`` output."""
     from .credit import load_assigner, save_assigner
-    from .registry import get_method
+    from .errors import UnknownMethodError
+    from .registry import check_need, get_method
 
     params = parse_sets(args.credit_set, flag="--credit-set")
     if args.load_assigner is not None:
-        assigner = load_assigner(args.load_assigner, **params)
+        try:
+            assigner = load_assigner(args.load_assigner, **params)
+        except CreditlabError:
+            raise
+        except Exception as exc:  # not a file save_assigner wrote (pickle, zip or key errors)
+            raise CreditlabError(f"--load-assigner {args.load_assigner!r}: not a saved credit assigner ({type(exc).__name__}: {exc})") from exc
         name = getattr(assigner, "name", None)
         if args.credit and name is not None and name != args.credit:
             raise CreditlabError(f"--load-assigner {args.load_assigner!r} holds a {name!r} assigner but --credit is {args.credit!r}")
+        try:
+            method = get_method(name) if name else None
+        except UnknownMethodError:
+            method = None
         refit = args.updates is not None or args.epochs is not None or args.holdout is not None
         defaults: dict[str, Any] = {}
     else:
         method = get_method(args.credit)
+        unknown = sorted(set(params) - set(method.params))
+        if unknown:
+            raise CreditlabError(f"--credit {args.credit!r} has no parameter(s) {unknown}; its parameters are {sorted(method.params)}")
         assigner = method.factory(**params)
         defaults = {**method.params, **params}
         refit = True
+    for need in method.needs if method is not None else ():
+        check_need(episodes, need, method.name)
     if refit:
         num_updates = args.updates
         if args.epochs is not None:

@@ -211,3 +211,15 @@ def test_updates_and_epochs_set_the_budget(tmp_path, capsys, one_torch_thread):
     assert "choose one with --credit" in capsys.readouterr().err
     assert main([*base, "--patience", "3"]) == 2
     assert "add --holdout" in capsys.readouterr().err
+
+
+def test_assigner_input_errors_are_one_line(tmp_path, capsys):
+    log = _logged(tmp_path / "log.jsonl", n=4)
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    assert main(["advantages", log, "--load-assigner", str(bad), "--method", "reinforce_pp"]) == 2
+    assert "not a saved credit assigner" in capsys.readouterr().err
+    assert main(["advantages", log, "--credit", "rrd", "--credit-set", "hiden=[8]", "--method", "reinforce_pp"]) == 2
+    assert "has no parameter(s) ['hiden']" in capsys.readouterr().err
+    assert main(["advantages", SAMPLE, "--credit", "rrd", "--method", "reinforce_pp"]) == 2  # no obs/action columns
+    assert "needs episodes.observations" in capsys.readouterr().err
