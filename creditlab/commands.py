@@ -335,7 +335,7 @@ def _advantages_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--save-assigner", metavar="PATH", help="save the fitted assigner (creditlab.credit.save_assigner)")
     f.add_argument("--load-assigner", metavar="PATH", help="start from a saved assigner instead of a new one (--credit optional); "
                    "it is not refitted unless --updates, --epochs or --holdout is given")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the fastest for these small models on a "
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1: the fastest for these small models on a "
                    "shared machine: 3.6x faster than two threads for 1,000 RRD updates under load)")
 
 
