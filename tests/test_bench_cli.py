@@ -27,6 +27,14 @@ def test_bench_then_report_no_ray(tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "T"]) == 0
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
     assert (tmp_path / "rep" / "figures" / "cartpole.png").exists()
+    # issue 12: a report outside its sweep folder is not overwritten without --force; inside, it is rewritten
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U"]) == 2
+    assert "already holds report.md, report.html; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U", "--force"]) == 0
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# U")
+    assert main(["report", str(out)]) == 0  # DIR/report again
 
 
 def test_cli_errors(tmp_path, capsys):

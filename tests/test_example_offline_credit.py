@@ -29,5 +29,5 @@ def test_offline_credit_example(tmp_path, capsys, one_torch_thread):
     assert {"credit_reward", "advantage", "hidden_reward"} <= set(table.column_names)
     credit = np.asarray(table["credit_reward"])
     assert np.isfinite(credit).all() and credit.std() > 0
-    # 60 updates of a 32-unit model already point the right way (0.5 measured; chance is 0)
+    # 60 updates of a 32-unit model already point the right way (0.51 measured; chance is 0)
     assert summary["hidden_reward_correlation"] > 0.2
