@@ -30,7 +30,7 @@ def test_bench_then_report_no_ray(tmp_path, capsys):
     # issue 12: a report outside its sweep folder is not overwritten without --force; inside, it is rewritten
     capsys.readouterr()
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U"]) == 2
-    assert "already holds report.md, report.html; pass --force" in capsys.readouterr().err
+    assert "already holds report.md, report.html, runs.jsonl; pass --force" in capsys.readouterr().err
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U", "--force"]) == 0
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# U")
