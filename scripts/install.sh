@@ -24,16 +24,19 @@ if [ "$(uname -s)" = "Linux" ] && ! command -v bwrap >/dev/null 2>&1; then
   command -v bwrap >/dev/null 2>&1 || { echo "install.sh: installing bubblewrap failed" >&2; exit 1; }
 fi
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
-"${PIP[@]}" install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-"${PIP[@]}" install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | grep -v "^WARNING: Location" || true
+# A failed install fails this script (pipefail: pip's exit status survives the filter, which only
+# hides pip's notes about missing local index folders).
+quiet() { sed -u '/^WARNING: Location .* is ignored/d'; }
+"${PIP[@]}" install --upgrade pip 2>&1 | quiet
+"${PIP[@]}" install "torch==2.13.0" 2>&1 | quiet
+"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | quiet
 
 # --- verl (the "all" extra only), installed the way docs/llm.md tells users: --no-deps plus the
 # packages its estimator module imports. verl is not a dependency of creditlab; this lets the
 # verl agreement tests run instead of skipping. Any failure here fails the install.
 if [ "${EXTRAS}" = "all" ]; then
-  "${PIP[@]}" install --no-deps "verl==0.9.1"
-  "${PIP[@]}" install packaging ray tensordict transformers codetiming orjson omegaconf dill psutil
+  "${PIP[@]}" install --no-deps "verl==0.9.1" 2>&1 | quiet
+  "${PIP[@]}" install packaging ray tensordict transformers codetiming orjson omegaconf dill psutil 2>&1 | quiet
   # The verl 0.9.1 wheel ships a top-level `tests` package that would shadow this repository's
   # tests/ (a namespace package): delete the files verl's own RECORD lists under tests/.
   .venv/bin/python - <<'PYEOF'
