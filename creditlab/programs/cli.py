@@ -44,6 +44,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--price-in", type=float, default=0.0, help="price per million prompt tokens")
     g.add_argument("--price-out", type=float, default=0.0, help="price per million completion tokens")
     g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument("--max-tokens", type=int, help="completion length limit per answer (default: the endpoint's)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)")
     _sandbox_args(g)
     c = sub.add_parser("check", help="static and sandboxed validation of a program file, with the reasons")
     c.add_argument("file", help="program.py (or a folder holding one)")
@@ -87,7 +89,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     llm = LLMConfig(model=args.model, base_url=args.base_url, cache_dir=args.cache_dir, max_cost=args.max_cost,
-                    price_input=args.price_in, price_output=args.price_out, max_concurrency=args.concurrency)
+                    price_input=args.price_in, price_output=args.price_out, max_concurrency=args.concurrency,
+                    max_tokens=args.max_tokens, timeout=args.request_timeout)
     client = LLMClient(llm)
     config = _config(args)
     if args.kind == "factors":
@@ -234,3 +237,10 @@ def _eval(args: argparse.Namespace) -> int:
             row.update({name: float(vals[k]) for name, vals in columns.items()})
             sys.stdout.write(json.dumps(row) + "\n")
     return 0
+
+
+# `creditlab llm serve` (a local OpenAI-compatible server) lives in local_llm.py; it is registered
+# here with @command until the creditlab.commands entry-point group replaces the decorator.
+from . import local_llm as _local_llm  # noqa: E402
+
+command("llm", _local_llm.HELP, _local_llm.add_arguments)(_local_llm.run)
