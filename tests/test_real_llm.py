@@ -175,3 +175,18 @@ def test_likelihood_reward_on_the_real_model(real_model_folder, one_torch_thread
     assert out.log_likelihood[0] > out.log_likelihood[1] + 1.0
     assert out.log_likelihood[3] > out.log_likelihood[4] + 1.0
     np.testing.assert_allclose(out.mean_log_likelihood, out.log_likelihood / out.num_tokens)
+
+
+def test_llama_cpp_backend_serves_the_shipped_gguf(server):
+    """The llama.cpp backend (a separately built extra, `BACKEND=llama-cpp bash scripts/local-llm.sh`)
+    serves the GGUF file itself: same chat template and prompt tokens as transformers, a real answer."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is a separately built extra (creditlab[llama-cpp]); see docs/programs.md")
+    from creditlab.programs.local_llm import LocalLLMServer
+
+    question = "What is the capital of France? Answer in one sentence."
+    with LocalLLMServer("smollm2", backend="llama-cpp", port=0, threads=1) as cpp:
+        assert cpp.backend == "llama-cpp" and cpp.model_name == "smollm2"
+        answer = _chat(cpp.base_url, question, temperature=0.0, max_tokens=24)
+    reference = _chat(server.base_url, question, temperature=0.0, max_tokens=1)
+    assert answer["usage"]["prompt_tokens"] == reference["usage"]["prompt_tokens"]
+    assert "Paris" in answer["choices"][0]["message"]["content"]

@@ -14,18 +14,22 @@ TRL turns it into NaN and leaves it out). The classes below are picklable callab
 A *source* is either a callable with TRL's reward signature or the name of a column (a dataset
 column, or an extra field a ``rollout_func`` returned).
 
-**Per-token advantages.** TRL 1.16's ``GRPOTrainer`` has no public hook for custom advantages, but
+**Per-token advantages.** TRL's ``GRPOTrainer`` has no public hook for custom advantages, but
 its loss accepts advantages of shape ``(B, T)`` ("to support subclasses", ``_compute_loss``).
 :class:`CreditlabGRPOTrainer` overrides two methods, narrowly:
 
 * ``_calculate_rewards``: calls TRL's, and keeps the gathered ``rewards_per_func`` and the inputs;
-* ``_generate_and_score_completions``: calls TRL's, then replaces ``output["advantages"]`` with
-  ``advantage_fn(batch)`` broadcast to the completion tokens (turn by turn: each run of model
-  tokens in ``completion_mask * tool_mask`` is one turn; tool/environment tokens get 0).
+* ``_generate_and_score_completions``: calls TRL's (with ``mask_truncated_completions`` applied
+  after the turns are read, exactly as TRL applies it), then replaces ``output["advantages"]``
+  with ``advantage_fn(batch)`` broadcast to the completion tokens (turn by turn: the
+  ``rollout_func``'s ``turn_ids`` column, else each run of model tokens in
+  ``completion_mask * tool_mask``; tool/environment tokens get 0).
 
 Everything else (generation, tools, ``rollout_func``/``env_mask``, clipping, loss types, logging)
-is TRL's. Tested with TRL 1.16.0 and transformers 5.23.0 (tests/test_trl.py); the two overridden
-methods are private in TRL, so pin TRL when you rely on this class.
+is TRL's. The two overridden methods are private in TRL, so the trainer checks the installed TRL
+against :data:`TRL_VERSIONS_TESTED` (the range creditlab's ``llm`` extra pins) and refuses another
+one with :class:`~creditlab.errors.DependencyVersionError`. docs/llm.md documents the
+``rollout_func`` contract, scaling and logging.
 """
 
 from __future__ import annotations
