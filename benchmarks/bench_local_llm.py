@@ -12,7 +12,9 @@ run, engines interleaved round by round:
 * ``transformers serve`` (creditlab llm serve --backend transformers) over HTTP, one request at a time;
 * llama.cpp's server (--backend llama-cpp) over HTTP, when llama-cpp-python is installed.
 
-Tokens/s = generated tokens / wall time (prompt processing included). Reported: the median over
+Tokens/s = generated tokens / wall time (prompt processing included), and tokens per CPU-second
+(the engine's process CPU time: this process for HF, the server's child process for the servers),
+which the load of a shared machine disturbs much less than wall time. Reported: the median over
 rounds with the range, and each engine's ratio to HF batch 1 (median of the per-round ratios).
 
 Part 2 -- one CreditlabGRPOTrainer step (turn RLOO) on the two-turn chat task of
@@ -45,6 +47,14 @@ PROMPTS = [
 ]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _chat(base_url: str, prompt: str, max_tokens: int) -> int:
     body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "temperature": 0.0, "max_tokens": max_tokens}
     req = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps(body).encode(),
@@ -65,8 +75,8 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
     end = tok.convert_tokens_to_ids("<|im_end|>")
     encoded = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"] for p in PROMPTS]
 
-    def hf_single() -> tuple[int, float]:
-        t0, n = time.perf_counter(), 0
+    def hf_single() -> tuple[int, float, float]:
+        t0, c0, n = time.perf_counter(), time.process_time(), 0
         for ids in encoded:
             x = torch.tensor([ids])
             with torch.no_grad():
@@ -74,24 +84,24 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
                                      eos_token_id=end, pad_token_id=end)
             row = out[0, x.shape[1]:].tolist()
             n += row.index(end) + 1 if end in row else len(row)
-        return n, time.perf_counter() - t0
+        return n, time.perf_counter() - t0, time.process_time() - c0
 
-    def hf_batch() -> tuple[int, float]:
+    def hf_batch() -> tuple[int, float, float]:
         width = max(len(ids) for ids in encoded)
         x = torch.tensor([[end] * (width - len(ids)) + ids for ids in encoded])
         attn = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             out = model.generate(x, attention_mask=attn, max_new_tokens=max_tokens, do_sample=False, eos_token_id=end, pad_token_id=end)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = sum((row.index(end) + 1 if end in row else len(row)) for row in out[:, width:].tolist())
-        return n, seconds
+        return n, seconds, cpu
 
     def server_engine(server):
-        def run() -> tuple[int, float]:
-            t0 = time.perf_counter()
+        def run() -> tuple[int, float, float]:
+            t0, c0 = time.perf_counter(), _cpu_seconds(server.pid)
             n = sum(_chat(server.base_url, p, max_tokens) for p in PROMPTS)
-            return n, time.perf_counter() - t0
+            return n, time.perf_counter() - t0, _cpu_seconds(server.pid) - c0
         return run
 
     servers = [LocalLLMServer(folder, backend="transformers", name="smollm2", port=0, threads=1).start()]
@@ -104,24 +114,31 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
         for run in engines.values():  # warm-up
             run()
         rates: dict[str, list[float]] = {k: [] for k in engines}
+        per_cpu: dict[str, list[float]] = {k: [] for k in engines}
         tokens: dict[str, list[int]] = {k: [] for k in engines}
         for r in range(rounds):
             for name, run in engines.items():
-                n, seconds = run()
+                n, seconds, cpu = run()
                 rates[name].append(n / seconds)
+                per_cpu[name].append(n / max(cpu, 1e-9))
                 tokens[name].append(n)
-            print(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} tok/s" for k, v in rates.items()), flush=True)
+            print(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {rates[k][-1]:.1f} tok/s ({per_cpu[k][-1]:.1f}/CPU-s)"
+                                                          for k in engines), flush=True)
     finally:
         for s in servers:
             s.close()
     base = "HF generate, batch 1"
     print(f"\n{len(PROMPTS)} prompts, greedy, <= {max_tokens} new tokens each, 1 thread, {rounds} rounds; torch {torch.__version__}")
-    print("| engine | tokens per round | tokens/s, median (range) | ratio to HF batch 1, median (range) |")
-    print("| --- | --- | --- | --- |")
-    for name, values in rates.items():
-        ratios = [v / b for v, b in zip(values, rates[base])]
-        print(f"| {name} | {statistics.median(tokens[name]):.0f} | {statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f}) | "
-              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
+    print("| engine | tokens per round | tokens/s (wall) | ratio to HF batch 1 (wall) | tokens per CPU-second | ratio to HF batch 1 (CPU) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+
+    def cell(values):
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    for name in engines:
+        wall = [v / b for v, b in zip(rates[name], rates[base])]
+        cpu = [v / b for v, b in zip(per_cpu[name], per_cpu[base])]
+        print(f"| {name} | {statistics.median(tokens[name]):.0f} | {cell(rates[name])} | {cell(wall)} | {cell(per_cpu[name])} | {cell(cpu)} |")
 
 
 def trl_step(cache_dir: str | None) -> None:
@@ -136,17 +153,21 @@ def trl_step(cache_dir: str | None) -> None:
     lm = load_causal_lm(folder)
     times: dict[str, float] = {}
 
+    cpu: dict[str, float] = {}
+
     def timed(name, fn):
         def wrapper(*a, **kw):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **kw)
             finally:
                 times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+                cpu[name] = cpu.get(name, 0.0) + time.process_time() - c0
         wrapper.__name__ = getattr(fn, "__name__", name)
         return wrapper
 
     rollout = TwoTurnChat(lm.tokenizer)
+    timed_rollout = timed("rollout", rollout)
     advantage = TurnRLOOAdvantage(turn_reward_column="turn_rewards")
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS] * 4})
     with tempfile.TemporaryDirectory() as d:
@@ -155,16 +176,16 @@ def trl_step(cache_dir: str | None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer = CreditlabGRPOTrainer(model=lm.model, reward_funcs=[timed("reward functions", names_a_colour)], args=args,
-                                           train_dataset=dataset, processing_class=lm.tokenizer, rollout_func=rollout,
+                                           train_dataset=dataset, processing_class=lm.tokenizer, rollout_func=timed_rollout,
                                            advantage_fn=timed("advantage function (creditlab)", advantage))
             trainer._generate_and_score_completions = timed("generate and score (TRL)", trainer._generate_and_score_completions)
             trainer.training_step = timed("training step", trainer.training_step)
             trainer.compute_loss = timed("loss forward", trainer.compute_loss)
-            t0 = time.perf_counter()
+            trainer.train = timed("train", trainer.train)
             trainer.train()
-            total = time.perf_counter() - t0
+            total = times["train"]
     parts = {
-        "rollout generation (HF generate in rollout_func)": rollout.seconds,
+        "rollout generation (HF generate in rollout_func)": times["rollout"],
         "reward functions": times["reward functions"],
         "advantage function (creditlab)": times["advantage function (creditlab)"],
         "rest of TRL's scoring (padding, masks, metrics)": times["generate and score (TRL)"] - rollout.seconds
@@ -173,11 +194,22 @@ def trl_step(cache_dir: str | None) -> None:
         "backward": times["training step"] - times["generate and score (TRL)"] - times["loss forward"],
         "optimizer step and trainer overhead": total - times["training step"],
     }
-    print(f"\none GRPO step, turn RLOO, 4 samples x 2 turns (<= 10 tokens each), 1 thread: {total:.1f} s")
-    print("| part | seconds | share |")
-    print("| --- | --- | --- |")
+    cpu_parts = {
+        "rollout generation (HF generate in rollout_func)": cpu["rollout"],
+        "reward functions": cpu["reward functions"],
+        "advantage function (creditlab)": cpu["advantage function (creditlab)"],
+        "rest of TRL's scoring (padding, masks, metrics)": cpu["generate and score (TRL)"] - cpu["rollout"]
+        - cpu["reward functions"] - cpu["advantage function (creditlab)"],
+        "loss forward": cpu["loss forward"],
+        "backward": cpu["training step"] - cpu["generate and score (TRL)"] - cpu["loss forward"],
+        "optimizer step and trainer overhead": cpu["train"] - cpu["training step"],
+    }
+    print(f"\none GRPO step, turn RLOO, 4 samples x 2 turns (<= 10 tokens each), 1 thread: {total:.1f} s wall, "
+          f"{cpu['train']:.1f} CPU-s")
+    print("| part | wall s | CPU s | share of CPU |")
+    print("| --- | --- | --- | --- |")
     for name, seconds in parts.items():
-        print(f"| {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
+        print(f"| {name} | {seconds:.2f} | {cpu_parts[name]:.2f} | {100 * cpu_parts[name] / cpu['train']:.0f} % |")
 
 
 def main() -> None:

@@ -22,11 +22,18 @@ def _shipped_or_skip():
         pytest.skip(f"the real model is not installed: {exc}")
 
 
+_CONVERTED: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def real_model_folder(tmp_path_factory):
-    """A transformers folder holding the dequantized SmolLM2 (converted once per session)."""
+    """A transformers folder holding the dequantized SmolLM2 (converted once per session: the
+    fixture is imported into several modules, each of which gets its own session fixture, so the
+    folder is also remembered here)."""
     pytest.importorskip("gguf")
     _shipped_or_skip()
+    if "folder" in _CONVERTED and _CONVERTED["folder"].is_dir():
+        return _CONVERTED["folder"]
     import torch
 
     from creditlab.llm.pretrained import model_folder
@@ -38,6 +45,7 @@ def real_model_folder(tmp_path_factory):
         folder, _ = model_folder("smollm2", cache_dir=cache)
     finally:
         torch.set_num_threads(threads)
+    _CONVERTED["folder"] = folder
     return folder
 
 

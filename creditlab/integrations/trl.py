@@ -328,10 +328,10 @@ def scale_turn_advantages(advantages: np.ndarray, valid: np.ndarray, group_ids: 
     adv = np.asarray(advantages, dtype=np.float64)
     valid = np.asarray(valid, bool)
     if scale == "group":
-        groups = np.broadcast_to(np.asarray(group_ids).reshape(-1, 1), adv.shape)
+        groups = np.repeat(np.asarray(group_ids).reshape(-1, 1), adv.shape[1], axis=1)
     else:
         groups = np.zeros(adv.shape, np.int64)
-    index = as_group_index(torch.as_tensor(groups.reshape(-1)), "group_ids", adv.size, device=torch.device("cpu"))
+    index = as_group_index(torch.from_numpy(np.ascontiguousarray(groups.reshape(-1))), "group_ids", adv.size, device=torch.device("cpu"))
     stats = group_stats(torch.as_tensor(adv.reshape(-1)), torch.as_tensor(valid.reshape(-1)), index, unbiased=True)
     std = stats.std.numpy()[index.index.numpy()].reshape(adv.shape)
     out = np.where(valid, adv / (std + eps), 0.0)

@@ -14,7 +14,7 @@ Two well-kept servers can serve the shipped SmolLM2-135M-Instruct (see
 ``auto`` picks ``llama-cpp`` when ``llama_cpp`` is importable, else ``transformers``.
 
 The server runs in a child process (its own process group, killed on :meth:`LocalLLMServer.close`,
-on exit and by a finalizer), bound to a loopback address only, with ``threads`` CPU threads
+by a finalizer, and -- on Linux -- when the starting process dies), bound to a loopback address only, with ``threads`` CPU threads
 (default 1: on a shared machine a multi-threaded decoder is many times slower, not faster).
 
     with LocalLLMServer("smollm2", port=0) as server:
@@ -94,6 +94,16 @@ def _free_port(host: str) -> int:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill_group(proc: subprocess.Popen, grace: float) -> None:
@@ -219,7 +229,8 @@ class LocalLLMServer:
         env["TOKENIZERS_PARALLELISM"] = "false"
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self._finalizer = weakref.finalize(self, _kill_group, self.proc, 5.0)
         self.backend, self.command, self._log_file = backend, command, log_path
         self.base_url = f"http://{_url_host(self.host)}:{port}/v1"
