@@ -272,4 +272,10 @@ def run_reference_likelihood(episodes: Any, *, model: str = "smollm2", reduce: s
     last = mask.sum(1) - 1
     rewards[np.arange(b), last] = per_episode.rewards
     present = mask & out.present[:, None]
+    if getattr(episodes, "is_torch", False):  # the batch's array kind comes back
+        import torch
+
+        device = episodes.rewards.device
+        return RewardOutput(torch.as_tensor(rewards, dtype=episodes.rewards.dtype, device=device), per_episode.metrics,
+                            torch.as_tensor(present, device=device))
     return RewardOutput(rewards, per_episode.metrics, present)
