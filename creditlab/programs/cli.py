@@ -49,6 +49,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--price-in", type=float, default=0.0, help="price per million prompt tokens")
     g.add_argument("--price-out", type=float, default=0.0, help="price per million completion tokens")
     g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument("--max-tokens", type=int, help="completion length limit per answer (default: the endpoint's)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates (default 1.0, as the papers)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)")
     _sandbox_args(g)
     add_force_option(g)
     c = sub.add_parser("check", help="static and sandboxed validation of a program file, with the reasons")
@@ -96,11 +99,12 @@ def _generate(args: argparse.Namespace) -> int:
     env_id = _selection_env_id(args.env_id, spec.env_id) if args.kind == "reward" else None
     llm = LLMConfig(model=args.model, base_url=args.base_url, cache_dir=args.cache_dir, cache_scope=args.cache_scope,
                     max_cost=args.max_cost, price_input=args.price_in, price_output=args.price_out,
-                    max_concurrency=args.concurrency)
+                    max_concurrency=args.concurrency, max_tokens=args.max_tokens, timeout=args.request_timeout)
     client = LLMClient(llm)
     config = _config(args)
     if args.kind == "factors":
-        result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config)
+        result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config,
+                                       temperature=args.temperature)
     else:
         trainer = None
         if env_id:
@@ -108,7 +112,8 @@ def _generate(args: argparse.Namespace) -> int:
 
             trainer = PPOTrainAndScore(env_id, spec=spec, total_timesteps=args.timesteps, config=config)
         result = refine_reward(spec, client, trainer, style=args.style, iterations=args.iterations, samples=args.n,
-                               repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config)
+                               repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config,
+                               temperature=args.temperature)
     out = result.save(args.out)
     _print_generation(result, out)
     return 0 if result.program is not None else 1

@@ -65,6 +65,8 @@ class LLMConfig:
         price_input, price_output: price per million prompt / completion tokens, for cost accounting.
         max_cost: refuse new requests once this much has been spent (same unit as the prices).
         max_tokens_total: refuse new requests once this many tokens have been used.
+        max_tokens: completion length limit of requests that set none (``None``: the endpoint's
+            default, which for a local server can be long; part of the cache key when set).
     """
 
     model: str | None = None
@@ -82,6 +84,7 @@ class LLMConfig:
     price_output: float = 0.0
     max_cost: float | None = None
     max_tokens_total: int | None = None
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -93,6 +96,8 @@ class LLMConfig:
                 raise RangeError(f"LLMConfig.{name} must be >= 0; got {getattr(self, name)!r}")
         if self.timeout <= 0:
             raise RangeError(f"LLMConfig.timeout must be > 0; got {self.timeout!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise RangeError(f"LLMConfig.max_tokens must be an int >= 1 or None; got {self.max_tokens!r}")
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             raise RangeError(f"LLMConfig.requests_per_minute must be > 0 or None; got {self.requests_per_minute!r}")
 
@@ -260,6 +265,8 @@ class LLMClient:
                 raise RangeError(f"messages[{i}] must be {{'role': system|user|assistant, 'content': str}}; got {m!r}")
             msgs.append({"role": m["role"], "content": m["content"]})
         req: dict[str, Any] = {"model": self.config.model, "messages": msgs, "temperature": float(temperature), "sample": int(sample)}
+        if max_tokens is None:
+            max_tokens = self.config.max_tokens
         if max_tokens is not None:
             req["max_tokens"] = int(max_tokens)
         if seed is not None:
