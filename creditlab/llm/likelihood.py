@@ -130,13 +130,13 @@ def reference_log_likelihood(
     Raises:
         ShapeError: the three lists differ in length, or a reference tokenizes to nothing.
 
-    Example:
-        >>> from creditlab.llm.pretrained import load_causal_lm          # doctest: +SKIP
-        >>> lm = load_causal_lm("smollm2")                                # doctest: +SKIP
-        >>> out = reference_log_likelihood(lm.model, lm.tokenizer, ["What is 2+3?"] * 2,
-        ...                                ["2 + 3 = 5.", "2 + 3 = 7."], ["5", "5"])   # doctest: +SKIP
-        >>> out.log_likelihood[0] > out.log_likelihood[1]                 # doctest: +SKIP
-        True
+    Example (with the shipped SmolLM2; ``tests/test_real_llm.py`` runs this)::
+
+        from creditlab.llm.pretrained import load_causal_lm
+        lm = load_causal_lm("smollm2")
+        out = reference_log_likelihood(lm.model, lm.tokenizer, ["What is 2+3?"] * 2,
+                                       ["2 + 3 = 5.", "2 + 3 = 7."], ["5", "5"])
+        assert out.log_likelihood[0] > out.log_likelihood[1]
     """
     import torch
 
