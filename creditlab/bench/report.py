@@ -22,7 +22,6 @@ import base64
 import html
 import io
 import json
-import math
 import os
 import warnings
 from collections import defaultdict
@@ -101,7 +100,10 @@ def verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
     """Compare per-seed results with the baseline's: "better", "worse" or "no better (within noise)".
 
     The difference of means counts only if it exceeds twice its standard error (Welch); with a
-    single seed on either side the verdict is "1 seed: inconclusive".
+    single seed on either side the verdict is "1 seed: inconclusive". This is the rule for whether
+    the dense oracle separates from the baseline (where the normalized score is defined); verdicts
+    on methods need :data:`~creditlab.bench.stats.MIN_SEEDS_FOR_VERDICT` seeds
+    (:func:`~creditlab.bench.stats.per_task_verdict`).
 
     Example:
         >>> verdict([10, 11, 12], [1, 2, 3])
@@ -109,20 +111,8 @@ def verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
         >>> verdict([1, 5, 3], [2, 4, 3])
         'no better (within noise)'
     """
-    a = np.asarray(method, dtype=np.float64)
-    b = np.asarray(baseline, dtype=np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size < 2 or b.size < 2:
-        return "1 seed: inconclusive" if a.size and b.size else "n/a"
-    diff = a.mean() - b.mean()
-    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    if se == 0:
-        return "better" if diff > 0 else ("worse" if diff < 0 else "no better (within noise)")
-    if diff > 2 * se:
-        return "better"
-    if diff < -2 * se:
-        return "worse"
-    return "no better (within noise)"
+    out = per_task_verdict(method, baseline, min_seeds=2)
+    return "1 seed: inconclusive" if out.startswith("too few seeds") else out
 
 
 def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
