@@ -13,7 +13,6 @@ visits the state it reached and is paid for it (see :mod:`creditlab.exploration.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -185,5 +184,3 @@ class GlobalCountBonus(ExplorationBonus):
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.table = {int(k): int(v) for k, v in state["table"].items()}
 
-
-_ = dataclasses  # Config classes are dataclasses (imported for readers of this module)

@@ -63,7 +63,7 @@ class E3BBonus(ExplorationBonus):
         Attributes:
             embed_dim: d, size of the embedding phi (e3b MiniHack: 1024; see the module docstring).
             hidden: hidden sizes of the encoder MLP (``()``: a linear encoder).
-            inverse_hidden: hidden sizes of the inverse-dynamics MLP (e3b: 256).
+            inverse_hidden: hidden sizes of the inverse-dynamics MLP (e3b: 256; 128 here, for CPU cost).
             ridge: lambda, ``C^{-1} = I / lambda`` at an episode's start (e3b: 0.1).
             num_actions: number of discrete actions (the SB3 callback sets it from the action
                 space; needed by :meth:`fit`).
@@ -76,12 +76,12 @@ class E3BBonus(ExplorationBonus):
         """
 
         embed_dim: int = 128
-        hidden: tuple[int, ...] = (256,)
-        inverse_hidden: tuple[int, ...] = (256,)
+        hidden: tuple[int, ...] = (128,)
+        inverse_hidden: tuple[int, ...] = (128,)
         ridge: float = 0.1
         num_actions: int | None = None
         lr: float = 3e-4
-        updates_per_fit: int = 16
+        updates_per_fit: int = 8
         batch_size: int = 256
         normalize_observations: bool = True
         obs_clip: float = 5.0

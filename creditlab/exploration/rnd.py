@@ -37,10 +37,10 @@ NOVELD_GATES = ("first_visit", "none")
 
 @dataclass(frozen=True)
 class _RNDConfig:
-    hidden: tuple[int, ...] = (256, 256)
-    out_dim: int = 128
+    hidden: tuple[int, ...] = (128, 128)
+    out_dim: int = 64
     lr: float = 3e-4
-    updates_per_fit: int = 16
+    updates_per_fit: int = 8
     batch_size: int = 256
     normalize_observations: bool = True
     obs_clip: float = 5.0
@@ -133,7 +133,7 @@ def _valid_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 _RND_DOC = """
         Attributes:
             hidden: hidden sizes of the target and predictor MLPs.
-            out_dim: size of their output (the e3b/NovelD MiniGrid nets: 128).
+            out_dim: size of their output (the e3b/NovelD MiniGrid nets: 128; 64 here, for CPU cost).
             lr: Adam learning rate of the predictor.
             updates_per_fit: predictor gradient steps per :meth:`fit` unless ``num_updates`` is given.
             batch_size: states per gradient step.

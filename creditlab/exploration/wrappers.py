@@ -95,7 +95,7 @@ class ContextSetWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             level generator once and later resets continue it.
 
     ``info["creditlab/context"]`` holds the level seed of the episode (-1 with unlimited
-    contexts).
+    contexts), after ``reset`` and every ``step``.
     """
 
     def __init__(self, env: gym.Env, seeds: Sequence[int] | None, mode: str = "uniform", rng_seed: int | None = None):
@@ -115,6 +115,7 @@ class ContextSetWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._rng_seed = rng_seed
         self._next = 0
         self._started = False
+        self._level = -1
 
     @property
     def num_contexts(self) -> int | None:
@@ -129,6 +130,7 @@ class ContextSetWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 seed = self._rng_seed  # seed the level generator once; later resets continue it
             self._started = True
             obs, info = self.env.reset(seed=seed, options=options)
+            self._level = -1
             return obs, {**info, CONTEXT_INFO: -1}
         if seed is not None:
             self._rng = np.random.default_rng(int(seed))
@@ -139,4 +141,9 @@ class ContextSetWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             level = self.seeds[self._next % len(self.seeds)]
             self._next += 1
         obs, info = self.env.reset(seed=level, options=options)
+        self._level = level
         return obs, {**info, CONTEXT_INFO: level}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, CONTEXT_INFO: self._level}
