@@ -285,7 +285,7 @@ class ExplorationBonus:
         """
         tr = self._prepare(transitions)
         t, e = tr.shape
-        if self._memory is None or self._memory_envs != e:
+        if self._memory_envs != e:
             self._memory = self._new_memory(e)
             self._memory_envs = e
             starts = tr.starts.copy()

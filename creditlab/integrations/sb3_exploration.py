@@ -136,6 +136,7 @@ class ExplorationBonusCallback(BaseCallback):
         self.history: list[dict[str, float]] = []
         self.total_seconds = 0.0
         self.unique_keys: set[int] = set()
+        self.last_bonus: np.ndarray | None = None  # float32[T, E] raw bonus of the latest rollout
         self._n_envs = 0
         self._key_from_info = False
         self._train_start = 0.0
@@ -294,6 +295,7 @@ class ExplorationBonusCallback(BaseCallback):
             metrics.update(self.bonus.fit(tr, num_updates=self.num_updates))
             metrics["exploration/fit_seconds"] = time.perf_counter() - t_fit
             metrics.update(out.metrics)
+            self.last_bonus = out.bonus
             raw = out.bonus.astype(np.float64)
             self.moments = update_moments(self.moments, raw)
             scaled = normalize_by_std(raw, self.moments) if self.normalize else raw
