@@ -33,10 +33,19 @@ def _contexts(text: str) -> int | None:
     return None if text in ("inf", "none", "-1") else int(text)
 
 
+def _task(spec: str) -> tuple[str, dict]:
+    """``ID`` or ``ID@key=value;key=value`` (MiniGrid keyword arguments, integer values)."""
+    if "@" not in spec:
+        return spec, {}
+    env_id, rest = spec.split("@", 1)
+    return env_id, {k: int(v) for k, v in (kv.split("=") for kv in rest.split(";"))}
+
+
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks.split(","):
+    for spec in args.tasks.split(","):
+        task, env_kwargs = _task(spec)
         for ctx in args.contexts.split(","):
             nc = _contexts(ctx)
             if task.startswith("deep_sea/") and nc is not None:
@@ -44,11 +53,13 @@ def run(args: argparse.Namespace) -> None:
             for method in args.methods.split(","):
                 for beta in (float(b) for b in args.betas.split(",")):
                     for seed in (int(s) for s in args.seeds.split(",")):
-                        name = f"{task.replace('/', '_')}__nc{ctx}__{method}__b{beta:g}__s{seed}__{args.steps}"
+                        tag = spec.replace("/", "_").replace("@", "_").replace(";", "_").replace("=", "")
+                        name = f"{tag}__nc{ctx}__{method}__b{beta:g}__s{seed}__{args.steps}"
                         path = out / f"{name}.json"
                         if path.exists():
                             continue
-                        cfg = ExplorationRunConfig(task, method=method, steps=args.steps, seed=seed, num_contexts=nc, beta=beta)
+                        cfg = ExplorationRunConfig(task, method=method, steps=args.steps, seed=seed, num_contexts=nc, beta=beta,
+                                                   env_kwargs=env_kwargs)
                         t0 = time.time()
                         res = train_exploration(cfg)
                         write_json(path, {"config": res.config, "metrics": res.metrics, "history": res.history,
@@ -72,8 +83,10 @@ def summary(args: argparse.Namespace) -> None:
     for path in sorted(Path(args.out).glob("*.json")):
         d = json.loads(path.read_text())
         c = d["config"]
-        rows.setdefault((c["task_id"], c["num_contexts"], c["method"], c["beta"], c["steps"]), []).append(d)
-    print(f"{'task':34s} {'nc':>4s} {'method':22s} {'beta':>5s} {'steps':>7s} {'n':>2s} "
+        kw = c.get("env_kwargs") or {}
+        task = c["task_id"] + ("@" + ";".join(f"{k}={v}" for k, v in sorted(kw.items())) if kw else "")
+        rows.setdefault((task, c["num_contexts"], c["method"], c["beta"], c["steps"]), []).append(d)
+    print(f"{'task':60s} {'nc':>4s} {'method':22s} {'beta':>5s} {'steps':>7s} {'n':>2s} "
           f"{'reach50%':>16s} {'final succ':>10s} {'sps':>6s} {'share':>5s} {'uniq':>6s}")
     for (task, nc, method, beta, steps), ds in sorted(rows.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         reach = [first_reach(d["episodes"], args.threshold) for d in ds]
@@ -87,7 +100,7 @@ def summary(args: argparse.Namespace) -> None:
         if task.startswith("deep_sea/"):
             eps = [deep_sea_solved_episode(np.asarray(d["episodes"]["bad"]) > 0) for d in ds]
             extra = f"  deep_sea N={deep_sea_size(task)} solved at episode {eps} (2^N+100 = {2 ** deep_sea_size(task) + 100})"
-        print(f"{task:34s} {str(nc):>4s} {method:22s} {beta:5g} {steps:7d} {len(ds):2d} {rtxt:>16s} "
+        print(f"{task:60s} {str(nc):>4s} {method:22s} {beta:5g} {steps:7d} {len(ds):2d} {rtxt:>16s} "
               f"{np.mean(succ):10.2f} {sps:6.0f} {share:5.2f} {uniq:6.0f}{extra}")
 
 

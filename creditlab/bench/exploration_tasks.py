@@ -100,20 +100,24 @@ def deep_sea_size(bsuite_id: str) -> int:
 
 
 def make_exploration_env(task_id: str, *, num_contexts: int | None = None, context_seed: int = 0,
-                         key: str | Callable[[Any], Any] | None = None, seed: int | None = None) -> gym.Env:
+                         key: str | Callable[[Any], Any] | None = None, seed: int | None = None,
+                         env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """An exploration task by id: a MiniGrid id, or a bsuite ``deep_sea/K`` id.
 
     ``key`` defaults to ``"pos"`` for MiniGrid and ``"obs"`` (the one-hot cell) for deep_sea;
-    ``num_contexts`` applies to MiniGrid only (deep_sea has one fixed action mapping per size).
+    ``num_contexts`` and ``env_kwargs`` apply to MiniGrid only (deep_sea has one fixed action
+    mapping per size).
     """
     if task_id.startswith("deep_sea/"):
         if num_contexts is not None:
             raise RangeError("deep_sea has a single context (its action mapping is fixed by bsuite's sweep); leave num_contexts=None")
         from .bsuite_tasks import make_bsuite_env
 
+        if env_kwargs:
+            raise RangeError("deep_sea takes no env_kwargs (its settings come from bsuite's sweep)")
         return StateKeyWrapper(make_bsuite_env(task_id, seed=seed), key or "obs")
     if task_id.startswith("MiniGrid-"):
-        return make_minigrid_env(task_id, num_contexts=num_contexts, context_seed=context_seed, key=key or "pos")
+        return make_minigrid_env(task_id, num_contexts=num_contexts, context_seed=context_seed, key=key or "pos", env_kwargs=env_kwargs)
     raise RangeError(f"exploration task ids are MiniGrid ids or 'deep_sea/K'; got {task_id!r}")
 
 
@@ -171,6 +175,7 @@ class ExplorationRunConfig:
         steps: environment steps.
         seed: run seed (PPO, env copies, the level set).
         num_contexts: MiniGrid level-set size (None: unlimited).
+        env_kwargs: keyword arguments of the MiniGrid env (e.g. ``{"minNumRooms": 3, "maxNumRooms": 3}``).
         key: state key kind (None: the task's default).
         beta: bonus coefficient.
         bonus_params: parameters of the bonus.
@@ -185,6 +190,7 @@ class ExplorationRunConfig:
     steps: int = 100_000
     seed: int = 0
     num_contexts: int | None = None
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     key: str | None = None
     beta: float = 0.05
     bonus_params: Mapping[str, Any] = field(default_factory=dict)
@@ -234,7 +240,8 @@ def train_exploration(cfg: ExplorationRunConfig) -> ExplorationRunResult:
     try:
         def env_fn():
             return make_exploration_env(cfg.task_id, num_contexts=cfg.num_contexts, context_seed=cfg.seed, key=cfg.key,
-                                        seed=cfg.seed if cfg.task_id.startswith("deep_sea/") else None)
+                                        seed=cfg.seed if cfg.task_id.startswith("deep_sea/") else None,
+                                        env_kwargs=cfg.env_kwargs)
 
         venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
         if cfg.normalize_observations:
