@@ -25,6 +25,7 @@ from creditlab.bench.exploration_tasks import (
     ExplorationRunConfig,
     deep_sea_size,
     deep_sea_solved_episode,
+    steps_to_success,
     train_exploration,
 )
 
@@ -68,16 +69,6 @@ def run(args: argparse.Namespace) -> None:
                         print(name, json.dumps({k: round(v, 3) for k, v in res.metrics.items()}), flush=True)
 
 
-def first_reach(ep: dict, threshold: float, window: int = 100) -> float:
-    """Timestep at which the rolling success rate over ``window`` episodes first reaches ``threshold``."""
-    ret = np.asarray(ep["return"])
-    if ret.size < window:
-        return float("nan")
-    rate = np.convolve(ret > 0, np.ones(window) / window, mode="valid")
-    hit = np.nonzero(rate >= threshold)[0]
-    return float(np.asarray(ep["timestep"])[hit[0] + window - 1]) if hit.size else float("nan")
-
-
 def summary(args: argparse.Namespace) -> None:
     rows: dict[tuple, list[dict]] = {}
     for path in sorted(Path(args.out).glob("*.json")):
@@ -89,7 +80,7 @@ def summary(args: argparse.Namespace) -> None:
     print(f"{'task':60s} {'nc':>4s} {'method':22s} {'beta':>5s} {'steps':>7s} {'n':>2s} "
           f"{'reach50%':>16s} {'final succ':>10s} {'sps':>6s} {'share':>5s} {'uniq':>6s}")
     for (task, nc, method, beta, steps), ds in sorted(rows.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        reach = [first_reach(d["episodes"], args.threshold) for d in ds]
+        reach = [steps_to_success(d["episodes"]["timestep"], d["episodes"]["return"], rate=args.threshold) for d in ds]
         succ = [d["metrics"]["success_rate_last"] for d in ds]
         sps = np.mean([d["metrics"]["time/steps_per_second"] for d in ds])
         share = np.nanmean([d["metrics"]["exploration/time_share"] for d in ds])

@@ -45,6 +45,7 @@ __all__ = [
     "ExplorationRunConfig",
     "ExplorationRunResult",
     "train_exploration",
+    "steps_to_success",
     "context_seeds",
 ]
 
@@ -160,6 +161,29 @@ def deep_sea_score(bad_by_size: Mapping[int, Sequence[bool]], *, forgiveness: fl
         ep = deep_sea_solved_episode(bad)
         beat.append(ep is not None and ep < 2 ** int(size) + forgiveness)
     return float(np.mean(beat))
+
+
+# ------------------------------------------------------------------------------ training-episode metrics
+
+
+def steps_to_success(timesteps: Sequence[float], returns: Sequence[float], *, rate: float = 0.5, window: int = 100) -> float:
+    """Environment steps at which the success rate over the last ``window`` training episodes first
+    reaches ``rate`` (NaN if never). Success is a positive return (MiniGrid pays ``1 - 0.9 t/T``
+    on reaching the goal, 0 otherwise; deep_sea pays > 0 only for the treasure).
+
+    Example (episodes ending at steps 10..60, successes from the 4th on, window 2):
+        >>> steps_to_success([10, 20, 30, 40, 50, 60], [0, 0, 0, 0.5, 0.7, 0.9], rate=1.0, window=2)
+        50.0
+    """
+    t = np.asarray(timesteps, dtype=np.float64)
+    r = np.asarray(returns, dtype=np.float64)
+    if t.shape != r.shape:
+        raise RangeError(f"timesteps and returns must have the same length; got {t.size} and {r.size}")
+    if r.size < window:
+        return float("nan")
+    rolling = np.convolve(r > 0, np.ones(window) / window, mode="valid")
+    hit = np.nonzero(rolling >= rate - 1e-12)[0]
+    return float(t[hit[0] + window - 1]) if hit.size else float("nan")
 
 
 # ------------------------------------------------------------------------------ one run
