@@ -154,22 +154,32 @@ def test_e3b_resets_at_each_episode_start():
     assert no_reset[3] < bonus[3]  # without the reset, b is no longer new
 
 
-def test_e3b_fit_trains_inverse_dynamics_and_needs_actions():
+def test_e3b_fit_trains_inverse_dynamics_discrete_and_continuous():
     rng = np.random.default_rng(0)
     obs = rng.integers(0, 5, size=(65, 4, 1)).astype(np.float32)
     acts = rng.integers(0, 2, size=(64, 4))
     nxt = obs[:-1] + np.where(acts == 1, 1.0, -1.0)[..., None]  # the action moves the state up or down
     tr = make_transitions(starts=np.eye(64, 4, dtype=bool), observations=obs[:-1], next_observations=nxt, actions=acts)
     e3b = E3BBonus(embed_dim=8, hidden=(32,), inverse_hidden=(32,), lr=1e-2)
-    with pytest.raises(RangeError, match="num_actions"):
-        e3b.fit(tr)
-    e3b.set_num_actions(2)
     first = e3b.fit(tr, num_updates=1)
+    assert e3b.num_actions == 2  # inferred from the batch: largest action + 1
     last = e3b.fit(tr, num_updates=150)
     assert last["exploration/embedding_loss"] < first["exploration/embedding_loss"]
     assert last["exploration/inverse_dynamics_accuracy"] > 0.9
     with pytest.raises(RangeError, match="actions must lie"):
         e3b.fit(tr._replace(actions=acts + 5))
+    with pytest.raises(RangeError, match="discrete"):
+        e3b.fit(tr._replace(actions=acts[..., None].astype(np.float32)))
+    # continuous actions (an extension of the paper): the inverse model regresses the action vector
+    cont = rng.normal(size=(64, 4, 2)).astype(np.float32)
+    tr_c = make_transitions(starts=np.eye(64, 4, dtype=bool), observations=obs[:-1],
+                            next_observations=obs[:-1] + cont[..., :1], actions=cont)
+    e3c = E3BBonus(embed_dim=8, hidden=(32,), inverse_hidden=(32,), lr=1e-2)
+    c_first = e3c.fit(tr_c, num_updates=1)["exploration/embedding_loss"]
+    c_last = e3c.fit(tr_c, num_updates=150)["exploration/embedding_loss"]
+    assert e3c.action_dim == 2 and c_last < 0.8 * c_first
+    with pytest.raises(RangeError, match="discrete"):
+        e3c.set_num_actions(3)
 
 
 # ------------------------------------------------------------------------------ RND and NovelD
@@ -327,7 +337,9 @@ def test_bad_configuration_is_a_named_error():
     with pytest.raises(ShapeError):
         make_transitions(starts=[[1, 0]], next_keys=[[1]])
     with pytest.raises(DtypeError):
-        make_transitions(starts=[[1]], actions=[[0.5]])
+        make_transitions(starts=[[1]], actions=[["left"]])
+    assert make_transitions(starts=[[1]], actions=[[0.5]]).actions.dtype == np.float32  # continuous
+    assert make_transitions(starts=[[1]], actions=[[2]]).actions.dtype == np.int64  # discrete
 
 
 def test_observation_keys_distinguish_rows():

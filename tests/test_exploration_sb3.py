@@ -210,6 +210,18 @@ def test_keys_from_state_key_wrapper_and_vecnormalize():
             8, callback=ExplorationBonusCallback("episodic_count", key="info"))
 
 
+def test_e3b_with_continuous_actions():
+    class BoxRing(Ring):
+        def __init__(self):
+            super().__init__(length=4)
+            self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    env = make_vec_env(BoxRing, n_envs=2, seed=0)
+    cb = ExplorationBonusCallback(E3BBonus(embed_dim=4, hidden=(8,), batch_size=8), key="obs")
+    PPO("MlpPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(16, callback=cb)
+    assert cb.bonus.action_dim == 2 and "exploration/embedding_loss" in cb.history[-1]
+
+
 def test_callback_arguments_are_checked():
     with pytest.raises(RangeError):
         ExplorationBonusCallback("episodic_count", beta=-1)

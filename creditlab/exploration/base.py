@@ -75,7 +75,8 @@ class Transitions(NamedTuple):
         observations: float32[T, E, D] or None -- ``s_t``, the state acted from.
         next_keys: int64[T, E] or None -- key of ``s_{t+1}`` (None: hash of the observation).
         keys: int64[T, E] or None -- key of ``s_t``.
-        actions: int64[T, E] or None -- discrete action ``a_t``.
+        actions: int64[T, E] (discrete, integer input) or float32[T, E, A] (continuous, float
+            input) or None -- the action ``a_t``.
         starts: bool[T, E] -- ``s_t`` is the first state of an episode (reset every episodic
             memory of that env before step t).
         mask: bool[T, E] or None -- valid steps (None: all); invalid steps get bonus 0 and
@@ -152,6 +153,23 @@ def _ints(x: Any, name: str, te: tuple[int, int]) -> np.ndarray | None:
     return a.astype(np.int64)
 
 
+def _actions(x: Any, te: tuple[int, int]) -> np.ndarray | None:
+    """Discrete actions (integer dtype) as int64[T, E]; continuous ones (float) as float32[T, E, A]."""
+    a = _np(x)
+    if a is None:
+        return None
+    if a.dtype.kind in "iub":
+        return _ints(a, "actions", te)
+    if a.dtype.kind != "f":
+        raise DtypeError(f"actions must be integers (discrete) or floats (continuous); got dtype {a.dtype}")
+    if a.shape[:2] != te:
+        raise ShapeError(f"actions must be [T, E] or [T, E, A] with (T, E) = {te}; got shape {a.shape}")
+    out = np.ascontiguousarray(a.reshape(te[0], te[1], -1), dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        raise RangeError("actions hold NaN or inf")
+    return out
+
+
 def make_transitions(
     *,
     starts: Any,
@@ -181,7 +199,7 @@ def make_transitions(
         observations=_obs(observations, "observations", te),
         next_keys=_ints(next_keys, "next_keys", te),
         keys=_ints(keys, "keys", te),
-        actions=_ints(actions, "actions", te),
+        actions=_actions(actions, te),
         starts=s,
         mask=m,
     )
@@ -218,15 +236,13 @@ def transitions_from_episodes(episodes: Episodes) -> Transitions:
     starts = np.zeros((t, b), dtype=bool)
     starts[0] = True
     acts = _np(ep.actions)
-    if acts is not None and acts.ndim == 3 and acts.shape[2] == 1:
-        acts = acts[..., 0]
     return make_transitions(
         starts=starts,
         next_observations=tm(nxt),
         observations=tm(obs),
         next_keys=tm(_np(extras.get(NEXT_STATE_KEYS))),
         keys=tm(_np(extras.get(STATE_KEYS))),
-        actions=tm(acts) if acts is not None and acts.ndim == 2 else None,
+        actions=tm(acts),
         mask=mask.T,
     )
 

@@ -1,7 +1,8 @@
 """E3B: exploration via elliptical episodic bonuses (Henaff et al., NeurIPS 2022, arXiv 2210.05805).
 
 An encoder ``phi`` is trained through an inverse-dynamics model ``g(phi(s_t), phi(s_{t+1})) -> a_t``
-(cross-entropy), so the embedding keeps what the agent controls. Each env keeps, for its running
+(cross-entropy over discrete actions, as in the paper; for continuous actions -- an extension --
+the squared error of the predicted action vector), so the embedding keeps what the agent controls. Each env keeps, for its running
 episode, the inverse ``C^{-1}`` of ``C = lambda I + sum_k phi_k phi_k^T`` over the states visited so
 far; the bonus of reaching ``s_{t+1}`` is ``phi^T C^{-1} phi`` with ``phi = phi(s_{t+1})`` and the
 inverse before the update, after which :func:`~creditlab.exploration.functional.sherman_morrison_step`
@@ -66,7 +67,8 @@ class E3BBonus(ExplorationBonus):
             inverse_hidden: hidden sizes of the inverse-dynamics MLP (e3b: 256; 128 here, for CPU cost).
             ridge: lambda, ``C^{-1} = I / lambda`` at an episode's start (e3b: 0.1).
             num_actions: number of discrete actions (the SB3 callback sets it from the action
-                space; needed by :meth:`fit`).
+                space; if None, the first batch :meth:`fit` sees decides: its largest action + 1,
+                at least 2). Ignored for continuous (float) actions.
             lr: Adam learning rate of encoder and inverse dynamics.
             updates_per_fit: gradient steps per :meth:`fit` unless ``num_updates`` is given.
             batch_size: transitions per gradient step.
@@ -109,6 +111,7 @@ class E3BBonus(ExplorationBonus):
         super().__init__(config, **overrides)
         cfg = self.config
         self.num_actions = None if cfg.num_actions is None else int(cfg.num_actions)
+        self.action_dim: int | None = None  # continuous actions: size of the action vector
         self.norm = ObservationNorm(cfg.obs_clip, cfg.normalize_observations)
         self.rng = np.random.default_rng(cfg.seed)
         self.obs_dim: int | None = None
@@ -120,6 +123,8 @@ class E3BBonus(ExplorationBonus):
 
     def set_num_actions(self, n: int) -> None:
         """Fix the number of discrete actions (the SB3 callback passes ``action_space.n``)."""
+        if self.action_dim is not None:
+            raise RangeError("e3b was trained on continuous actions; it cannot switch to discrete ones")
         if self.num_actions is not None and self.num_actions != int(n):
             raise RangeError(f"e3b was built for {self.num_actions} actions; got {n}")
         if int(n) < 2:
@@ -130,20 +135,16 @@ class E3BBonus(ExplorationBonus):
         if self.obs_dim is not None:
             if obs_dim != self.obs_dim:
                 raise ShapeError(f"observations have {obs_dim} features but the E3B encoder was built for {self.obs_dim}")
-            if self.inverse is None and self.num_actions is not None:
-                self._build_inverse()
             return
         cfg = self.config
         self.encoder = build_seeded(cfg.seed, lambda: make_mlp(obs_dim, cfg.hidden, cfg.embed_dim))
         self.obs_dim = obs_dim
-        if self.num_actions is not None:
-            self._build_inverse()
 
     def _build_inverse(self) -> None:
         cfg = self.config
         seed = None if cfg.seed is None else cfg.seed + 1
-        self.inverse = build_seeded(seed, lambda: make_mlp(2 * cfg.embed_dim, cfg.inverse_hidden, self.num_actions))
-        self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.inverse.parameters()], lr=cfg.lr)
+        out = self.num_actions if self.action_dim is None else self.action_dim
+        self.inverse = build_seeded(seed, lambda: make_mlp(2 * cfg.embed_dim, cfg.inverse_hidden, out))
 
     def embed(self, observations: np.ndarray) -> torch.Tensor:
         """float32[N, d] embeddings of observations ``[N, ...]`` (no autograd)."""
@@ -185,38 +186,58 @@ class E3BBonus(ExplorationBonus):
     # ------------------------------------------------------------------ learning
 
     def _fit(self, tr: Transitions, num_updates: int | None) -> dict[str, float]:
-        if self.num_actions is None:
-            raise RangeError("e3b.fit trains the inverse-dynamics model and needs num_actions (E3BBonus(num_actions=...))")
         if tr.observations is None or tr.actions is None:
             raise ShapeError("e3b.fit needs observations, actions and next_observations (s_t, a_t, s_{t+1})")
         valid = tr.valid().reshape(-1)
         d = tr.next_observations.shape[-1]
         x0 = tr.observations.reshape(-1, d)[valid]
         x1 = tr.next_observations.reshape(-1, d)[valid]
-        acts = tr.actions.reshape(-1)[valid]
-        if acts.size and (acts.min() < 0 or acts.max() >= self.num_actions):
-            raise RangeError(f"actions must lie in [0, {self.num_actions}); got {acts.min()}..{acts.max()}")
+        discrete = tr.actions.dtype.kind == "i"
+        acts = tr.actions.reshape(-1)[valid] if discrete else tr.actions.reshape(-1, tr.actions.shape[-1])[valid]
         self._build(d)
+        self._bind_actions(acts, discrete)
         self.norm.update(np.concatenate([x0, x1]))
         z0, z1 = self.norm(x0), self.norm(x1)
         a = torch.from_numpy(acts)
-        ce = torch.nn.CrossEntropyLoss()
+        loss_of = torch.nn.CrossEntropyLoss() if discrete else torch.nn.MSELoss()
 
         def loss_fn(idx: np.ndarray):
             i = torch.from_numpy(idx)
-            logits = self.inverse(torch.cat([self.encoder(z0[i]), self.encoder(z1[i])], dim=-1))
-            loss = ce(logits, a[i])
-            acc = (logits.argmax(-1) == a[i]).float().mean()
-            return loss, {"exploration/embedding_loss": float(loss.detach()), "exploration/inverse_dynamics_accuracy": float(acc)}
+            pred = self.inverse(torch.cat([self.encoder(z0[i]), self.encoder(z1[i])], dim=-1))
+            loss = loss_of(pred, a[i])
+            metrics = {"exploration/embedding_loss": float(loss.detach())}
+            if discrete:
+                metrics["exploration/inverse_dynamics_accuracy"] = float((pred.argmax(-1) == a[i]).float().mean())
+            return loss, metrics
 
         n = self.config.updates_per_fit if num_updates is None else num_updates
         return train_minibatches(loss_fn, self.optimizer, x0.shape[0], num_updates=n, batch_size=self.config.batch_size, rng=self.rng)
+
+    def _bind_actions(self, acts: np.ndarray, discrete: bool) -> None:
+        """Fix the action kind (and count or size) at the first fit; check later batches against it."""
+        if discrete:
+            if self.action_dim is not None:
+                raise RangeError("e3b was trained on continuous (float) actions; got integer actions")
+            if self.num_actions is None:
+                self.num_actions = max(2, int(acts.max()) + 1 if acts.size else 2)
+            if acts.size and (acts.min() < 0 or acts.max() >= self.num_actions):
+                raise RangeError(f"actions must lie in [0, {self.num_actions}); got {acts.min()}..{acts.max()}")
+        else:
+            if self.inverse is not None and self.action_dim is None:
+                raise RangeError("e3b was trained on discrete (integer) actions; got float actions")
+            if self.action_dim is not None and acts.shape[1] != self.action_dim:
+                raise RangeError(f"e3b was trained on {self.action_dim}-dim actions; got {acts.shape[1]}")
+            self.action_dim = int(acts.shape[1])
+        if self.inverse is None:
+            self._build_inverse()
+            self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr)
 
     # ------------------------------------------------------------------ checkpoint
 
     def _state(self) -> dict[str, Any]:
         return {
             "num_actions": self.num_actions,
+            "action_dim": self.action_dim,
             "obs_dim": self.obs_dim,
             "norm": self.norm.state_dict(),
             "rng": self.rng.bit_generator.state,
@@ -227,6 +248,7 @@ class E3BBonus(ExplorationBonus):
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.num_actions = state["num_actions"]
+        self.action_dim = state["action_dim"]
         self.norm.load_state_dict(state["norm"])
         self.rng.bit_generator.state = dict(state["rng"])
         self.obs_dim = self.encoder = self.inverse = self.optimizer = None
@@ -234,5 +256,7 @@ class E3BBonus(ExplorationBonus):
             self._build(int(state["obs_dim"]))
             self.encoder.load_state_dict(state["encoder"])
             if state["inverse"] is not None:
+                self._build_inverse()
                 self.inverse.load_state_dict(state["inverse"])
+                self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr)
                 self.optimizer.load_state_dict(state["optimizer"])

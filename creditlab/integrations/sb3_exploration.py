@@ -163,6 +163,7 @@ class ExplorationBonusCallback(BaseCallback):
         if not isinstance(space, (spaces.Box, spaces.Dict)):
             raise DtypeError(f"exploration bonuses need Box (or Dict of Box) observations; got {space}")
         self._discrete = isinstance(self.model.action_space, spaces.Discrete)
+        self._continuous = isinstance(self.model.action_space, spaces.Box)
         if self.bonus is not None and hasattr(self.bonus, "set_num_actions") and self._discrete:
             self.bonus.set_num_actions(int(self.model.action_space.n))
         n = self.training_env.num_envs
@@ -248,6 +249,8 @@ class ExplorationBonusCallback(BaseCallback):
         rows["next_keys"].append(next_keys)
         if self._discrete:
             rows["actions"].append(np.asarray(loc["actions"]).reshape(n).astype(np.int64))
+        elif self._continuous:  # the executed (clipped) action
+            rows["actions"].append(np.asarray(loc.get("clipped_actions", loc["actions"]), dtype=np.float32).reshape(n, -1))
         rows["starts"].append(self._starts)
         rows["dones"].append(dones)
         # unique-state bookkeeping
@@ -286,7 +289,7 @@ class ExplorationBonusCallback(BaseCallback):
                 next_observations=rows["next_obs"],
                 keys=rows["keys"],
                 next_keys=rows["next_keys"],
-                actions=rows["actions"] if self._discrete else None,
+                actions=rows.get("actions"),
             )
             t_bonus = time.perf_counter()
             out = self.bonus.compute(tr)
