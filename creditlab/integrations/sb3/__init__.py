@@ -12,6 +12,8 @@ From low to high level:
   ``Monitor`` under the delay wrapper; optional VecNormalize.
 * :class:`Evaluator` (:mod:`.evaluation`) -- the one evaluation: deterministic episodes on the
   true reward, frozen observation normalization, the same seeds at every checkpoint.
+* :class:`ExplorationBonusCallback` (:mod:`.exploration`) -- PPO/A2C: add an exploration bonus
+  (:mod:`creditlab.exploration`) to the rollout before GAE, after any credit relabel.
 * :func:`train` with :class:`RunConfig` (:mod:`.runner`) -- one run end to end, used by
   ``creditlab bench``, the reward-program trainer and the evidence scripts.
   :class:`SB3RunConfig` / :class:`SB3RunResult` are the older names (``SB3RunConfig`` also takes
@@ -21,6 +23,7 @@ From low to high level:
 from .callbacks import CreditAssignmentCallback, CreditMetricsCallback, RecomputeAdvantages, make_assigner
 from .envs import env_factory, make_env, reward_wrapper
 from .evaluation import Evaluation, EvaluationCallback, Evaluator, TrajectoryRecorder
+from .exploration import ExplorationBonusCallback
 from .replay import CreditReplayBuffer
 from .runner import RunConfig, RunResult, SB3RunConfig, SB3RunResult, history_metrics, train
 
@@ -31,6 +34,7 @@ __all__ = [
     "RecomputeAdvantages",
     "Evaluation",
     "EvaluationCallback",
+    "ExplorationBonusCallback",
     "Evaluator",
     "TrajectoryRecorder",
     "RunConfig",

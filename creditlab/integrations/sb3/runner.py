@@ -346,6 +346,9 @@ def train(
         cbs: list[BaseCallback] = [eval_cb, log_cb, *credit_cbs, *user]
         recompute = None
         if config.algo == "ppo" and (credit_cb is not None or any(getattr(cb, "edits_rollout_rewards", False) for cb in user)):
+            for cb in user:  # editors leave GAE to the one recomputation after all of them
+                if getattr(cb, "edits_rollout_rewards", False) and hasattr(cb, "recompute_advantages"):
+                    cb.recompute_advantages = False
             recompute = RecomputeAdvantages()
             cbs.append(recompute)
         t_learn = time.perf_counter()
