@@ -67,18 +67,30 @@ def bench_e3b(repeat: int, steps: int) -> None:
 
 
 def bench_overhead(steps: int, methods: list[str]) -> None:
-    from creditlab.bench.exploration_tasks import ExplorationRunConfig, train_exploration
+    """Each bonus through the benchmark's own path (the SB3 runner with the bonus callback)."""
+    from creditlab.bench.config import suite_from_dict
+    from creditlab.bench.runner import execute_run
+    from creditlab.bench.suites import expand_runs
 
     task = "MiniGrid-MultiRoom-N4-S5-v1"
+    agent = {"algo": "ppo", "n_envs": 8, "normalize": "obs",
+             "hyperparams": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "gamma": 0.99, "ent_coef": 0.01}}
+    suite = suite_from_dict({"name": "overhead", "seeds": 1, "methods": methods,
+                             "tasks": [{"name": "multiroom", "env": task, "family": "minigrid", "steps": steps, "eval_every": steps,
+                                        "eval_episodes": 1, "agent": agent, "dense_twin": False, "state_key": "pos"}]})
     print(f"\nBonus overhead in PPO training ({task}, {steps:,} steps, 8 envs x 128 steps, 1 torch thread)")
-    print(f"{'bonus':<22}{'wall (s)':>10}{'steps/s':>10}{'callback share':>16}{'wall / no bonus':>17}")
+    print(f"{'bonus':<22}{'train (s)':>10}{'steps/s':>10}{'callback share':>16}{'train / no bonus':>17}")
     base = None
-    for m in ["none", *methods]:
-        res = train_exploration(ExplorationRunConfig(task, method=m, steps=steps, seed=0))
-        wall = res.metrics["time/train_seconds"]
-        base = wall if m == "none" else base
-        print(f"{m:<22}{wall:10.1f}{res.metrics['time/steps_per_second']:10.0f}"
-              f"{res.metrics['exploration/time_share']:15.1%}{wall / base:16.2f}x", flush=True)
+    for run in [r for r in expand_runs(suite) if r.method != "dense"]:
+        out = execute_run(run.to_dict())
+        if out["status"] != "ok":
+            raise RuntimeError(out["error"])
+        m = out["metrics"]
+        wall = m["time/train_seconds"]
+        base = wall if run.method == "episodic" else base
+        name = "none" if run.method == "episodic" else run.method
+        print(f"{name:<22}{wall:10.1f}{m['steps'] / wall:10.0f}"
+              f"{m.get('exploration/time_share', 0.0):15.1%}{wall / base:16.2f}x", flush=True)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def _suite(**changes):
     ("change", "message"),
     [
         ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small", "stpes": 3}]},
-         r"tasks\[0\]\.stpes: unknown key; allowed keys here: agent, bsuite_settings, dense_twin"),
+         r"tasks\[0\]\.stpes: unknown key; allowed keys here: agent, bsuite_settings, contexts, dense_twin"),
         ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 0, "eval_every": 500, "agent": "small"}]},
          r"tasks\[0\]\.steps: expected an integer >= 1; got 0"),
         ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "big"}]},

@@ -8,13 +8,11 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 
 from creditlab.bench.exploration_tasks import (
-    ExplorationRunConfig,
     deep_sea_score,
     deep_sea_size,
     deep_sea_solved_episode,
     make_exploration_env,
     make_minigrid_env,
-    train_exploration,
 )
 from creditlab.errors import RangeError
 from creditlab.exploration import ContextSetWrapper, StateKeyWrapper, full_state_key, position_key, to_key
@@ -175,10 +173,40 @@ def test_deep_sea_score_matches_bsuite_analysis():
     assert deep_sea_solved_episode(logs[12]) is None
 
 
-def test_train_exploration_logs_episodes():
-    res = train_exploration(ExplorationRunConfig("deep_sea/0", method="episodic_x_global", steps=640, n_envs=2, n_steps=32,
-                                                 batch_size=64, n_epochs=1))
-    ep = res.episodes
-    assert ep["return"].size >= 60 and set(np.unique(ep["bad"])) <= {0.0, 1.0}
-    assert (ep["length"] == 10).all()
-    assert res.metrics["exploration/unique_states"] > 10 and res.history
+_AGENT = {"algo": "ppo", "n_envs": 2, "normalize": "obs",
+          "hyperparams": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "gamma": 0.99, "ent_coef": 0.01}}
+
+
+def test_bench_runs_a_bonus_on_deep_sea_and_scores_it():
+    """An exploration method through `creditlab bench`'s worker: the bonus callback on the one runner,
+    bsuite's deep_sea score from the per-episode "bad" flags."""
+    from creditlab.bench.config import suite_from_dict
+    from creditlab.bench.runner import execute_run
+    from creditlab.bench.suites import expand_runs
+
+    suite = suite_from_dict({"name": "x", "seeds": 1, "methods": [{"name": "episodic_x_global", "params": {"beta": 0.05}}],
+                             "tasks": [{"name": "deep_sea", "env": "deep_sea", "family": "bsuite", "steps": 640, "eval_every": 640,
+                                        "eval_episodes": 2, "agent": _AGENT, "dense_twin": False, "state_key": "obs",
+                                        "bsuite_settings": ["deep_sea/0"]}]})
+    (run,) = [r for r in expand_runs(suite) if r.method == "episodic_x_global"]
+    out = execute_run(run.to_dict())
+    assert out["status"] == "ok", out.get("error")
+    m = out["metrics"]
+    assert 0.0 <= m["bsuite/score"] <= 1.0 and m["episodes"] >= 60
+    assert m["exploration/unique_states"] > 10 and m["exploration/bonus_mean"] > 0
+    assert out["method_config"]["callback"] == {"beta": 0.05}
+
+
+def test_bench_minigrid_contexts_and_success_metrics():
+    from creditlab.bench.config import suite_from_dict
+    from creditlab.bench.runner import execute_run
+    from creditlab.bench.suites import expand_runs
+
+    suite = suite_from_dict({"name": "x", "seeds": 1, "methods": ["episodic_count"],
+                             "tasks": [{"name": "mr", "env": "MiniGrid-MultiRoom-N2-S4-v0", "family": "minigrid", "steps": 256,
+                                        "eval_every": 256, "eval_episodes": 2, "agent": _AGENT, "dense_twin": False,
+                                        "contexts": 2, "state_key": "pos"}]})
+    for run in expand_runs(suite):
+        out = execute_run(run.to_dict())
+        assert out["status"] == "ok", out.get("error")
+        assert "success_rate_last" in out["metrics"] and "steps_to_success" in out["metrics"]

@@ -27,6 +27,8 @@ Schema (``?`` = optional, default after ``=``)::
         dense_twin?: true           # false for natively sparse tasks (no dense oracle)
         solve_threshold?: null
         bsuite_settings?: []        # bsuite tasks: ids such as umbrella_length/3
+        contexts?: null             # MiniGrid: number of distinct levels per run (null: unlimited)
+        state_key?: null            # what exploration bonuses count: pos | pos_dir | full | obs
         notes?: ""
     methods:                        # the anchors episodic and dense are always added
       - rrd                         # a registered credit assigner (`creditlab methods --family credit`)
@@ -73,7 +75,7 @@ class ConfigError(CreditlabError, ValueError):
 _SUITE_KEYS = {"name", "description", "seeds", "agents", "tasks", "methods", "expected_minutes"}
 _AGENT_KEYS = {"algo", "hyperparams", "n_envs", "normalize", "policy"}
 _TASK_KEYS = {"name", "env", "family", "reward", "steps", "eval_every", "eval_episodes", "agent", "env_kwargs", "imports",
-              "dense_twin", "solve_threshold", "bsuite_settings", "notes"}
+              "dense_twin", "solve_threshold", "bsuite_settings", "notes", "contexts", "state_key"}
 _METHOD_KEYS = {"name", "method", "params", "tasks", "only_tasks"}
 
 
@@ -123,7 +125,9 @@ def _agent(data: Any, path: str, named: Mapping[str, AgentConfig]) -> AgentConfi
         raise ConfigError(f"{_join(path, 'hyperparams.gamma')}: expected a number in [0, 1] (the task's discount is part of its "
                           f"protocol); got {gamma!r}")
     n_envs = _int(d.get("n_envs", 8), _join(path, "n_envs"))
-    normalize = _typed(d.get("normalize", False), (bool,), _join(path, "normalize"), "true or false")
+    normalize = d.get("normalize", False)
+    if normalize not in (True, False, "obs"):
+        raise ConfigError(f"{_join(path, 'normalize')}: expected true (observations and rewards), false or 'obs'; got {normalize!r}")
     policy = _typed(d.get("policy", "MlpPolicy"), (str,), _join(path, "policy"), "an SB3 policy name")
     return _wrap(path, lambda: AgentConfig(algo, dict(hp), n_envs=n_envs, normalize=normalize, policy=policy))
 
@@ -163,10 +167,17 @@ def _task(data: Any, path: str, named: Mapping[str, AgentConfig]) -> TaskSpec:
         _typed(solve, (int, float), _join(path, "solve_threshold"), "a number or null")
     settings = _typed(d.get("bsuite_settings", []), (list, tuple), _join(path, "bsuite_settings"), "a list of bsuite ids")
     notes = _typed(d.get("notes", ""), (str,), _join(path, "notes"), "text")
+    contexts = d.get("contexts")
+    if contexts is not None:
+        contexts = _int(contexts, _join(path, "contexts"))
+    state_key = d.get("state_key")
+    if state_key is not None:
+        _typed(state_key, (str,), _join(path, "state_key"), "one of pos, pos_dir, full, obs")
     return _wrap(path, lambda: TaskSpec(name, env, family, steps, eval_every, agent, eval_episodes=eval_episodes,
                                         env_kwargs=dict(env_kwargs), dense_twin=dense_twin,
                                         solve_threshold=None if solve is None else float(solve),
-                                        bsuite_settings=tuple(settings), notes=notes, reward=reward, imports=tuple(imports)))
+                                        bsuite_settings=tuple(settings), notes=notes, reward=reward, imports=tuple(imports),
+                                        contexts=contexts, state_key=state_key))
 
 
 def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
@@ -304,6 +315,10 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
             task["solve_threshold"] = t.solve_threshold
         if t.bsuite_settings:
             task["bsuite_settings"] = list(t.bsuite_settings)
+        if t.contexts is not None:
+            task["contexts"] = t.contexts
+        if t.state_key is not None:
+            task["state_key"] = t.state_key
         if t.notes:
             task["notes"] = t.notes
         tasks.append(task)

@@ -13,8 +13,11 @@
   running fraction of "bad" episodes (the agent left the optimal path) drops below 0.9; the score
   is the fraction of sizes solved in fewer than ``2^N + 100`` episodes, the episodes dithering
   needs (``tests/test_exploration_tasks.py`` checks it against bsuite's own function).
-* :func:`train_exploration` -- one PPO run with an exploration bonus (or none) that logs every
-  training episode (return, length, context, unique states) for steps-to-solve and success rates.
+* :func:`steps_to_success` -- the steps until half of the recent training episodes succeed.
+
+Runs go through the benchmark (``creditlab bench``, suite ``exploration``): a task's ``contexts``
+and ``state_key`` build the environment here, an exploration method attaches
+:class:`~creditlab.integrations.sb3.ExplorationBonusCallback` to the one SB3 runner.
 
 Example:
     >>> env = make_minigrid_env("MiniGrid-MultiRoom-N2-S4-v0", num_contexts=2, context_seed=0, key="pos")
@@ -25,16 +28,14 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from ..errors import RangeError
-from ..exploration.wrappers import CONTEXT_INFO, ContextSetWrapper, StateKeyWrapper, context_seeds
+from ..exploration.wrappers import ContextSetWrapper, StateKeyWrapper, context_seeds
 
 __all__ = [
     "make_minigrid_env",
@@ -42,9 +43,6 @@ __all__ = [
     "deep_sea_size",
     "deep_sea_score",
     "deep_sea_solved_episode",
-    "ExplorationRunConfig",
-    "ExplorationRunResult",
-    "train_exploration",
     "steps_to_success",
     "context_seeds",
 ]
@@ -184,146 +182,3 @@ def steps_to_success(timesteps: Sequence[float], returns: Sequence[float], *, ra
     rolling = np.convolve(r > 0, np.ones(window) / window, mode="valid")
     hit = np.nonzero(rolling >= rate - 1e-12)[0]
     return float(t[hit[0] + window - 1]) if hit.size else float("nan")
-
-
-# ------------------------------------------------------------------------------ one run
-
-
-@dataclass(frozen=True)
-class ExplorationRunConfig:
-    """One PPO run on an exploration task.
-
-    Attributes:
-        task_id: MiniGrid id or bsuite ``deep_sea/K``.
-        method: ``"none"`` (no bonus) or a registered exploration bonus.
-        steps: environment steps.
-        seed: run seed (PPO, env copies, the level set).
-        num_contexts: MiniGrid level-set size (None: unlimited).
-        env_kwargs: keyword arguments of the MiniGrid env (e.g. ``{"minNumRooms": 3, "maxNumRooms": 3}``).
-        key: state key kind (None: the task's default).
-        beta: bonus coefficient.
-        bonus_params: parameters of the bonus.
-        normalize_bonus: divide the bonus by its running std.
-        n_envs, n_steps, batch_size, n_epochs, learning_rate, ent_coef, gamma, gae_lambda: PPO.
-        normalize_observations: VecNormalize on observations (not rewards).
-        torch_threads: torch threads of the run.
-    """
-
-    task_id: str
-    method: str = "none"
-    steps: int = 100_000
-    seed: int = 0
-    num_contexts: int | None = None
-    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    key: str | None = None
-    beta: float = 0.05
-    bonus_params: Mapping[str, Any] = field(default_factory=dict)
-    normalize_bonus: bool = True
-    n_envs: int = 8
-    n_steps: int = 128
-    batch_size: int = 256
-    n_epochs: int = 4
-    learning_rate: float = 3e-4
-    ent_coef: float = 0.01
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    normalize_observations: bool = True
-    torch_threads: int = 1
-
-
-class ExplorationRunResult(NamedTuple):
-    """What :func:`train_exploration` returns.
-
-    Attributes:
-        episodes: per finished training episode, in completion order: ``timestep``, ``return``,
-            ``length``, ``context`` (level seed, -1 unlimited) and ``bad`` (deep_sea).
-        history: the exploration callback's per-rollout metrics.
-        metrics: ``time/train_seconds``, ``time/steps_per_second``, ``exploration/time_share``,
-            ``exploration/unique_states``, ``success_rate_last`` (last 10% of episodes).
-        config: the run's configuration as a dict.
-    """
-
-    episodes: dict[str, np.ndarray]
-    history: list[dict[str, float]]
-    metrics: dict[str, float]
-    config: dict[str, Any]
-
-
-def train_exploration(cfg: ExplorationRunConfig) -> ExplorationRunResult:
-    """Train PPO on ``cfg.task_id`` with the bonus ``cfg.method`` and log every training episode."""
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    from ..integrations.sb3.exploration import ExplorationBonusCallback
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.torch_threads))
-    try:
-        def env_fn():
-            return make_exploration_env(cfg.task_id, num_contexts=cfg.num_contexts, context_seed=cfg.seed, key=cfg.key,
-                                        seed=cfg.seed if cfg.task_id.startswith("deep_sea/") else None,
-                                        env_kwargs=cfg.env_kwargs)
-
-        venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
-        if cfg.normalize_observations:
-            venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=cfg.gamma)
-        bonus = None if cfg.method == "none" else cfg.method
-        explore = ExplorationBonusCallback(bonus, beta=cfg.beta, normalize=cfg.normalize_bonus, key="info",
-                                           bonus_params=dict(cfg.bonus_params) if bonus else None)
-        log = _EpisodeLog(BaseCallback)
-        model = PPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                    learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-                    seed=cfg.seed, device="cpu", verbose=0)
-        t0 = time.perf_counter()
-        model.learn(cfg.steps, callback=CallbackList([explore, log]))
-        seconds = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
-    episodes = log.arrays()
-    n = episodes["return"].size
-    last = episodes["return"][int(n * 0.9):] if n else np.zeros(0)
-    metrics = {
-        "time/train_seconds": seconds,
-        "time/steps_per_second": model.num_timesteps / seconds if seconds > 0 else float("nan"),
-        "exploration/time_share": explore.history[-1].get("exploration/time_share", float("nan")) if explore.history else float("nan"),
-        "exploration/unique_states": float(len(explore.unique_keys)),
-        "episodes": float(n),
-        "success_rate_last": float((last > 0).mean()) if last.size else float("nan"),
-        "return_last": float(last.mean()) if last.size else float("nan"),
-    }
-    return ExplorationRunResult(episodes, explore.history, metrics, asdict(cfg))
-
-
-def _EpisodeLog(base: type) -> Any:
-    """A callback (subclass of SB3's BaseCallback, imported lazily) logging finished training episodes."""
-
-    class EpisodeLog(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            super().__init__(0)
-            self.rows: list[tuple[int, float, int, int, int]] = []
-            self._bad_seen: dict[int, float] = {}
-
-        def _on_step(self) -> bool:
-            for i, (done, info) in enumerate(zip(self.locals["dones"], self.locals["infos"])):
-                if not done or "episode" not in info:
-                    continue
-                bad = -1
-                if "total_bad_episodes" in info:
-                    total = float(info["total_bad_episodes"])
-                    bad = int(total > self._bad_seen.get(i, 0.0))
-                    self._bad_seen[i] = total
-                self.rows.append((self.num_timesteps, float(info["episode"]["r"]), int(info["episode"]["l"]),
-                                  int(info.get(CONTEXT_INFO, -1)), bad))
-            return True
-
-        def arrays(self) -> dict[str, np.ndarray]:
-            cols = ("timestep", "return", "length", "context", "bad")
-            if not self.rows:
-                return {c: np.zeros(0) for c in cols}
-            data = np.asarray(self.rows, dtype=np.float64)
-            return {c: data[:, j] for j, c in enumerate(cols)}
-
-    return EpisodeLog()

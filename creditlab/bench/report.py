@@ -275,6 +275,28 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         report.tables.append(Table("solve", "Steps to solve (first evaluation at or above the threshold)",
                                    ["task", "threshold"] + methods, rows))
 
+    # natively sparse tasks: training success
+    sparse = [t for t in tasks if any("success_rate_last" in r["metrics"] for m in methods for r in by.get((t, m), []))]
+    if sparse:
+        rows = []
+        for t in sparse:
+            row = [t]
+            for m in methods:
+                rate = vals(t, m, "success_rate_last")
+                steps = [x for x in vals(t, m, "steps_to_success") if x is not None]
+                if not rate:
+                    row.append("n/a")
+                    continue
+                hit = [x for x in steps if np.isfinite(x)]
+                row.append(f"{_fmt(*_mean_std(rate), digits=2)}; 50% by {len(hit)}/{len(steps)}"
+                           + (f" (median {np.median(hit):,.0f})" if hit else ""))
+            rows.append(row)
+        report.tables.append(Table("success", "Training success on natively sparse tasks",
+                                   ["task"] + methods, rows,
+                                   "Success rate of the last 10% of training episodes (a positive return), mean ± std over "
+                                   "seeds; then how many seeds reached 50% success over 100 consecutive training episodes, "
+                                   "and the median steps it took."))
+
     # bsuite
     bs_tasks = [t for t in tasks if task_cfg[t].get("family") == "bsuite"]
     if bs_tasks:
@@ -292,8 +314,13 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         hp = ", ".join(f"{k}={v}" for k, v in sorted(agent["hyperparams"].items()))
         settings = ", ".join(s.split("/")[-1] for s in c.get("bsuite_settings", [])) or "-"
         all_seeds = sorted({r["seed"] for (tt, _), rs in by.items() if tt == t for r in rs})
-        rows.append([t, c["env_id"], f"{c['steps']:,}", str(c["agent"]["hyperparams"]["gamma"]),
-                     f"{agent['algo'].upper()} ({agent['n_envs']} envs{', VecNormalize' if agent['normalize'] else ''}); {hp}",
+        env = c["env_id"]
+        extras = [f"reward {c['reward']}" if c.get("reward", "episodic") != "episodic" else "",
+                  f"{c['contexts']} levels per run" if c.get("contexts") else "",
+                  f"state key {c['state_key']}" if c.get("state_key") else ""]
+        env += "".join(f"; {x}" for x in extras if x)
+        rows.append([t, env, f"{c['steps']:,}", str(c["agent"]["hyperparams"]["gamma"]),
+                     f"{agent['algo'].upper()} ({agent['n_envs']} envs{_vecnorm(agent['normalize'])}); {hp}",
                      f"every {c['eval_every']:,} steps, {c['eval_episodes']} episodes", settings,
                      ", ".join(map(str, all_seeds)), c.get("notes", "")])
     report.tables.append(Table("tasks", "Tasks, budgets and recorded hyperparameters",
@@ -305,13 +332,17 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         cfgs = {json.dumps(r.get("method_config") or {}, sort_keys=True, default=str) for (_, mm), rs in by.items() if mm == m for r in rs}
         for cfg in sorted(cfgs):
             data = json.loads(cfg)
-            assigner = ", ".join(f"{k}={v}" for k, v in sorted((data.get("assigner") or {}).items()))
-            integration = ", ".join(f"{k}={v}" for k, v in sorted((data.get("integration") or {}).items())) or "defaults"
-            rows.append([m, assigner or "defaults", integration])
+            own = data.get("assigner") or data.get("bonus") or {}
+            assigner = ", ".join(f"{k}={v}" for k, v in sorted(own.items()))
+            integration = ", ".join(f"{k}={v}" for k, v in sorted((data.get("integration") or data.get("callback") or {}).items())) or "defaults"
+            name = m if not data.get("method") else f"{m} ({data['method']})"
+            rows.append([name, assigner or "defaults", integration])
     if rows:
-        report.tables.append(Table("methods", "Credit assigners and their parameters", ["method", "assigner parameters",
-                                   "SB3 integration parameters"], rows,
-                                   "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3."))
+        report.tables.append(Table("methods", "Methods and their parameters", ["method", "assigner / bonus parameters",
+                                   "SB3 callback parameters"], rows,
+                                   "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3 "
+                                   "(credit assigners: CreditAssignmentCallback / CreditReplayBuffer; exploration bonuses: "
+                                   "ExplorationBonusCallback)."))
 
     if failures:
         rows = [[f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"] for f in failures]
@@ -346,6 +377,10 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                            "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
                            "hosts": sorted({r.get("host", "?") for r in results})})
     return report
+
+
+def _vecnorm(normalize: Any) -> str:
+    return {True: ", VecNormalize", "obs": ", VecNormalize (observations)"}.get(normalize, "")
 
 
 def _per_seed(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], task: str, method: str, key: str = "final_return") -> dict[int, float]:
@@ -616,7 +651,7 @@ th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-ch
 
 
 def _order(report: Report) -> list[Table]:
-    order = ["aggregate", "final_return", "normalized", "verdict", "auc", "credit", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
+    order = ["aggregate", "final_return", "normalized", "verdict", "auc", "credit", "success", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
     return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
 
 

@@ -47,6 +47,9 @@ __all__ = [
 ANCHORS = ("episodic", "dense")
 _ALGOS = ("ppo", "sac")
 _FAMILIES = ("gymnasium", "minigrid", "bsuite")
+_STATE_KEYS = ("pos", "pos_dir", "full", "obs")
+METHOD_FAMILIES = ("credit", "exploration")
+"""Registry families a benchmark method may come from (besides the anchors)."""
 
 
 def _freeze(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -80,19 +83,23 @@ class AgentConfig:
             ``policy_kwargs``...). ``gamma`` is required: the discount is part of the task's protocol
             (an end-of-episode payout with gamma < 1 makes early termination look good).
         n_envs: environments batched in one ``DummyVecEnv``.
-        normalize: wrap the training envs in ``VecNormalize`` (observations and rewards).
+        normalize: wrap the training envs in ``VecNormalize``: ``True`` (observations and rewards),
+            ``"obs"`` (observations only, e.g. under an exploration bonus, which has its own scale)
+            or ``False``.
         policy: SB3 policy name.
     """
 
     algo: str = "ppo"
     hyperparams: Mapping[str, Any] = field(default_factory=lambda: {"gamma": 0.99})
     n_envs: int = 8
-    normalize: bool = False
+    normalize: bool | str = False
     policy: str = "MlpPolicy"
 
     def __post_init__(self) -> None:
         if self.algo not in _ALGOS:
             raise RangeError(f"AgentConfig.algo must be one of {_ALGOS}; got {self.algo!r}")
+        if self.normalize not in (True, False, "obs"):
+            raise RangeError(f"AgentConfig.normalize must be true, false or 'obs'; got {self.normalize!r}")
         if not isinstance(self.n_envs, int) or self.n_envs < 1:
             raise RangeError(f"AgentConfig.n_envs must be an int >= 1; got {self.n_envs!r}")
         hp = _freeze(self.hyperparams)
@@ -130,6 +137,12 @@ class TaskSpec:
         imports: modules imported (in every worker) before the environment is made, e.g. the module
             that registers a custom Gymnasium id. ``env_id`` may also be ``"module:Class"`` or
             ``"module:factory"`` (a zero-argument callable or a class taking ``env_kwargs``).
+        contexts: for procedurally generated MiniGrid tasks, the number of distinct levels each run
+            trains on (drawn from the run seed; :class:`~creditlab.exploration.wrappers.ContextSetWrapper`);
+            None: a fresh level every episode.
+        state_key: the state key an exploration bonus counts (``"pos"``, ``"pos_dir"``, ``"full"``,
+            ``"obs"``; :mod:`creditlab.exploration.keys`), put into ``info`` by the environment;
+            None: bonuses key on a hash of the observation.
     """
 
     name: str
@@ -146,6 +159,8 @@ class TaskSpec:
     notes: str = ""
     reward: str = "episodic"
     imports: tuple[str, ...] = ()
+    contexts: int | None = None
+    state_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
@@ -162,6 +177,13 @@ class TaskSpec:
         object.__setattr__(self, "bsuite_settings", tuple(self.bsuite_settings))
         object.__setattr__(self, "imports", tuple(self.imports))
         parse_reward_mode(self.reward, where=f"task {self.name!r}: reward")
+        if self.contexts is not None:
+            if isinstance(self.contexts, bool) or not isinstance(self.contexts, int) or self.contexts < 1:
+                raise RangeError(f"TaskSpec.contexts must be an int >= 1 or None (unlimited); got {self.contexts!r} for task {self.name!r}")
+            if self.family != "minigrid":
+                raise RangeError(f"TaskSpec.contexts is for procedurally generated MiniGrid tasks; task {self.name!r} is {self.family!r}")
+        if self.state_key is not None and self.state_key not in _STATE_KEYS:
+            raise RangeError(f"TaskSpec.state_key must be one of {_STATE_KEYS} or None; got {self.state_key!r} for task {self.name!r}")
         if not isinstance(self.env_id, str) or not self.env_id:
             raise RangeError(f"TaskSpec.env_id must be a Gymnasium id or 'module:Class'; got {self.env_id!r} for task {self.name!r}")
         if self.family == "bsuite":
@@ -366,13 +388,14 @@ def check_method_names(methods: Sequence[str]) -> None:
     """Raise :class:`UnknownMethodError` for a name that is neither an anchor nor a registered assigner."""
     from ..registry import list_methods
 
-    # credit assigners over Gymnasium episodes; LLM-side assigners (family "llm") need turn data
-    assigners = {m.name for m in list_methods(family="credit", kind="assigner")}
+    # credit assigners over Gymnasium episodes and exploration bonuses; LLM-side assigners (family
+    # "llm") need turn data
+    assigners = {m.name for f in METHOD_FAMILIES for m in list_methods(family=f, kind="assigner")}
     unknown = [m for m in methods if m not in ANCHORS and m not in assigners]
     if unknown:
         raise UnknownMethodError(
-            f"method(s) {unknown} are neither anchors {list(ANCHORS)} nor registered credit assigners; "
-            f"registered assigners: {sorted(assigners) or 'none'} (see `creditlab methods`)"
+            f"method(s) {unknown} are neither anchors {list(ANCHORS)} nor registered credit assigners or exploration "
+            f"bonuses; registered: {sorted(assigners) or 'none'} (see `creditlab methods --family credit` / `--family exploration`)"
         )
 
 

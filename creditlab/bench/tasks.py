@@ -42,7 +42,17 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
             raise RangeError(f"task {task.name!r}: setting must be one of {task.bsuite_settings}; got {setting!r}")
         from .bsuite_tasks import make_bsuite_env
 
-        return make_bsuite_env(setting, seed=seed)
+        env = make_bsuite_env(setting, seed=seed)
+        if task.state_key is not None:
+            from ..exploration.wrappers import StateKeyWrapper
+
+            env = StateKeyWrapper(env, task.state_key)
+        return env
+    if task.family == "minigrid" and (task.contexts is not None or task.state_key is not None):
+        from .exploration_tasks import make_minigrid_env
+
+        return make_minigrid_env(task.env_id, num_contexts=task.contexts, context_seed=seed or 0, key=task.state_key or "pos",
+                                 env_kwargs=task.env_kwargs)
     if task.family == "minigrid":
         import minigrid  # noqa: F401  (registers the MiniGrid ids)
         from minigrid.wrappers import ImgObsWrapper

@@ -156,6 +156,11 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
         return {}
     from ..registry import get_method
 
+    if _family(spec) == "exploration":
+        bonus = dict(spec.method_params)
+        callback = {k: bonus.pop(k) for k in list(bonus) if k in _BONUS_PARAMS}
+        return {"bonus": {**dict(get_method(spec.registry_name).params), **bonus}, "callback": callback,
+                **({"method": spec.base_method} if spec.base_method else {})}
     params, integration = _assigner_params(spec)
     out: dict[str, Any] = {"assigner": {**dict(get_method(spec.registry_name).params), **params}, "integration": integration}
     if spec.base_method:
@@ -189,8 +194,8 @@ def run_config(spec: RunSpec, setting: str | None = None, integration: Mapping[s
         n_envs=task.agent.n_envs,
         seed=spec.seed,
         gamma=gamma,
-        normalize_observations=task.agent.normalize,
-        normalize_rewards=task.agent.normalize,
+        normalize_observations=bool(task.agent.normalize),
+        normalize_rewards=task.agent.normalize is True,
         policy=task.agent.policy,
         algo_kwargs=hyper,
         eval_every=0 if bsuite else task.eval_every,
@@ -217,6 +222,10 @@ def _callbacks(spec: RunSpec, state: dict[str, Any]) -> list[Any]:
                     prev = state["regret_seen"].get(i, 0.0)
                     state["regrets"].append(float(info["total_regret"]) - prev)
                     state["regret_seen"][i] = float(info["total_regret"])
+                if "episode" in info and "total_bad_episodes" in info:  # deep_sea: did the agent leave the optimal path
+                    prev = state["bad_seen"].get(i, 0.0)
+                    state["bad"].append(float(info["total_bad_episodes"]) > prev)
+                    state["bad_seen"][i] = float(info["total_bad_episodes"])
             return True
 
     class AnchorRewardPairs(BaseCallback):
@@ -251,10 +260,16 @@ def _callbacks(spec: RunSpec, state: dict[str, Any]) -> list[Any]:
 def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     from ..integrations.sb3 import train
 
-    state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [], "quality_left": _QUALITY_STEPS}
-    assigner, integration, closers = (None, {}, []) if spec.method in ANCHORS else _make_assigner(spec)
+    state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "bad": [], "bad_seen": {}, "quality_streams": {}, "quality_episodes": [],
+                             "quality_left": _QUALITY_STEPS}
+    assigner, integration, closers, bonus_cb = None, {}, [], None
+    if _family(spec) == "exploration":
+        bonus_cb = _make_bonus_callback(spec)
+    elif spec.method not in ANCHORS:
+        assigner, integration, closers = _make_assigner(spec)
+    callbacks = _callbacks(spec, state) + ([bonus_cb] if bonus_cb is not None else [])
     try:
-        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state))
+        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks)
     finally:
         for c in closers:
             c.close()
@@ -272,7 +287,54 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     state["credit_metrics"] = {k: v for k, v in res.metrics.items() if k.startswith(("credit/", "quality/"))} if assigner is not None else {}
     if assigner is not None and hasattr(assigner, "num_updates"):
         state["credit_metrics"]["credit/total_updates"] = float(assigner.num_updates)
+    if bonus_cb is not None:
+        state["credit_metrics"] = _bonus_metrics(bonus_cb)
     return state
+
+
+_BONUS_PARAMS = ("beta", "normalize", "num_updates", "clip_reward")  # go to the SB3 bonus callback, not the bonus
+
+
+def _family(spec: RunSpec) -> str:
+    """The registry family of the run's method ("anchor" for the anchors)."""
+    if spec.method in ANCHORS:
+        return "anchor"
+    from ..registry import get_method
+
+    return get_method(spec.registry_name).family
+
+
+def _make_bonus_callback(spec: RunSpec):
+    """An exploration bonus (registry defaults plus the suite's overrides; its ``seed`` follows the run
+    seed) added to the rollout by :class:`~creditlab.integrations.sb3.ExplorationBonusCallback`
+    (``beta``, ``normalize``, ``num_updates``, ``clip_reward`` are the callback's parameters). With
+    a task ``state_key`` the bonus counts the key the environment puts into ``info``."""
+    from ..integrations.sb3.exploration import ExplorationBonusCallback
+    from ..registry import get_method
+
+    method = get_method(spec.registry_name)
+    params = dict(spec.method_params)
+    callback = {k: params.pop(k) for k in list(params) if k in _BONUS_PARAMS}
+    if "seed" in method.params and "seed" not in params:
+        params["seed"] = spec.seed
+    return ExplorationBonusCallback(method.factory(**params), key="info" if spec.task.state_key else "auto", **callback)
+
+
+def _bonus_metrics(cb) -> dict[str, float]:
+    """Means over the run of the bonus callback's per-rollout metrics, plus the last values of the
+    cumulative ones (unique states, time share)."""
+    out: dict[str, float] = {}
+    hist = cb.history
+    if not hist:
+        return out
+    for key in ("exploration/bonus_mean", "exploration/intrinsic_mean", "exploration/episode_unique_states", "exploration/loss"):
+        vals = [float(h[key]) for h in hist if key in h and np.isfinite(h[key])]
+        if vals:
+            out[key] = float(np.mean(vals))
+    for key in ("exploration/unique_states", "exploration/time_share", "exploration/seconds"):
+        if key in hist[-1] and np.isfinite(hist[-1][key]):
+            out[key] = float(hist[-1][key])
+    return out
 
 
 def _anchor_credit(method: str, episodes: list[list[tuple[float, float]]]) -> dict[str, float]:
@@ -326,6 +388,8 @@ def train_run(spec: RunSpec) -> RunOutput:
     if train_returns.size:
         last = train_returns[-max(1, min(100, train_returns.size // 10 or 1)):]
         metrics["train_return_last"] = float(np.mean(last))
+    if task.family == "minigrid":
+        metrics.update(_success_metrics(states))
     credit: dict[str, list[float]] = {}
     for s in states:
         m = s["credit_metrics"] or _anchor_credit(spec.method, s["quality_episodes"])
@@ -364,6 +428,22 @@ def _bsuite_curve(states, steps: int, bins: int = 10) -> dict[str, Any]:
     return {"x": edges[1:].tolist(), "mean": mean.tolist(), "std": std.tolist(), "x_name": "environment steps per setting"}
 
 
+def _success_metrics(states) -> dict[str, float]:
+    """Natively sparse tasks (MiniGrid pays > 0 only on success): the success rate of the last 10 %
+    of training episodes and the steps until half of the last 100 training episodes succeed."""
+    from .exploration_tasks import steps_to_success
+
+    (state,) = states
+    eps = state["episodes"]
+    if not eps:
+        return {}
+    steps = np.array([e[0] for e in eps], dtype=np.float64)
+    returns = np.array([e[1] for e in eps], dtype=np.float64)
+    last = returns[int(returns.size * 0.9):]
+    return {"success_rate_last": float((last > 0).mean()) if last.size else float("nan"),
+            "steps_to_success": float(steps_to_success(steps, returns))}
+
+
 def _bsuite_metrics(task: TaskSpec, settings, states) -> dict[str, float]:
     from .bsuite_tasks import bsuite_score, episode_log
 
@@ -372,7 +452,14 @@ def _bsuite_metrics(task: TaskSpec, settings, states) -> dict[str, float]:
         returns = [e[1] for e in s["episodes"]]
         regrets = s["regrets"] if len(s["regrets"]) == len(returns) else None
         logs[setting] = episode_log(returns, regrets)
-    out = {"bsuite/score": bsuite_score(task.env_id, logs)}
+    if task.env_id == "deep_sea":
+        # bsuite 0.3.6's deep_sea analysis calls pandas.Series.append (gone in pandas 2): the same score
+        # from creditlab.bench.exploration_tasks, checked against bsuite's function in the tests
+        from .exploration_tasks import deep_sea_score, deep_sea_size
+
+        out = {"bsuite/score": deep_sea_score({deep_sea_size(st): s["bad"] for st, s in zip(settings, states)})}
+    else:
+        out = {"bsuite/score": bsuite_score(task.env_id, logs)}
     out["bsuite/episodes_per_setting"] = float(np.mean([len(s["episodes"]) for s in states]))
     if all("total_regret" in log for log in logs.values()):
         out["bsuite/average_regret"] = float(np.mean([log["total_regret"][-1] / log["episode"][-1] for log in logs.values()]))
