@@ -477,6 +477,13 @@ def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = N
     return GroupIndex(idx, int(codes.max()) + 1 if codes.size else 0)
 
 
+def shape_bt(x: torch.Tensor | np.ndarray) -> tuple[int, int]:
+    """``(B, T)`` of a ``[B, T]`` array; a :class:`ShapeError` for any other number of axes."""
+    if x.ndim != 2:
+        raise ShapeError(f"expected a [B, T] array; got shape {tuple(x.shape)}")
+    return int(x.shape[0]), int(x.shape[1])
+
+
 def lengths_of(mask: torch.Tensor) -> torch.Tensor:
     """int64[B] -- number of valid steps in each row of a prefix mask."""
     return mask.sum(dim=1, dtype=torch.int64)

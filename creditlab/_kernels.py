@@ -15,15 +15,16 @@ public functions validate their inputs first.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-_NUMBA: dict | bool | None = None  # resolved lazily: importing numba costs ~0.3 s
+Kernels = dict[str, Any]  # name -> numba dispatcher
+_NUMBA: Kernels | Literal[False] | None = None  # resolved lazily (None); False: numba unavailable or disabled
 
 
-def _numba_kernels() -> dict | None:
+def _numba_kernels() -> Kernels | None:
     global _NUMBA
     if _NUMBA is not None:
         return _NUMBA or None
@@ -260,7 +261,7 @@ BACKEND = os.environ.get("CREDITLAB_KERNELS", "auto")
 SMALL = 20_000  # elements
 
 
-def _use_numba(t: torch.Tensor) -> dict | None:
+def _use_numba(t: torch.Tensor) -> Kernels | None:
     if BACKEND == "torch" or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64):
         return None
     if BACKEND == "auto" and not _NUMBA and t.numel() < SMALL and (t.ndim < 2 or t.shape[-1] <= 256):
@@ -296,9 +297,9 @@ def gae_scan(
     """
     k = _use_numba(rewards)
     if k is not None:
-        r = _np(rewards)
-        d, use_d = _discounts_args(discounts, last_discount, r)
-        adv, ret, s = k["gae"](r, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_)
+        rn = _np(rewards)
+        d, use_d = _discounts_args(discounts, last_discount, rn)
+        adv, ret, s = k["gae"](rn, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_)
         stats = {
             "sum_rewards": float(s[0]),
             "sum_values": float(s[1]),
@@ -335,9 +336,9 @@ def returns_scan(
     """Discounted returns-to-go with bootstrap after the last valid step; 0 on padding."""
     k = _use_numba(rewards)
     if k is not None:
-        r = _np(rewards)
-        d, use_d = _discounts_args(discounts, last_discount, r)
-        out, s = k["returns"](r, d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma)
+        rn = _np(rewards)
+        d, use_d = _discounts_args(discounts, last_discount, rn)
+        out, s = k["returns"](rn, d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma)
         stats = {"sum_rewards": float(s[0]), "sum_ret": float(s[1]), "sum_ret2": float(s[2]), "n": float(lengths.sum())}
         return ScanResult(torch.from_numpy(out), None, stats)
     n_rows, n_cols = rewards.shape

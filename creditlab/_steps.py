@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_and_lengths
+from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_and_lengths, shape_bt
 from .errors import RangeError, ShapeError
 
 
@@ -40,7 +40,7 @@ class Steps:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.rewards.shape)  # type: ignore[return-value]
+        return shape_bt(self.rewards)
 
     def zero_pad(self, x: torch.Tensor) -> torch.Tensor:
         if self.full:
@@ -74,7 +74,7 @@ def step_inputs(
     if r.ndim != 2:
         raise ShapeError(f"{rewards_name} must be [B, T]; got shape {tuple(r.shape)}")
     check_nonempty(r.shape[0], rewards_name)
-    m, lengths = mask_and_lengths(mask, "mask", tuple(r.shape), device=r.device)
+    m, lengths = mask_and_lengths(mask, "mask", shape_bt(r), device=r.device)
     full = bool(lengths.min() == r.shape[1])
     hint = " on valid steps (use 0 for a step without reward)"
     if check_rewards:

@@ -566,7 +566,7 @@ _GROUP_NEEDS = ("outcomes|components|rewards", "group_ids")
 @register_method("grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
                  summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
                  source="Shao et al. 2024, arXiv 2402.03300")
-def _run_grpo(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
+def _run_grpo(episodes, *, std_scale: StdScale = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, grpo(r, episodes.group_ids, std_scale=std_scale, eps=eps, present=p), meta)
 
@@ -620,7 +620,7 @@ def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = T
 @register_method("sum_then_normalize", family="normalization", kind="advantages", needs=("components", "group_ids"),
                  summary="Weighted sum of reward components, then GRPO normalization",
                  source="TRL multi_objective_aggregation='sum_then_normalize'")
-def _run_sum_then_normalize(episodes, *, weights=None, std_scale: str = "group", eps: float = 1e-4) -> AdvantageOutput:
+def _run_sum_then_normalize(episodes, *, weights=None, std_scale: StdScale = "group", eps: float = 1e-4) -> AdvantageOutput:
     out = sum_then_normalize(
         episodes.components, episodes.group_ids, weights=weights, std_scale=std_scale, eps=eps,
         names=episodes.component_names, present=episodes.component_present,

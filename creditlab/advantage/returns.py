@@ -222,8 +222,9 @@ def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None =
     import math
 
     fmax = torch.finfo(out.dtype).max
-    for total, arr in ((sum_sq, out), (sum_sq2, out2)):
-        if arr is None or (math.isfinite(total) and math.sqrt(total) < fmax):
+    pairs = [(sum_sq, out)] if sum_sq2 is None or out2 is None else [(sum_sq, out), (sum_sq2, out2)]
+    for total, arr in pairs:
+        if math.isfinite(total) and math.sqrt(total) < fmax:
             continue
         if not all_finite(arr):
             raise NonFiniteError(
