@@ -72,7 +72,7 @@ _PER_EPISODE = (
 )
 
 
-def pad(rows: Sequence[Sequence[Any]], *, fill: float = 0.0, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+def pad(rows: Sequence[Any], *, fill: float = 0.0, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Pad ragged rows to ``[B, T]``; returns ``(padded, mask)``. Rows may hold arrays (``[T_b, ...]``)."""
     if len(rows) == 0:
         raise EmptyBatchError("cannot pad an empty list of episodes")
