@@ -42,11 +42,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+# Steady state of a training process: the compiled kernels are loaded from the first call (in
+# the default "auto" mode creditlab loads them at the first large input or the 64th small call;
+# before that, small inputs take the torch path). CREDITLAB_KERNELS=auto in the environment
+# measures the other mode.
+os.environ.setdefault("CREDITLAB_KERNELS", "numba")
 
-import creditlab as cl
-from creditlab.errors import DegenerateGroupWarning
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import creditlab as cl  # noqa: E402
+from creditlab.errors import DegenerateGroupWarning  # noqa: E402
 
 warnings.simplefilter("ignore", DegenerateGroupWarning)
 torch.set_num_threads(1)
@@ -306,7 +312,8 @@ def header(args) -> str:
     return (
         f"creditlab {Path(cl.__file__).parent} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
         f"verl {verl}, python {platform.python_version()}, torch threads {torch.get_num_threads()}, "
-        f"{args.rounds} rounds of >= {args.min_ms:g} ms per contender (loops: {args.loop_rounds}), load average {load}"
+        f"{args.rounds} rounds of >= {args.min_ms:g} ms per contender (loops: {args.loop_rounds}), "
+        f"CREDITLAB_KERNELS={os.environ['CREDITLAB_KERNELS']}, load average {load}"
     )
 
 

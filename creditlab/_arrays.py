@@ -496,6 +496,17 @@ def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = N
     """
     import pyarrow as pa
 
+    if arr.dtype == object and arr.size and isinstance(arr[0], str):
+        # Fast path for string ids (verl's uids): pyarrow reads the objects directly. Anything it
+        # refuses (a non-string id) or a None takes the checked path below for the named error.
+        try:
+            enc = pa.array(arr, type=pa.string()).dictionary_encode()
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            enc = None
+        if enc is not None and enc.null_count == 0:
+            codes = enc.indices.to_numpy(zero_copy_only=False)
+            idx = torch.from_numpy(codes.astype(np.int64))
+            return GroupIndex(idx if device is None else idx.to(device), len(enc.dictionary))
     if arr.dtype == object:
         kinds = {type(v) for v in arr.tolist()}
         if type(None) in kinds:

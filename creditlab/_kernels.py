@@ -392,19 +392,32 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 # Which implementation runs: "auto" (numba on CPU for batches worth compiling for, torch
-# otherwise), "numba" or "torch". Small inputs skip numba until it is loaded: importing it and
-# loading the cached kernels costs ~0.5-1 s per process, more than a torch loop over a few
-# thousand elements; once a large input loaded it, every CPU input uses it.
+# otherwise), "numba" or "torch" (environment variable CREDITLAB_KERNELS). Small inputs skip
+# numba until it is loaded: importing it and loading the cached kernels costs ~0.5 s of CPU
+# (1-1.5 s wall) per process, more than a torch path over a few thousand elements costs in a
+# one-off call. It is loaded by the first large input, or by the SMALL_CALLS-th small call (a
+# loop: the torch path costs ~0.2 ms more per call, so a training loop soon pays the load back);
+# once loaded, every CPU input uses it.
 BACKEND = os.environ.get("CREDITLAB_KERNELS", "auto")
 SMALL = 20_000  # elements
+SMALL_CALLS = 64
+_small_calls = 0
+
+
+def _numba_for(numel: int, ndim: int, last_dim: int) -> Kernels | None:
+    """The compiled kernels for a CPU input of this size (None: take the torch path)."""
+    global _small_calls
+    if BACKEND == "auto" and not _NUMBA and numel < SMALL and (ndim < 2 or last_dim <= 256):
+        _small_calls += 1
+        if _small_calls <= SMALL_CALLS:
+            return None  # small and numba not loaded yet: not worth the load (once loaded, always used)
+    return _numba_kernels()
 
 
 def _use_numba(t: torch.Tensor) -> Kernels | None:
     if BACKEND == "torch" or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64):
         return None
-    if BACKEND == "auto" and not _NUMBA and t.numel() < SMALL and (t.ndim < 2 or t.shape[-1] <= 256):
-        return None  # small and numba not loaded yet: not worth the load (once loaded, always used)
-    return _numba_kernels()
+    return _numba_for(t.numel(), t.ndim, t.shape[-1] if t.ndim else 0)
 
 
 class ScanResult(NamedTuple):
@@ -537,9 +550,7 @@ def numeric_mask(mask: torch.Tensor) -> NumericMask | None:
     """Read a float or integer CPU ``[B, T]`` mask in one compiled pass (None: no compiled kernels)."""
     if mask.dtype not in _MASK_DTYPES or mask.ndim != 2 or mask.device.type != "cpu" or BACKEND == "torch":
         return None
-    if BACKEND == "auto" and not _NUMBA and mask.numel() < SMALL:
-        return None
-    k = _numba_kernels()
+    k = _numba_for(mask.numel(), mask.ndim, mask.shape[-1])
     if k is None:
         return None
     out, lengths, bad, full, hb, ht = k["numeric_mask"](_np(mask))
