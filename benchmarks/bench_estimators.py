@@ -16,30 +16,26 @@ Peers, each measured in the same run on the same data:
   GDPO: the per-group, per-component loop. Token-level pipeline as in LLM trainers: rewards
   [bs, L] -> scores -> advantages broadcast back to [bs, L], on both sides.
 
-Method: every contender is warmed up (JIT, caches), then timed in ``--rounds`` rounds; a round
-runs each contender back to back (order rotated every round) for enough calls to last about
-``--min-ms`` and records the time per call. A round's ratio is peer time / creditlab time in that
-round (> 1: creditlab is faster). Printed: the median time per call of each contender, and the
-median ratio with its min-max over the rounds, both for the thread's CPU time and for wall time.
-On a shared machine, wall time includes the time other processes held the core; CPU time does
-not (it is what a quiet machine would show as wall time, up to cache effects). One torch thread.
-The per-group loops run in ``--loop-rounds`` rounds (seconds per call). The last column is the
-largest difference between creditlab's and the peer's advantages (agreement check).
+Method (benchmarks/_timing.py): every contender is warmed up (JIT, caches), then timed in
+``--rounds`` rounds; a round runs each contender back to back (order rotated every round) for
+enough calls to last about ``--min-ms`` and records the time per call. A round's ratio is peer
+time / creditlab time in that round (> 1: creditlab is faster). Printed: the median CPU time per
+call of each contender, and the median ratio with its min-max over the rounds, both for the
+thread's CPU time and for wall time. On a shared machine, wall time includes the time other
+processes held the core; CPU time does not (it is what a quiet machine would show as wall time,
+up to cache effects). One torch thread. The per-group loops run in ``--loop-rounds`` rounds
+(seconds per call). The last column is the largest difference between creditlab's and the
+peer's advantages (agreement check; for verl's GAE the returns, as verl whitens its advantages).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
-import statistics
 import subprocess
-import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 # Steady state of a training process: the compiled kernels are loaded from the first call (in
@@ -50,6 +46,7 @@ os.environ.setdefault("CREDITLAB_KERNELS", "numba")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _timing import Contender, measure, ms, ratio_text  # noqa: E402  (benchmarks/_timing.py)
 
 import creditlab as cl  # noqa: E402
 from creditlab.errors import DegenerateGroupWarning  # noqa: E402
@@ -66,46 +63,11 @@ except Exception:  # pragma: no cover - verl is not a dependency
 # ------------------------------------------------------------------------------ timing
 
 
-@dataclass
-class Contender:
-    name: str
-    fn: Callable[[], object]
-    rounds: int | None = None  # None: every round
-    cpu: list[float] = field(default_factory=list)  # seconds per call, one entry per round
-    wall: list[float] = field(default_factory=list)
-    calls: int = 1
-
-
-def measure(contenders: list[Contender], rounds: int, min_s: float) -> None:
-    """Warm up, calibrate calls per round, then time the contenders round by round, interleaved."""
-    for c in contenders:
-        c.fn()  # JIT, caches, first-touch of buffers
-        t0 = time.thread_time()
-        c.fn()
-        once = max(time.thread_time() - t0, 1e-6)
-        c.calls = max(1, min(1000, math.ceil(min_s / once)))
-    for k in range(rounds):
-        order = contenders[k % len(contenders) :] + contenders[: k % len(contenders)]
-        for c in order:
-            if c.rounds is not None and len(c.cpu) >= c.rounds:
-                continue
-            w0, c0 = time.perf_counter(), time.thread_time()
-            for _ in range(c.calls):
-                c.fn()
-            c.cpu.append((time.thread_time() - c0) / c.calls)
-            c.wall.append((time.perf_counter() - w0) / c.calls)
-
-
-def ratio_text(peer: list[float], ours: list[float]) -> str:
-    rs = [p / o for p, o in zip(peer, ours)]
-    return f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f})"
-
-
 def row(case: str, shape: str, ids: str, ours: Contender, peer: Contender, diff: float | None) -> str:
     diff_txt = "-" if diff is None else f"{diff:.1e}"
     return (
-        f"| {case} | {shape} | {ids} | {peer.name} | {1e3 * statistics.median(ours.cpu[: len(peer.cpu)]):.3f} | "
-        f"{1e3 * statistics.median(peer.cpu):.3f} | {ratio_text(peer.cpu, ours.cpu)} | {ratio_text(peer.wall, ours.wall)} | {diff_txt} |"
+        f"| {case} | {shape} | {ids} | {peer.name} | {ms(ours, len(peer.cpu))} | {ms(peer)} | "
+        f"{ratio_text(peer.cpu, ours.cpu)} | {ratio_text(peer.wall, ours.wall)} | {diff_txt} |"
     )
 
 
