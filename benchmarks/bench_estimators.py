@@ -1,56 +1,83 @@
 # ruff: noqa: B023  (closures are timed immediately inside the loop that defines them)
 """Speed of creditlab's estimators next to the implementations users run today, in one process.
 
-    .venv/bin/python benchmarks/bench_estimators.py            # ~1 minute
-    .venv/bin/python benchmarks/bench_estimators.py --quick    # smaller shapes, a few seconds
+    .venv/bin/python benchmarks/bench_estimators.py                 # ~5 minutes on a loaded 2-core box
+    .venv/bin/python benchmarks/bench_estimators.py --no-loops      # skip the slow per-group loops
+    .venv/bin/python benchmarks/bench_estimators.py --quick         # small shapes, seconds
 
-Baselines, each measured in the same run on the same data:
-* GAE: Stable-Baselines3 ``RolloutBuffer.compute_returns_and_advantage`` (NumPy loop over time),
-  a reverse loop over T of whole-batch torch ops (what verl and most LLM trainers do), and verl's
-  ``compute_gae_advantage_return`` when verl is importable;
-* GRPO / RLOO / GDPO: a per-group Python loop (the structure of verl's default GRPO path: a dict
-  from group id to scores, then per-group mean/std), and verl's vectorized GRPO/RLOO when verl is
-  importable. Token-level pipeline as in LLM trainers: rewards [bs, L] -> scores -> advantages
-  broadcast back to [bs, L].
+Peers, each measured in the same run on the same data:
+* GAE: Stable-Baselines3 ``RolloutBuffer.compute_returns_and_advantage`` (a NumPy loop over time
+  into preallocated buffers; creditlab gets the same float32 NumPy arrays), verl 0.9.1's
+  ``compute_gae_advantage_return`` (torch tensors and a float ``response_mask``; creditlab gets
+  the same tensors), and a reverse loop over T of whole-batch torch ops (what most LLM trainers do);
+* GRPO / RLOO: verl's ``compute_grpo_vectorized_outcome_advantage`` /
+  ``compute_rloo_vectorized_outcome_advantage`` with integer uids and with the string uids verl
+  actually receives, and a per-group Python loop (the structure of verl's default GRPO path);
+  GDPO: the per-group, per-component loop. Token-level pipeline as in LLM trainers: rewards
+  [bs, L] -> scores -> advantages broadcast back to [bs, L], on both sides.
 
-Ratios > 1 mean creditlab is faster. Times are the median of several repeats after a warm-up,
-single torch thread. The machine is shared: compare ratios, not absolute times.
+Method (benchmarks/_timing.py): every contender is warmed up (JIT, caches), then timed in
+``--rounds`` rounds; a round runs each contender back to back (order rotated every round) for
+enough calls to last about ``--min-ms`` and records the time per call. A round's ratio is peer
+time / creditlab time in that round (> 1: creditlab is faster). Printed: the median CPU time per
+call of each contender, and the median ratio with its min-max over the rounds, both for the
+thread's CPU time and for wall time. On a shared machine, wall time includes the time other
+processes held the core; CPU time does not (it is what a quiet machine would show as wall time,
+up to cache effects). One torch thread. The per-group loops run in ``--loop-rounds`` rounds
+(seconds per call). The last column is the largest difference between creditlab's and the
+peer's advantages (agreement check; for verl's GAE the returns, as verl whitens its advantages).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import platform
+import subprocess
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
-import numpy as np
-import torch
+# Steady state of a training process: the compiled kernels are loaded from the first call (in
+# the default "auto" mode creditlab loads them at the first large input or the 64th small call;
+# before that, small inputs take the torch path). CREDITLAB_KERNELS=auto in the environment
+# measures the other mode.
+os.environ.setdefault("CREDITLAB_KERNELS", "numba")
 
-import creditlab as cl
-from creditlab.errors import DegenerateGroupWarning
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _timing import Contender, measure, ms, ratio_text  # noqa: E402  (benchmarks/_timing.py)
+
+import creditlab as cl  # noqa: E402
+from creditlab.errors import DegenerateGroupWarning  # noqa: E402
 
 warnings.simplefilter("ignore", DegenerateGroupWarning)
 torch.set_num_threads(1)
 
-try:  # optional peer
+try:  # peer installed by scripts/install.sh (pip install --no-deps verl==0.9.1)
     from verl.trainer.ppo import core_algos as verl_algos
 except Exception:  # pragma: no cover - verl is not a dependency
     verl_algos = None
 
 
-def timeit(fn, repeats: int = 5) -> float:
-    fn()  # warm-up (JIT, caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+# ------------------------------------------------------------------------------ timing
 
 
-# ------------------------------------------------------------------------------ baselines
+def row(case: str, shape: str, ids: str, ours: Contender, peer: Contender, diff: float | None) -> str:
+    diff_txt = "-" if diff is None else f"{diff:.1e}"
+    return (
+        f"| {case} | {shape} | {ids} | {peer.name} | {ms(ours, len(peer.cpu))} | {ms(peer)} | "
+        f"{ratio_text(peer.cpu, ours.cpu)} | {ratio_text(peer.wall, ours.wall)} | {diff_txt} |"
+    )
+
+
+def max_diff(a, b) -> float:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+# ------------------------------------------------------------------------------ peers
 
 
 def sb3_gae(rewards_tb, values_tb, episode_starts_tb, last_values, dones, gamma, lam):
@@ -63,9 +90,10 @@ def sb3_gae(rewards_tb, values_tb, episode_starts_tb, last_values, dones, gamma,
     buf.rewards[:] = rewards_tb
     buf.values[:] = values_tb
     buf.episode_starts[:] = episode_starts_tb
+    last = torch.as_tensor(last_values)
 
     def run():
-        buf.compute_returns_and_advantage(torch.as_tensor(last_values), dones)
+        buf.compute_returns_and_advantage(last, dones)
         return buf.advantages
 
     return run
@@ -153,30 +181,46 @@ def cl_gdpo(components, mask, index):
     return cl.gdpo(components, index).advantages.unsqueeze(-1) * mask
 
 
-# ------------------------------------------------------------------------------ main
+# ------------------------------------------------------------------------------ cases
 
 
-def bench_gae(shapes, rows):
+def bench_gae(shapes, args, lines):
     rng = np.random.default_rng(0)
+    gamma, lam = 0.99, 0.95
     for b, t in shapes:
         rewards = rng.normal(size=(b, t)).astype(np.float32)
         values = rng.normal(size=(b, t)).astype(np.float32)
         mask = np.ones((b, t), bool)
-        gamma, lam = 0.99, 0.95
-        ours = timeit(lambda: cl.gae(rewards, values, gamma=gamma, lambda_=lam, mask=mask, terminated=np.ones(b, bool)))
+        term = np.ones(b, bool)
         # SB3 layout is time-major [T, N]: one env per episode row, episode start at t = 0.
         starts = np.zeros((t, b), np.float32)
         starts[0] = 1
-        sb3 = timeit(sb3_gae(rewards.T.copy(), values.T.copy(), starts, np.zeros(b, np.float32), np.ones(b, bool), gamma, lam))
+        ours = Contender("creditlab", lambda: cl.gae(rewards, values, gamma=gamma, lambda_=lam, mask=mask, terminated=term))
+        sb3_fn = sb3_gae(rewards.T.copy(), values.T.copy(), starts, np.zeros(b, np.float32), np.ones(b, bool), gamma, lam)
+        sb3 = Contender("sb3", sb3_fn)
         tr, tv, tm = torch.from_numpy(rewards), torch.from_numpy(values), torch.ones(b, t)
-        loop = timeit(torch_loop_gae(tr, tv, tm, gamma, lam), repeats=3)
-        row = {"estimator": "gae", "shape": f"{b}x{t}", "creditlab_ms": ours * 1e3, "sb3_ms": sb3 * 1e3, "torch_loop_ms": loop * 1e3}
+        tterm = torch.ones(b, dtype=torch.bool)
+        ours_t = Contender("creditlab", lambda: cl.gae(tr, tv, gamma=gamma, lambda_=lam, mask=tm, terminated=tterm))
+        loop = Contender("torch_loop", torch_loop_gae(tr, tv, tm, gamma, lam), rounds=args.loop_rounds)
+        group = [ours, sb3, ours_t]
+        if not args.no_loops:
+            group.append(loop)
+        verl = None
         if verl_algos is not None:
-            row["verl_ms"] = 1e3 * timeit(lambda: verl_algos.compute_gae_advantage_return(tr, tv, tm, gamma, lam), repeats=3)
-        rows.append(row)
+            verl = Contender("verl", lambda: verl_algos.compute_gae_advantage_return(tr, tv, tm, gamma, lam))
+            group.append(verl)
+        measure(group, args.rounds, args.min_ms / 1e3)
+        shape = f"{b}x{t}"
+        out = ours.fn()
+        ref = out.advantages
+        lines.append(row("gae", shape, "", ours, sb3, max_diff(ref, sb3_fn().T)))
+        if verl is not None:  # verl whitens its advantages; its returns (A + V) are comparable
+            lines.append(row("gae (torch in)", shape, "", ours_t, verl, max_diff(out.returns, verl.fn()[1])))
+        if not args.no_loops:
+            lines.append(row("gae (torch in)", shape, "", ours_t, loop, max_diff(ref, loop.fn())))
 
 
-def bench_groups(shapes, group_size, rows):
+def bench_groups(shapes, group_size, args, lines):
     rng = np.random.default_rng(1)
     for bs, length in shapes:
         token_rewards = torch.from_numpy(rng.normal(size=(bs, length)).astype(np.float32))
@@ -184,58 +228,84 @@ def bench_groups(shapes, group_size, rows):
         index = np.repeat(np.arange(bs // group_size), group_size)
         uids = np.array([f"uid-{i}" for i in index], dtype=object)  # what verl passes
         comps = torch.from_numpy(rng.integers(0, 2, size=(bs, 3)).astype(np.float32))
-        n_groups = bs // group_size
-        specs = [
-            ("grpo", lambda: cl_grpo(token_rewards, mask, index), lambda: loop_grpo(token_rewards.clone(), mask, index)),
-            ("rloo", lambda: cl_rloo(token_rewards, mask, index), lambda: loop_rloo(token_rewards.clone(), mask, index)),
-            ("gdpo", lambda: cl_gdpo(comps, mask, index), lambda: loop_gdpo(comps, mask, index)),
-        ]
-        for name, ours_fn, loop_fn in specs:
-            ours = timeit(ours_fn)
-            loop = timeit(loop_fn, repeats=1 if bs * 3 > 50_000 else 3)
-            row = {"estimator": name, "shape": f"{bs}x{length}", "groups": n_groups, "creditlab_ms": ours * 1e3, "loop_ms": loop * 1e3}
-            if verl_algos is not None and name in ("grpo", "rloo"):
-                vfn = {
-                    "grpo": verl_algos.compute_grpo_vectorized_outcome_advantage,
-                    "rloo": verl_algos.compute_rloo_vectorized_outcome_advantage,
-                }[name]
-                row["verl_vectorized_ms"] = 1e3 * timeit(lambda: vfn(token_rewards, mask, index))
-                # creditlab with the string uids verl receives (factorized by creditlab)
-                row["creditlab_str_ids_ms"] = 1e3 * timeit(lambda: cl_grpo(token_rewards, mask, uids) if name == "grpo" else cl_rloo(token_rewards, mask, uids))
-                row["verl_str_ids_ms"] = 1e3 * timeit(lambda: vfn(token_rewards, mask, uids))
-            rows.append(row)
+        shape = f"{bs}x{length}"
+        ids_int, ids_str = f"{bs // group_size} (int)", f"{bs // group_size} (str)"
+        loop_rounds = args.loop_rounds if bs * length < 2_000_000 else max(1, args.loop_rounds // 2)
+        for name, ours_fn, loop_fn, vname in (
+            ("grpo", cl_grpo, loop_grpo, "compute_grpo_vectorized_outcome_advantage"),
+            ("rloo", cl_rloo, loop_rloo, "compute_rloo_vectorized_outcome_advantage"),
+        ):
+            ours = Contender("creditlab", lambda: ours_fn(token_rewards, mask, index))
+            ours_s = Contender("creditlab", lambda: ours_fn(token_rewards, mask, uids))
+            group = [ours, ours_s]
+            loop = Contender("loop", lambda: loop_fn(token_rewards.clone(), mask, index), rounds=loop_rounds)
+            if not args.no_loops:
+                group.append(loop)
+            if verl_algos is not None:
+                vfn = getattr(verl_algos, vname)
+                verl = Contender("verl_vectorized", lambda: vfn(token_rewards, mask, index)[0])
+                verl_s = Contender("verl_vectorized", lambda: vfn(token_rewards, mask, uids)[0])
+                group += [verl, verl_s]
+            measure(group, args.rounds, args.min_ms / 1e3)
+            ref = ours.fn()
+            if verl_algos is not None:
+                lines.append(row(name, shape, ids_int, ours, verl, max_diff(ref, verl.fn())))
+                lines.append(row(name, shape, ids_str, ours_s, verl_s, max_diff(ours_s.fn(), verl_s.fn())))
+            if not args.no_loops:
+                lines.append(row(name, shape, ids_int, ours, loop, max_diff(ref, loop.fn())))
+        if not args.no_loops:
+            ours = Contender("creditlab", lambda: cl_gdpo(comps, mask, index))
+            loop = Contender("loop", lambda: loop_gdpo(comps, mask, index), rounds=loop_rounds)
+            measure([ours, loop], args.rounds, args.min_ms / 1e3)
+            lines.append(row("gdpo (K=3)", shape, ids_int, ours, loop, max_diff(ours.fn(), loop.fn())))
 
 
-def print_rows(rows):
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, verl {'yes' if verl_algos else 'not installed'}")
-    print()
-    print("| estimator | shape | groups | creditlab ms | baseline | baseline ms | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        baselines = [(k[:-3], v) for k, v in r.items() if k.endswith("_ms") and not k.startswith("creditlab") and "str_ids" not in k]
-        for i, (name, ms) in enumerate(baselines):
-            first = i == 0
-            print(
-                f"| {r['estimator'] if first else ''} | {r['shape'] if first else ''} | {r.get('groups', '') if first else ''} | "
-                f"{r['creditlab_ms']:.2f} | {name} | {ms:.2f} | {ms / r['creditlab_ms']:.1f}x |"
-            )
-        if "creditlab_str_ids_ms" in r:
-            ours, theirs = r["creditlab_str_ids_ms"], r["verl_str_ids_ms"]
-            print(f"| | | (string uids) | {ours:.2f} | verl_vectorized (string uids) | {theirs:.2f} | {theirs / ours:.1f}x |")
+def header(args) -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:  # pragma: no cover
+        commit = "?"
+    verl = "not installed"
+    if verl_algos is not None:
+        from importlib.metadata import version
+
+        verl = version("verl")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"creditlab {Path(cl.__file__).parent} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"verl {verl}, python {platform.python_version()}, torch threads {torch.get_num_threads()}, "
+        f"{args.rounds} rounds of >= {args.min_ms:g} ms per contender (loops: {args.loop_rounds}), "
+        f"CREDITLAB_KERNELS={os.environ['CREDITLAB_KERNELS']}, load average {load}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--loop-rounds", type=int, default=3, help="rounds for the slow per-group / per-step loops")
+    parser.add_argument("--min-ms", type=float, default=20.0, help="each contender runs for about this long per round")
+    parser.add_argument("--no-loops", action="store_true", help="skip the Python-loop baselines")
+    parser.add_argument("--only", choices=("gae", "groups"), help="one family only")
     args = parser.parse_args()
-    rows: list[dict] = []
+    print(header(args))
+    lines: list[str] = []
     if args.quick:
-        bench_gae([(256, 256), (8192, 16)], rows)
-        bench_groups([(4096, 16)], 8, rows)
+        gae_shapes, group_shapes = [(256, 256), (8192, 16)], [(4096, 16)]
     else:
-        bench_gae([(1024, 1024), (65536, 16), (512, 512), (2048, 256), (16384, 16)], rows)
-        bench_groups([(1024, 1024), (65536, 16), (131072, 8)], 8, rows)  # 128, 8192 and 16384 groups
-    print_rows(rows)
+        gae_shapes = [(1024, 1024), (512, 512), (2048, 256), (65536, 16), (16384, 16)]
+        group_shapes = [(1024, 1024), (16384, 64), (65536, 16), (131072, 8)]  # groups of 8
+    if args.only in (None, "gae"):
+        bench_gae(gae_shapes, args, lines)
+    if args.only in (None, "groups"):
+        bench_groups(group_shapes, 8, args, lines)
+    print()
+    print("| estimator | shape | groups | peer | creditlab CPU ms | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for line in lines:
+        print(line)
+    print()
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

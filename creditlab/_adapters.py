@@ -75,7 +75,7 @@ def episode_scores(ep: Episodes) -> tuple[Any, Any, dict[str, float]]:
     if ep.components is not None:
         c, p = to_numpy(ep.components), to_numpy(ep.component_present)
         scores = np.where(p, c, 0.0).sum(axis=1).astype(c.dtype)
-        return like(ep, scores), like(ep, p.any(axis=1)), {"input/score_from_components": 1.0}
+        return like(ep, scores), like(ep, np.asarray(p.any(axis=1))), {"input/score_from_components": 1.0}
     return ep.returns(), None, {"input/score_from_rewards": 1.0}
 
 

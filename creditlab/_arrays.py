@@ -275,47 +275,85 @@ def mask_and_lengths(
     like: str = "rewards",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`as_mask` that also returns ``lengths: int64[B]`` (valid steps per row)."""
+    m, lengths, _ = mask_info(mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like)
+    return m, lengths
+
+
+def mask_info(
+    mask: ArrayLike | None,
+    name: str,
+    shape: tuple[int, int],
+    *,
+    device: torch.device,
+    prefix: bool = True,
+    allow_empty_rows: bool = False,
+    like: str = "rewards",
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`mask_and_lengths` plus ``full``: True when no row has padding."""
     if mask is None:
         if shape[1] == 0 and not allow_empty_rows:
             raise EmptyBatchError("the batch has T = 0 steps per episode; every episode needs >= 1 step")
         return (
             torch.ones(shape, dtype=torch.bool, device=device),
             torch.full((shape[0],), shape[1], dtype=torch.int64, device=device),
+            True,
         )
     m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
+    hint = f" (the [B, T] shape of {like})"
     if m.dtype != torch.bool:
-        if m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-            if bool(((m != 0) & (m != 1)).any()):
-                raise MaskError(f"{name} must be boolean or 0/1; got values other than 0 and 1 (dtype {m.dtype})")
-            m = m != 0
-        else:
+        if not (m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
             raise MaskError(f"{name} must be boolean or 0/1; got dtype {m.dtype}")
+        read = None
+        if device.type == "cpu" and m.ndim == 2 and tuple(m.shape) == tuple(shape):
+            from ._kernels import numeric_mask
+
+            read = numeric_mask(m)  # one compiled pass instead of five whole-array operations
+        if read is not None:
+            if read.bad:
+                raise MaskError(f"{name} must be boolean or 0/1; got values other than 0 and 1 (dtype {m.dtype})")
+            if prefix and read.hole is not None:
+                raise _hole_error(name, read.mask, *read.hole)
+            return _checked_lengths(read.mask, read.lengths, name, allow_empty_rows, read.full)
+        if bool(((m != 0) & (m != 1)).any()):
+            raise MaskError(f"{name} must be boolean or 0/1; got values other than 0 and 1 (dtype {m.dtype})")
+        m = m != 0
     m = m.to(device)
-    check_shape(m, name, shape=shape, hint=f" (the [B, T] shape of {like})")
+    check_shape(m, name, shape=shape, hint=hint)
     if m.device.type == "cpu" and m.numel() and bool(m.numpy().all()):
         # No padding (every rollout of a vectorized env, most benchmarks): NumPy's bool all() is
         # ~10x cheaper than torch's, and then there is nothing to scan.
-        return m, torch.full((shape[0],), shape[1], dtype=torch.int64, device=device)
+        return m, torch.full((shape[0],), shape[1], dtype=torch.int64, device=device), True
     if prefix:
         from ._kernels import mask_lengths
 
         lengths, hole = mask_lengths(m.contiguous())
         lengths = lengths.to(m.device)
         if hole is not None:
-            b, t = hole
-            valid = torch.nonzero(m[b]).flatten().tolist()
-            raise MaskError(
-                f"{name} row {b} has a hole: step {t} is padding but step {t + 1} is valid "
-                f"(valid steps {valid[:12]}{'...' if len(valid) > 12 else ''}); padding must come after "
-                "the last step of each episode (tool/observation tokens inside an LLM turn belong in a "
-                "token-level response_mask, see broadcast_to_tokens, not in the step mask)."
-            )
+            raise _hole_error(name, m, *hole)
     else:
         lengths = m.sum(dim=1, dtype=torch.int64)
-    if not allow_empty_rows and m.shape[0] and bool((lengths == 0).any()):
+    return _checked_lengths(m, lengths, name, allow_empty_rows, False)
+
+
+def _checked_lengths(
+    m: torch.Tensor, lengths: torch.Tensor, name: str, allow_empty_rows: bool, full: bool
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    if not full and not allow_empty_rows and m.shape[0] and bool((lengths == 0).any()):
         b = int(torch.nonzero(lengths == 0)[0])
         raise EmptyBatchError(f"episode {b} is empty: {name} row {b} has no valid step; every episode needs >= 1 step")
-    return m, lengths
+    if full and not allow_empty_rows and m.shape[1] == 0 and m.shape[0]:
+        raise EmptyBatchError(f"episode 0 is empty: {name} row 0 has no valid step; every episode needs >= 1 step")
+    return m, lengths, full
+
+
+def _hole_error(name: str, m: torch.Tensor, b: int, t: int) -> MaskError:
+    valid = torch.nonzero(m[b]).flatten().tolist()
+    return MaskError(
+        f"{name} row {b} has a hole: step {t} is padding but step {t + 1} is valid "
+        f"(valid steps {valid[:12]}{'...' if len(valid) > 12 else ''}); padding must come after "
+        "the last step of each episode (tool/observation tokens inside an LLM turn belong in a "
+        "token-level response_mask, see broadcast_to_tokens, not in the step mask)."
+    )
 
 
 def check_nonempty(n: int, name: str) -> None:
@@ -458,6 +496,17 @@ def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = N
     """
     import pyarrow as pa
 
+    if arr.dtype == object and arr.size and isinstance(arr[0], str):
+        # Fast path for string ids (verl's uids): pyarrow reads the objects directly. Anything it
+        # refuses (a non-string id) or a None takes the checked path below for the named error.
+        try:
+            enc = pa.array(arr, type=pa.string()).dictionary_encode()
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            enc = None
+        if enc is not None and enc.null_count == 0:
+            codes = enc.indices.to_numpy(zero_copy_only=False)
+            idx = torch.from_numpy(codes.astype(np.int64))
+            return GroupIndex(idx if device is None else idx.to(device), len(enc.dictionary))
     if arr.dtype == object:
         kinds = {type(v) for v in arr.tolist()}
         if type(None) in kinds:
@@ -475,6 +524,13 @@ def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = N
     if device is not None:
         idx = idx.to(device)
     return GroupIndex(idx, int(codes.max()) + 1 if codes.size else 0)
+
+
+def shape_bt(x: torch.Tensor | np.ndarray) -> tuple[int, int]:
+    """``(B, T)`` of a ``[B, T]`` array; a :class:`ShapeError` for any other number of axes."""
+    if x.ndim != 2:
+        raise ShapeError(f"expected a [B, T] array; got shape {tuple(x.shape)}")
+    return int(x.shape[0]), int(x.shape[1])
 
 
 def lengths_of(mask: torch.Tensor) -> torch.Tensor:

@@ -15,15 +15,16 @@ public functions validate their inputs first.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-_NUMBA: dict | bool | None = None  # resolved lazily: importing numba costs ~0.3 s
+Kernels = dict[str, Any]  # name -> numba dispatcher
+_NUMBA: Kernels | Literal[False] | None = None  # resolved lazily (None); False: numba unavailable or disabled
 
 
-def _numba_kernels() -> dict | None:
+def _numba_kernels() -> Kernels | None:
     global _NUMBA
     if _NUMBA is not None:
         return _NUMBA or None
@@ -45,71 +46,65 @@ def _numba_kernels() -> dict | None:
     def gae(rewards, values, discounts, use_discounts, last_discount, lengths, bootstrap, gamma, lam):
         # The last valid step (discount last_discount[b], next value bootstrap[b]) is peeled off so
         # the loop over the other steps has no per-step branch; without explicit discounts every
-        # inner step has discount 1.
+        # inner step has discount 1. The recurrence runs in float64, stored in the input dtype.
+        # tot: float64 sums over valid steps of A, A^2, G = A + V and G^2. A NaN or inf in a valid
+        # reward or value makes that step's A non-finite, so it reaches these sums.
         n_rows, n_cols = rewards.shape
         adv = np.empty_like(rewards)
         ret = np.empty_like(rewards)
         gl = gamma * lam
-        tot = np.zeros(5)  # sums over valid steps of r, v, A, A^2, (A + V)^2 (float64; NaN/inf propagate)
+        tot = np.zeros(4)
         for b in range(n_rows):
             n = lengths[b]
-            s_r = 0.0
-            s_v = 0.0
             s_a = 0.0
             s_a2 = 0.0
+            s_g = 0.0
             s_g2 = 0.0
             if n > 0:
                 t = n - 1
                 d = float(discounts[b, t]) if use_discounts else float(last_discount[b])
                 v = float(values[b, t])
-                r = float(rewards[b, t])
-                acc = r + gamma * d * float(bootstrap[b]) - v
-                adv[b, t] = acc
+                acc = float(rewards[b, t]) + gamma * d * float(bootstrap[b]) - v
                 g = acc + v
+                adv[b, t] = acc
                 ret[b, t] = g
-                next_v = v
-                s_r = r
-                s_v = v
                 s_a = acc
                 s_a2 = acc * acc
+                s_g = g
                 s_g2 = g * g
+                next_v = v
                 if use_discounts:
                     for t in range(n - 2, -1, -1):
                         d = float(discounts[b, t])
                         v = float(values[b, t])
-                        r = float(rewards[b, t])
-                        acc = (r + gamma * d * next_v - v) + gl * d * acc
-                        adv[b, t] = acc
+                        acc = (float(rewards[b, t]) + gamma * d * next_v - v) + gl * d * acc
                         g = acc + v
+                        adv[b, t] = acc
                         ret[b, t] = g
-                        next_v = v
-                        s_r += r
-                        s_v += v
                         s_a += acc
                         s_a2 += acc * acc
+                        s_g += g
                         s_g2 += g * g
+                        next_v = v
                 else:
                     for t in range(n - 2, -1, -1):
                         v = float(values[b, t])
-                        r = float(rewards[b, t])
-                        acc = (r + gamma * next_v - v) + gl * acc
-                        adv[b, t] = acc
+                        acc = (float(rewards[b, t]) + gamma * next_v - v) + gl * acc
                         g = acc + v
+                        adv[b, t] = acc
                         ret[b, t] = g
-                        next_v = v
-                        s_r += r
-                        s_v += v
                         s_a += acc
                         s_a2 += acc * acc
+                        s_g += g
                         s_g2 += g * g
+                        next_v = v
             for t in range(n, n_cols):
                 adv[b, t] = 0.0
                 ret[b, t] = 0.0
-            tot[0] += s_r
-            tot[1] += s_v
-            tot[2] += s_a
-            tot[3] += s_a2
-            tot[4] += s_g2
+            tot[0] += s_a
+            tot[1] += s_a2
+            tot[2] += s_g
+            tot[3] += s_g2
         return adv, ret, tot
 
     @njit
@@ -179,6 +174,42 @@ def _numba_kernels() -> dict | None:
         return lengths, hole_b, hole_t
 
     @njit
+    def numeric_mask(mask):
+        # A float or integer [B, T] mask in one pass: the boolean mask, valid steps per row, whether
+        # some entry is neither 0 nor 1, the first hole (b, t) (padding at t, valid at t + 1) and
+        # whether every row is full. The per-row loop is branch-free (vectorized).
+        n_rows, n_cols = mask.shape
+        out = np.empty((n_rows, n_cols), np.uint8)
+        lengths = np.empty(n_rows, np.int64)
+        bad = False
+        full = True
+        hole_b = -1
+        hole_t = -1
+        for b in range(n_rows):
+            s = 0
+            good = 0
+            for t in range(n_cols):
+                x = mask[b, t]
+                o = 1 if x == 1 else 0
+                z = 1 if x == 0 else 0
+                out[b, t] = o
+                s += o
+                good += o + z
+            bad |= good != n_cols
+            full &= s == n_cols
+            lengths[b] = s
+            ok = 1
+            for t in range(s):  # a prefix row has its s ones first
+                ok &= out[b, t]
+            if ok == 0 and hole_b < 0:
+                for t in range(1, n_cols):
+                    if out[b, t] and not out[b, t - 1]:
+                        hole_b = b
+                        hole_t = t - 1
+                        break
+        return out, lengths, bad, full, hole_b, hole_t
+
+    @njit
     def group_moments(values, present, index, num_groups, unbiased):
         # Items of one group usually sit next to each other (GRPO samples a prompt's responses
         # together): accumulate each run of equal ids in registers and flush once per run, which
@@ -238,11 +269,119 @@ def _numba_kernels() -> dict | None:
                 std[g] = np.sqrt(ss[g] / denom)
         return count, mean, std, constant, centered
 
+    @njit
+    def group_advantages(values, present, index, num_groups, unbiased, mode, eps, out):
+        # group_moments (same sums in the same order, so the same float64 statistics), then the
+        # per-item advantage written in out's dtype, and the sums the caller's metrics need.
+        # mode 0: centred / (std + eps) where std > 0 (GRPO); 1: centred (Dr. GRPO);
+        # 2: centred * n / max(n - 1, 1) (RLOO). tot: n_present, sum r, sum r^2, sum a, sum a^2,
+        # sum of the written (cast) a, groups non-empty, singleton, zero spread, members of both.
+        n = values.shape[0]
+        count = np.zeros(num_groups, np.int64)
+        total = np.zeros(num_groups)
+        vmin = np.full(num_groups, np.inf)
+        vmax = np.full(num_groups, -np.inf)
+        s_r = 0.0
+        s_r2 = 0.0
+        i = 0
+        while i < n:
+            g = index[i]
+            c = 0
+            s = 0.0
+            lo = np.inf
+            hi = -np.inf
+            while i < n and index[i] == g:
+                if present[i]:
+                    v = float(values[i])
+                    c += 1
+                    s += v
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                    s_r2 += v * v
+                i += 1
+            count[g] += c
+            total[g] += s
+            s_r += s
+            vmin[g] = min(vmin[g], lo)
+            vmax[g] = max(vmax[g], hi)
+        mean = np.zeros(num_groups)
+        constant = np.ones(num_groups, np.bool_)
+        n_present = 0
+        n_nonempty = 0
+        n_single = 0
+        n_zero = 0
+        in_degenerate = 0
+        for g in range(num_groups):
+            k = count[g]
+            if k > 0:
+                mean[g] = total[g] / k
+                n_nonempty += 1
+                n_present += k
+            constant[g] = k <= 1 or vmax[g] == vmin[g]
+            if k == 1:
+                n_single += 1
+            elif k > 1 and constant[g]:
+                n_zero += 1
+            if constant[g]:
+                in_degenerate += k
+        centered = np.zeros(n)
+        ss = np.zeros(num_groups)
+        i = 0
+        while i < n:
+            g = index[i]
+            acc = 0.0
+            if constant[g]:
+                while i < n and index[i] == g:
+                    i += 1
+                continue
+            m = mean[g]
+            while i < n and index[i] == g:
+                if present[i]:
+                    c2 = float(values[i]) - m
+                    centered[i] = c2
+                    acc += c2 * c2
+                i += 1
+            ss[g] += acc
+        scale = np.ones(num_groups)
+        stats_ok = True
+        for g in range(num_groups):
+            std = 0.0
+            if not constant[g]:
+                denom = count[g] - 1 if unbiased else count[g]
+                std = np.sqrt(ss[g] / denom)
+            if not (np.isfinite(mean[g]) and np.isfinite(std)):
+                stats_ok = False
+            if mode == 0:  # divisor
+                scale[g] = std + eps if std > 0 else 1.0
+            elif mode == 2:  # factor
+                k = float(count[g])
+                scale[g] = k / max(k - 1.0, 1.0)
+        s_a = 0.0
+        s_a2 = 0.0
+        s_out = 0.0
+        for i in range(n):
+            c2 = centered[i]
+            g = index[i]
+            if mode == 0:
+                a = c2 / scale[g]
+            elif mode == 2:
+                a = c2 * scale[g]
+            else:
+                a = c2
+            out[i] = a
+            s_out += float(out[i])
+            s_a += a
+            s_a2 += a * a
+        tot = np.array([float(n_present), s_r, s_r2, s_a, s_a2, s_out, float(n_nonempty), float(n_single), float(n_zero), float(in_degenerate)])
+        return tot, stats_ok
+
     _NUMBA = {
+        "group_advantages": group_advantages,
         "gae": gae,
         "returns": returns,
         "scan": scan,
         "mask_lengths": mask_lengths,
+        "numeric_mask": numeric_mask,
         "group_moments": group_moments,
     }
     return _NUMBA
@@ -253,19 +392,32 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 # Which implementation runs: "auto" (numba on CPU for batches worth compiling for, torch
-# otherwise), "numba" or "torch". Small inputs skip numba until it is loaded: importing it and
-# loading the cached kernels costs ~0.5-1 s per process, more than a torch loop over a few
-# thousand elements; once a large input loaded it, every CPU input uses it.
+# otherwise), "numba" or "torch" (environment variable CREDITLAB_KERNELS). Small inputs skip
+# numba until it is loaded: importing it and loading the cached kernels costs ~0.5 s of CPU
+# (1-1.5 s wall) per process, more than a torch path over a few thousand elements costs in a
+# one-off call. It is loaded by the first large input, or by the SMALL_CALLS-th small call (a
+# loop: the torch path costs ~0.2 ms more per call, so a training loop soon pays the load back);
+# once loaded, every CPU input uses it.
 BACKEND = os.environ.get("CREDITLAB_KERNELS", "auto")
 SMALL = 20_000  # elements
+SMALL_CALLS = 64
+_small_calls = 0
 
 
-def _use_numba(t: torch.Tensor) -> dict | None:
+def _numba_for(numel: int, ndim: int, last_dim: int) -> Kernels | None:
+    """The compiled kernels for a CPU input of this size (None: take the torch path)."""
+    global _small_calls
+    if BACKEND == "auto" and not _NUMBA and numel < SMALL and (ndim < 2 or last_dim <= 256):
+        _small_calls += 1
+        if _small_calls <= SMALL_CALLS:
+            return None  # small and numba not loaded yet: not worth the load (once loaded, always used)
+    return _numba_kernels()
+
+
+def _use_numba(t: torch.Tensor) -> Kernels | None:
     if BACKEND == "torch" or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64):
         return None
-    if BACKEND == "auto" and not _NUMBA and t.numel() < SMALL and (t.ndim < 2 or t.shape[-1] <= 256):
-        return None  # small and numba not loaded yet: not worth the load (once loaded, always used)
-    return _numba_kernels()
+    return _numba_for(t.numel(), t.ndim, t.shape[-1] if t.ndim else 0)
 
 
 class ScanResult(NamedTuple):
@@ -289,24 +441,23 @@ def gae_scan(
     bootstrap: torch.Tensor,
     gamma: float,
     lambda_: float,
+    num_valid: int | None = None,
 ) -> ScanResult:
     """GAE advantages and lambda-returns (0 on padding) plus sums over valid steps.
 
     ``discounts`` None means 1 on every step except ``last_discount[b]`` on the last valid one.
+    ``stats``: ``sum_adv``, ``sum_adv2``, ``sum_ret``, ``sum_ret2`` (float64 sums over valid steps
+    of the advantages and returns and their squares; NaN or inf when a valid input is not finite,
+    or on overflow) and ``n`` (valid steps; ``num_valid`` when the caller knows it).
     """
+    if num_valid is None:
+        num_valid = int(lengths.sum())
     k = _use_numba(rewards)
     if k is not None:
-        r = _np(rewards)
-        d, use_d = _discounts_args(discounts, last_discount, r)
-        adv, ret, s = k["gae"](r, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_)
-        stats = {
-            "sum_rewards": float(s[0]),
-            "sum_values": float(s[1]),
-            "sum_adv": float(s[2]),
-            "sum_adv2": float(s[3]),
-            "sum_ret2": float(s[4]),
-            "n": float(lengths.sum()),
-        }
+        rn = _np(rewards)
+        d, use_d = _discounts_args(discounts, last_discount, rn)
+        adv, ret, tot = k["gae"](rn, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_)
+        stats = {"sum_adv": float(tot[0]), "sum_adv2": float(tot[1]), "sum_ret": float(tot[2]), "sum_ret2": float(tot[3]), "n": float(num_valid)}
         return ScanResult(torch.from_numpy(adv), torch.from_numpy(ret), stats)
     n_rows, n_cols = rewards.shape
     mask = torch.arange(n_cols, device=rewards.device)[None, :] < lengths[:, None]
@@ -320,8 +471,7 @@ def gae_scan(
     deltas = (r + gamma * d * next_values - v) * mask
     adv = _loop_scan(deltas, gamma * lambda_ * d * mask)
     ret = (adv + v) * mask
-    stats = _torch_stats(r, v, adv, ret, mask)
-    return ScanResult(adv, ret, stats)
+    return ScanResult(adv, ret, _torch_stats(adv, ret, num_valid))
 
 
 def returns_scan(
@@ -335,9 +485,9 @@ def returns_scan(
     """Discounted returns-to-go with bootstrap after the last valid step; 0 on padding."""
     k = _use_numba(rewards)
     if k is not None:
-        r = _np(rewards)
-        d, use_d = _discounts_args(discounts, last_discount, r)
-        out, s = k["returns"](r, d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma)
+        rn = _np(rewards)
+        d, use_d = _discounts_args(discounts, last_discount, rn)
+        out, s = k["returns"](rn, d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma)
         stats = {"sum_rewards": float(s[0]), "sum_ret": float(s[1]), "sum_ret2": float(s[2]), "n": float(lengths.sum())}
         return ScanResult(torch.from_numpy(out), None, stats)
     n_rows, n_cols = rewards.shape
@@ -385,6 +535,28 @@ def mask_lengths(mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | No
     return lengths, hole
 
 
+class NumericMask(NamedTuple):
+    mask: torch.Tensor  # bool[B, T]
+    lengths: torch.Tensor  # int64[B], ones per row
+    bad: bool  # some entry is neither 0 nor 1
+    full: bool  # every entry is 1
+    hole: tuple[int, int] | None  # first (b, t) with padding at t and a valid step at t + 1
+
+
+_MASK_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def numeric_mask(mask: torch.Tensor) -> NumericMask | None:
+    """Read a float or integer CPU ``[B, T]`` mask in one compiled pass (None: no compiled kernels)."""
+    if mask.dtype not in _MASK_DTYPES or mask.ndim != 2 or mask.device.type != "cpu" or BACKEND == "torch":
+        return None
+    k = _numba_for(mask.numel(), mask.ndim, mask.shape[-1])
+    if k is None:
+        return None
+    out, lengths, bad, full, hb, ht = k["numeric_mask"](_np(mask))
+    return NumericMask(torch.from_numpy(out.view(np.bool_)), torch.from_numpy(lengths), bool(bad), bool(full), None if hb < 0 else (int(hb), int(ht)))
+
+
 def group_moments(values: torch.Tensor, present: torch.Tensor, index: torch.Tensor, num_groups: int, unbiased: bool):
     """Per-group (count, mean, std, constant) and per-item centred values, float64.
 
@@ -398,6 +570,46 @@ def group_moments(values: torch.Tensor, present: torch.Tensor, index: torch.Tens
         )
         return (torch.from_numpy(count), torch.from_numpy(mean), torch.from_numpy(std), torch.from_numpy(constant), torch.from_numpy(centered))
     return _torch_group_moments(values, present, index, num_groups, unbiased)
+
+
+_GROUP_MODES = {"group": 0, "none": 1, "rloo": 2}
+
+
+class GroupAdvantages(NamedTuple):
+    advantages: torch.Tensor  # [N] in the values' dtype
+    num_present: int
+    sum_rewards: float  # sums over present items, float64
+    sum_rewards2: float
+    sum_adv: float  # of the float64 advantages (0 for missing items)
+    sum_adv2: float
+    num_groups: int  # non-empty groups
+    num_singleton: int
+    num_zero_std: int  # more than one present member, all equal
+    num_in_degenerate: int  # present members of singleton and zero-spread groups
+
+
+def group_advantages(
+    values: torch.Tensor, present: torch.Tensor, index: torch.Tensor, num_groups: int, unbiased: bool, mode: str, eps: float
+) -> GroupAdvantages | None:
+    """GRPO / Dr. GRPO / RLOO advantages and their metric sums in one compiled call (CPU).
+
+    ``mode``: "group" (centred / (std + eps), std > 0), "none" (centred), "rloo" (centred * n / (n - 1)).
+    The statistics are :func:`group_moments`' (same float64 sums in the same order). Returns None
+    where the caller must take the general path: no compiled kernels for this input, or
+    statistics, sums or advantages that are not finite (huge values, which the general path
+    rescales or reports).
+    """
+    k = _use_numba(values)
+    if k is None or index.dtype != torch.int64 or values.dtype not in (torch.float32, torch.float64):
+        return None
+    out = np.empty(values.shape[0], dtype=np.float32 if values.dtype == torch.float32 else np.float64)
+    tot, ok = k["group_advantages"](_np(values), _np(present), _np(index), num_groups, unbiased, _GROUP_MODES[mode], float(eps), out)
+    if not (ok and np.isfinite(tot[:6]).all()):
+        return None
+    return GroupAdvantages(
+        torch.from_numpy(out), int(tot[0]), float(tot[1]), float(tot[2]), float(tot[3]), float(tot[4]),
+        int(tot[6]), int(tot[7]), int(tot[8]), int(tot[9]),
+    )
 
 
 def _torch_group_moments(values, present, index, num_groups, unbiased):
@@ -428,17 +640,15 @@ def full_discounts(discounts, last_discount, lengths, mask, dtype) -> torch.Tens
     return d * mask
 
 
-def _torch_stats(r, v, adv, ret, mask) -> dict[str, float]:
-    m = mask.to(torch.float64)
+def _torch_stats(adv: torch.Tensor, ret: torch.Tensor, num_valid: int) -> dict[str, float]:
     a = adv.to(torch.float64)
     g = ret.to(torch.float64)
     return {
-        "sum_rewards": float((r.to(torch.float64) * m).sum()),
-        "sum_values": float((v.to(torch.float64) * m).sum()),
         "sum_adv": float(a.sum()),
         "sum_adv2": float((a * a).sum()),
+        "sum_ret": float(g.sum()),
         "sum_ret2": float((g * g).sum()),
-        "n": float(m.sum()),
+        "n": float(num_valid),
     }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_and_lengths
+from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_info, shape_bt
 from .errors import RangeError, ShapeError
 
 
@@ -27,6 +27,7 @@ class Steps:
         bootstrap: float[B] value of the state after the last valid step (0 if not given).
         full: True when no row has padding.
         backend: where results go back to.
+        num_valid: number of valid steps (``lengths.sum()``).
     """
 
     rewards: torch.Tensor
@@ -37,10 +38,11 @@ class Steps:
     bootstrap: torch.Tensor
     full: bool
     backend: Backend
+    num_valid: int
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.rewards.shape)  # type: ignore[return-value]
+        return shape_bt(self.rewards)
 
     def zero_pad(self, x: torch.Tensor) -> torch.Tensor:
         if self.full:
@@ -74,8 +76,7 @@ def step_inputs(
     if r.ndim != 2:
         raise ShapeError(f"{rewards_name} must be [B, T]; got shape {tuple(r.shape)}")
     check_nonempty(r.shape[0], rewards_name)
-    m, lengths = mask_and_lengths(mask, "mask", tuple(r.shape), device=r.device)
-    full = bool(lengths.min() == r.shape[1])
+    m, lengths, full = mask_info(mask, "mask", shape_bt(r), device=r.device)
     hint = " on valid steps (use 0 for a step without reward)"
     if check_rewards:
         check_finite(r, rewards_name, where=None if full else m, hint=hint)
@@ -84,7 +85,6 @@ def step_inputs(
     r = r.contiguous()
     if discounts is not None and terminated is not None:
         raise RangeError("pass either discounts or terminated, not both (terminated[b] sets the last discount to 0)")
-    rows = torch.arange(r.shape[0], device=r.device)
     d = None
     if discounts is not None:
         d = as_float(discounts, "discounts", shape=tuple(r.shape), dtype=r.dtype, device=r.device, finite=False)
@@ -101,10 +101,11 @@ def step_inputs(
         if not full:
             d = torch.where(m, d, torch.zeros((), dtype=r.dtype, device=r.device))
         d = d.contiguous()
-        last = d[rows, lengths - 1]
+        last = d[torch.arange(r.shape[0], device=r.device), lengths - 1]
     else:
-        last = torch.ones(r.shape[0], dtype=r.dtype, device=r.device)
-        if terminated is not None:
+        if terminated is None:
+            last = torch.ones(r.shape[0], dtype=r.dtype, device=r.device)
+        else:
             if getattr(terminated, "dtype", None) in (np.bool_, torch.bool):  # nothing to check
                 term = torch.as_tensor(terminated, device=r.device)
                 check_shape(term, "terminated", shape=(r.shape[0],))
@@ -118,7 +119,8 @@ def step_inputs(
         boot = torch.zeros(r.shape[0], dtype=r.dtype, device=r.device)
     else:
         boot = as_float(bootstrap_value, "bootstrap_value", shape=(r.shape[0],), dtype=r.dtype, device=r.device)
-    return Steps(r, m, lengths, d, last.contiguous(), boot.contiguous(), full, backend)
+    num_valid = r.shape[0] * r.shape[1] if full else int(lengths.sum())
+    return Steps(r, m, lengths, d, last.contiguous(), boot.contiguous(), full, backend, num_valid)
 
 
 def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True, hint: str = "") -> torch.Tensor:

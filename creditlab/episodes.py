@@ -22,17 +22,19 @@ actions             [B, T, ...]         a_t (optional)
 next_observations   float[B, T, ...]    s_{t+1} (optional; defaults to the shifted observations)
 ==================  ==================  ===========================================================
 
-An ``Episodes`` holds either NumPy arrays or torch tensors (``.numpy()`` / ``.torch(device)``).
-It is immutable; ``replace`` returns a modified copy.
+An ``Episodes`` holds either NumPy arrays or torch tensors (``.numpy()`` / ``.torch(device)``):
+each array field is an :data:`Array`. String ``group_ids`` / ``task_ids`` stay NumPy in a torch
+Episodes; ``episode_ids`` and ``row_index`` are always NumPy. It is immutable; ``replace`` returns
+a modified copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypeGuard
 
 import numpy as np
 import torch
@@ -51,7 +53,10 @@ from .errors import (
 )
 from .tables import id_text
 
-__all__ = ["Episodes", "read_episodes", "pad"]
+__all__ = ["Array", "Episodes", "read_episodes", "pad"]
+
+Array: TypeAlias = np.ndarray | torch.Tensor
+"""An array field of an :class:`Episodes`: NumPy, or torch on any device (``.numpy()`` / ``.torch()``)."""
 
 _PER_STEP = ("rewards", "mask", "discounts", "values", "observations", "actions", "next_observations", "reward_present")
 _PER_EPISODE = (
@@ -67,7 +72,7 @@ _PER_EPISODE = (
 )
 
 
-def pad(rows: Sequence[Sequence[Any]], *, fill: float = 0.0, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+def pad(rows: Sequence[Any], *, fill: float = 0.0, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Pad ragged rows to ``[B, T]``; returns ``(padded, mask)``. Rows may hold arrays (``[T_b, ...]``)."""
     if len(rows) == 0:
         raise EmptyBatchError("cannot pad an empty list of episodes")
@@ -114,7 +119,7 @@ def _first_bad(row: Any, dtype: Any) -> str | None:
     return None
 
 
-def _is_torch(x: Any) -> bool:
+def _is_torch(x: Any) -> TypeGuard[torch.Tensor]:
     return isinstance(x, torch.Tensor)
 
 
@@ -122,27 +127,27 @@ def _is_torch(x: Any) -> bool:
 class Episodes:
     """A batch of B episodes padded to T steps. Build it with a ``from_*`` constructor."""
 
-    rewards: Any
-    mask: Any
-    discounts: Any
-    terminated: Any
-    truncated: Any
-    bootstrap_value: Any
-    values: Any = None
-    outcomes: Any = None
-    outcome_present: Any = None
-    components: Any = None
-    component_present: Any = None
-    component_names: tuple[str, ...] = ()
-    group_ids: Any = None
-    task_ids: Any = None
-    observations: Any = None
-    actions: Any = None
-    next_observations: Any = None
-    reward_present: Any = None
-    episode_ids: Any = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
-    row_index: Any = None  # int64[B, T]: source row (table row, or flat [T, N] stream index); -1 on padding
+    rewards: Array  # float[B, T]
+    mask: Array  # bool[B, T]
+    discounts: Array  # float[B, T]
+    terminated: Array  # bool[B]
+    truncated: Array  # bool[B]
+    bootstrap_value: Array  # float[B]
+    values: Array | None = None  # float[B, T]
+    outcomes: Array | None = None  # float[B], 0 where missing
+    outcome_present: Array | None = None  # bool[B], set with outcomes
+    components: Array | None = None  # float[B, K], 0 where missing
+    component_present: Array | None = None  # bool[B, K], set with components
+    component_names: tuple[str, ...] = ()  # K names
+    group_ids: Array | None = None  # int64[B] (or str[B], NumPy even in a torch Episodes)
+    task_ids: Array | None = None  # int64[B] (or str[B], as group_ids)
+    observations: Array | None = None  # float[B, T, ...]
+    actions: Array | None = None  # [B, T, ...] (float, or int for discrete actions)
+    next_observations: Array | None = None  # float[B, T, ...]
+    reward_present: Array | None = None  # bool[B, T]: the source row had a reward (tables)
+    episode_ids: np.ndarray | None = None  # [B] ids (int or str), NumPy; from_padded sets 0..B-1 by default
+    extras: Mapping[str, Array] = field(default_factory=dict)  # name -> [B, ...] per-episode or [B, T, ...] per-step
+    row_index: np.ndarray | None = None  # int64[B, T]: source row (table row, or flat [T, N] stream index); -1 on padding
     source_shape: tuple[int, ...] | None = None  # (T, N) for Episodes built from streams
 
     # ------------------------------------------------------------------ construction
@@ -184,10 +189,10 @@ class Episodes:
         lengths = m.sum(axis=1)
         r = np.where(m, r, 0.0).astype(r.dtype)
         _check_finite(r, "rewards", m)
-        names = np.asarray(episode_ids) if episode_ids is not None else None
+        given_ids = np.asarray(episode_ids) if episode_ids is not None else None
 
         def who(i: int) -> str:
-            return f"episode {id_text(names[i])}" if names is not None and names.shape == (b,) else f"episode {i}"
+            return f"episode {id_text(given_ids[i])}" if given_ids is not None and given_ids.shape == (b,) else f"episode {i}"
 
         # Every episode ends one way: terminated (no bootstrap) or truncated (bootstrap). Flags not
         # given are derived: nothing given = complete episodes (terminated); one flag = the other
@@ -305,7 +310,7 @@ class Episodes:
                     raise ShapeError(f"{name}[{i}] has {len(row)} steps but rewards[{i}] has {lengths[i]}")
             return pad(x, dtype=dtype)[0]
 
-        act_dtype = np.float64
+        act_dtype: type[np.number] = np.float64
         if actions is not None and len(actions) and np.asarray(actions[0]).dtype.kind in "iub":
             act_dtype = np.int64
         return Episodes.from_padded(
@@ -454,7 +459,7 @@ class Episodes:
     @property
     def lengths(self) -> Any:
         """int64[B] -- valid steps per episode."""
-        if _is_torch(self.mask):
+        if isinstance(self.mask, torch.Tensor):
             return lengths_of(self.mask)
         return self.mask.sum(axis=1).astype(np.int64)
 
@@ -488,8 +493,8 @@ class Episodes:
 
     # ------------------------------------------------------------------ conversions
 
-    def _map(self, fn) -> Episodes:
-        changes = {}
+    def _map(self, fn: Callable[[Array], Array]) -> Episodes:
+        changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             x = getattr(self, f.name)
             if f.name in ("component_names", "episode_ids", "row_index", "source_shape"):
@@ -528,12 +533,12 @@ class Episodes:
         if _is_torch(self.rewards) and not _is_torch(idx) and not isinstance(idx, slice):
             idx = torch.as_tensor(np.asarray(idx))
 
-        def take(x):
+        def take(x: Array | None) -> Array | None:
             if x is None:
                 return None
             return x[idx]
 
-        changes = {}
+        changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             x = getattr(self, f.name)
             if f.name in ("component_names", "source_shape"):
@@ -551,7 +556,7 @@ class Episodes:
         return sub._trim(t_new)
 
     def _trim(self, t_new: int) -> Episodes:
-        changes = {}
+        changes: dict[str, Any] = {}
         for name in _PER_STEP + ("row_index",):
             x = getattr(self, name)
             if x is not None:
@@ -716,10 +721,10 @@ def _scores(x: Any, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
 
 def _components(x: Any, b: int, names: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
-        keys = list(names) if names is not None else sorted({k for row in x for k in row})
-        rows = [[row.get(k) for k in keys] for row in x]
-        v, p = _scores(rows, "components", (b, len(keys)))
-        return v, p, tuple(keys)
+        columns = list(names) if names is not None else sorted({k for row in x for k in row})
+        rows = [[row.get(k) for k in columns] for row in x]
+        v, p = _scores(rows, "components", (b, len(columns)))
+        return v, p, tuple(columns)
     arr_shape = np.shape(x) if not _is_torch(x) else tuple(x.shape)
     if len(arr_shape) != 2:
         raise ShapeError(f"components has shape {arr_shape}; expected [B, K] or a list of B dicts")

@@ -12,7 +12,7 @@ scaling with an exact power of two; a spread that float64 cannot represent at al
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 
@@ -36,7 +36,8 @@ def segment_count(present: torch.Tensor, index: torch.Tensor, num_groups: int) -
     )
 
 
-class GroupStats(NamedTuple):
+@dataclass(frozen=True)
+class GroupStats:
     """Per-group statistics of the present items (float64).
 
     Attributes:
@@ -71,7 +72,7 @@ def group_stats(values: torch.Tensor, present: torch.Tensor, groups: GroupIndex,
         # Finite inputs whose sums overflowed (|x| ~ 1e155 squares past the float64 range): redo
         # the statistics on values scaled by an exact power of two, then scale back.
         count, mean, std, constant, centered = _scaled_group_moments(values, present, groups, unbiased)
-    return GroupStats(mean, std, count, constant, centered)
+    return GroupStats(mean=mean, std=std, count=count, constant=constant, centered=centered)
 
 
 def _pow2_exponent(x: torch.Tensor) -> int:

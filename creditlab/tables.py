@@ -210,10 +210,8 @@ def episode_arrays(table: Any, *, source: str = "table") -> dict[str, Any]:
             kw["reward_present"] = mask & ~reward_null
 
     term, trunc = end_flag(table, "terminated", idx, source), end_flag(table, "truncated", idx, source)
-    if term is None and trunc is None:
-        term = np.ones(b, dtype=bool)  # a complete episode in a file ends in a terminal state
-    elif term is None:
-        term = ~trunc
+    if term is None:  # without either flag, a complete episode in a file ends in a terminal state
+        term = np.ones(b, dtype=bool) if trunc is None else ~trunc
     elif trunc is None:
         trunc = np.zeros(b, dtype=bool)
     kw["terminated"], kw["truncated"] = term, trunc
@@ -238,7 +236,12 @@ def episode_arrays(table: Any, *, source: str = "table") -> dict[str, Any]:
         vals_k, pres_k = zip(*(per_episode_column(table, c, idx, source) for c in comp_cols))
         comp = np.stack(vals_k, axis=1).astype(np.float64)
         pres = np.stack(pres_k, axis=1)
-        kw["components"] = np.where(pres, comp, None).tolist() if not pres.all() else comp
+        if pres.all():
+            kw["components"] = comp
+        else:
+            with_none = comp.astype(object)
+            with_none[~pres] = None
+            kw["components"] = with_none.tolist()
         kw["component_names"] = [c[len("outcome.") :] for c in comp_cols]
     for name, key in (("group_id", "group_ids"), ("task_id", "task_ids")):
         col = per_episode_column(table, name, idx, source)
@@ -305,6 +308,11 @@ def per_step_column(
     """
     if name not in table.column_names:
         return None
+    return _column_steps(table, name, idx, source, fill=fill, finite=finite)
+
+
+def _column_steps(table: Any, name: str, idx: StepIndex, source: str, *, fill: float, finite: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`per_step_column` of a column the table has."""
     vals, nulls = _numeric_column(table, name, source)
     if finite and not np.isfinite(vals[~nulls]).all():
         raise NonFiniteError(_where(table, name, idx, ~nulls & ~np.isfinite(vals), source) + "; expected a finite number (use null for 'not applicable')")
@@ -422,7 +430,7 @@ def extra_columns(table: Any, names: list[str], idx: StepIndex, source: str, *, 
         col = table.column(name).combine_chunks()
         typ = col.type
         if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ):
-            extras[name] = per_step_column(table, name, idx, source, finite=False)[0]
+            extras[name] = _column_steps(table, name, idx, source, fill=0.0, finite=False)[0]
         elif _is_fixed_number_list(col):
             extras[name] = list_column(table, name, idx, source)
         else:
@@ -599,9 +607,9 @@ def to_table(episodes: Any, **step_columns: Any) -> Any:
         data["value"] = e.values[bi, ti]
     if e.outcomes is not None:
         data["outcome"] = pa.array([float(e.outcomes[b]) if e.outcome_present[b] else None for b in bi], type=pa.float64())
-    for k, name in enumerate(e.component_names):
+    for j, name in enumerate(e.component_names):
         data[f"outcome.{name}"] = pa.array(
-            [float(e.components[b, k]) if e.component_present[b, k] else None for b in bi], type=pa.float64()
+            [float(e.components[b, j]) if e.component_present[b, j] else None for b in bi], type=pa.float64()
         )
     if e.group_ids is not None:
         data["group_id"] = e.group_ids[bi]

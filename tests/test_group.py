@@ -423,3 +423,46 @@ def test_group_statistics_that_float64_cannot_hold_are_a_named_error():
         cl.grpo([1.7e308, -1.7e308, 1e308], [0, 0, 0])
     with pytest.raises(cl.errors.NonFiniteError, match="float32"):
         cl.dr_grpo(np.array([3.4e38, -3.4e38, -3.4e38], dtype=np.float32), [0, 0, 0])
+
+
+# ------------------------------------------------------------------------------ issue 10: the compiled GRPO / RLOO path
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=grouped_scores(),
+    variant=st.sampled_from([("grpo", {}), ("grpo", {"std_scale": "none"}), ("grpo", {"eps": 0.0}), ("grpo", {"unbiased": False}), ("rloo", {})]),
+    float32=st.booleans(),
+)
+def test_compiled_grpo_rloo_path_equals_the_general_path(monkeypatch, data, variant, float32):
+    # grpo/rloo run one compiled call (statistics, advantages and metric sums) on CPU; the general
+    # path (group_stats, then torch) is what every other estimator uses. Same advantages bit for
+    # bit, same metrics up to the order of float64 summation.
+    from creditlab import _kernels
+
+    name, kw = variant
+    fn = getattr(cl, name)
+    r = data["rewards"].astype(np.float32 if float32 else np.float64)
+    g, p = data["groups"], data["present"]
+    monkeypatch.setattr(_kernels, "BACKEND", "numba")
+    fast = fn(r, g, present=p, **kw)
+    monkeypatch.setattr(_kernels, "group_advantages", lambda *a, **k: None)
+    general = fn(r, g, present=p, **kw)
+    assert fast.advantages.dtype == general.advantages.dtype == r.dtype
+    np.testing.assert_array_equal(fast.advantages, general.advantages)
+    assert list(fast.metrics) == list(general.metrics)
+    for key, value in general.metrics.items():
+        assert fast.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-9 * (1 + float(np.abs(r).max()))), key
+
+
+def test_compiled_grpo_path_hands_huge_rewards_to_the_general_path(monkeypatch):
+    # Squares past the float64 range make the compiled call decline (None); the general path
+    # rescales by a power of two. Float32 advantages past 3.4e38 are a named error either way.
+    from creditlab import _kernels
+
+    monkeypatch.setattr(_kernels, "BACKEND", "numba")
+    r = np.array([1.0, 2.0, 3.0, 5.0])
+    assert _kernels.group_advantages(torch.tensor(r * 1e155), torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.int64), 1, True, "group", 1e-6) is None
+    np.testing.assert_allclose(cl.grpo(r * 1e155, [0, 0, 0, 0], eps=0.0).advantages, cl.grpo(r, [0, 0, 0, 0], eps=0.0).advantages, rtol=1e-12)
+    with pytest.raises(cl.errors.NonFiniteError, match="overflow"):
+        cl.rloo(np.array([3e38, -3e38, 0.0], np.float32), [0, 0, 0])

@@ -280,3 +280,56 @@ def test_gae_metrics_stay_finite_for_huge_finite_advantages(kernel_backend):
     # REINFORCE++ whitening of such returns equals whitening of the rescaled ones
     r = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_allclose(cl.reinforce_pp(r * 1e200, eps=0.0).advantages, cl.reinforce_pp(r, eps=0.0).advantages, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ issue 10: masks read in one compiled pass
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    dtype=st.sampled_from([np.float32, np.float64, np.int64, np.int32, np.uint8]),
+    defect=st.sampled_from(["none", "hole", "bad_value", "nan"]),
+    prefix=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_numeric_masks_read_the_same_compiled_and_in_torch(monkeypatch, lengths, dtype, defect, prefix, seed):
+    # A float/int mask is read by one compiled kernel on CPU (values 0/1, lengths, first hole,
+    # full rows); the torch path takes five whole-array operations. Same masks, lengths, errors.
+    from creditlab import _kernels
+    from creditlab._arrays import mask_info
+
+    rng = np.random.default_rng(seed)
+    t = max(max(lengths), 1)
+    m = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(dtype)
+    if defect == "hole" and t > 1:
+        b = int(rng.integers(len(lengths)))
+        m[b] = 0
+        m[b, t - 1] = 1
+    elif defect == "bad_value":
+        m[int(rng.integers(len(lengths))), int(rng.integers(t))] = 2
+    elif defect == "nan" and np.dtype(dtype).kind == "f":
+        m[int(rng.integers(len(lengths))), int(rng.integers(t))] = np.nan
+    results = []
+    for backend in ("numba", "torch"):
+        monkeypatch.setattr(_kernels, "BACKEND", backend)
+        try:
+            mb, lens, full = mask_info(torch.from_numpy(m), "mask", m.shape, device=torch.device("cpu"), prefix=prefix)
+            results.append(("ok", mb.numpy().tolist(), lens.numpy().tolist(), full))
+        except (cl.MaskError, cl.EmptyBatchError) as exc:
+            results.append((type(exc).__name__, str(exc)))
+    assert results[0] == results[1]
+
+
+def test_gae_with_a_float_mask_from_torch_names_bad_masks(kernel_backend):
+    r = torch.zeros(2, 3)
+    v = torch.zeros(2, 3)
+    with pytest.raises(cl.MaskError, match="0 and 1"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]]))
+    with pytest.raises(cl.MaskError, match=r"row 0 has a hole: step 1 is padding but step 2 is valid"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
+    with pytest.raises(cl.EmptyBatchError, match="episode 1 is empty"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    out = cl.gae(r + 1, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]), terminated=torch.ones(2, dtype=torch.bool))
+    # row 0 has two valid steps of reward 1: A = [2, 1, 0]; row 1 three: A = [3, 2, 1]
+    np.testing.assert_array_equal(out.advantages.numpy(), [[2.0, 1.0, 0.0], [3.0, 2.0, 1.0]])

@@ -671,7 +671,7 @@ def _run_opo(episodes, *, key: str = "length") -> AdvantageOutput:
     kind="advantages",
     source="Chen et al. 2025, arXiv 2503.19595; verl compute_grpo_passk_outcome_advantage",
 )
-def _run_passk(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
+def _run_passk(episodes, *, std_scale: Literal["group", "none"] = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = _scores(episodes)
     out = grpo_passk(_np(r), _np(episodes.group_ids), std_scale=std_scale, eps=eps, present=None if p is None else _np(p))
     return _to_steps(episodes, out, meta)

@@ -104,6 +104,10 @@ def grpo(
     r, p = as_scores(rewards, "rewards", present=present, nan_is_missing=nan_is_missing)
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
+    if std_scale != "batch":
+        fast = _kernels.group_advantages(r, p, groups.index, groups.num_groups, unbiased, std_scale, eps)
+        if fast is not None:
+            return _fast_output(backend, r.shape[0], fast)
     stats = group_stats(r, p, groups, unbiased=unbiased)
     # centered is exactly 0 for missing items and constant groups; guard 0/0 when eps = 0.
     if std_scale == "group":
@@ -155,6 +159,9 @@ def rloo(
     r, p = as_scores(rewards, "rewards", present=present, nan_is_missing=nan_is_missing)
     check_nonempty(r.shape[0], "rewards")
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
+    fast = _kernels.group_advantages(r, p, groups.index, groups.num_groups, True, "rloo", 0.0)
+    if fast is not None:
+        return _fast_output(backend, r.shape[0], fast)
     stats = group_stats(r, p, groups)
     n = stats.count.to(torch.float64)
     adv = stats.centered * (n / (n - 1).clamp(min=1)).index_select(0, groups.index)
@@ -508,6 +515,37 @@ def _finite_output(adv: torch.Tensor, name: str = "rewards") -> torch.Tensor:
     return adv
 
 
+def _fast_output(backend: Backend, n: int, fast: _kernels.GroupAdvantages) -> AdvantageOutput:
+    """The output of the compiled GRPO / RLOO path: the same advantages and metrics as the general one."""
+    n_present = fast.num_present
+    r_mean, r_std = _moments_from_sums(fast.sum_rewards, fast.sum_rewards2, n_present)
+    a_mean, a_std = _moments_from_sums(fast.sum_adv, fast.sum_adv2, n_present)
+    metrics = {
+        "num_episodes": float(n),
+        "num_missing": float(n - n_present),
+        "rewards/mean": r_mean,
+        "rewards/std": r_std,
+        "advantages/mean": a_mean,
+        "advantages/std": a_std,
+        "groups/num": float(fast.num_groups),
+        "groups/num_singleton": float(fast.num_singleton),
+        "groups/num_zero_std": float(fast.num_zero_std),
+        "groups/num_degenerate": float(fast.num_singleton + fast.num_zero_std),
+        "groups/frac_zero_std": fast.num_zero_std / fast.num_groups if fast.num_groups else 0.0,
+        "groups/num_episodes_in_degenerate": float(fast.num_in_degenerate),
+    }
+    _warn_degenerate(metrics, stacklevel=5)
+    return AdvantageOutput(backend.out(fast.advantages), None, metrics)
+
+
+def _moments_from_sums(total: float, total2: float, n: int) -> tuple[float, float]:
+    """Mean and population std from float64 sums of x and x^2 over n items (as :func:`_moments`)."""
+    if n == 0:
+        return 0.0, 0.0
+    mean = total / n
+    return mean, max(total2 / n - mean * mean, 0.0) ** 0.5
+
+
 def _group_metrics(
     r: torch.Tensor, p: torch.Tensor, stats: GroupStats, groups: GroupIndex, adv: torch.Tensor
 ) -> dict[str, float]:
@@ -540,7 +578,7 @@ def _component_metrics(c: torch.Tensor, p: torch.Tensor, names: Sequence[str] | 
     return out
 
 
-def _warn_degenerate(metrics: dict[str, float]) -> None:
+def _warn_degenerate(metrics: dict[str, float], stacklevel: int = 4) -> None:
     n_zero = int(metrics.get("groups/num_zero_std", 0))
     n_single = int(metrics.get("groups/num_singleton", 0))
     if n_zero or n_single:
@@ -549,7 +587,7 @@ def _warn_degenerate(metrics: dict[str, float]) -> None:
         _warn(
             "some groups had zero reward spread or a single member; their episodes get advantage 0 "
             "(counts in metrics['groups/num_zero_std'] and metrics['groups/num_singleton'])",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -566,7 +604,7 @@ _GROUP_NEEDS = ("outcomes|components|rewards", "group_ids")
 @register_method("grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
                  summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
                  source="Shao et al. 2024, arXiv 2402.03300")
-def _run_grpo(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
+def _run_grpo(episodes, *, std_scale: StdScale = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, grpo(r, episodes.group_ids, std_scale=std_scale, eps=eps, present=p), meta)
 
@@ -620,7 +658,7 @@ def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = T
 @register_method("sum_then_normalize", family="normalization", kind="advantages", needs=("components", "group_ids"),
                  summary="Weighted sum of reward components, then GRPO normalization",
                  source="TRL multi_objective_aggregation='sum_then_normalize'")
-def _run_sum_then_normalize(episodes, *, weights=None, std_scale: str = "group", eps: float = 1e-4) -> AdvantageOutput:
+def _run_sum_then_normalize(episodes, *, weights=None, std_scale: StdScale = "group", eps: float = 1e-4) -> AdvantageOutput:
     out = sum_then_normalize(
         episodes.components, episodes.group_ids, weights=weights, std_scale=std_scale, eps=eps,
         names=episodes.component_names, present=episodes.component_present,

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, as_float, as_mask, check_finite, check_positive, check_real, mask_and_lengths
+from .._arrays import ArrayLike, as_float, as_mask, check_finite, check_positive, check_real, mask_and_lengths, shape_bt
 from ..errors import DtypeError, RangeError, ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
@@ -150,7 +150,7 @@ def kl_in_reward(
     if kind == "full":
         raise RangeError("kind='full' needs full-vocabulary log-probs; compute kl_penalty(..., kind='full') and subtract it")
     r = as_float(token_rewards, "token_rewards", ndim=2, finite=False)
-    shape = tuple(r.shape)
+    shape = shape_bt(r)
     m, lengths = mask_and_lengths(response_mask, "response_mask", shape, device=r.device, prefix=False, allow_empty_rows=True,
                                   like="token_rewards")
     lp = as_float(log_probs, "log_probs", shape=shape, device=r.device, finite=False)
@@ -239,9 +239,9 @@ def adaptive_kl_coef(coef: float, current_kl: float, *, target_kl: float, horizo
     current_kl = check_real(current_kl, "current_kl")
     target_kl = check_positive(target_kl, "target_kl")
     horizon = check_positive(horizon, "horizon")
-    n_steps = check_positive(n_steps, "n_steps", allow_zero=True)
+    steps = check_positive(n_steps, "n_steps", allow_zero=True)
     err = float(np.clip(current_kl / target_kl - 1, -0.2, 0.2))
-    return coef * (1 + err * n_steps / horizon)
+    return coef * (1 + err * steps / horizon)
 
 
 # ------------------------------------------------------------------------------ registry adapter

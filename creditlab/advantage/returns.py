@@ -13,12 +13,14 @@ Indexing matches rlax/SB3: ``rewards[t]`` is the reward received after the actio
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _kernels
 from .._adapters import step_kwargs, step_rewards
 from .._arrays import ArrayLike, all_finite, as_float, check_finite, check_unit
-from .._steps import per_step, step_inputs
+from .._steps import Steps, per_step, step_inputs
 from ..errors import NonFiniteError
 from ..outputs import AdvantageOutput
 from ..registry import register_method
@@ -62,7 +64,8 @@ def discounted_returns(
         rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value, check_rewards=False
     )
     res = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma)
-    _check_sums(res.stats, s, rewards_only=True)
+    if not math.isfinite(res.stats["sum_rewards"]):  # NaN/inf in a valid reward reaches the kernel's sums
+        check_finite(s.rewards, "rewards", where=None if s.full else s.mask, hint=" on valid steps")
     _check_overflow(res.stats["sum_ret2"], s, res.out)
     return s.backend.out(res.out)
 
@@ -115,9 +118,8 @@ def gae(
     if not _same_shape(values, s):
         _values_error(values, s)
     v = as_float(values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False).contiguous()
-    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_)
-    _check_sums(res.stats, s, values=v)
-    _check_overflow(res.stats["sum_adv2"], s, res.out, res.stats["sum_ret2"], res.returns)
+    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_, s.num_valid)
+    _check_outputs(res, s, values=v)
     metrics = _metrics_from_sums(res.stats, s.shape[0], res, s)
     return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
 
@@ -174,8 +176,8 @@ def monte_carlo(
         if not _same_shape(values, s):
             _values_error(values, s)
         v = per_step(values, "values", s)
-    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, 1.0)
-    _check_overflow(res.stats["sum_adv2"], s, res.out, res.stats["sum_ret2"], res.returns)
+    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, 1.0, s.num_valid)
+    _check_outputs(res, s)
     metrics = _metrics_from_sums(res.stats, s.shape[0], res, s)
     return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
 
@@ -201,15 +203,21 @@ def _values_error(values: ArrayLike, s):
     raise ShapeError(f"values has shape {shape} but rewards has {s.shape}; values must be [B, T] like rewards{hint}")
 
 
-def _check_sums(stats: dict[str, float], s, *, values: torch.Tensor | None = None, rewards_only: bool = False) -> None:
-    """NaN/inf in any valid input propagates into the kernel's float64 sums: only then locate it."""
-    import math
+def _check_outputs(res: _kernels.ScanResult, s: Steps, *, values: torch.Tensor | None = None) -> None:
+    """Named errors for a GAE scan with non-finite inputs or outputs past the dtype's range.
 
-    where = None if s.full else s.mask
-    if not math.isfinite(stats["sum_rewards"]):
+    A NaN or inf in a valid reward or value makes that step's advantage NaN or inf (``delta_t``
+    holds ``r_t`` and ``V_t``), so it reaches the kernel's float64 sums: only then are the inputs
+    searched (the error names the first bad entry). Finite inputs whose outputs pass the dtype's
+    range are an overflow (:func:`_check_overflow`).
+    """
+    st = res.stats
+    if not (math.isfinite(st["sum_adv"]) and math.isfinite(st["sum_adv2"]) and math.isfinite(st["sum_ret"]) and math.isfinite(st["sum_ret2"])):
+        where = None if s.full else s.mask
         check_finite(s.rewards, "rewards", where=where, hint=" on valid steps")
-    if values is not None and not math.isfinite(stats["sum_values"]):
-        check_finite(values, "values", where=where, hint=" on valid steps")
+        if values is not None:
+            check_finite(values, "values", where=where, hint=" on valid steps")
+    _check_overflow(st["sum_adv2"], s, res.out, st["sum_ret2"], res.returns)
 
 
 def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None = None, out2: torch.Tensor | None = None) -> None:
@@ -219,11 +227,10 @@ def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None =
     Free in the usual case: every output satisfies ``|x| <= sqrt(sum of x^2)`` (the kernel's
     float64 sums), so only a bound at or past the dtype's maximum makes us look at the arrays.
     """
-    import math
-
     fmax = torch.finfo(out.dtype).max
-    for total, arr in ((sum_sq, out), (sum_sq2, out2)):
-        if arr is None or (math.isfinite(total) and math.sqrt(total) < fmax):
+    pairs = [(sum_sq, out)] if sum_sq2 is None or out2 is None else [(sum_sq, out), (sum_sq2, out2)]
+    for total, arr in pairs:
+        if math.isfinite(total) and math.sqrt(total) < fmax:
             continue
         if not all_finite(arr):
             raise NonFiniteError(
@@ -232,37 +239,36 @@ def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None =
             )
 
 
-def _metrics_from_sums(stats: dict[str, float], num_episodes: int, res=None, s=None) -> dict[str, float]:
-    import math
-
+def _metrics_from_sums(stats: dict[str, float], num_episodes: int, res: _kernels.ScanResult, s: Steps) -> dict[str, float]:
     n = stats["n"]
     if n == 0:
         return {"num_episodes": float(num_episodes), "num_steps": 0.0}
-    if res is not None and not (math.isfinite(stats["sum_adv2"]) and math.isfinite(stats["sum_adv"])):
+    if not (math.isfinite(stats["sum_adv2"]) and math.isfinite(stats["sum_adv"]) and math.isfinite(stats["sum_ret"])):
         # |A| past ~1e154: the sums of squares overflow, the advantages do not (checked above).
         from ..segments import scaled_moments
 
+        assert res.returns is not None
         mask = s.mask
         mean_a, std_a = scaled_moments(res.out[mask])
         mean_g, _ = scaled_moments(res.returns[mask])
-        mean_v = mean_g - mean_a
         return {
             "num_episodes": float(num_episodes),
             "num_steps": float(n),
             "advantages/mean": mean_a,
             "advantages/std": std_a,
             "returns/mean": mean_g,
-            "values/mean": stats["sum_values"] / n if math.isfinite(stats["sum_values"]) else mean_v,
+            "values/mean": mean_g - mean_a,  # V = G - A
         }
     mean_a = stats["sum_adv"] / n
     var_a = max(stats["sum_adv2"] / n - mean_a * mean_a, 0.0)
+    mean_g = stats["sum_ret"] / n
     return {
         "num_episodes": float(num_episodes),
         "num_steps": float(n),
         "advantages/mean": mean_a,
         "advantages/std": var_a**0.5,
-        "returns/mean": mean_a + stats["sum_values"] / n,  # G = A + V
-        "values/mean": stats["sum_values"] / n,
+        "returns/mean": mean_g,
+        "values/mean": mean_g - mean_a,  # V = G - A
     }
 
 

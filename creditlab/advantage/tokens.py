@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, _to_numpy, as_float, as_mask, check_finite
+from .._arrays import ArrayLike, Backend, _to_numpy, as_float, as_mask, check_finite, shape_bt
 from ..errors import DtypeError, MaskError, RangeError, ShapeError
 from ..outputs import AdvantageOutput
 
@@ -27,7 +27,7 @@ def broadcast_to_steps(episode_values: ArrayLike, mask: ArrayLike) -> ArrayLike:
     m_raw = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, "mask")))
     if m_raw.ndim != 2 or m_raw.shape[0] != v.shape[0]:
         raise ShapeError(f"mask has shape {tuple(m_raw.shape)} but episode_values has {v.shape[0]} episodes; expected [{v.shape[0]}, T]")
-    m = as_mask(mask, "mask", tuple(m_raw.shape), device=v.device)
+    m = as_mask(mask, "mask", shape_bt(m_raw), device=v.device)
     return backend.out(torch.where(m, v[:, None], torch.zeros((), dtype=v.dtype, device=v.device)))
 
 
@@ -75,7 +75,7 @@ def broadcast_to_tokens(
     tid = tid.to(device=v.device, dtype=torch.int64)
     if tid.ndim != 2 or tid.shape[0] != b:
         raise ShapeError(f"turn_ids has shape {tuple(tid.shape)}; expected [{b}, L] (one row per episode of step_values)")
-    rm = as_mask(response_mask, "response_mask", tuple(tid.shape), device=v.device, prefix=False, allow_empty_rows=True, like="turn_ids")
+    rm = as_mask(response_mask, "response_mask", shape_bt(tid), device=v.device, prefix=False, allow_empty_rows=True, like="turn_ids")
     on = rm
     bad = on & ((tid < 0) | (tid >= t))
     if bool(bad.any()):

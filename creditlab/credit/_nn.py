@@ -37,7 +37,7 @@ class RunningNorm:
         b_mean = x.mean(axis=0)
         b_var = x.var(axis=0)
         n = float(x.shape[0])
-        if self.mean is None:
+        if self.mean is None or self.var is None:
             self.mean, self.var, self.count = b_mean, b_var, n
         else:
             tot = self.count + n
@@ -54,7 +54,7 @@ class RunningNorm:
         self._t_inv_std = torch.from_numpy((1.0 / np.sqrt(self.var + self.eps)).astype(np.float32))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if self._t_mean is None:
+        if self._t_mean is None or self._t_inv_std is None:
             return x.clamp(-self.clip, self.clip)
         return ((x - self._t_mean) * self._t_inv_std).clamp_(-self.clip, self.clip)
 
@@ -95,7 +95,7 @@ class FirstBatchStandardizer:
         self.std = torch.where(std > 0, std, torch.ones_like(std))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return x
         return (x - self.mean) / self.std
 

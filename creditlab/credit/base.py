@@ -156,7 +156,7 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
     if base is int:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not float(value).is_integer():
             raise DtypeError(f"{where} must be an integer; got {value!r} ({type(value).__name__})")
-        return int(value)
+        return int(value) if isinstance(value, numbers.Integral) else int(float(value))
     if base is float:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise DtypeError(f"{where} must be a number; got {value!r} ({type(value).__name__})")
@@ -396,7 +396,7 @@ def load_assigner(path: str | os.PathLike, **overrides: Any) -> CreditAssigner:
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return rng.bit_generator.state
+    return dict(rng.bit_generator.state)
 
 
 def set_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:

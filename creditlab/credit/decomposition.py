@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -189,7 +189,12 @@ class _StepRewardModel(LearnedAssigner):
     Config = RDConfig
     scope = "step"
     model_fields = ("hidden",)
-    loss_kind = "rd"
+    default_loss: ClassVar[str] = "rd"
+
+    @property
+    def loss_kind(self) -> str:
+        """The training loss, "rd" or "rrd" (the class's ``default_loss``; LaRe: its config's ``loss``)."""
+        return self.default_loss
 
     # ---------------------------------------------------------------- inputs
 
@@ -213,21 +218,25 @@ class _StepRewardModel(LearnedAssigner):
         return make_mlp(in_dim, self.config.hidden, 1)
 
     def init_model(self) -> None:
-        if self.store.num_episodes:
+        store = self.episode_store
+        if store.num_episodes:
             # Start from the mean per-step reward of the stored episodes (the output bias).
-            avg = float(np.mean(self.store.returns / self.store.lengths))
+            avg = float(np.mean(store.returns / store.lengths))
+            model = self.built_model
+            head = model[-1] if isinstance(model, torch.nn.Sequential) else None
+            assert isinstance(head, torch.nn.Linear), "build_model gives an MLP whose last layer is Linear"
             with torch.no_grad():
-                self.model[-1].bias.fill_(avg)
+                head.bias.fill_(avg)
 
     def sample(self) -> EpisodeBatch | StepSubsets:
         cfg = self.config
-        idx = self.store.sample_indices(cfg.batch_episodes, self.rng, by_length=cfg.sample_by_length)
+        idx = self.episode_store.sample_indices(cfg.batch_episodes, self.rng, by_length=cfg.sample_by_length)
         if self.loss_kind == "rrd":
-            return self.store.subsets(idx, cfg.subset_size, self.rng)
-        return self.store.episodes(idx)
+            return self.episode_store.subsets(idx, cfg.subset_size, self.rng)
+        return self.episode_store.episodes(idx)
 
     def loss(self, batch: EpisodeBatch | StepSubsets) -> Loss:
-        pred = self.model(self.norm.normalize(torch.from_numpy(batch.inputs))).squeeze(-1)
+        pred = self.built_model(self.norm.normalize(torch.from_numpy(batch.inputs))).squeeze(-1)
         returns = torch.from_numpy(batch.returns).float()
         if isinstance(batch, StepSubsets):
             return Loss(rrd_loss(pred, returns, torch.from_numpy(batch.lengths), bias_correction=self.config.bias_correction))
@@ -247,7 +256,7 @@ class _StepRewardModel(LearnedAssigner):
             x = self._inputs(v, idx[i : i + chunk], metrics)
             if self.model is None:
                 self._build(x.shape[1])
-            flat[i : i + chunk] = predict_flat(self.model, self.norm, x, chunk_size=chunk)
+            flat[i : i + chunk] = predict_flat(self.built_model, self.norm, x, chunk_size=chunk)
         rewards = np.zeros(mask.shape, dtype=np.float64)
         rewards[mask] = flat
         if self.config.correct_residual:
@@ -288,7 +297,7 @@ class RDAssigner(_StepRewardModel):
 
     Config = RDConfig
     name = "rd"
-    loss_kind = "rd"
+    default_loss = "rd"
 
 
 @register_method(
@@ -317,7 +326,7 @@ class RRDAssigner(_StepRewardModel):
 
     Config = RRDConfig
     name = "rrd"
-    loss_kind = "rrd"
+    default_loss = "rrd"
 
 
 @register_method(
@@ -363,7 +372,7 @@ class LaReAssigner(_StepRewardModel):
         )
 
     @property
-    def loss_kind(self) -> str:  # type: ignore[override]
+    def loss_kind(self) -> str:
         return self.config.loss
 
     def _uses_next(self) -> bool:

@@ -260,6 +260,18 @@ class LearnedAssigner(ConfiguredAssigner):
         self._in_dim = int(in_dim)
         self.init_model()
 
+    @property
+    def built_model(self) -> torch.nn.Module:
+        """``model``, which exists once :meth:`_build` ran (first batch, or a loaded checkpoint)."""
+        assert self.model is not None, f"{type(self).__name__}: the model is built on the first batch"
+        return self.model
+
+    @property
+    def episode_store(self) -> EpisodeStore:
+        """``store``, which every method whose config is a :class:`ReplayConfig` has."""
+        assert self.store is not None, f"{type(self).__name__} keeps no episode store (its config is not a ReplayConfig)"
+        return self.store
+
     # ---------------------------------------------------------------- step inputs
 
     def step_views(self, episodes: Episodes, *, next_observations: bool) -> StepViews:
@@ -285,7 +297,7 @@ class LearnedAssigner(ConfiguredAssigner):
             n_act = None
             acts_flat = acts.reshape(b * t, -1)
             act_dim = acts_flat.shape[1]
-        nobs = None
+        nobs: np.ndarray | None = None
         if next_observations:
             if e.next_observations is not None:
                 nobs = np.asarray(e.next_observations).reshape(b, t, -1)
@@ -336,7 +348,7 @@ class LearnedAssigner(ConfiguredAssigner):
             metrics.update(m)
             sa = episode_arrays(sub)
             self.norm.update(x)
-            added = self.store.add(x, lengths=sa.lengths, returns=sa.returns)
+            added = self.episode_store.add(x, lengths=sa.lengths, returns=sa.returns)
             self._count_skipped({"store/skipped_too_long": added["store/skipped_too_long"]})
             metrics.update(added)
             self.after_admit()
@@ -419,9 +431,10 @@ class LearnedAssigner(ConfiguredAssigner):
         n = self.config.updates_per_fit if num_updates is None else int(num_updates)
         losses: list[float] = []
         stats: dict[str, float] = {}
-        if n > 0 and self.store.num_episodes > 0:
+        store = self.episode_store
+        if n > 0 and store.num_episodes > 0:
             if self.model is None:
-                self._build(self.store.feature_dim or 0)
+                self._build(store.feature_dim or 0)
             losses, stats = self.train_steps(self.sample() for _ in range(n))
         metrics.update(
             {
@@ -429,8 +442,8 @@ class LearnedAssigner(ConfiguredAssigner):
                 "credit/updates": float(len(losses)),
                 "credit/total_updates": float(self.num_updates),
                 **self.fit_extras(stats),
-                "store/episodes": float(self.store.num_episodes),
-                "store/steps": float(self.store.num_steps),
+                "store/episodes": float(store.num_episodes),
+                "store/steps": float(store.num_steps),
                 "credit/fit_seconds": time.perf_counter() - t0,
             }
         )
@@ -530,11 +543,12 @@ def _norm_value(v: Any) -> Any:
 
 def _reward_output(episodes: Episodes, rewards: np.ndarray, present: np.ndarray, metrics: dict[str, float]) -> RewardOutput:
     """Rewards in the float dtype and array kind of ``episodes.rewards`` (float32 for integers)."""
+    dtype: type[np.floating] | np.dtype
     if episodes.is_torch:
         dtype = _TORCH_FLOATS.get(episodes.rewards.dtype, np.float32)
     else:
-        dtype = np.asarray(episodes.rewards).dtype
-        dtype = dtype if dtype.kind == "f" else np.float32
+        given = np.asarray(episodes.rewards).dtype
+        dtype = given if given.kind == "f" else np.float32
     backend = Backend.of(episodes.rewards)
     return RewardOutput(
         backend.out(torch.from_numpy(np.ascontiguousarray(rewards, dtype=dtype))),
@@ -543,4 +557,4 @@ def _reward_output(episodes: Episodes, rewards: np.ndarray, present: np.ndarray,
     )
 
 
-_TORCH_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_TORCH_FLOATS: dict[Any, type[np.floating]] = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}

@@ -195,22 +195,22 @@ class RUDDERAssigner(LearnedAssigner):
 
     def after_admit(self) -> None:
         """Refresh the return scale: predictions are in standardized units of the stored returns."""
-        r = self.store.returns
+        r = self.episode_store.returns
         if r.size:
             self._ret_mean = float(r.mean())
             self._ret_std = float(max(r.std(), 1e-3 * max(1.0, abs(self._ret_mean))))
 
     def sample(self) -> EpisodeBatch:
         cfg = self.config
-        idx = self.store.sample_indices(cfg.batch_episodes, self.rng, by_length=cfg.sample_by_length)
-        return self.store.episodes(idx, max_steps=cfg.max_train_steps)
+        idx = self.episode_store.sample_indices(cfg.batch_episodes, self.rng, by_length=cfg.sample_by_length)
+        return self.episode_store.episodes(idx, max_steps=cfg.max_train_steps)
 
     def loss(self, batch: EpisodeBatch) -> Loss:
         """``(g_{T-1} - R)^2 + aux_weight * mean_t (g_t - R)^2`` in standardized return units."""
         x = self.norm.normalize(torch.from_numpy(batch.inputs))
         mask = torch.from_numpy(batch.mask)
         z = torch.from_numpy((batch.returns - self._ret_mean) / self._ret_std).float()
-        out = self.model(x)
+        out = self.built_model(x)
         rows = torch.arange(out.shape[0])
         last = out[rows, torch.from_numpy(batch.lengths - 1)]
         main = (last - z) ** 2
@@ -243,7 +243,7 @@ class RUDDERAssigner(LearnedAssigner):
                 j = min(i + chunk, mask.shape[0])
                 mk = mask[i:j]
                 t = int(mk.sum(1).max())
-                out = self.model(self._padded(flat[offsets[i] : offsets[j]], mk[:, :t])).numpy()
+                out = self.built_model(self._padded(flat[offsets[i] : offsets[j]], mk[:, :t])).numpy()
                 g[i:j, :t] = np.where(mk[:, :t], self._ret_mean + self._ret_std * out, 0.0)
         return g
 
@@ -278,4 +278,4 @@ class RUDDERAssigner(LearnedAssigner):
         self._ret_mean, self._ret_std = (float(v) for v in state["return_scale"])
 
     def __repr__(self) -> str:
-        return f"RUDDERAssigner(store={self.store.num_episodes} episodes, updates={self.num_updates}, quality={self.quality:.3f})"
+        return f"RUDDERAssigner(store={self.episode_store.num_episodes} episodes, updates={self.num_updates}, quality={self.quality:.3f})"

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_float, as_mask, check_finite, check_real, check_unit
+from .._arrays import ArrayLike, Backend, as_float, as_mask, check_finite, check_real, check_unit, shape_bt
 from ..errors import MissingColumnError, RangeError, ShapeError
 from ..outputs import AdvantageOutput, RewardOutput
 from ..registry import register_method
@@ -158,7 +158,7 @@ def _inputs(student: ArrayLike, teacher: ArrayLike, response_mask: ArrayLike):
     t = as_float(teacher, "teacher_log_probs", device=s.device, finite=False).to(torch.float64)
     if t.shape != s.shape:
         raise ShapeError(f"teacher_log_probs has shape {tuple(t.shape)} but student_log_probs has {tuple(s.shape)}; expected the same")
-    m = as_mask(response_mask, "response_mask", tuple(s.shape), device=s.device, prefix=False, allow_empty_rows=True,
+    m = as_mask(response_mask, "response_mask", shape_bt(s), device=s.device, prefix=False, allow_empty_rows=True,
                 like="student_log_probs")
     check_finite(s, "student_log_probs", where=m, hint=" on policy tokens")
     check_finite(t, "teacher_log_probs", where=m, hint=" on policy tokens")
@@ -192,7 +192,7 @@ def _masked_returns(x: torch.Tensor, m: torch.Tensor, gamma: float) -> torch.Ten
     kind="advantages",
     source="slime --use-opd (apply_opd_kl_to_advantages); Tinker cookbook on-policy distillation",
 )
-def _run_opd(episodes, *, coef: float = 1.0, mode: str = "token", gamma: float = 1.0) -> AdvantageOutput:
+def _run_opd(episodes, *, coef: float = 1.0, mode: Literal["token", "returns"] = "token", gamma: float = 1.0) -> AdvantageOutput:
     """Steps are tokens: the student's (``log_probs``) and teacher's log-probs as per-step extras."""
     for key in ("log_probs", "teacher_log_probs"):
         if key not in episodes.extras:

@@ -280,8 +280,8 @@ def step_groups(
     # verl-agent's leader rule visits a group's turns in batch order. Order each group's distinct
     # anchors by their first turn in the batch: anchor ids number anchors by first appearance in
     # the *whole* batch, so ordering by id would let other groups decide which anchor leads.
-    first = torch.full((pairs.numel(),), n, dtype=torch.int64, device=inverse.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin").cpu().numpy()
+    first_turn = torch.full((pairs.numel(),), n, dtype=torch.int64, device=inverse.device)
+    first = first_turn.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin").cpu().numpy()
     order = np.lexsort((first, pair_group))
     cluster = np.empty(pairs.numel(), dtype=np.int64)
     cluster[order] = similarity_clusters(
@@ -380,8 +380,8 @@ def _run_gigpo(
     *,
     gamma: float = 0.95,
     step_weight: float = 1.0,
-    mode: str = "mean_std_norm",
-    episode_stats: str = "trajectory",
+    mode: Mode = "mean_std_norm",
+    episode_stats: Literal["trajectory", "step"] = "trajectory",
     similarity: float | None = None,
 ) -> AdvantageOutput:
     """Turns are the steps; anchor-state keys per turn in ``episodes.extras["anchors"]``."""

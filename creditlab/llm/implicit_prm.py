@@ -38,6 +38,7 @@ from .._arrays import (
     check_nonempty,
     check_positive,
     check_unit,
+    shape_bt,
 )
 from ..errors import RangeError, ShapeError
 from ..outputs import AdvantageOutput, RewardOutput
@@ -105,7 +106,7 @@ def implicit_token_rewards(
     backend = Backend.of(policy_log_probs, ref_log_probs)
     lp = as_float(policy_log_probs, "policy_log_probs", ndim=2, finite=False)
     ref = as_float(ref_log_probs, "ref_log_probs", shape=tuple(lp.shape), dtype=lp.dtype, device=lp.device, finite=False)
-    rm = as_mask(response_mask, "response_mask", tuple(lp.shape), device=lp.device, prefix=False, allow_empty_rows=True)
+    rm = as_mask(response_mask, "response_mask", shape_bt(lp), device=lp.device, prefix=False, allow_empty_rows=True)
     check_finite(lp, "policy_log_probs", where=rm, hint=" on a response token")
     check_finite(ref, "ref_log_probs", where=rm, hint=" on a response token")
     r = _masked_ratio(lp, ref, rm) * beta
@@ -523,7 +524,7 @@ def _ttarget(outcomes: Any, like: torch.Tensor) -> torch.Tensor:
 @register_method("oprl", family="llm", kind="advantages", needs=("rewards", "outcomes", "group_ids"),
                  summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
                  source="Liu et al. 2025, arXiv 2509.19199")
-def _run_oprl(episodes, *, step_weight: float = 1.0, mode: str = "mean_std_norm") -> AdvantageOutput:
+def _run_oprl(episodes, *, step_weight: float = 1.0, mode: Literal["mean_std_norm", "mean_norm", "rloo"] = "mean_std_norm") -> AdvantageOutput:
     """The per-turn implicit rewards are ``episodes.rewards``; a missing outcome counts as 0."""
     episodes.require("outcomes", "group_ids", method="oprl")
     return oprl_advantages(

@@ -144,7 +144,7 @@ def _convert(folder: Path, gguf_file: str, target: Path) -> None:
         # folder is a plain float32 model that saves, trains and reloads like any other
         if any(type(m).__name__.startswith("Gguf") for m in model.modules()):  # pragma: no cover - GGUF kernels present
             raise CreditlabError(f"{gguf_file}: transformers kept GGUF-packed layers; creditlab needs the dequantized float32 model")
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (nn.Module.__setattr__ types values as Tensor | Module)
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
         model.save_pretrained(str(tmp))

@@ -111,7 +111,7 @@ def process_turn_rewards(
                  summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
                  source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548")
 def _run_process_turn_rewards(
-    episodes, *, transform: str = "delta", eta: float = 0.5, gate: float | None = None
+    episodes, *, transform: Literal["clip", "delta", "clip_delta", "none"] = "delta", eta: float = 0.5, gate: float | None = None
 ) -> RewardOutput:
     """The per-turn process scores are ``episodes.rewards`` (``reward_present`` marks missing ones)."""
     o, p = outcomes_or_none(episodes)

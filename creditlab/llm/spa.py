@@ -305,7 +305,7 @@ class SPAProgressEstimator(LearnedAssigner):
         return x, r, m
 
     def _forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        c = self.model(self.norm.normalize(x)).squeeze(-1)
+        c = self.built_model(self.norm.normalize(x)).squeeze(-1)
         return torch.where(m, c, torch.zeros_like(c))
 
 

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_float, as_mask
+from .._arrays import ArrayLike, Backend, as_float, as_mask, shape_bt
 from ..errors import DtypeError, RangeError, ShapeError
 
 __all__ = ["turn_ids_from_response_mask", "place_on_last_token", "turn_values_from_tokens"]
@@ -175,7 +175,7 @@ def _mask2d(m: ArrayLike, name: str) -> torch.Tensor:
     raw = m.detach() if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(m)))
     if raw.ndim != 2:
         raise ShapeError(f"{name} must be [B, L]; got shape {tuple(raw.shape)}")
-    return as_mask(raw, name, tuple(raw.shape), device=raw.device, prefix=False, allow_empty_rows=True)
+    return as_mask(raw, name, shape_bt(raw), device=raw.device, prefix=False, allow_empty_rows=True)
 
 
 def _ids_and_mask(turn_ids, response_mask, shape, device) -> tuple[torch.Tensor, torch.Tensor]:

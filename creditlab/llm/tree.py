@@ -678,8 +678,8 @@ def tree_grpo(
             a = a + z(r, g_rows)
         if within:
             a = a + z(r, t_rows)
-    a = torch.where(p, a, torch.zeros_like(a)).numpy()
-    per = np.where(forest.path_mask, a[:, None], 0.0)
+    rows = torch.where(p, a, torch.zeros_like(a)).numpy()
+    per = np.where(forest.path_mask, rows[:, None], 0.0)
     tree_sizes = np.bincount(forest.tree[forest.leaves][forest.present], minlength=forest.num_trees)
     extra = {"tree/num_single_leaf_trees": float((tree_sizes == 1).sum())}
     return _output(forest, None, per, extra)
@@ -756,7 +756,7 @@ def _episodes_forest(ep) -> Forest:
     if ep.outcomes is not None:
         o = np.asarray(ep.outcomes.detach().cpu().numpy() if isinstance(ep.outcomes, torch.Tensor) else ep.outcomes, dtype=np.float64)
         pres = np.asarray(ep.outcome_present.detach().cpu().numpy() if isinstance(ep.outcome_present, torch.Tensor) else ep.outcome_present)
-        rewards = [float(x) if q else None for x, q in zip(o.tolist(), pres.tolist())]
+        rewards: list[float | None] | np.ndarray = [float(x) if q else None for x, q in zip(o.tolist(), pres.tolist())]
     else:
         r = ep.returns()
         rewards = np.asarray(r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else r, dtype=np.float64)
@@ -789,8 +789,8 @@ def _run_tree_rloo(episodes) -> AdvantageOutput:
 
 @register_method("treerl", family="llm", summary="TreeRL: global + local tree advantage from LOO-centred leaves, / sqrt(#leaves)",
                  needs=_TREE_NEEDS, kind="advantages", source="Hou et al. 2025, arXiv 2506.11902 (THUDM/TreeRL)")
-def _run_treerl(episodes, *, global_weight: float = 1.0, local_weight: float = 1.0, leaf_centering: str = "loo",
-                leaf_scale: str = "sqrt") -> AdvantageOutput:
+def _run_treerl(episodes, *, global_weight: float = 1.0, local_weight: float = 1.0, leaf_centering: Literal["loo", "mean", "none"] = "loo",
+                leaf_scale: Literal["sqrt", "none"] = "sqrt") -> AdvantageOutput:
     out = treerl(_episodes_forest(episodes), global_weight=global_weight, local_weight=local_weight,
                  leaf_centering=leaf_centering, leaf_scale=leaf_scale)
     return _steps(episodes, out)
@@ -804,5 +804,5 @@ def _run_tree_grpo(episodes, *, across: bool = True, within: bool = True, sequen
 
 @register_method("treerpo", family="llm", summary="TreeRPO: node value (mean leaf reward below) z-scored among its siblings",
                  needs=_TREE_NEEDS, kind="advantages", source="Yang et al. 2025, arXiv 2506.05183")
-def _run_treerpo(episodes, *, std_scale: str = "group", eps: float = 1e-6) -> AdvantageOutput:
+def _run_treerpo(episodes, *, std_scale: Literal["group", "none"] = "group", eps: float = 1e-6) -> AdvantageOutput:
     return _steps(episodes, treerpo(_episodes_forest(episodes), std_scale=std_scale, eps=eps))

@@ -149,7 +149,7 @@ def turn_rloo(
 @register_method("turn_rloo", family="llm", kind="advantages", needs=("rewards", "group_ids"),
                  summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
                  source="creditlab; cf. verl-project/verl#7244")
-def _run_turn_rloo(episodes, *, gamma: float = 1.0, baseline: str = "turn") -> AdvantageOutput:
+def _run_turn_rloo(episodes, *, gamma: float = 1.0, baseline: Literal["turn", "episode"] = "turn") -> AdvantageOutput:
     """A missing outcome counts as 0 on the last turn."""
     episodes.require("group_ids", method="turn_rloo")
     return turn_rloo(

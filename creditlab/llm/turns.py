@@ -94,7 +94,9 @@ class TurnBatch:
         if components is not None:
             c = _numpy(components)
             if c.dtype.kind == "f" and np.isnan(c).any():  # NaN is a missing component here
-                components = np.where(np.isnan(c), None, c).tolist()
+                with_none = c.astype(object)
+                with_none[np.isnan(c)] = None
+                components = with_none.tolist()
         f = None
         if features is not None:
             f = _numpy(features).astype(np.float64)
@@ -113,13 +115,13 @@ class TurnBatch:
             observations=f,
             extras=extras,
         )
-        g = ep.group_ids
+        g = np.asarray(ep.group_ids)  # NumPy: from_padded got NumPy arrays
         if g.dtype.kind in "US":  # string ids -> dense integers, the layout's int64[B]
             g = np.unique(g, return_inverse=True)[1].reshape(-1).astype(np.int64)
         ex = dict(ep.extras)
         if anchors is not None:
             ex["anchors"] = _anchors(anchors, ep.lengths, ep.max_steps)
-        ep = ep.replace(rewards=ep.rewards.astype(np.float64), group_ids=g, extras=ex)
+        ep = ep.replace(rewards=np.asarray(ep.rewards).astype(np.float64), group_ids=g, extras=ex)
         tid = rm = None
         if response_mask is not None:
             rm = _numpy(response_mask).astype(bool)
@@ -168,7 +170,9 @@ class TurnBatch:
             if len(tr["rewards"]) == 0:
                 raise EmptyBatchError(f"trajectory {i} has no turn")
         r, m = pad([list(tr["rewards"]) for tr in trajectories])
-        get = lambda k: [tr.get(k) for tr in trajectories]  # noqa: E731
+        def get(k: str) -> list[Any]:
+            return [tr.get(k) for tr in trajectories]
+
         has = lambda k: any(k in tr for tr in trajectories)  # noqa: E731
         comps = names = None
         if has("components"):
@@ -291,7 +295,7 @@ class TurnBatch:
     def components(self) -> np.ndarray | None:
         """float[B, K] | None -- named outcome components, NaN where a component is None."""
         ep = self.episodes
-        if ep.components is None:
+        if ep.components is None or ep.component_present is None:
             return None
         return np.where(ep.component_present, ep.components, np.nan)
 

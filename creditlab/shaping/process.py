@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._arrays import ArrayLike, Backend, as_mask, as_scores, check_nonempty, check_real
+from .._arrays import ArrayLike, Backend, as_mask, as_scores, check_nonempty, check_real, shape_bt
 from ..outputs import RewardOutput
 from ..registry import register_method
 
@@ -15,11 +15,11 @@ __all__ = ["clip_process_rewards", "delta_process_rewards"]
 def _read(scores: ArrayLike, mask: ArrayLike | None, present: ArrayLike | None, nan_is_missing: bool):
     backend = Backend.of(scores)
     shape = tuple(np.shape(scores)) if not hasattr(scores, "shape") else tuple(scores.shape)
-    m = as_mask(mask, "mask", shape, device=torch.device("cpu"), like="scores") if len(shape) == 2 else None
+    m = as_mask(mask, "mask", (shape[0], shape[1]), device=torch.device("cpu"), like="scores") if len(shape) == 2 else None
     s, p = as_scores(scores, "scores", present=present, nan_is_missing=nan_is_missing, ndim=2, where=m)
     check_nonempty(s.shape[0], "scores")
     if m is None:
-        m = as_mask(mask, "mask", tuple(s.shape), device=s.device, like="scores")
+        m = as_mask(mask, "mask", shape_bt(s), device=s.device, like="scores")
     m = m.to(s.device)
     return backend, s, p & m, m
 
