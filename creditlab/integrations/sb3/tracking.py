@@ -65,10 +65,17 @@ class WandbOutputFormat(KVWriter):
     Numbers go as they are; strings, arrays, videos and figures are skipped (TensorBoard keeps
     those). A key excluded for ``"wandb"`` (SB3's ``exclude`` argument of ``logger.record``) is
     skipped too. The writer never finishes the run: whoever started it does.
+
+    Args:
+        run: a started wandb run.
+        step_offset: added to SB3's step (wandb steps must increase: a second training logged
+            into the same run starts after the first one's last step).
     """
 
-    def __init__(self, run: Any):
+    def __init__(self, run: Any, *, step_offset: int = 0):
         self.run = run
+        self.step_offset = int(step_offset)
+        self.last_step = self.step_offset
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
         out: dict[str, float] = {}
@@ -82,7 +89,8 @@ class WandbOutputFormat(KVWriter):
             if math.isfinite(value):
                 out[key] = value
         if out:
-            self.run.log(out, step=int(step))
+            self.last_step = max(self.last_step, int(step) + self.step_offset)
+            self.run.log(out, step=self.last_step)
 
     def close(self) -> None:
         pass
