@@ -164,9 +164,10 @@ def run_bench(args: argparse.Namespace) -> int:
     console.print(f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "
                   f"{len(summary.failed)} failed, in {summary.seconds / 60:.1f} min")
     if "tensorboard" in track:
-        console.print(f"TensorBoard: tensorboard --logdir {out / 'runs'}")
+        console.print(f"TensorBoard: tensorboard --logdir {out / 'runs'}", soft_wrap=True, highlight=False)
     if "wandb" in track:
-        console.print(f"W&B runs (offline unless WANDB_MODE=online): wandb sync {out / 'runs'}/*/*/*/wandb/offline-run-*")
+        console.print(f"W&B runs (offline unless WANDB_MODE=online): wandb sync {out / 'runs'}/*/*/*/wandb/offline-run-*",
+                      soft_wrap=True, highlight=False)
     if not args.no_report:
         from .report import write_report
 

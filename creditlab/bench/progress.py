@@ -20,7 +20,6 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .runner import SweepEvent
 
 __all__ = ["SweepProgress", "SweepLog", "format_seconds"]
 
@@ -62,7 +61,7 @@ class SweepProgress:
         self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
 
     # -- events
-    def __call__(self, event: SweepEvent) -> None:
+    def __call__(self, event: Any) -> None:  # a runner.SweepEvent (runner.py imports this module)
         if event.kind == "plan":
             self.skipped = event.skipped
         elif event.kind == "start" and event.run is not None:
@@ -128,6 +127,7 @@ class SweepLog:
 
     Example:
         >>> import io
+        >>> from creditlab.bench.runner import SweepEvent
         >>> from creditlab.bench.config import get_suite
         >>> from creditlab.bench.suites import expand_runs
         >>> runs = expand_runs(get_suite("smoke").select(tasks=["cartpole"], methods=[], seeds=1))
@@ -144,7 +144,7 @@ class SweepLog:
         self.console = console or Console(stderr=True)
         self.finished = 0
 
-    def __call__(self, event: SweepEvent) -> None:
+    def __call__(self, event: Any) -> None:  # a runner.SweepEvent (runner.py imports this module)
         if event.kind == "plan":
             self.total = event.total
             self.finished = event.skipped
@@ -157,10 +157,10 @@ class SweepLog:
             if event.kind == "done":
                 ret = (payload.get("metrics") or {}).get("final_return")
                 what = f"final return {ret:.4g}" if isinstance(ret, (int, float)) else "done"
-                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} done: {what} ({took})", highlight=False, markup=False)
+                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} done: {what} ({took})", highlight=False, markup=False, soft_wrap=True)
             else:
                 self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} FAILED: {payload.get('error', 'crashed')} "
-                                   "(traceback in its error.json)", highlight=False, markup=False)
+                                   "(traceback in its error.json)", highlight=False, markup=False, soft_wrap=True)
 
     def __enter__(self):
         return self

@@ -68,8 +68,17 @@ class RunTracker:
         project, name, group, tags, config: the wandb run's (``name`` is the run id).
     """
 
-    def __init__(self, trackers: Sequence[str], folder: str | os.PathLike | None, *, project: str, name: str,
-                 group: str | None = None, tags: Sequence[str] = (), config: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        trackers: Sequence[str],
+        folder: str | os.PathLike | None,
+        *,
+        project: str,
+        name: str,
+        group: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+    ):
         self.trackers = check_trackers(trackers)
         self._tmp = None if folder is not None else tempfile.mkdtemp(prefix="creditlab-track-")
         self.folder = Path(folder if folder is not None else self._tmp)
@@ -104,8 +113,11 @@ class RunTracker:
 
         ``metrics=None``: the run failed; the wandb run is marked failed (exit code 1).
         """
-        scalars = {f"bench/{k}": float(v) for k, v in (metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        scalars = {
+            f"bench/{k}": float(v)
+            for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        }
         if self._loggers and scalars:
             last = self._loggers[-1]
             for k, v in scalars.items():

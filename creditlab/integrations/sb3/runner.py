@@ -369,6 +369,9 @@ def train(
         t_learn = time.perf_counter()
         model.learn(config.total_timesteps, callback=cbs, progress_bar=config.progress_bar)
         learn_seconds = time.perf_counter() - t_learn
+        # SB3 dumps its logger during training only: write what was recorded after the last dump
+        # (the final evaluation, the last rollout's credit metrics of SAC) at the final step.
+        model.logger.dump(step=model.num_timesteps)
     finally:
         torch.set_num_threads(threads)
         for e in (env, evaluator):

@@ -56,7 +56,9 @@ def require_tracker(name: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as exc:
-        raise PluginError(f"tracking with {name} needs the {name} package, which is not installed ({exc}): {_INSTALL[name]}") from exc
+        raise PluginError(
+            f"tracking with {name} needs the {name} package, which is not installed ({exc}): {_INSTALL[name]}"
+        ) from exc
 
 
 class WandbOutputFormat(KVWriter):
@@ -96,7 +98,9 @@ class WandbOutputFormat(KVWriter):
         pass
 
 
-def make_logger(folder: str | os.PathLike, formats: Sequence[str] = ("tensorboard",), *, wandb_run: Any = None) -> Logger:
+def make_logger(
+    folder: str | os.PathLike, formats: Sequence[str] = ("tensorboard",), *, wandb_run: Any = None
+) -> Logger:
     """An SB3 :class:`~stable_baselines3.common.logger.Logger` writing into ``folder`` (give it to
     ``model.set_logger`` or to :func:`~creditlab.integrations.sb3.train` as ``logger=``).
 
@@ -115,8 +119,16 @@ def make_logger(folder: str | os.PathLike, formats: Sequence[str] = ("tensorboar
     return Logger(folder, outputs)
 
 
-def start_wandb(folder: str | os.PathLike, *, project: str, name: str, group: str | None = None,
-                config: Mapping[str, Any] | None = None, mode: str | None = None, tags: Sequence[str] = ()) -> Any:
+def start_wandb(
+    folder: str | os.PathLike,
+    *,
+    project: str,
+    name: str,
+    group: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    tags: Sequence[str] = (),
+) -> Any:
     """Start a wandb run whose files go under ``folder`` (``folder/wandb/...``).
 
     Args:
@@ -138,5 +150,14 @@ def start_wandb(folder: str | os.PathLike, *, project: str, name: str, group: st
         raise RangeError(f"wandb mode must be 'offline', 'online' or 'disabled'; got {mode!r}")
     os.makedirs(folder, exist_ok=True)
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True)
-    return wandb.init(dir=os.fspath(folder), project=project, name=name, group=group, config=dict(config or {}), mode=mode,
-                      tags=list(tags), settings=settings, reinit="create_new")
+    return wandb.init(
+        dir=os.fspath(folder),
+        project=project,
+        name=name,
+        group=group,
+        config=dict(config or {}),
+        mode=mode,
+        tags=list(tags),
+        settings=settings,
+        reinit="create_new",
+    )
