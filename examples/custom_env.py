@@ -1,12 +1,13 @@
 """Your own Gymnasium environment, PPO + RRD credit against the episodic baseline and the dense oracle.
 
-    python examples/custom_env.py                 # 3 methods x 3 seeds x 20k steps, about 2-4 minutes
+    python examples/custom_env.py                 # 3 methods x 3 seeds x 30k steps, twice (API + benchmark)
     python examples/custom_env.py --tiny          # seconds (what CI runs)
 
 The environment (``CueMatch`` below) is a stand-in for yours: each step shows one of three cues
-and pays 1 when the action matches it. Hidden behind ``reward="episodic"``, the agent sees only
-the episode's count of matches, paid on its last step -- which step earned it is exactly what
-credit assignment must recover. The script runs it twice:
+and pays 1 when the action matches it, for 200 steps. Hidden behind ``reward="episodic"``, the
+agent sees only the episode's count of matches, paid on its last step -- which of the 200 steps
+earned it is exactly what credit assignment must recover (and with gamma 0.99 the payout reaches
+the first steps discounted to 0.99^200 = 0.13). The script runs it twice:
 
 1. through the Python API, the SB3 runner (``creditlab.integrations.sb3.train`` with a
    ``RunConfig``): the ``episodic`` baseline (PPO on the delayed reward), ``rrd`` (RRD credit
@@ -43,7 +44,7 @@ class CueMatch(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, length: int = 20):
+    def __init__(self, length: int = 200):
         self.length = int(length)
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(4,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
@@ -73,7 +74,7 @@ def python_api(steps: int, seeds: list[int], tiny: bool) -> dict[str, list[float
     """The SB3 runner: one ``train`` call per (method, seed); returns the final true returns."""
     from creditlab.integrations.sb3 import RunConfig, train
 
-    agent = {"n_steps": 64 if tiny else 256, "batch_size": 64, "n_epochs": 4 if tiny else 10}
+    agent = {"n_steps": 128 if tiny else 256, "batch_size": 64, "n_epochs": 4 if tiny else 10}
     methods = {
         "episodic": dict(reward="episodic"),
         "rrd": dict(reward="episodic", assigner="rrd"),
@@ -88,7 +89,7 @@ def python_api(steps: int, seeds: list[int], tiny: bool) -> dict[str, list[float
                 n_envs=2 if tiny else 8,
                 seed=seed,
                 eval_every=steps // 2,
-                eval_episodes=5 if tiny else 20,
+                eval_episodes=5 if tiny else 10,
                 algo_kwargs=agent,
                 **kw,
             )
@@ -97,7 +98,7 @@ def python_api(steps: int, seeds: list[int], tiny: bool) -> dict[str, list[float
             extra = ""
             if "quality/pearson" in res.metrics:
                 extra = f", credit correlation with the hidden reward {res.metrics['quality/pearson']:.2f}"
-            print(f"  {name:>8} seed {seed}: final return {res.final_eval_return:5.1f} of 20{extra}")
+            print(f"  {name:>8} seed {seed}: final return {res.final_eval_return:5.1f} of 200{extra}")
     return finals
 
 
@@ -128,15 +129,15 @@ def benchmark(steps: int, seeds: list[int], out: Path, tiny: bool) -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20_000, help="PPO steps per run (default 20,000)")
+    p.add_argument("--steps", type=int, default=30_000, help="PPO steps per run (default 30,000)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument(
         "--out", default="runs/custom-env", help="sweep folder of the benchmark part (default runs/custom-env)"
     )
-    p.add_argument("--tiny", action="store_true", help="seconds: 256 steps, one seed, no report")
+    p.add_argument("--tiny", action="store_true", help="seconds: 512 steps (the benchmark: one 2,048-step rollout), one seed, no report")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest, and fair to a shared machine
-    steps, seeds = (256, [0]) if args.tiny else (args.steps, [int(s) for s in args.seeds.split(",")])
+    steps, seeds = (512, [0]) if args.tiny else (args.steps, [int(s) for s in args.seeds.split(",")])
     print(f"1. Python API: PPO on CueMatch, {steps} steps, seeds {seeds}")
     finals = python_api(steps, seeds, args.tiny)
     for name, values in finals.items():

@@ -33,6 +33,7 @@ class FakeTrainer:
         return torch.cat([ids, torch.tensor([new])], dim=1)
 
 
+@pytest.mark.slow  # builds the tokenizer and the model: about 20 s under load
 def test_rollout_func_follows_the_contract():
     ex = _example()
     _, tok = ex.tiny_model_and_tokenizer()
