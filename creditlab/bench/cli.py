@@ -147,7 +147,7 @@ def run_bench(args: argparse.Namespace) -> int:
     meta = {"suite": suite.name, "command": " ".join(sys.argv), "executor": executor.name}
     console.print(f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
                   f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
-                  f"{executor.name} ({executor.slots} parallel) -> {out}")
+                  f"{executor.name} ({executor.slots} parallel) -> {out}", soft_wrap=True)
     display = SweepLog(runs, console=console) if args.no_progress else SweepProgress(runs, slots=executor.slots, console=console,
                                                                                        title=f"bench {suite.name}")
     try:
