@@ -33,6 +33,11 @@ def test_cue_match_pays_one_per_matching_step():
 
 @pytest.mark.slow
 def test_custom_env_example(tmp_path, capsys, monkeypatch, one_torch_thread):
+    import os
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # `creditlab bench` adds the current folder for user modules
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.chdir(ROOT)  # the suite file names the env as examples.custom_env:CueMatch, importable from the root
     finals = _example().main(["--tiny", "--out", str(tmp_path)])
     out = capsys.readouterr()

@@ -148,6 +148,15 @@ def test_replay_buffer_bounds_the_assigners_threads(two_threads):
 # ------------------------------------------------------------------------------ creditlab bench --track
 
 
+@pytest.fixture(autouse=True)
+def _restore_import_path(monkeypatch):
+    """`creditlab bench` puts the current folder on sys.path and PYTHONPATH (for user modules): undo it after each test."""
+    import os
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+
+
 def _bench(argv):
     from creditlab.cli import main
 
