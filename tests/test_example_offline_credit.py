@@ -23,7 +23,10 @@ def test_offline_credit_example(tmp_path, capsys, one_torch_thread):
     out = capsys.readouterr().out
     assert "held-out loss" in out and "the reloaded assigner gives the same credit" in out
     assert summary["reload_max_difference"] < 1e-6
-    assert summary["credit/holdout_episodes"] == 8 and 0 < summary["credit/best_updates"] <= summary["credit/updates_run"] <= 60
+    assert (
+        summary["credit/holdout_episodes"] == 8
+        and 0 < summary["credit/best_updates"] <= summary["credit/updates_run"] <= 60
+    )
     assert (tmp_path / "rrd.pt").exists()
     table = pq.read_table(tmp_path / "advantages.parquet")
     assert {"credit_reward", "advantage", "hidden_reward"} <= set(table.column_names)

@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_verl_turn_rloo_example_shows_the_bias_and_its_absence():
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "verl_turn_rloo.py"), "--groups", "150", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "verl_turn_rloo.py"), "--groups", "150", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     est = res["estimators"]

@@ -47,7 +47,27 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-ray", action="store_true", help="run every run in this process, one after another")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's cores); one run per CPU")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    add_list_option(p, "--track", metavar="TRACKERS",
+                    help="per-run logs in each run's folder: tensorboard (event files; `tensorboard --logdir DIR/runs`) "
+                         "and/or wandb (offline unless WANDB_MODE=online; `wandb sync` uploads later)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live display: one plain line per finished run (for logs and CI)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+
+
+def _cwd_importable() -> None:
+    """Make modules in the current folder importable, as ``python -m`` does (the ``creditlab``
+    script's own folder is on ``sys.path`` instead): ``--env-id my_env:MyEnv`` and a suite's
+    ``imports: [my_env]`` then work from the folder holding ``my_env.py``, in local Ray workers too
+    (they inherit ``PYTHONPATH``)."""
+    import os
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cwd not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *parts])
 
 
 def _resolve_suite(args: argparse.Namespace):
@@ -89,11 +109,12 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .executors import InProcessExecutor, RayExecutor
-    from .progress import SweepProgress
+    from .progress import SweepLog, SweepProgress
     from .runner import run_sweep
     from .suites import expand_runs
 
     console = Console(stderr=True)
+    _cwd_importable()
     seeds = parse_seeds(args.seeds, single_is_count=True)
     suite = _resolve_suite(args).select(methods=args.methods, tasks=args.tasks, seeds=seeds, steps=args.steps)
     if args.show_config:
@@ -104,6 +125,9 @@ def run_bench(args: argparse.Namespace) -> int:
     runs = expand_runs(suite)
     out = Path(args.out or _DEFAULT_OUT.format(suite=suite.name))
     check_output_dir(out)  # a sweep folder resumes: existing results are kept, never overwritten
+    from .tracking import check_trackers
+
+    track = check_trackers(args.track)  # a missing package is an error now, before any run
     if args.dry_run:
         for r in runs:
             print(f"{r.run_id}\t{r.task.total_steps} steps")
@@ -123,10 +147,12 @@ def run_bench(args: argparse.Namespace) -> int:
     meta = {"suite": suite.name, "command": " ".join(sys.argv), "executor": executor.name}
     console.print(f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
                   f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
-                  f"{executor.name} ({executor.slots} parallel) -> {out}")
+                  f"{executor.name} ({executor.slots} parallel) -> {out}", soft_wrap=True)
+    display = SweepLog(runs, console=console) if args.no_progress else SweepProgress(runs, slots=executor.slots, console=console,
+                                                                                       title=f"bench {suite.name}")
     try:
-        with SweepProgress(runs, slots=executor.slots, console=console, title=f"bench {suite.name}") as progress:
-            summary = run_sweep(runs, out, executor=executor, on_event=progress, meta=meta)
+        with display:
+            summary = run_sweep(runs, out, executor=executor, on_event=display, meta=meta, track=track)
     except KeyboardInterrupt:
         from .store import ResultsStore
 
@@ -137,6 +163,11 @@ def run_bench(args: argparse.Namespace) -> int:
         executor.close()
     console.print(f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "
                   f"{len(summary.failed)} failed, in {summary.seconds / 60:.1f} min")
+    if "tensorboard" in track:
+        console.print(f"TensorBoard: tensorboard --logdir {out / 'runs'}", soft_wrap=True, highlight=False)
+    if "wandb" in track:
+        console.print(f"W&B runs (offline unless WANDB_MODE=online): wandb sync {out / 'runs'}/*/*/*/wandb/offline-run-*",
+                      soft_wrap=True, highlight=False)
     if not args.no_report:
         from .report import write_report
 

@@ -1,4 +1,8 @@
-"""A live progress display for ``creditlab bench`` (rich): runs done/total, running, failed, ETA.
+"""Progress of a sweep: a live display (rich) for terminals, a plain line per run for logs.
+
+:class:`SweepProgress` is ``creditlab bench``'s live display (runs done/total, running, failed,
+ETA), also ``run_sweep(..., progress=True)``; :class:`SweepLog` prints one line per finished run
+(``creditlab bench --no-progress``).
 
 The ETA counts environment steps, not runs, because budgets differ across tasks (a Hopper run
 costs more than a CartPole run): ``remaining steps / (steps finished this session / elapsed)``.
@@ -16,9 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .runner import SweepEvent
 
-__all__ = ["SweepProgress", "format_seconds"]
+__all__ = ["SweepProgress", "SweepLog", "format_seconds"]
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -58,7 +61,7 @@ class SweepProgress:
         self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
 
     # -- events
-    def __call__(self, event: SweepEvent) -> None:
+    def __call__(self, event: Any) -> None:  # a runner.SweepEvent (runner.py imports this module)
         if event.kind == "plan":
             self.skipped = event.skipped
         elif event.kind == "start" and event.run is not None:
@@ -117,3 +120,50 @@ class SweepProgress:
     def __exit__(self, *exc):
         self._live.update(self.render())
         self._live.__exit__(*exc)
+
+
+class SweepLog:
+    """Consumes :class:`SweepEvent` s and prints one plain line per finished or failed run.
+
+    Example:
+        >>> import io
+        >>> from creditlab.bench.runner import SweepEvent
+        >>> from creditlab.bench.config import get_suite
+        >>> from creditlab.bench.suites import expand_runs
+        >>> runs = expand_runs(get_suite("smoke").select(tasks=["cartpole"], methods=[], seeds=1))
+        >>> buf = io.StringIO()
+        >>> log = SweepLog(runs, console=Console(file=buf, width=120))
+        >>> log(SweepEvent("plan", total=2, skipped=0))
+        >>> log(SweepEvent("done", runs[0], {"metrics": {"final_return": 9.5}, "wall_seconds": 80.0}))
+        >>> print(buf.getvalue().strip())
+        [1/2] cartpole/episodic/seed0 done: final return 9.5 (1m20s)
+    """
+
+    def __init__(self, runs, *, console: Console | None = None):
+        self.total = len(list(runs))
+        self.console = console or Console(stderr=True)
+        self.finished = 0
+
+    def __call__(self, event: Any) -> None:  # a runner.SweepEvent (runner.py imports this module)
+        if event.kind == "plan":
+            self.total = event.total
+            self.finished = event.skipped
+            if event.skipped:
+                self.console.print(f"{event.skipped} of {event.total} runs already finished in this folder: skipped", highlight=False)
+        elif event.kind in ("done", "failed") and event.run is not None:
+            self.finished += 1
+            payload = event.payload or {}
+            took = format_seconds(payload.get("wall_seconds"))
+            if event.kind == "done":
+                ret = (payload.get("metrics") or {}).get("final_return")
+                what = f"final return {ret:.4g}" if isinstance(ret, (int, float)) else "done"
+                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} done: {what} ({took})", highlight=False, markup=False, soft_wrap=True)
+            else:
+                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} FAILED: {payload.get('error', 'crashed')} "
+                                   "(traceback in its error.json)", highlight=False, markup=False, soft_wrap=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None

@@ -8,6 +8,10 @@ each payload atomically as it arrives (so an interrupted sweep keeps every finis
 next invocation resumes). Results are written by the driver only, so workers on a remote Ray
 cluster need no shared filesystem.
 
+``run_sweep(..., progress=True)`` shows the CLI's live display (rich, on stderr);
+``track=("tensorboard", "wandb")`` writes per-run TensorBoard event files and W&B runs (offline by
+default) into each run's folder (:mod:`creditlab.bench.tracking`).
+
 Example:
     >>> import tempfile
     >>> from creditlab.bench.config import get_suite
@@ -74,18 +78,52 @@ def execute_run(config: Mapping[str, Any]) -> dict[str, Any]:
         both with ``versions``, ``git``, ``host``, ``pid``, ``started``, ``wall_seconds``.
     """
     started = time.time()
-    common = {"versions": package_versions(), "git": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))}
+    common: dict[str, Any] = {"versions": package_versions(), "git": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))}
+    config = dict(config)
+    tracking = config.pop("tracking", None)
+    tracker = None
     try:
         from .training import method_config, train_run
 
         spec = RunSpec.from_dict(config)
         common["method_config"] = method_config(spec)
-        out = train_run(spec)
+        tracker = _tracker(tracking, spec)
+        out = train_run(spec, tracker=tracker)
+        if tracker is not None:
+            tracker.finish(out.metrics, steps=int(out.metrics.get("steps", 0)))
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-        return {**common, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                "wall_seconds": time.time() - started}
-    return {**common, "status": "ok", "curve": out.curve, "metrics": out.metrics, "wall_seconds": time.time() - started}
+        failed = {**common, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                  "wall_seconds": time.time() - started}
+        return {**failed, **_tracked_files(tracker, failed=True)}
+    return {**common, "status": "ok", "curve": out.curve, "metrics": out.metrics, "wall_seconds": time.time() - started,
+            **_tracked_files(tracker)}
+
+
+_FILES_KEY = "tracking_files"  # payload key of log files a remote worker returns (never stored in result.json)
+
+
+def _tracker(tracking: Mapping[str, Any] | None, spec: RunSpec):
+    """The run's :class:`~creditlab.bench.tracking.RunTracker` (None without ``--track``)."""
+    if not tracking or not tracking.get("trackers"):
+        return None
+    from .tracking import RunTracker
+
+    return RunTracker(tracking["trackers"], tracking.get("dir"), project=tracking.get("project") or "creditlab-bench",
+                      name=spec.run_id, group=f"{spec.task.name}/{spec.method}", tags=(spec.task.name, spec.method),
+                      config={**spec.to_dict(), "config_hash": spec.config_hash()})
+
+
+def _tracked_files(tracker, *, failed: bool = False) -> dict[str, Any]:
+    if tracker is None:
+        return {}
+    if failed:
+        try:
+            tracker.finish(None)
+        except Exception:  # noqa: BLE001 - the run's own error is what gets recorded
+            pass
+    files = tracker.files()
+    return {_FILES_KEY: files} if files else {}
 
 
 @dataclass(frozen=True)
@@ -118,6 +156,8 @@ def run_sweep(
     on_event: Callable[[SweepEvent], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     worker: Callable[[Mapping[str, Any]], Mapping[str, Any]] = execute_run,
+    progress: bool = False,
+    track: Sequence[str] = (),
 ) -> SweepSummary:
     """Run every run not yet finished in ``out_dir`` and record each outcome as it arrives.
 
@@ -128,13 +168,34 @@ def run_sweep(
         on_event: progress callback (the CLI's display); called in this process.
         meta: extra manifest fields (suite name, command line).
         worker: the worker function (``execute_run``); must be importable by the executor's workers.
+        progress: show the live display of ``creditlab bench`` (runs done/total, running, failed,
+            ETA; rich, on stderr). Off by default: library calls print nothing.
+        track: ``"tensorboard"`` and/or ``"wandb"``: per-run logs in each run's folder (see
+            :mod:`creditlab.bench.tracking`); a tracker whose package is missing is an error before
+            any run starts.
 
     Returns:
         A :class:`SweepSummary`. Failed runs are recorded in ``error.json`` and retried by the
         next invocation; finished runs are never run again.
     """
+    if progress:
+        from .progress import SweepProgress
+
+        runs = list(runs)
+        with SweepProgress(runs, slots=getattr(executor, "slots", 1)) as display:
+            def both(event: SweepEvent) -> None:
+                display(event)
+                if on_event is not None:
+                    on_event(event)
+
+            return run_sweep(runs, out_dir, executor=executor, on_event=both, meta=meta, worker=worker, track=track)
     t0 = time.perf_counter()
     store = ResultsStore(out_dir)
+    trackers = ()
+    if track:
+        from .tracking import check_trackers
+
+        trackers = check_trackers(track)
     runs = list(dict((r.run_id, r) for r in runs).values())
     store.check_configs(runs)
     store.write_manifest(runs, dict(meta or {}))
@@ -145,6 +206,12 @@ def run_sweep(
     executor = executor or InProcessExecutor()
     by_id = {r.run_id: r for r in todo}
     items = [r.to_dict() for r in todo]
+    if trackers:
+        in_place = _shares_disk(executor)
+        project = str((meta or {}).get("suite") or store.root.resolve().name)
+        for item, r in zip(items, todo):
+            item["tracking"] = {"trackers": list(trackers), "project": f"creditlab-bench-{project}",
+                                "dir": str(store.run_dir(r).resolve()) if in_place else None}
 
     def started(item):
         emit(SweepEvent("start", by_id[_run_id(item)]))
@@ -155,12 +222,28 @@ def run_sweep(
             result = {"status": "failed", "error": str(result), "traceback": result.traceback_text}
         elif isinstance(result, BaseException):
             result = {"status": "failed", "error": repr(result), "traceback": "".join(traceback.format_exception(result))}
+        if _FILES_KEY in result:
+            from .tracking import write_files
+
+            result = dict(result)
+            write_files(store.run_dir(run), result.pop(_FILES_KEY))
         store.write_result(run, result)
         ok = result.get("status") == "ok"
         (summary.done if ok else summary.failed).append(run.run_id)
         emit(SweepEvent("done" if ok else "failed", run, result))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _shares_disk(executor: Any) -> bool:
+    """Whether the executor's workers see this machine's disk: in-process and a local Ray do, a Ray
+    cluster joined by address may not (its workers return their log files with the result)."""
+    flag = getattr(executor, "shares_disk", None)
+    if flag is not None:
+        return bool(flag)
+    if isinstance(executor, InProcessExecutor):
+        return True
+    return hasattr(executor, "address") and executor.address is None
 
 
 def _run_id(item: Mapping[str, Any]) -> str:

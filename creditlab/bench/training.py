@@ -257,7 +257,7 @@ def _callbacks(spec: RunSpec, state: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
+def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> dict[str, Any]:
     from ..integrations.sb3 import train
 
     state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "bad": [], "bad_seen": {}, "quality_streams": {}, "quality_episodes": [],
@@ -269,7 +269,8 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
         assigner, integration, closers = _make_assigner(spec)
     callbacks = _callbacks(spec, state) + ([bonus_cb] if bonus_cb is not None else [])
     try:
-        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks)
+        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks,
+                    logger=tracker.logger(setting) if tracker is not None else None)
     finally:
         for c in closers:
             c.close()
@@ -358,14 +359,18 @@ def _anchor_credit(method: str, episodes: list[list[tuple[float, float]]]) -> di
             "quality/spearman": q["quality/spearman"], "quality/decomposition_error": q["quality/decomposition_error"]}
 
 
-def train_run(spec: RunSpec) -> RunOutput:
-    """Train and evaluate one run in this process (one torch thread). See the module docstring."""
+def train_run(spec: RunSpec, *, tracker: Any = None) -> RunOutput:
+    """Train and evaluate one run in this process (one torch thread). See the module docstring.
+
+    ``tracker``: a :class:`~creditlab.bench.tracking.RunTracker` whose SB3 loggers record the
+    training (``creditlab bench --track``); the caller finishes it.
+    """
     import torch
 
     torch.set_num_threads(1)
     task = spec.task
     settings = task_settings(task)
-    states = [_train_setting(spec, s) for s in settings]
+    states = [_train_setting(spec, s, tracker) for s in settings]
     metrics: dict[str, float] = {
         "time/train_seconds": float(sum(s["train_seconds"] for s in states)),
         "time/eval_seconds": float(sum(s["eval_seconds"] for s in states)),

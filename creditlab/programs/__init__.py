@@ -17,6 +17,7 @@ from .client import Completion, LLMClient, LLMConfig, ResponseCache
 from .errors import BudgetExceededError, LLMError, ProgramError, ResponseFormatError, SpecError
 from .loaders import SandboxedFeatures, SandboxedReward, lare_features
 from .program import Program, load_program
+from .progress import GenerationEvent, GenerationProgress
 from .sandbox import CallOutput, SandboxConfig, SandboxedProgram, probe_layers
 from .selection import (
     CalmLabels,
@@ -37,6 +38,8 @@ from .spec import TaskSpec, load_spec
 from .validate import ValidationReport, check_program, check_static
 
 __all__ = [
+    "GenerationEvent",
+    "GenerationProgress",
     "BudgetExceededError",
     "CallOutput",
     "CalmLabels",

@@ -52,6 +52,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=int, help="completion length limit per answer (default: the endpoint's)")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates (default 1.0, as the papers)")
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)")
+    g.add_argument("--no-progress", action="store_true", help="no live progress line on stderr (candidates, LLM answers, repairs)")
     _sandbox_args(g)
     add_force_option(g)
     c = sub.add_parser("check", help="static and sandboxed validation of a program file, with the reasons")
@@ -104,7 +105,7 @@ def _generate(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.kind == "factors":
         result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config,
-                                       temperature=args.temperature)
+                                       temperature=args.temperature, progress=not args.no_progress)
     else:
         trainer = None
         if env_id:
@@ -113,7 +114,7 @@ def _generate(args: argparse.Namespace) -> int:
             trainer = PPOTrainAndScore(env_id, spec=spec, total_timesteps=args.timesteps, config=config)
         result = refine_reward(spec, client, trainer, style=args.style, iterations=args.iterations, samples=args.n,
                                repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config,
-                               temperature=args.temperature)
+                               temperature=args.temperature, progress=not args.no_progress)
     out = result.save(args.out)
     _print_generation(result, out)
     return 0 if result.program is not None else 1

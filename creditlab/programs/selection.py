@@ -33,6 +33,7 @@ from ..errors import RangeError, ShapeError
 from .client import Completion, LLMClient
 from .errors import LLMError, ProgramError, ResponseFormatError
 from .program import Program
+from .progress import GenerationEvent, ProgressCallback, progress_callback
 from .prompts import (
     analyzer_messages,
     critic_messages,
@@ -181,6 +182,7 @@ def develop_candidate(
     config: SandboxConfig | None = None,
     review: Callable[[str], tuple[bool, list[str]]] | None = None,
     spec: TaskSpec | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Candidate:
     """Ask for a program, validate it in the sandbox, and repair it from the error text.
 
@@ -197,6 +199,8 @@ def develop_candidate(
         review: optional reviewer ``code -> (ok, issues)`` (Auto MC-Reward critic) consulted once
             a program passes validation; its issues are fed back like errors.
         spec: the task spec (recorded in the program's metadata).
+        on_progress: called with an ``attempt`` event per LLM answer and a ``candidate`` event at
+            the end (:mod:`creditlab.programs.progress`).
 
     Returns:
         A :class:`Candidate`; its ``program`` is set when some attempt passed.
@@ -228,6 +232,9 @@ def develop_candidate(
                                           failure_kind="critic", num_factors=report.num_factors,
                                           component_names=report.component_names, layers=report.layers)
         cand.attempts.append(Attempt(rnd, comp.text, code, report, _completion_record(comp)))
+        if on_progress is not None:
+            on_progress(GenerationEvent("attempt", candidate=index, role=role, round=rnd, ok=report.ok,
+                                        failure=None if report.ok else report.failure_kind))
         if report.ok:
             cand.program = Program(
                 code=code,
@@ -243,6 +250,8 @@ def develop_candidate(
             break
         msgs = msgs + [{"role": "assistant", "content": comp.text}, repair_message(report.feedback())]
     cand.messages = msgs
+    if on_progress is not None:
+        on_progress(GenerationEvent("candidate", candidate=index, role=role, ok=cand.ok))
     return cand
 
 
@@ -318,6 +327,8 @@ def generate_lare_factors(
     config: SandboxConfig | None = None,
     probe_rows: int = 16,
     seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+    progress: bool = False,
 ) -> GenerationResult:
     """LaRe latent-factor generation with self-verification (Qu et al. 2025, spec A4 steps 1-3).
 
@@ -331,6 +342,9 @@ def generate_lare_factors(
         repair_rounds: error-feedback rounds per candidate (LaRe: 5).
         config: sandbox limits for validation.
         probe_rows, seed: size and seed of the probe batch (:meth:`TaskSpec.probe_batch`).
+        on_progress: called with :class:`~creditlab.programs.progress.GenerationEvent` s (from
+            the threads that ask the LLM).
+        progress: show a live progress line on stderr (rich); off by default.
 
     Returns:
         :class:`GenerationResult`; ``program`` is ``None`` when no candidate passed (use raw
@@ -338,22 +352,31 @@ def generate_lare_factors(
     """
     if n_candidates < 1:
         raise RangeError(f"n_candidates must be >= 1; got {n_candidates}")
+    emit, display = progress_callback(on_progress, progress, f"LaRe factors for {spec.name}")
+    if display is not None:
+        with display:
+            return generate_lare_factors(spec, client, n_candidates=n_candidates, temperature=temperature, merge=merge,
+                                         merge_temperature=merge_temperature, repair_rounds=repair_rounds, config=config,
+                                         probe_rows=probe_rows, seed=seed, on_progress=emit)
     t0 = time.perf_counter()
     probe = spec.probe_batch(probe_rows, seed)
     base = lare_messages(spec)
+    emit(GenerationEvent("plan", total=n_candidates))
 
     def one(i: int) -> Candidate:
         return develop_candidate(client, base, "factors", probe, index=i, role="sample", sample=i,
-                                 temperature=temperature, repair_rounds=repair_rounds, config=config, spec=spec)
+                                 temperature=temperature, repair_rounds=repair_rounds, config=config, spec=spec,
+                                 on_progress=emit)
 
     cands = _parallel(one, n_candidates, client.config.max_concurrency)
     passing = [c for c in cands if c.ok]
     chosen: Candidate | None = None
     merged: Candidate | None = None
     if merge and len(passing) >= 2:
+        emit(GenerationEvent("plan", total=n_candidates + 1))
         merged = develop_candidate(client, lare_merge_messages(spec, [c.final_response for c in passing]), "factors", probe,
                                    index=len(cands), role="merge", sample=0, temperature=merge_temperature,
-                                   repair_rounds=repair_rounds, config=config, spec=spec)
+                                   repair_rounds=repair_rounds, config=config, spec=spec, on_progress=emit)
         cands.append(merged)
         if merged.ok:
             chosen = merged
@@ -367,6 +390,7 @@ def generate_lare_factors(
     params = {"n_candidates": n_candidates, "temperature": temperature, "merge": merge, "merge_temperature": merge_temperature,
               "repair_rounds": repair_rounds, "probe_rows": probe_rows, "seed": seed}
     prov = _provenance(spec, client, "lare", params, cands, chosen, {"metrics": metrics})
+    emit(GenerationEvent("done", candidate=chosen.index if chosen else -1, ok=chosen is not None))
     return GenerationResult(chosen.program if chosen else None, cands, metrics, prov)
 
 
@@ -463,6 +487,8 @@ def refine_reward(
     config: SandboxConfig | None = None,
     probe_rows: int = 16,
     seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+    progress: bool = False,
 ) -> GenerationResult:
     """Dense reward code selected by short training runs and refined by reward reflection (Eureka).
 
@@ -482,6 +508,9 @@ def refine_reward(
             episodes to the reflection.
         examples: few-shot reward programs (Text2Reward).
         config: sandbox limits.
+        on_progress: called with :class:`~creditlab.programs.progress.GenerationEvent` s
+            (``train`` / ``scored`` around each selection run).
+        progress: show a live progress line on stderr (rich); off by default.
 
     Returns:
         :class:`GenerationResult` with the best program over all rounds (highest fitness).
@@ -490,6 +519,12 @@ def refine_reward(
         raise RangeError(f"style must be 'eureka', 'text2reward' or 'auto_mc'; got {style!r}")
     if iterations < 1 or samples < 1:
         raise RangeError(f"iterations and samples must be >= 1; got {iterations} and {samples}")
+    emit, display = progress_callback(on_progress, progress, f"reward programs for {spec.name}")
+    if display is not None:
+        with display:
+            return refine_reward(spec, client, train_and_score, style=style, iterations=iterations, samples=samples,
+                                 temperature=temperature, repair_rounds=repair_rounds, critic=critic, analyzer=analyzer,
+                                 examples=examples, config=config, probe_rows=probe_rows, seed=seed, on_progress=emit)
     t0 = time.perf_counter()
     probe = spec.probe_batch(probe_rows, seed)
     base = designer_messages(spec) if style == "auto_mc" else reward_messages(spec, style=style, examples=examples)
@@ -507,10 +542,12 @@ def refine_reward(
     rounds: list[dict[str, Any]] = []
     best: Candidate | None = None
     for it in range(iterations):
+        emit(GenerationEvent("plan", total=(it + 1) * samples))
+
         def one(j: int, conv=conversation, it=it) -> Candidate:
             return develop_candidate(client, conv, "reward", probe, index=it * samples + j, role=f"iteration{it}",
                                      sample=j, temperature=temperature, repair_rounds=repair_rounds, config=config,
-                                     review=review, spec=spec)
+                                     review=review, spec=spec, on_progress=emit)
 
         cands = _parallel(one, samples, client.config.max_concurrency)
         all_cands += cands
@@ -521,11 +558,14 @@ def refine_reward(
             if train_and_score is None:
                 scored.append(c)
                 continue
+            emit(GenerationEvent("train", candidate=c.index, role=c.role, ok=True))
             try:
                 c.score = train_and_score(c.program)
             except ProgramError as exc:
                 c.error = f"the reward program failed during training: {exc.kind}: {exc.reason[:500]}"
+                emit(GenerationEvent("scored", candidate=c.index, role=c.role, ok=False))
                 continue
+            emit(GenerationEvent("scored", candidate=c.index, role=c.role, ok=True, fitness=float(c.score.fitness)))
             scored.append(c)
         record: dict[str, Any] = {"iteration": it, "candidates": [c.index for c in cands], "passed": [c.index for c in cands if c.ok],
                                   "fitness": {c.index: (c.score.fitness if c.score else None) for c in scored}}
@@ -564,6 +604,7 @@ def refine_reward(
               "repair_rounds": repair_rounds, "critic": critic, "analyzer": analyzer, "probe_rows": probe_rows, "seed": seed,
               "selection": "train_and_score" if train_and_score is not None else "first passing candidate"}
     prov = _provenance(spec, client, f"reward/{style}", params, all_cands, best, {"rounds": rounds, "metrics": metrics})
+    emit(GenerationEvent("done", candidate=best.index if best else -1, ok=best is not None))
     return GenerationResult(best.program if best else None, all_cands, metrics, prov)
 
 

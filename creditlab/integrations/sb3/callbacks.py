@@ -35,6 +35,15 @@ Several reward editors (credit, exploration bonuses)
     by hand, pass ``recompute_advantages=False`` to the credit callback and put
     :class:`RecomputeAdvantages` last.
 
+Torch threads
+    The assigner's ``fit`` and ``assign`` run with ``torch_threads`` threads (default 1; the
+    caller's setting is restored right after). The reward models are small MLPs/LSTMs on
+    batches of a few thousand steps: more threads only add synchronization, and on a loaded
+    machine PyTorch's default (one thread per core) can make a run 10x slower (docs/speed.md,
+    "Threads"). ``torch_threads=None`` leaves the setting alone. The algorithm's own updates run
+    with the process's setting: call ``torch.set_num_threads(1)`` before ``learn`` for small
+    policies (what :func:`~creditlab.integrations.sb3.train` does with ``RunConfig.torch_threads``).
+
 Logged metrics (SB3 logger, and ``callback.history``): ``credit/loss``, ``credit/updates``,
 ``credit/fit_seconds``, ``credit/assign_seconds``, ``credit/seconds`` (all callback work),
 ``credit/frac_unassigned``, ``credit/complete_episodes``, ``store/*`` and, when the env reports
@@ -44,11 +53,14 @@ the hidden true reward under ``info["creditlab/true_reward"]``, ``quality/pearso
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -60,7 +72,7 @@ from ...episodes import Episodes
 from ...errors import DtypeError, RangeError
 from .. import TRUE_REWARD_KEY
 
-__all__ = ["CreditAssignmentCallback", "CreditMetricsCallback", "RecomputeAdvantages", "make_assigner"]
+__all__ = ["CreditAssignmentCallback", "CreditMetricsCallback", "RecomputeAdvantages", "bounded_threads", "make_assigner"]
 
 
 def make_assigner(name: str, **params: Any) -> CreditAssigner:
@@ -71,6 +83,43 @@ def make_assigner(name: str, **params: Any) -> CreditAssigner:
     if method.kind != "assigner" or method.factory is None:
         raise RangeError(f"{name!r} is a {method.kind} method, not a credit assigner; see list_methods(kind='assigner')")
     return method.factory(**params)
+
+
+def check_torch_threads(torch_threads: int | None) -> int | None:
+    """Validate a ``torch_threads`` argument: an int >= 1, or None (leave the process's setting alone)."""
+    if torch_threads is None:
+        return None
+    if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+        raise RangeError(f"torch_threads must be an int >= 1 or None (leave torch's setting alone); got {torch_threads!r}")
+    return torch_threads
+
+
+@contextlib.contextmanager
+def bounded_threads(torch_threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(torch_threads)``, then restore the caller's setting.
+
+    ``None`` leaves the setting alone.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with bounded_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if torch_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    if before == torch_threads:
+        yield
+        return
+    torch.set_num_threads(torch_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -181,6 +230,8 @@ class CreditAssignmentCallback(BaseCallback):
         clip_reward: bound on scaled rewards (as VecNormalize's ``clip_reward``).
         recompute_advantages: recompute GAE after relabeling (the default). ``False`` when other
             callbacks edit the rewards after this one and :class:`RecomputeAdvantages` runs last.
+        torch_threads: torch threads of the assigner's ``fit`` and ``assign`` (the caller's setting
+            is restored afterwards); None leaves it alone. See "Torch threads" in the module docstring.
 
     Example:
         >>> from stable_baselines3 import PPO
@@ -204,9 +255,11 @@ class CreditAssignmentCallback(BaseCallback):
         max_open_steps: int = 100_000,
         clip_reward: float = 10.0,
         recompute_advantages: bool = True,
+        torch_threads: int | None = 1,
         verbose: int = 0,
     ):
         super().__init__(verbose)
+        self.torch_threads = check_torch_threads(torch_threads)
         self.assigner = make_assigner(assigner) if isinstance(assigner, str) else assigner
         if not float(update_ratio) >= 0:
             raise RangeError(f"update_ratio must be >= 0 (reward-model updates per env step); got {update_ratio}")
@@ -332,10 +385,11 @@ class CreditAssignmentCallback(BaseCallback):
         n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         fit_eps = episodes.select(np.nonzero(complete)[0]) if complete.any() else None
-        metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
-        # 2. Assign every episode touching this rollout.
-        t_assign = time.perf_counter()
-        out = self.assigner.assign(episodes)
+        with bounded_threads(self.torch_threads):
+            metrics.update(self.assigner.fit(fit_eps, num_updates=n_updates))
+            # 2. Assign every episode touching this rollout.
+            t_assign = time.perf_counter()
+            out = self.assigner.assign(episodes)
         # the assigner's own diagnostics (credit/untrained, credit/nonfinite_factors, ...); fit's win on clashes
         metrics.update({k: float(v) for k, v in out.metrics.items() if k not in metrics})
         metrics["credit/assign_seconds"] = time.perf_counter() - t_assign

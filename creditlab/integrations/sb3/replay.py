@@ -21,7 +21,7 @@ from ...credit.quality import credit_quality
 from ...episodes import Episodes
 from ...errors import RangeError
 from .. import TRUE_REWARD_KEY
-from .callbacks import check_spaces, encode_actions, make_assigner
+from .callbacks import bounded_threads, check_spaces, check_torch_threads, encode_actions, make_assigner
 
 __all__ = ["CreditReplayBuffer"]
 
@@ -43,6 +43,12 @@ class CreditReplayBuffer(ReplayBuffer):
       bootstrap at truncations is unchanged. Rewards are multiplied by ``reward_scale``;
       VecNormalize's reward normalization is not applied to relabeled rewards.
 
+    * The assigner's ``fit`` and ``assign`` run with ``torch_threads`` torch threads (default 1;
+      the caller's setting is restored afterwards; None leaves it alone): the reward model is a
+      small network, and PyTorch's default of one thread per core slows it down on a loaded
+      machine (docs/speed.md, "Threads"). SAC's own updates use the process's setting: call
+      ``torch.set_num_threads(1)`` before ``learn`` for the default 256x256 networks.
+
     ``metrics`` holds the latest ``credit/*``, ``store/*`` and ``quality/*`` values (log them with
     :class:`CreditMetricsCallback`); ``history`` one entry per ``fit``.
     """
@@ -61,7 +67,9 @@ class CreditReplayBuffer(ReplayBuffer):
         update_ratio: float = 1.0,
         reward_scale: float = 1.0,
         true_reward_key: str = TRUE_REWARD_KEY,
+        torch_threads: int | None = 1,
     ):
+        self.torch_threads = check_torch_threads(torch_threads)
         if optimize_memory_usage:
             raise RangeError("CreditReplayBuffer needs next observations stored: use optimize_memory_usage=False")
         check_spaces(observation_space, action_space)
@@ -186,6 +194,10 @@ class CreditReplayBuffer(ReplayBuffer):
         self.total_seconds += time.perf_counter() - t0
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        with bounded_threads(self.torch_threads):
+            return self._sample(batch_size, env)
+
+    def _sample(self, batch_size: int, env: VecNormalize | None) -> ReplayBufferSamples:
         self._fit()
         t0 = time.perf_counter()
         scope = getattr(self.assigner, "scope", "episode")

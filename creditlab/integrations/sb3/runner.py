@@ -15,7 +15,17 @@ rewards), and -- when anything edited the rewards -- one GAE recomputation
 Hooks for what plugs in later: ``callbacks`` (any SB3 callbacks; a reward editor declares
 ``edits_rollout_rewards = True``), ``vec_env_wrapper`` (a ``VecEnv -> VecEnv`` wrapper of the
 training env, e.g. a sandboxed reward program), ``on_evaluation`` (called after each evaluation),
-``tensorboard_log`` / ``verbose`` / ``progress_bar`` (SB3's logger and progress bar).
+``tensorboard_log`` / ``verbose`` / ``progress_bar`` (SB3's logger and progress bar), ``logger`` (an SB3
+logger of your own, e.g. :func:`~creditlab.integrations.sb3.tracking.make_logger` with TensorBoard
+and a wandb run).
+
+Logging: everything goes through SB3's logger, dumped after each rollout (PPO) or every
+``log_interval`` episodes (SAC) at ``num_timesteps``: SB3's ``rollout/*`` (``rollout/ep_rew_mean``
+is the *true* training return: the ``Monitor`` sits under the delay wrapper) and ``train/*``,
+``eval/mean_reward`` / ``eval/mean_ep_length`` (the evaluations on the true reward), and the credit
+integration's ``credit/*`` (``credit/loss`` of the reward model, updates, timings), ``store/*`` and
+``quality/*`` (assigned vs hidden reward). ``tensorboard_log="runs/tb"`` gives TensorBoard curves
+of all of them (``tensorboard --logdir runs/tb``).
 """
 
 from __future__ import annotations
@@ -278,7 +288,8 @@ def _build_model(config: RunConfig, env: VecEnv, assigner: CreditAssigner | None
         if assigner is not None:
             ratio = 1 / 32 if config.update_ratio is None else config.update_ratio
             credit_cb = CreditAssignmentCallback(assigner, update_ratio=ratio, reward_scale=config.reward_scale,
-                                                 unassigned=config.unassigned, recompute_advantages=False)
+                                                 unassigned=config.unassigned, recompute_advantages=False,
+                                                 torch_threads=config.torch_threads)
         model = PPO(config.policy, env, **common, **kwargs)
         return model, credit_cb, [credit_cb] if credit_cb is not None else []
     cbs: list[BaseCallback] = []
@@ -288,7 +299,8 @@ def _build_model(config: RunConfig, env: VecEnv, assigner: CreditAssigner | None
         ratio = 1.0 if config.update_ratio is None else config.update_ratio
         scale = 1.0 if isinstance(config.reward_scale, str) else float(config.reward_scale)
         kwargs["replay_buffer_class"] = CreditReplayBuffer
-        kwargs["replay_buffer_kwargs"] = {"assigner": assigner, "update_ratio": ratio, "reward_scale": scale}
+        kwargs["replay_buffer_kwargs"] = {"assigner": assigner, "update_ratio": ratio, "reward_scale": scale,
+                                          "torch_threads": config.torch_threads}
         cbs.append(CreditMetricsCallback())
     return SAC(config.policy, env, **common, **kwargs), None, cbs
 
@@ -300,6 +312,7 @@ def train(
     callbacks: Iterable[BaseCallback] = (),
     vec_env_wrapper: Callable[[VecEnv], VecEnv] | None = None,
     on_evaluation: Callable[[Evaluation, Any], None] | None = None,
+    logger: Any = None,
 ) -> RunResult:
     """Train one SB3 agent on ``config.reward`` with an optional credit assigner; evaluate on the true reward.
 
@@ -311,6 +324,9 @@ def train(
             rewards declares ``edits_rollout_rewards = True`` and GAE is recomputed once after it.
         vec_env_wrapper: ``VecEnv -> VecEnv`` applied to the training ``DummyVecEnv`` (under VecNormalize).
         on_evaluation: ``(evaluation, model) -> None`` after each evaluation.
+        logger: an SB3 ``Logger`` used instead of the one SB3 configures from
+            ``config.tensorboard_log`` and ``config.verbose`` (e.g.
+            :func:`~creditlab.integrations.sb3.tracking.make_logger`); the caller closes it.
 
     Returns:
         :class:`RunResult`. ``metrics``: ``time/wall_seconds`` (all of ``train``),
@@ -340,6 +356,8 @@ def train(
         if assigner is None:
             assigner = _config_assigner(config)
         model, credit_cb, credit_cbs = _build_model(config, env, assigner)
+        if logger is not None:
+            model.set_logger(logger)
         eval_cb = EvaluationCallback(evaluator, config.eval_every, at_start=config.eval_at_start, on_evaluation=on_evaluation)
         log_cb = _EpisodeLog()
         user = list(callbacks)
@@ -354,6 +372,9 @@ def train(
         t_learn = time.perf_counter()
         model.learn(config.total_timesteps, callback=cbs, progress_bar=config.progress_bar)
         learn_seconds = time.perf_counter() - t_learn
+        # SB3 dumps its logger during training only: write what was recorded after the last dump
+        # (the final evaluation, the last rollout's credit metrics of SAC) at the final step.
+        model.logger.dump(step=model.num_timesteps)
     finally:
         torch.set_num_threads(threads)
         for e in (env, evaluator):
