@@ -47,7 +47,7 @@ __all__ = [
 
 ANCHORS = ("episodic", "dense")
 _ALGOS = ("ppo", "sac")
-_FAMILIES = ("gymnasium", "minigrid", "bsuite")
+_FAMILIES = ("gymnasium", "minigrid", "bsuite", "pettingzoo")
 
 
 def _freeze(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class TaskSpec:
     Attributes:
         name: short unique name used in paths and tables (``hopper``).
         env_id: Gymnasium id (``Hopper-v5``), MiniGrid id, or a bsuite experiment (``umbrella_length``).
-        family: "gymnasium", "minigrid" or "bsuite".
+        family: "gymnasium", "minigrid", "bsuite" or "pettingzoo" (a team; see :mod:`creditlab.bench.multiagent`).
         steps: training budget in environment steps per run (per bsuite setting for bsuite tasks).
         eval_every: evaluation period in environment steps (gymnasium/minigrid tasks).
         eval_episodes: deterministic evaluation episodes on the true reward at each checkpoint.
@@ -367,8 +367,9 @@ def check_method_names(methods: Sequence[str]) -> None:
     """Raise :class:`UnknownMethodError` for a name that is neither an anchor nor a registered assigner."""
     from ..registry import list_methods
 
-    # credit assigners over Gymnasium episodes; LLM-side assigners (family "llm") need turn data
-    assigners = {m.name for m in list_methods(family="credit", kind="assigner")}
+    # credit assigners over Gymnasium episodes and PettingZoo teams (family "multiagent"); LLM-side
+    # assigners (family "llm") need turn data
+    assigners = {m.name for fam in ("credit", "multiagent") for m in list_methods(family=fam, kind="assigner")}
     unknown = [m for m in methods if m not in ANCHORS and m not in assigners]
     if unknown:
         raise UnknownMethodError(

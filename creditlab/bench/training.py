@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import RangeError
+from .multiagent import X_NAME as MULTIAGENT_X_NAME
 from .suites import ANCHORS, RunSpec, TaskSpec
-from .tasks import make_env, task_settings
+from .tasks import make_env, run_envs, task_settings
 
 __all__ = ["RunOutput", "train_run", "curve_metrics", "method_config", "run_config"]
 
@@ -202,7 +203,7 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
 
     state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [], "quality_left": _QUALITY_STEPS}
     assigner, integration = (None, {}) if spec.method in ANCHORS else _make_assigner(spec)
-    res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state))
+    res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state), envs=run_envs(spec.task))
     state["curve"] = list(zip(res.eval_timesteps, res.eval_returns, res.eval_stds))
     state["final_eval"] = (res.final_eval_return, res.final_eval_std)
     state["episodes"] = res.train_episodes
@@ -258,7 +259,8 @@ def train_run(spec: RunSpec) -> RunOutput:
     else:
         (state,) = states
         xs, means, stds = zip(*state["curve"])
-        curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": "environment steps"}
+        x_name = MULTIAGENT_X_NAME if task.family == "pettingzoo" else "environment steps"
+        curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": x_name}
         metrics.update(curve_metrics(xs, means, solve_threshold=task.solve_threshold))
         metrics["final_return_std"] = float(stds[-1])
     if train_returns.size:
