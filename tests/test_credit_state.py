@@ -35,6 +35,11 @@ SMALL = {
     "rudder": {"hidden_size": 8, "batch_episodes": 3},
     "lare": {"hidden": (8,), "subset_size": 4},
     "spa": {"hidden": 8},  # the observations are its per-turn features
+    # multi-agent (rows without group_ids: every row its own team)
+    "team_uniform": {},
+    "team_rd": {"hidden": (8,), "batch_episodes": 3},
+    "team_rrd": {"hidden": (8,), "subset_size": 4, "bias_correction": True},
+    "team_lare": {"hidden": (8,), "subset_size": 4, "loss": "rrd"},
 }
 
 

@@ -139,6 +139,7 @@ class _Recording(TeamUniformAssigner):
         return out
 
 
+@pytest.mark.slow
 def test_callback_groups_slots_into_team_episodes(one_torch_thread):
     from stable_baselines3 import PPO
 
