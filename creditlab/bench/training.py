@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import RangeError
-from .multiagent import X_NAME as MULTIAGENT_X_NAME
 from .suites import ANCHORS, RunSpec, TaskSpec
 from .tasks import make_env, run_envs, task_settings
 
@@ -259,7 +258,9 @@ def train_run(spec: RunSpec) -> RunOutput:
     else:
         (state,) = states
         xs, means, stds = zip(*state["curve"])
-        x_name = MULTIAGENT_X_NAME if task.family == "pettingzoo" else "environment steps"
+        x_name = "environment steps"
+        if task.family == "pettingzoo":  # budgets and curves count agent-steps
+            from .multiagent import X_NAME as x_name
         curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": x_name}
         metrics.update(curve_metrics(xs, means, solve_threshold=task.solve_threshold))
         metrics["final_return_std"] = float(stds[-1])
