@@ -50,13 +50,14 @@ def _numba_kernels() -> dict | None:
         adv = np.empty_like(rewards)
         ret = np.empty_like(rewards)
         gl = gamma * lam
-        tot = np.zeros(4)  # sums over valid steps of r, v, A, A^2 (float64; NaN/inf propagate)
+        tot = np.zeros(5)  # sums over valid steps of r, v, A, A^2, (A + V)^2 (float64; NaN/inf propagate)
         for b in range(n_rows):
             n = lengths[b]
             s_r = 0.0
             s_v = 0.0
             s_a = 0.0
             s_a2 = 0.0
+            s_g2 = 0.0
             if n > 0:
                 t = n - 1
                 d = float(discounts[b, t]) if use_discounts else float(last_discount[b])
@@ -64,12 +65,14 @@ def _numba_kernels() -> dict | None:
                 r = float(rewards[b, t])
                 acc = r + gamma * d * float(bootstrap[b]) - v
                 adv[b, t] = acc
-                ret[b, t] = acc + v
+                g = acc + v
+                ret[b, t] = g
                 next_v = v
                 s_r = r
                 s_v = v
                 s_a = acc
                 s_a2 = acc * acc
+                s_g2 = g * g
                 if use_discounts:
                     for t in range(n - 2, -1, -1):
                         d = float(discounts[b, t])
@@ -77,24 +80,28 @@ def _numba_kernels() -> dict | None:
                         r = float(rewards[b, t])
                         acc = (r + gamma * d * next_v - v) + gl * d * acc
                         adv[b, t] = acc
-                        ret[b, t] = acc + v
+                        g = acc + v
+                        ret[b, t] = g
                         next_v = v
                         s_r += r
                         s_v += v
                         s_a += acc
                         s_a2 += acc * acc
+                        s_g2 += g * g
                 else:
                     for t in range(n - 2, -1, -1):
                         v = float(values[b, t])
                         r = float(rewards[b, t])
                         acc = (r + gamma * next_v - v) + gl * acc
                         adv[b, t] = acc
-                        ret[b, t] = acc + v
+                        g = acc + v
+                        ret[b, t] = g
                         next_v = v
                         s_r += r
                         s_v += v
                         s_a += acc
                         s_a2 += acc * acc
+                        s_g2 += g * g
             for t in range(n, n_cols):
                 adv[b, t] = 0.0
                 ret[b, t] = 0.0
@@ -102,6 +109,7 @@ def _numba_kernels() -> dict | None:
             tot[1] += s_v
             tot[2] += s_a
             tot[3] += s_a2
+            tot[4] += s_g2
         return adv, ret, tot
 
     @njit
@@ -296,6 +304,7 @@ def gae_scan(
             "sum_values": float(s[1]),
             "sum_adv": float(s[2]),
             "sum_adv2": float(s[3]),
+            "sum_ret2": float(s[4]),
             "n": float(lengths.sum()),
         }
         return ScanResult(torch.from_numpy(adv), torch.from_numpy(ret), stats)
@@ -422,11 +431,13 @@ def full_discounts(discounts, last_discount, lengths, mask, dtype) -> torch.Tens
 def _torch_stats(r, v, adv, ret, mask) -> dict[str, float]:
     m = mask.to(torch.float64)
     a = adv.to(torch.float64)
+    g = ret.to(torch.float64)
     return {
         "sum_rewards": float((r.to(torch.float64) * m).sum()),
         "sum_values": float((v.to(torch.float64) * m).sum()),
         "sum_adv": float(a.sum()),
         "sum_adv2": float((a * a).sum()),
+        "sum_ret2": float((g * g).sum()),
         "n": float(m.sum()),
     }
 

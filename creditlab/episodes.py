@@ -71,7 +71,23 @@ def pad(rows: Sequence[Sequence[Any]], *, fill: float = 0.0, dtype=np.float64) -
     """Pad ragged rows to ``[B, T]``; returns ``(padded, mask)``. Rows may hold arrays (``[T_b, ...]``)."""
     if len(rows) == 0:
         raise EmptyBatchError("cannot pad an empty list of episodes")
-    arrs = [np.asarray(r, dtype=dtype) for r in rows]
+    arrs = []
+    for i, r in enumerate(rows):
+        try:
+            a = np.asarray(r, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            bad = _first_bad(r, dtype)
+            if bad is None:
+                raise ShapeError(f"episode {i} has per-step values of different sizes; expected one fixed size per step") from exc
+            raise DtypeError(
+                f"episode {i} holds values that are not {np.dtype(dtype).name} numbers ({bad}); "
+                "expected one number (or fixed-size list of numbers) per step"
+            ) from exc
+        if a.ndim == 0:
+            raise ShapeError(f"episode {i} is a single {type(r).__name__} ({r!r:.40}); expected a list of per-step values")
+        if a.dtype.kind == "f" and np.isnan(a).any() and any(v is None for v in np.asarray(r, dtype=object).reshape(-1)):
+            raise DtypeError(f"episode {i} holds None; pad expects a number on every step (it would become NaN)")
+        arrs.append(a)
     lengths = np.array([a.shape[0] if a.ndim else 1 for a in arrs])
     tail = arrs[0].shape[1:]
     for i, a in enumerate(arrs):
@@ -82,6 +98,20 @@ def pad(rows: Sequence[Sequence[Any]], *, fill: float = 0.0, dtype=np.float64) -
         out[i, : a.shape[0]] = a
     mask = np.arange(out.shape[1])[None, :] < lengths[:, None]
     return out, mask
+
+
+def _first_bad(row: Any, dtype: Any) -> str | None:
+    """The first entry of a row that does not convert to ``dtype``, for messages (None: all convert)."""
+    try:
+        items = list(row)
+    except TypeError:
+        return f"got {type(row).__name__} {row!r:.40}"
+    for t, v in enumerate(items):
+        try:
+            np.asarray(v, dtype=dtype)
+        except (TypeError, ValueError):
+            return f"step {t} is {type(v).__name__} {v!r:.40}"
+    return None
 
 
 def _is_torch(x: Any) -> bool:

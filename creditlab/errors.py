@@ -20,6 +20,7 @@ __all__ = [
     "DataFormatError",
     "UnknownMethodError",
     "PluginError",
+    "DependencyVersionError",
     "DegenerateGroupWarning",
     "CreditlabWarning",
 ]
@@ -74,6 +75,10 @@ class UnknownMethodError(CreditlabError, KeyError):
 
 class PluginError(CreditlabError, ImportError):
     """A method provider or a CLI command (an entry point) failed to import."""
+
+
+class DependencyVersionError(CreditlabError, ImportError):
+    """An installed package is outside the versions a creditlab adapter is tested with."""
 
 
 class CreditlabWarning(UserWarning):

@@ -4,18 +4,22 @@ Groups are index arrays (any sizes, any order), never "contiguous blocks of G". 
 accumulated in float64 whatever the input dtype, and centring is done in float64 before the
 result is cast back: this is what keeps float32 leave-one-out baselines and zero-spread groups
 exact (a group of identical rewards gets exactly 0, never a rounding residue divided by a tiny
-std).
+std). Finite values whose squares or sums overflow float64 (``|x|`` past ~1e154) are handled by
+scaling with an exact power of two; a spread that float64 cannot represent at all is a
+:class:`~creditlab.errors.NonFiniteError`, never a silent 0 or NaN.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
-from ._arrays import GroupIndex
+from ._arrays import GroupIndex, all_finite
+from .errors import NonFiniteError
 
-__all__ = ["GroupStats", "group_stats", "segment_sum", "segment_count", "masked_whiten"]
+__all__ = ["GroupStats", "group_stats", "segment_sum", "segment_count", "masked_whiten", "scaled_moments"]
 
 
 def segment_sum(values: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -63,7 +67,57 @@ def group_stats(values: torch.Tensor, present: torch.Tensor, groups: GroupIndex,
     count, mean, std, constant, centered = group_moments(
         values.contiguous(), present.contiguous(), groups.index.contiguous(), groups.num_groups, unbiased
     )
+    if not (all_finite(mean) and all_finite(std)):
+        # Finite inputs whose sums overflowed (|x| ~ 1e155 squares past the float64 range): redo
+        # the statistics on values scaled by an exact power of two, then scale back.
+        count, mean, std, constant, centered = _scaled_group_moments(values, present, groups, unbiased)
     return GroupStats(mean, std, count, constant, centered)
+
+
+def _pow2_exponent(x: torch.Tensor) -> int:
+    """``e`` with ``max|x| < 2**e`` (0 for an all-zero tensor): ``ldexp(x, -e)`` lies in (-1, 1) exactly."""
+    m = float(x.abs().max()) if x.numel() else 0.0
+    return math.frexp(m)[1] if m > 0 else 0
+
+
+def _scaled_group_moments(values: torch.Tensor, present: torch.Tensor, groups: GroupIndex, unbiased: bool):
+    from ._kernels import group_moments
+
+    v = torch.where(present, values.to(torch.float64), torch.zeros((), dtype=torch.float64, device=values.device))
+    e = _pow2_exponent(v)
+    scaled = torch.ldexp(v, torch.tensor(-e, dtype=torch.float64, device=v.device))
+    count, mean, std, constant, centered = group_moments(
+        scaled.contiguous(), present.contiguous(), groups.index.contiguous(), groups.num_groups, unbiased
+    )
+    up = torch.tensor(e, dtype=torch.float64, device=v.device)
+    mean, std, centered = torch.ldexp(mean, up), torch.ldexp(std, up), torch.ldexp(centered, up)
+    if not (all_finite(mean) and all_finite(std) and all_finite(centered)):
+        raise NonFiniteError(
+            f"group statistics overflow float64: the values reach {float(v.abs().max()):.3g} and their spread is not "
+            "representable; rescale the rewards (e.g. divide by their maximum) before estimating advantages"
+        )
+    return count, mean, std, constant, centered
+
+
+def scaled_moments(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and population std of a 1-D tensor in float64, without overflow for finite values.
+
+    ``sum(x * x)`` overflows once ``|x|`` passes ~1e154; this scales by an exact power of two first
+    when the plain computation is not finite.
+    """
+    n = x.numel()
+    if n == 0:
+        return 0.0, 0.0
+    x64 = x.reshape(-1).to(torch.float64)
+    mean = float(x64.sum()) / n
+    var = float(torch.dot(x64, x64)) / n - mean * mean
+    if math.isfinite(mean) and math.isfinite(var):
+        return mean, max(var, 0.0) ** 0.5
+    e = _pow2_exponent(x64)
+    xs = torch.ldexp(x64, torch.tensor(-e, dtype=torch.float64, device=x64.device))
+    m = float(xs.mean())
+    v = max(float(((xs - m) ** 2).mean()), 0.0)
+    return math.ldexp(m, e), math.ldexp(v**0.5, e)
 
 
 def masked_whiten(
@@ -95,7 +149,18 @@ def masked_whiten(
     else:
         dev = xm - mean
         var = (dev * dev).sum() / (n - 1 if unbiased else n)
-        out = ((x - mean) if shift_mean else x) / torch.sqrt(var + eps)
-        std = float(torch.sqrt(var))
+        if bool(torch.isfinite(var)) and bool(torch.isfinite(mean)):
+            out = ((x - mean) if shift_mean else x) / torch.sqrt(var + eps)
+            std = float(torch.sqrt(var))
+        else:  # the squares (or the sum) overflowed: whiten values scaled by an exact power of two
+            e = _pow2_exponent(xm)
+            down = torch.tensor(-e, dtype=torch.float64, device=x.device)
+            xs = torch.ldexp(x, down)
+            ms = xs[m].mean()
+            ds = xs[m] - ms
+            sd = torch.sqrt((ds * ds).sum() / (n - 1 if unbiased else n))
+            out = ((xs - ms) if shift_mean else xs) / torch.sqrt(sd * sd + math.ldexp(eps, -2 * e))
+            mean = torch.ldexp(ms, -down)
+            std = math.ldexp(float(sd), e)
     out = torch.where(m, out, torch.zeros_like(out))
     return out.to(values.dtype), float(mean), std

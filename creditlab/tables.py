@@ -2,9 +2,10 @@
 
 The schema (docs/data-format.md): ``episode_id`` and ``step`` on every row; per-step columns
 (``reward``, ``value``, ``discount``, ``terminated``, ``truncated``, ``obs``, ``action``,
-``next_obs``, any other numeric column as an extra); per-episode columns (``outcome``,
-``outcome.<name>``, ``bootstrap_value``, ``group_id``, ``task_id``) repeated on the episode's rows
-or set on one of them.
+``next_obs``, ``belief_log_probs``, and any other column as an extra: numbers, fixed-size number
+lists, or anything else such as text anchors); per-episode columns (``outcome``,
+``outcome.<name>``, ``bootstrap_value``, ``group_id``, ``task_id``, and the token layout
+``response_mask`` / ``turn_ids``) repeated on the episode's rows or set on one of them.
 
 This module knows the file format and nothing of the container: :func:`episode_arrays` turns a
 table into the padded ``[B, T]`` arrays ``Episodes.from_padded`` takes (plus the source row of
@@ -33,12 +34,15 @@ from .errors import (
 
 __all__ = [
     "TABLE_SUFFIXES",
+    "TOKEN_COLUMNS",
     "StepIndex",
+    "TokenLayout",
     "episode_arrays",
     "id_text",
     "read_table",
     "step_records",
     "to_table",
+    "token_layout",
     "write_back",
     "write_table",
 ]
@@ -46,10 +50,13 @@ __all__ = [
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson")
 """File name endings of episodes files: Parquet, or JSON Lines under any of the other three."""
 
-# Columns of the schema; any other numeric column becomes an extra.
+TOKEN_COLUMNS = ("response_mask", "turn_ids")
+"""Episode-level list columns giving an episode's token layout (read by :func:`token_layout`)."""
+
+# Columns of the schema; any other column becomes an extra.
 _SCHEMA = (
     "episode_id", "step", "reward", "terminated", "truncated", "bootstrap_value", "discount", "value",
-    "outcome", "group_id", "task_id", "obs", "action", "next_obs",
+    "outcome", "group_id", "task_id", "obs", "action", "next_obs", "belief_log_probs", *TOKEN_COLUMNS,
 )
 
 
@@ -57,25 +64,42 @@ _SCHEMA = (
 
 
 def read_table(path: str | os.PathLike) -> Any:
-    """Read a Parquet or JSON Lines file into a pyarrow Table (no schema check; see :func:`episode_arrays`)."""
+    """Read a Parquet or JSON Lines file into a pyarrow Table (no schema check; see :func:`episode_arrays`).
+
+    A file that cannot be read as its type says (empty, truncated, corrupt, a folder given for a
+    JSON Lines file) raises :class:`~creditlab.errors.DataFormatError` naming the file; a missing
+    file raises ``FileNotFoundError``. A Parquet *folder* (a partitioned dataset) is read whole.
+    """
     import pyarrow as pa
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"episodes file {str(p)!r} does not exist")
     suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    if suffix not in TABLE_SUFFIXES:
+        raise DataFormatError(f"{p}: unknown episodes file type {suffix!r}; expected .parquet or .jsonl")
+    kind = "Parquet" if suffix == ".parquet" else "JSON Lines (one JSON object per line)"
+    if p.is_dir() and suffix != ".parquet":
+        raise DataFormatError(f"{p} is a folder; expected a {kind} file")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataFormatError(f"{p} is empty (0 bytes); expected a {kind} file with one row per step")
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        return pq.read_table(p)
-    if suffix in TABLE_SUFFIXES:
+            return pq.read_table(p)
         import pyarrow.json as pj
 
-        try:
-            return pj.read_json(p)
-        except pa.ArrowInvalid as exc:
-            raise DataFormatError(f"{p}: not valid JSON Lines (one JSON object per line): {exc}") from exc
-    raise DataFormatError(f"{p}: unknown episodes file type {suffix!r}; expected .parquet or .jsonl")
+        return pj.read_json(p)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DataFormatError(f"{p}: not a readable {kind} file (truncated or corrupt?): {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def write_table(table: Any, path: str | os.PathLike) -> Path:
@@ -226,6 +250,12 @@ def episode_arrays(table: Any, *, source: str = "table") -> dict[str, Any]:
         if name in cols:
             kw[key] = list_column(table, name, idx, source)
     kw["extras"] = extra_columns(table, sorted(cols - {*_SCHEMA, *comp_cols}), idx, source, schema=(*_SCHEMA, *comp_cols))
+    beliefs = per_step_column(table, "belief_log_probs", idx, source, fill=np.nan, finite=False)
+    if beliefs is not None:
+        # Row t holds log p(answer | prompt, turns before t); IGPO reads [B, T+1] whose column T_b
+        # and beyond are never used: one trailing column of padding.
+        vals = np.where(beliefs[1], np.nan, beliefs[0])
+        kw["extras"]["belief_log_probs"] = np.concatenate([vals, np.zeros((b, 1))], axis=1)
     kw["row_index"] = idx.row_index
     return kw
 
@@ -365,9 +395,17 @@ def list_column(table: Any, name: str, idx: StepIndex, source: str) -> np.ndarra
 
 
 def extra_columns(table: Any, names: list[str], idx: StepIndex, source: str, *, schema: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Numeric columns outside the schema as ``[B, T]`` extras; a near-miss of a schema name warns."""
+    """Columns outside the schema as per-step extras; a near-miss of a schema name warns.
+
+    Numbers and booleans become float ``[B, T]`` (null and padding 0); lists of numbers of one
+    fixed size float ``[B, T, D]``; anything else (text such as GiGPO anchors, lists of varying
+    size, objects) an object ``[B, T]`` array of the values as Python objects, None on null and
+    padding.
+    """
     import difflib
     import warnings
+
+    import pyarrow as pa
 
     from .errors import CreditlabWarning
 
@@ -381,9 +419,160 @@ def extra_columns(table: Any, names: list[str], idx: StepIndex, source: str, *, 
                 CreditlabWarning,
                 stacklevel=5,
             )
-        if _column(table, name).dtype.kind in "iufb":
+        col = table.column(name).combine_chunks()
+        typ = col.type
+        if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ):
             extras[name] = per_step_column(table, name, idx, source, finite=False)[0]
+        elif _is_fixed_number_list(col):
+            extras[name] = list_column(table, name, idx, source)
+        else:
+            values = np.fromiter(col.to_pylist(), dtype=object, count=len(col))
+            extras[name] = idx.scatter(values, None, object)
     return extras
+
+
+def _is_fixed_number_list(col: Any) -> bool:
+    """A list column without nulls whose lists are numbers and all of one length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    typ = col.type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
+        return False
+    v = typ.value_type
+    if not (pa.types.is_integer(v) or pa.types.is_floating(v)) or col.null_count:
+        return False
+    lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    return bool(lens.size) and bool((lens == lens[0]).all()) and col.flatten().null_count == 0
+
+
+class TokenLayout(NamedTuple):
+    """The tokens of each episode (see :func:`token_layout`).
+
+    Attributes:
+        turn_ids: int64[B, L] -- turn (step) of each token, -1 on padding; None when the file has
+            no ``turn_ids`` column (each run of policy tokens is then one turn).
+        response_mask: bool[B, L] -- 1 on tokens the policy generated; False on padding.
+        lengths: int64[B] -- tokens per episode (L_b).
+    """
+
+    turn_ids: np.ndarray | None
+    response_mask: np.ndarray
+    lengths: np.ndarray
+
+
+def token_layout(
+    table: Any, row_index: Any, mask: Any, *, source: str = "table", episode_ids: Any = None
+) -> TokenLayout | None:
+    """An episode's tokens from the episode-level list columns ``response_mask`` and ``turn_ids``.
+
+    ``response_mask`` (required for a token layout) holds, per episode, one 0/1 (or boolean) per
+    token of the episode's token row: 1 on tokens the policy generated, 0 on prompt and
+    tool/observation tokens. ``turn_ids`` (optional) holds the turn (step) of each token, the
+    same length; without it each run of policy tokens is one turn. Like every episode-level
+    column, the list is repeated on the episode's rows or given on one row (null elsewhere).
+
+    Args:
+        table: pyarrow Table the batch was read from.
+        row_index: int64[B, T] -- source row of each step (``Episodes.row_index``), -1 on padding.
+        mask: bool[B, T] -- valid steps.
+        source: the table's name in messages.
+        episode_ids: [B] -- episode ids for messages (default: 0..B-1).
+
+    Returns:
+        None without a ``response_mask`` column, else a :class:`TokenLayout` (L = the longest
+        token row).
+
+    Example:
+        >>> rows, mask = np.array([[0, 1]]), np.array([[True, True]])
+        >>> t = {"episode_id": [0, 0], "step": [0, 1], "response_mask": [[0, 1, 1, 0, 1], None]}
+        >>> layout = token_layout(t, rows, mask)
+        >>> layout.turn_ids is None, layout.response_mask.astype(int).tolist(), layout.lengths.tolist()
+        (True, [[0, 1, 1, 0, 1]], [5])
+    """
+    import pyarrow as pa
+
+    if isinstance(table, Mapping):
+        table = pa.table(dict(table))
+    if "response_mask" not in table.column_names:
+        if "turn_ids" in table.column_names:
+            raise MissingColumnError(f"{source} has 'turn_ids' but no 'response_mask'; the token layout needs both (or 'response_mask' alone)")
+        return None
+    rows = _to_numpy(row_index)
+    m = _to_numpy(mask).astype(bool)
+    ep_of_row = np.full(table.num_rows, -1, dtype=np.int64)
+    ep_of_row[rows[m]] = np.nonzero(m)[0]
+    names = np.arange(m.shape[0]) if episode_ids is None else np.asarray(episode_ids)
+    resp, lengths = _episode_lists(table, "response_mask", ep_of_row, names, source)
+    if ((resp != 0) & (resp != 1)).any():
+        raise DtypeError(f"{source}: column 'response_mask' must hold 0/1 (or true/false) per token")
+    turn = None
+    if "turn_ids" in table.column_names:
+        turn, t_lengths = _episode_lists(table, "turn_ids", ep_of_row, names, source)
+        if np.any(t_lengths != lengths):
+            e = int(np.nonzero(t_lengths != lengths)[0][0])
+            raise ShapeError(
+                f"{source}: episode {id_text(names[e])} has {int(t_lengths[e])} 'turn_ids' but {int(lengths[e])} 'response_mask' entries; "
+                "expected one of each per token"
+            )
+        if np.any(turn != np.round(turn)):
+            raise DtypeError(f"{source}: column 'turn_ids' must hold integers")
+        valid = np.arange(turn.shape[1])[None, :] < lengths[:, None]
+        turn = np.where(valid, turn, -1).astype(np.int64)
+    return TokenLayout(turn, resp.astype(bool), lengths)
+
+
+def _episode_lists(table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64[B, L] (0 on padding) and the lengths int64[B] of an episode-level list-of-numbers column.
+
+    The non-null lists of an episode's rows must be equal; every episode needs one. Vectorized
+    over rows and tokens: one comparison of each row's list with its episode's first list.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    b = len(names)
+    col = table.column(name).combine_chunks()
+    typ = col.type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
+        raise DtypeError(f"{source}: column {name!r} must hold one list of numbers per episode; got {typ}")
+    if not (pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type) or pa.types.is_boolean(typ.value_type)):
+        raise DtypeError(f"{source}: column {name!r} must hold lists of numbers; got {typ}")
+    present = ~col.is_null().to_numpy(zero_copy_only=False) & (ep_of_row >= 0)
+    lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_col = pc.list_flatten(col)  # values of the non-null lists, in row order
+    if flat_col.null_count:
+        raise DataFormatError(f"{source}: column {name!r} has null entries inside a list")
+    flat = flat_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    # the first row of each episode holding a list
+    first = np.full(b, -1, dtype=np.int64)
+    rows_present = np.nonzero(present)[0]
+    first[ep_of_row[rows_present[::-1]]] = rows_present[::-1]
+    if (first < 0).any():
+        e = int(np.nonzero(first < 0)[0][0])
+        raise DataFormatError(f"{source}: episode {id_text(names[e])} has no {name!r} list; give it on at least one of the episode's rows")
+    rep = first[ep_of_row[rows_present]]
+    if np.any(lens[rows_present] != lens[rep]):
+        r = int(rows_present[np.nonzero(lens[rows_present] != lens[rep])[0][0]])
+        raise DataFormatError(f"{source}: column {name!r} differs within episode {id_text(names[ep_of_row[r]])} (lists of different lengths)")
+    n = lens[rows_present]
+    within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    pos_row = np.repeat(starts[rows_present], n) + within
+    pos_rep = np.repeat(starts[rep], n) + within
+    if np.any(flat[pos_row] != flat[pos_rep]):
+        k = int(np.nonzero(flat[pos_row] != flat[pos_rep])[0][0])
+        r = int(np.repeat(rows_present, n)[k])
+        raise DataFormatError(
+            f"{source}: column {name!r} differs within episode {id_text(names[ep_of_row[r]])}; an episode-level list is repeated "
+            "unchanged on the episode's rows or given on one row"
+        )
+    lengths = lens[first]
+    out = np.zeros((b, int(lengths.max()) if b else 0), dtype=np.float64)
+    ep_idx = np.repeat(np.arange(b), lengths)
+    tok = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[ep_idx, tok] = flat[np.repeat(starts[first], lengths) + tok]
+    return out, lengths
 
 
 # ---------------------------------------------------------------------- padded arrays -> table

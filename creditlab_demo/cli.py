@@ -6,8 +6,15 @@
     creditlab demo train --task secret --method igpo --set iterations=100   # one run of the sweep, for exploring
     creditlab demo show runs/llm-demo/keydoor/gigpo/seed0   # transcripts of a trained policy
 
-Everything is written under the run folder (``--out``, default ``runs/llm-demo``); the report
-goes to the published results only when asked: ``--docs docs/results/llm-demo``.
+The command line follows creditlab's conventions (docs/conventions.md, "Command line"): lists are
+comma-separated (``--methods grpo,gigpo``; the space-separated form ``--methods grpo gigpo``
+works too), and ``--out`` always names what a command writes: the run folder of ``run``/``all``/
+``train`` (a re-run resumes it) and the report folder of ``report``, which reads the run folder
+given as its argument (default ``runs/llm-demo``). The report goes to the published results only
+when asked (``--report-out docs/results/llm-demo --force``); a report folder outside the run
+folder that already holds results needs ``--force``. ``--docs`` is the deprecated name of the
+report folder, and ``demo report --out RUNS`` (``--out`` naming the run folder, as it once did)
+still works with a warning when RUNS holds finished runs.
 The command reaches ``creditlab`` through the ``creditlab.commands`` entry point ``demo``.
 """
 
@@ -18,21 +25,23 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from creditlab.clikit import Command, parse_sets
+from creditlab.clikit import Command, add_force_option, add_list_option, check_output_dir, parse_sets
 from creditlab.errors import CreditlabError
 
 DEFAULT_OUT = "runs/llm-demo"
-_DOCS_HELP = "where to write figures and tables (default: the run folder --out; docs/results/llm-demo updates the published results)"
+_REPORT_FILES = ("results.md", "results.json")
+_REPORT_HELP = "report folder: figures, results.md, results.json (default: the run folder; docs/results/llm-demo updates the published results)"
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tasks", nargs="+", help="tasks to run (default: all: keydoor secret secret-free)")
-    p.add_argument("--methods", nargs="+", help="only these methods (default: each task's list)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per configuration (default 0 1 2)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"run folder: checkpoints and results (default {DEFAULT_OUT})")
+    add_list_option(p, "--tasks", help="tasks to run, comma-separated (default: all: keydoor,secret,secret-free)")
+    add_list_option(p, "--methods", help="only these methods, comma-separated (default: each task's list)")
+    add_list_option(p, "--seeds", item=int, default=[0, 1, 2], help="seeds per configuration, comma-separated (default 0,1,2)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"run folder: checkpoints and results (default {DEFAULT_OUT}); a re-run resumes it")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig override for every run (repeatable)")
     p.add_argument("--nice", type=int, default=10, help="raise this process's niceness by this much first (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -44,11 +53,15 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     sub.required = True
     _add_sweep_args(sub.add_parser("run", help="train every (task, method, seed); resumable"))
     rp = sub.add_parser("report", help="plots, results.md and results.json from finished runs")
-    rp.add_argument("--out", default=DEFAULT_OUT, help=f"run folder (default {DEFAULT_OUT})")
-    rp.add_argument("--docs", help=_DOCS_HELP)
+    rp.add_argument("runs", nargs="?", help=f"run folder written by `demo run` (default {DEFAULT_OUT})")
+    rp.add_argument("--out", help=_REPORT_HELP)
+    rp.add_argument("--docs", help="deprecated name of --out")
+    add_force_option(rp)
     ap = sub.add_parser("all", help="run the sweep, then write the report")
     _add_sweep_args(ap)
-    ap.add_argument("--docs", help=_DOCS_HELP)
+    ap.add_argument("--report-out", help=_REPORT_HELP)
+    ap.add_argument("--docs", dest="docs", help="deprecated name of --report-out")
+    add_force_option(ap)
     tp = sub.add_parser("train", help="one training run of the sweep's settings, with progress lines")
     tp.add_argument("--task", "--env", dest="task", default="secret",
                     help="task of the sweep: keydoor, secret or secret-free (its environment, budget and settings)")
@@ -64,6 +77,41 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     sp.add_argument("--episodes", type=int, default=3)
     sp.add_argument("--seed", type=int, default=0, help="sampling seed")
     sp.add_argument("--greedy", action="store_true")
+
+
+def _report_folders(args: argparse.Namespace) -> tuple[str, str]:
+    """``(run folder, report folder)`` of ``demo report`` / ``demo all``, deprecated spellings included."""
+    from .experiment import load_results
+
+    if args.demo_command == "all":
+        if args.docs is not None:
+            warnings.warn("`creditlab demo all --docs DIR` is deprecated; use --report-out DIR", FutureWarning, stacklevel=2)
+            if args.report_out is not None:
+                raise CreditlabError("give --report-out only (--docs is its deprecated name)")
+        return args.out, args.report_out or args.docs or args.out
+    if args.docs is not None:
+        warnings.warn("`creditlab demo report --docs DIR` is deprecated; use --out DIR (the report folder)", FutureWarning, stacklevel=2)
+    if args.runs is None and args.out is not None and load_results(args.out):
+        # `demo report --out RUNS [--docs REPORT]`: --out once named the run folder
+        warnings.warn(
+            "`creditlab demo report --out RUNS` is deprecated: --out now names the report folder, as in every creditlab command; "
+            "pass the run folder as the argument (`creditlab demo report RUNS [--out REPORT]`). Reading the runs in "
+            f"{args.out} as before",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return args.out, args.docs or args.out
+    if args.out is not None and args.docs is not None:
+        raise CreditlabError("give --out only (--docs is its deprecated name)")
+    runs = args.runs or DEFAULT_OUT
+    return runs, args.out or args.docs or runs
+
+
+def _check_report_folder(args: argparse.Namespace, runs: str, report: str) -> None:
+    """A report inside its run folder is rewritten; elsewhere, existing results need --force."""
+    inside = Path(report).resolve().is_relative_to(Path(runs).resolve())
+    check_output_dir(report, flag="--report-out" if args.demo_command == "all" else "--out",
+                     produces=() if inside else _REPORT_FILES, force=args.force)
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -104,16 +152,15 @@ def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def _report(args: argparse.Namespace) -> None:
+def _report(runs: str, report: str) -> None:
     from .experiment import load_results
     from .report import write_report
 
-    docs = args.docs or args.out
-    if not load_results(args.out):
-        raise CreditlabError(f"no finished runs under {args.out}; run `creditlab demo run` first")
-    out = write_report(args.out, docs)
+    if not load_results(runs):
+        raise CreditlabError(f"no finished runs under {runs}; run `creditlab demo run` first")
+    out = write_report(runs, report)
     print(out["table"])
-    print(f"wrote {', '.join(out['figures'])}, {Path(docs) / 'results.md'} and results.json", file=sys.stderr)
+    print(f"wrote {', '.join(out['figures'])}, {Path(report) / 'results.md'} and results.json", file=sys.stderr)
 
 
 def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bool = False) -> str:
@@ -146,13 +193,19 @@ def show(run: str | os.PathLike, *, episodes: int = 3, seed: int = 0, greedy: bo
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.demo_command in ("run", "all", "train") and args.out:
+        check_output_dir(args.out)  # a run folder resumes: finished runs are kept, never overwritten
     if args.demo_command == "run":
         _sweep(args)
     elif args.demo_command == "report":
-        _report(args)
+        runs, report = _report_folders(args)
+        _check_report_folder(args, runs, report)
+        _report(runs, report)
     elif args.demo_command == "all":
+        runs, report = _report_folders(args)
+        _check_report_folder(args, runs, report)  # before the sweep: a refused report must not cost a sweep
         _sweep(args)
-        _report(args)
+        _report(runs, report)
     elif args.demo_command == "show":
         print(show(args.run, episodes=args.episodes, seed=args.seed, greedy=args.greedy))
     elif args.demo_command == "train":

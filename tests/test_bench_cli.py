@@ -27,6 +27,14 @@ def test_bench_then_report_no_ray(tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "T"]) == 0
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
     assert (tmp_path / "rep" / "figures" / "cartpole.png").exists()
+    # issue 12: a report outside its sweep folder is not overwritten without --force; inside, it is rewritten
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U"]) == 2
+    assert "already holds report.md, report.html, runs.jsonl; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "U", "--force"]) == 0
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# U")
+    assert main(["report", str(out)]) == 0  # DIR/report again
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -38,3 +46,28 @@ def test_cli_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_bench_env_id_quick_path_and_show_config(tmp_path, capsys):
+    assert main(["bench", "--env-id", "CartPole-v1", "--reward", "delayed:5", "--steps", "2048", "--seeds", "1",
+                 "--methods", "uniform", "--show-config"]) == 0
+    text = capsys.readouterr().out
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(text)
+    # the printed suite is a valid suite file: run it
+    out = tmp_path / "sweep"
+    assert main(["bench", "--config", str(cfg), "--steps", "512", "--no-ray", "--no-report", "--out", str(out)]) == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert set(manifest["runs"]) == {"cartpole-v1/episodic/seed0", "cartpole-v1/dense/seed0", "cartpole-v1/uniform/seed0"}
+    result = json.loads((out / "runs" / "cartpole-v1" / "uniform" / "seed0" / "result.json").read_text())
+    assert result["config"]["task"]["reward"] == "delayed:5" and result["config"]["task"]["steps"] == 512
+
+
+def test_bench_config_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseeds: 1\nmethods: [rrd]\ntasks:\n  - {name: a, env: CartPole-v1, steps: 10, eval_every: 5,\n"
+                   "     agent: {algo: ppo, hyperparams: {gamma: 0.99}}, rewrd: episodic}\n")
+    assert main(["bench", "--config", str(bad), "--dry-run"]) == 2
+    assert "tasks[0].rewrd: unknown key" in capsys.readouterr().err
+    assert main(["bench", "--reward", "delayed:3", "--dry-run"]) == 2
+    assert "go with --env-id" in capsys.readouterr().err

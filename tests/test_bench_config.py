@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import yaml
 
-from creditlab.bench.config import ConfigError, dump_suite, load_suite, suite_from_dict
-from creditlab.bench.suites import RunSpec, expand_runs, get_suite, list_suites
+from creditlab.bench.config import ConfigError, dump_suite, get_suite, list_suites, load_suite, suite_from_dict
+from creditlab.bench.suites import RunSpec, expand_runs
 
 AGENT = {"algo": "ppo", "n_envs": 2, "hyperparams": {"gamma": 0.99, "n_steps": 64}}
 

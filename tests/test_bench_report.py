@@ -143,3 +143,33 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     assert (img.sum(axis=2) < 200).mean() > 0.002
     colourful = np.abs(img[..., 0] - img[..., 2]) > 60
     assert colourful.mean() > 0.0005
+
+
+def test_packed_table_regenerates_the_same_report(tmp_path):
+    store = ResultsStore(tmp_path / "sweep")
+    _fixture(store)
+    paths = write_report(tmp_path / "sweep", tmp_path / "a")
+    packed = paths["runs"]
+    lines = packed.read_text().splitlines()
+    assert sum('"kind": "result"' in line for line in lines) == len(store.load_results())
+    assert sum('"kind": "failure"' in line for line in lines) == 1
+    again = write_report(packed, tmp_path / "b")
+    assert again["markdown"].read_text() == paths["markdown"].read_text()
+    # report from the table in its own folder: the table stays where it is
+    beside = write_report(packed)
+    assert beside["runs"] == packed and beside["markdown"].parent == packed.parent
+
+
+def test_packed_table_errors(tmp_path):
+    import pytest
+
+    from creditlab.bench.store import read_packed
+    from creditlab.errors import CreditlabError
+
+    bad = tmp_path / "runs.jsonl"
+    bad.write_text('{"kind": "manifest"}\nnot json\n')
+    with pytest.raises(CreditlabError, match=r"runs.jsonl:2: not a JSON line"):
+        read_packed(bad)
+    bad.write_text('{"kind": "other"}\n')
+    with pytest.raises(CreditlabError, match="expected a line with kind manifest, result or failure"):
+        read_packed(bad)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from creditlab.bench.suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs, get_suite, list_suites
+from creditlab.bench.config import get_suite, list_suites
+from creditlab.bench.suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs
 from creditlab.errors import RangeError, UnknownMethodError
 from tests.bench_toy import TOY_AGENT, toy_suite, toy_task
 

@@ -243,7 +243,7 @@ def test_demo_report_writes_into_the_run_folder_by_default(tmp_path, monkeypatch
     assert (tmp_path / "runs" / "llm-demo" / "results.md").exists()
     assert (tmp_path / "runs" / "llm-demo" / "secret.png").exists()
     assert not (tmp_path / "docs").exists()
-    assert main(["demo", "report", "--out", str(tmp_path / "empty")]) == 2
+    assert main(["demo", "report", str(tmp_path / "empty")]) == 2  # the run folder is the argument
     assert "no finished runs" in capsys.readouterr().err
     assert not (tmp_path / "empty").exists()
 

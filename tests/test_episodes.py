@@ -221,7 +221,27 @@ def test_sample_file_loads():
     assert table.num_rows == ep.num_steps
 
 
-def test_every_registered_method_runs_on_a_rich_batch():
+def _tiny_model_folder(tmp_path):
+    """A 1-layer random GPT-2 and a word-level tokenizer saved as a transformers folder (None
+    without transformers)."""
+    try:
+        import transformers
+        from tokenizers import Tokenizer, models, pre_tokenizers
+    except ImportError:  # pragma: no cover - the llm extra
+        return None
+    words = ["[PAD]", "[BOS]", "[UNK]", "q", "two", "three", "the", "answer", "is"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(words), n_positions=32, n_embd=8, n_layer=1, n_head=1))
+    folder = tmp_path / "tiny-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_every_registered_method_runs_on_a_rich_batch(tmp_path):
     """Each registry entry runs through Method.__call__ (needs parsing included) on a batch that has
     every column, and keeps the batch's array kind."""
     import warnings
@@ -241,13 +261,28 @@ def test_every_registered_method_runs_on_a_rich_batch():
     for i, n in enumerate(lengths):
         anchors[i] = [f"s{v}" for v in rng.integers(0, 2, size=n)]
     ep = ep.replace(extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))})
+    # token-level and tree extras: log-probs (KL, distillation, optimal token baseline), greedy
+    # baselines (ReMax), Monte Carlo values (VinePPO, SPO), node ids (tree rows: one chain per row)
+    lp = lambda: np.log(rng.uniform(0.05, 1.0, size=(4, 4)))  # noqa: E731
+    ep = ep.replace(extras={
+        **ep.extras, "log_probs": lp(), "ref_log_probs": lp(), "teacher_log_probs": lp(),
+        "sum_pi_squared": rng.uniform(0.2, 0.9, size=(4, 4)), "greedy_reward": np.full((4, 4), 0.5),
+        "mc_values": np.where(rng.random((4, 4)) < 0.5, rng.uniform(size=(4, 4)), np.nan),
+        "prefix_values": np.where(rng.random((4, 4)) < 0.3, rng.uniform(size=(4, 4)), np.nan),
+        "node_ids": np.array([[f"n{i}-{t}" for t in range(4)] for i in range(4)]),
+    })
+    # one text per episode for the likelihood reward, scored by a tiny random model saved here
+    texts = {"prompt": ["q two", "q three", "q", "q two"], "response": [" the answer is", "", " two", " is"],
+             "reference": ["two", "three", None, "two"]}
+    ep = ep.replace(extras={**ep.extras, **{k: np.array(v, dtype=object) for k, v in texts.items()}})
+    params = {"reference_likelihood": {"model": _tiny_model_folder(tmp_path)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in cl.list_methods():
-            if m.kind == "assigner":
+            if m.kind == "assigner" or (m.name in params and params[m.name]["model"] is None):
                 continue
             for batch in (ep, ep.torch()):
-                out = m(batch)
+                out = m(batch, **params.get(m.name, {}))
                 arr = out.advantages if m.kind == "advantages" else out.rewards
                 assert tuple(arr.shape) == (4, 4), m.name
                 assert isinstance(arr, torch.Tensor) == batch.is_torch, m.name

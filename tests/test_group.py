@@ -363,3 +363,63 @@ def test_huge_finite_rewards_are_accepted_and_nan_is_caught():
     from creditlab._arrays import all_finite
 
     assert all_finite(big) and not all_finite(torch.tensor([1.0, float("-inf")]))
+
+
+# ------------------------------------------------------------------------------ issue 10: defects 2-4
+
+
+def test_rpp_baseline_token_weights_use_verls_unbiased_token_variance():
+    # One group [1, 0] with 4 and 3 tokens: centred [0.5, -0.5]. Over the 7 tokens:
+    # mean = (4 * 0.5 - 3 * 0.5) / 7 = 1/14; deviations 3/7 and -4/7;
+    # verl's masked_whiten variance = (4 (3/7)^2 + 3 (4/7)^2) / (7 - 1) = (84/49) / 6 = 2/7
+    # (the population variance, /7, is 12/49: 8% smaller std at 7 tokens).
+    out = cl.reinforce_pp_baseline([1.0, 0.0], [0, 0], weights=[4, 3], eps=0.0)
+    std = math.sqrt(2 / 7)
+    np.testing.assert_allclose(out.advantages, [(3 / 7) / std, (-4 / 7) / std], rtol=1e-12)
+    pop = cl.reinforce_pp_baseline([1.0, 0.0], [0, 0], weights=[4, 3], eps=0.0, unbiased=False)
+    np.testing.assert_allclose(pop.advantages, [(3 / 7) / math.sqrt(12 / 49), (-4 / 7) / math.sqrt(12 / 49)], rtol=1e-12)
+
+
+def test_rpp_baseline_degenerate_groups_are_exactly_zero_with_weights():
+    # group 0 [1, 0] (spread), group 1 a singleton, group 2 zero spread [4, 4]; token weights
+    # shift the weighted mean away from 0, which used to move groups 1 and 2 to -mean_w / std_w.
+    out = cl.reinforce_pp_baseline([1.0, 0.0, 5.0, 4.0, 4.0], [0, 0, 1, 2, 2], weights=[3, 4, 5, 2, 2])
+    assert out.advantages[2] == 0.0 and out.advantages[3] == 0.0 and out.advantages[4] == 0.0
+    assert out.advantages[0] > 0 > out.advantages[1]
+
+
+def test_rpp_baseline_negative_weights_are_a_named_error():
+    with pytest.raises(cl.errors.RangeError, match=r"weights\[1\] = -2"):
+        cl.reinforce_pp_baseline([1.0, 2.0, 3.0], [0, 0, 0], weights=[1, -2, 3])
+
+
+def test_gdpo_and_sum_then_normalize_with_zero_components_are_named_errors():
+    with pytest.raises(cl.errors.EmptyBatchError, match="K = 0"):
+        cl.gdpo(np.zeros((4, 0)), [0, 0, 1, 1])
+    with pytest.raises(cl.errors.EmptyBatchError, match="K = 0"):
+        cl.sum_then_normalize(np.zeros((4, 0)), [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("std_scale", ["group", "batch"])
+def test_grpo_on_huge_rewards_equals_grpo_on_rescaled_rewards(kernel_backend, std_scale):
+    # 1e155 squared overflows float64: the std used to become inf and every advantage 0.
+    r = np.array([1.0, 2.0, 3.0, 5.0, 7.0, 7.5])
+    g = [0, 0, 0, 0, 1, 1]
+    big = cl.grpo(r * 1e155, g, std_scale=std_scale, eps=0.0)
+    ref = cl.grpo(r, g, std_scale=std_scale, eps=0.0)
+    np.testing.assert_allclose(big.advantages, ref.advantages, rtol=1e-12)
+    assert np.abs(big.advantages).max() > 0.5
+    for key in ("rewards/std", "advantages/std", "advantages/mean", "rewards/mean"):
+        assert math.isfinite(big.metrics[key]), key
+    np.testing.assert_allclose(big.metrics["advantages/std"], ref.metrics["advantages/std"], rtol=1e-12)
+    np.testing.assert_allclose(cl.rloo(r * 1e155, g).advantages, cl.rloo(r, g).advantages * 1e155, rtol=1e-12)
+    np.testing.assert_allclose(
+        cl.reinforce_pp_baseline(r * 1e155, g, eps=0.0).advantages, cl.reinforce_pp_baseline(r, g, eps=0.0).advantages, rtol=1e-12
+    )
+
+
+def test_group_statistics_that_float64_cannot_hold_are_a_named_error():
+    with pytest.raises(cl.errors.NonFiniteError, match="rescale"):
+        cl.grpo([1.7e308, -1.7e308, 1e308], [0, 0, 0])
+    with pytest.raises(cl.errors.NonFiniteError, match="float32"):
+        cl.dr_grpo(np.array([3.4e38, -3.4e38, -3.4e38], dtype=np.float32), [0, 0, 0])

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import creditlab as cl
-from creditlab.llm import gigpo
+from creditlab.llm import gigpo, gigpo_rows
 
 
 def _z(x, eps=0.0):
@@ -307,3 +307,40 @@ def test_recovers_planted_action_effect_at_a_shared_state():
     assert np.corrcoef(step_term, target)[0, 1] > 0.97
     # GRPO's trajectory-level advantage mixes in decision 1: much weaker agreement.
     assert np.corrcoef(a_ep, target)[0, 1] < 0.8
+
+
+# ------------------------------------------------------------------------------ issue 10: defects 1 and 5
+
+
+def test_similarity_clusters_of_a_group_do_not_depend_on_other_groups():
+    # Leader clustering is order dependent: with threshold 0.8, x ~ y and y ~ z but x !~ z
+    # (difflib ratios 0.8, 0.8, 0.6). Group A visits x, y, z in that order, so verl-agent's rule
+    # gives clusters {x, y} and {z}. Group B, earlier in the batch, visits y: anchor ids number y
+    # first, and ordering A's anchors by id used to make y the leader and merge all three.
+    x, y, z = "aaaaaaaaaa", "aaaaaaaabb", "aaaaaabbbb"
+    rewards = np.array([[0.0], [1.0], [0.0], [3.0], [5.0]])
+    kw = dict(mask=None, gamma=1.0, mode="mean_norm", similarity=0.8)
+    alone = gigpo([0.0] * 3, rewards[2:], [[x], [y], [z]], [0, 0, 0], **kw)
+    with_b = gigpo([0.0] * 5, rewards, [[y], [y], [x], [y], [z]], [1, 1, 0, 0, 0], **kw)
+    # group A alone: {x: 0, y: 3} -> +-1.5, z alone -> 0
+    np.testing.assert_allclose(alone.advantages[:, 0], [-1.5, 1.5, 0.0])
+    np.testing.assert_allclose(with_b.advantages[2:, 0], alone.advantages[:, 0])
+    # the same on verl-agent's row layout, rows in any order
+    rows = gigpo_rows([0.0] * 5, [0.0, 1.0, 0.0, 3.0, 5.0], [y, y, x, y, z], [1, 1, 0, 0, 0], [0, 1, 2, 3, 4],
+                      similarity=0.8, mode="mean_norm")
+    np.testing.assert_allclose(rows.advantages[2:], [-1.5, 1.5, 0.0])
+
+
+def test_array_anchors_compare_by_value_like_verl_agent():
+    # verl-agent's to_hashable turns an array into tuple(x.flatten()): int [1, 2] and float
+    # [1., 2.] are one state. They used to be two (the key held the dtype).
+    rewards = np.array([[1.0], [0.0]])
+    out = gigpo([0.0, 0.0], rewards, [[np.array([1, 2])], [np.array([1.0, 2.0])]], [0, 0], mask=None, mode="mean_norm")
+    np.testing.assert_allclose(out.advantages, [[0.5], [-0.5]])
+    as_list = gigpo([0.0, 0.0], rewards, [[np.array([1, 2])], [[1, 2]]], [0, 0], mask=None, mode="mean_norm")
+    np.testing.assert_allclose(as_list.advantages, [[0.5], [-0.5]])
+    # shape is kept (a deliberate difference: verl-agent flattens), and NaN never matches
+    shaped = gigpo([0.0, 0.0], rewards, [[np.array([[1, 2]])], [np.array([1, 2])]], [0, 0], mask=None, mode="mean_norm")
+    np.testing.assert_allclose(shaped.advantages, [[0.0], [0.0]])
+    nan = gigpo([0.0, 0.0], rewards, [[np.array([np.nan])], [np.array([np.nan])]], [0, 0], mask=None, mode="mean_norm")
+    np.testing.assert_allclose(nan.advantages, [[0.0], [0.0]])

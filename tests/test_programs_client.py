@@ -7,7 +7,7 @@ import time
 import pytest
 
 from creditlab.programs import BudgetExceededError, LLMClient, LLMConfig, LLMError, ResponseCache
-from creditlab.programs.client import request_key
+from creditlab.programs.client import cache_scope, request_key
 from tests.fake_llm_server import FakeLLMServer
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hi"}]
@@ -46,12 +46,12 @@ def test_cache_second_run_makes_no_http_call(tmp_path):
         assert server.calls == 3, "the cached run made HTTP calls"
     assert a == b
     assert second.metrics["llm/cache_hits"] == 3 and second.metrics["llm/calls"] == 0
-    # a fully cached run needs no endpoint at all
-    offline = LLMClient(LLMConfig(model="fake-model", base_url="http://127.0.0.1:9/v1", cache_dir=str(tmp_path / "cache")))
+    # a fully cached run needs no endpoint at all: the server is gone, its URL is only part of the key
+    offline = LLMClient(LLMConfig(model="fake-model", base_url=server.url, cache_dir=str(tmp_path / "cache")))
     assert offline.complete(MSGS, sample=1).text == "answer 1"
 
 
-def test_cache_key_covers_the_full_request_but_not_the_key_or_url(tmp_path):
+def test_cache_key_covers_the_full_request_but_the_files_hold_neither_key_nor_url(tmp_path):
     with FakeLLMServer(lambda req, i: "x") as server:
         c = client_for(server, tmp_path)
         base = c.request(MSGS)
@@ -65,6 +65,29 @@ def test_cache_key_covers_the_full_request_but_not_the_key_or_url(tmp_path):
     text = files[0].read_text()
     assert "sk-test-123" not in text and "127.0.0.1" not in text
     assert json.loads(text)["request"]["messages"] == MSGS
+
+
+def test_two_servers_with_the_same_model_name_keep_their_own_answers(tmp_path):
+    # issue 10, defect 18: the endpoint is part of the cache key
+    with FakeLLMServer(lambda req, i: "from server A") as a, FakeLLMServer(lambda req, i: "from server B") as b:
+        assert client_for(a, tmp_path).complete(MSGS).text == "from server A"
+        assert client_for(b, tmp_path).complete(MSGS).text == "from server B"
+        assert (a.calls, b.calls) == (1, 1)
+        # the same endpoint spelled differently (trailing slash, host case) is the same cache entry
+        respelled = a.url.replace("http://", "HTTP://") + "/"
+        assert client_for(a, tmp_path, base_url=respelled).complete(MSGS).text == "from server A"
+        assert a.calls == 1
+        # an explicit scope shares answers between endpoints on purpose
+        assert client_for(a, tmp_path, cache_scope="team").complete(MSGS).text == "from server A"
+        assert client_for(b, tmp_path, cache_scope="team").complete(MSGS).text == "from server A"
+        assert (a.calls, b.calls) == (2, 1)
+
+
+def test_cache_scope_normalizes_the_url():
+    assert cache_scope(LLMConfig(base_url="HTTP://Host:8000/v1/")) == cache_scope(LLMConfig(base_url="http://host:8000/v1"))
+    assert cache_scope(LLMConfig(base_url="http://host:8000/v1")) != cache_scope(LLMConfig(base_url="http://host:8001/v1"))
+    assert cache_scope(LLMConfig()) == "url:https://api.openai.com/v1"
+    assert "pw" not in cache_scope(LLMConfig(base_url="http://user:pw@host/v1"))
 
 
 def test_damaged_cache_entry_is_a_miss(tmp_path):

@@ -253,3 +253,30 @@ def test_bool_terminated_and_full_mask_fast_paths_agree_with_general_ones():
     np.testing.assert_array_equal(a.advantages, c.advantages.numpy())
     with pytest.raises(cl.ShapeError, match="terminated"):
         cl.gae(r, v, gamma=0.9, lambda_=0.8, terminated=np.ones(4, bool))
+
+
+# ------------------------------------------------------------------------------ issue 10: overflow
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float64, 1e308), (np.float32, 3e38)])
+def test_returns_past_the_dtype_range_are_a_named_error(kernel_backend, dtype, big):
+    # Each reward is finite, the two-step return is not representable: never return inf/NaN.
+    r = np.array([[big, big], [1.0, 0.0]], dtype=dtype)
+    v = np.zeros_like(r)
+    with pytest.raises(cl.errors.NonFiniteError, match="overflow"):
+        cl.gae(r, v, gamma=1.0, lambda_=1.0)
+    with pytest.raises(cl.errors.NonFiniteError, match="overflow"):
+        cl.discounted_returns(r, gamma=1.0)
+    with pytest.raises(cl.errors.NonFiniteError, match="overflow"):
+        cl.monte_carlo(r, gamma=1.0)
+
+
+def test_gae_metrics_stay_finite_for_huge_finite_advantages(kernel_backend):
+    # A = [2e200, 1e200]: representable, but A^2 overflows the float64 sums behind the metrics.
+    out = cl.gae(np.array([[1e200, 1e200]]), np.zeros((1, 2)), gamma=1.0, lambda_=1.0)
+    np.testing.assert_allclose(out.advantages, [[2e200, 1e200]])
+    assert out.metrics["advantages/mean"] == pytest.approx(1.5e200)
+    assert out.metrics["advantages/std"] == pytest.approx(0.5e200)  # population std of [2, 1] x 1e200
+    # REINFORCE++ whitening of such returns equals whitening of the rescaled ones
+    r = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(cl.reinforce_pp(r * 1e200, eps=0.0).advantages, cl.reinforce_pp(r, eps=0.0).advantages, rtol=1e-12)

@@ -245,7 +245,7 @@ def test_config_validation_names_the_field():
 def test_assigner_by_name_gets_the_run_seed_and_threads_are_restored():
     torch.set_num_threads(1)
     res = train(_cfg(total_timesteps=128, assigner="rrd", assigner_params={"hidden": (8,)}, seed=3, torch_threads=2))
-    assert res.assigner.seed == 3
+    assert res.assigner.config.seed == 3
     assert torch.get_num_threads() == 1
     rec = res.record()
     assert set(rec) == {"final_eval_return", "final_eval_std", "train_return", "eval_timesteps", "eval_returns", "eval_stds", "metrics"}

@@ -23,7 +23,8 @@ def test_episode_arrays_place_every_row():
     assert arrays["row_index"].tolist() == [[2, 0], [1, -1]]
     assert arrays["rewards"].tolist() == [[3.0, 1.0], [2.0, 0.0]]
     assert arrays["episode_ids"].tolist() == [7, 8] and arrays["reward_present"] is None
-    assert arrays["extras"] == {}  # 'note' is not numeric: kept in the table only
+    # text is kept as an object [B, T] extra (None on padding), e.g. GiGPO's anchors
+    assert arrays["extras"]["note"].tolist() == [["c", "a"], ["b", None]]
     ep = cl.Episodes.from_table(_table())
     np.testing.assert_array_equal(ep.row_index, arrays["row_index"])
 

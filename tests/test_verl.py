@@ -173,7 +173,7 @@ def test_registration_with_a_verl_like_registry(monkeypatch):
     for name in ("verl", "verl.trainer", "verl.trainer.ppo"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", fake)
-    assert cv.register_with_verl() == ["creditlab_turn_rloo", "creditlab_gigpo"]
+    assert cv.register_with_verl() == ["creditlab_turn_rloo", "creditlab_gigpo", "creditlab_tree"]
     assert registry["creditlab_turn_rloo"] is cv.compute_turn_rloo_advantage
     cv.register_with_verl()  # idempotent
     registry["creditlab_gigpo"] = lambda **kw: None  # a stale function from an older import is replaced
@@ -192,3 +192,65 @@ def test_registered_in_real_verl_and_called_like_compute_advantage():
     tl, rm, _ = _rollouts(np.random.default_rng(1), 8, 3)
     adv, ret = fn(token_level_rewards=tl, response_mask=rm, config=AlgoConfig(gamma=1.0), index=np.array(["a", "b"] * 4, dtype=object))
     assert adv.shape == tl.shape and torch.all(adv[rm == 0] == 0)
+
+
+# ------------------------------------------------------------------------------ tree rollouts
+
+
+def _tree_rows():
+    """Two prompts. p0: a -> {b: 1, c: 0} and d: 1 (second tree); p1: x -> {y: 0, z: 0}.
+    Rows are multi-turn: each path node is one run of response tokens, 2 tokens each, separated
+    by an observation token; the leaf reward is on the row's last token."""
+    paths = [["a", "b"], ["a", "c"], ["d"], ["x", "y"], ["x", "z"]]
+    rewards = [1.0, 0.0, 1.0, 0.0, 0.0]
+    length = 6
+    rm = torch.zeros(len(paths), length)
+    tl = torch.zeros(len(paths), length)
+    for i, p in enumerate(paths):
+        pos = 0
+        for _ in p:
+            rm[i, pos : pos + 2] = 1
+            pos += 3
+        tl[i, pos - 2] = rewards[i]
+    return tl, rm, np.array(["p0", "p0", "p0", "p1", "p1"], dtype=object), np.array(paths, dtype=object)
+
+
+def test_tree_estimator_on_verl_rows_equals_the_library_function():
+    from creditlab.llm import Forest, tree_rloo, treerl
+
+    tl, rm, index, paths = _tree_rows()
+    adv, same = cv.compute_tree_advantage(tl, rm, index=index, tree_path=paths)
+    assert adv is same and torch.all(adv[rm == 0] == 0)
+    ref = tree_rloo(Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index)).advantages
+    # row 0: node a on tokens 0-1, node b on tokens 3-4
+    np.testing.assert_allclose(adv[0, [0, 1, 3, 4]].numpy(), [ref[0, 0]] * 2 + [ref[0, 1]] * 2)
+    # a (V 0.5) vs d (V 1): -0.5 / +0.5; b vs c: +-1; p1 has zero spread: 0
+    np.testing.assert_allclose(adv[:, [0, 3]].numpy(), [[-0.5, 1.0], [-0.5, -1.0], [0.5, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    # explicit spans give the same; non_tensor_batch carries the fields; the config picks the method
+    spans = np.array([[3, 3], [3, 3], [3], [3, 3], [3, 3]], dtype=object)
+    adv2, _ = cv.compute_tree_advantage(tl, rm, index=index, non_tensor_batch={"tree_path": paths, "tree_span": spans})
+    torch.testing.assert_close(adv2, adv)
+    rl, _ = cv.compute_tree_advantage(tl, rm, index=index, config={"tree_method": "treerl"}, tree_path=paths)
+    ref_rl = treerl(Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index)).advantages
+    np.testing.assert_allclose(rl[:, [0, 3]].numpy(), ref_rl * np.array([[1, 1], [1, 1], [1, 0], [1, 1], [1, 1]]), atol=1e-6)
+
+
+def test_tree_grpo_needs_only_tree_uid():
+    from creditlab.llm import Forest, tree_grpo
+
+    tl, rm, index, paths = _tree_rows()
+    uid = np.array(["t0", "t0", "t1", "t2", "t2"], dtype=object)
+    adv, _ = cv.compute_tree_advantage(tl, rm, index=index, tree_uid=uid, tree_method="tree_grpo")
+    ref = tree_grpo(Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index, tree_ids=uid)).advantages[:, 0]
+    np.testing.assert_allclose(adv[:, 0].numpy(), ref, atol=1e-6)
+    assert torch.all(adv[rm.bool()] == adv[:, :1].expand_as(adv)[rm.bool()])
+
+
+def test_tree_estimator_errors():
+    tl, rm, index, paths = _tree_rows()
+    with pytest.raises(cl.MissingColumnError, match="tree_path"):
+        cv.compute_tree_advantage(tl, rm, index=index)
+    with pytest.raises(cl.errors.RangeError, match="runs of response tokens"):
+        cv.compute_tree_advantage(tl, torch.ones_like(rm), index=index, tree_path=paths)
+    with pytest.raises(cl.errors.RangeError, match="tree_method"):
+        cv.compute_tree_advantage(tl, rm, index=index, tree_path=paths, tree_method="mcts")

@@ -21,6 +21,7 @@ cancellation residue. ``std`` is the unbiased (N-1) standard deviation by defaul
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -33,6 +34,7 @@ from .._arrays import (
     ArrayLike,
     Backend,
     GroupIndex,
+    all_finite,
     as_float,
     as_group_index,
     as_scores,
@@ -41,10 +43,10 @@ from .._arrays import (
     check_real,
 )
 from .._steps import step_inputs
-from ..errors import DegenerateGroupWarning, RangeError, ShapeError
+from ..errors import DegenerateGroupWarning, EmptyBatchError, NonFiniteError, RangeError, ShapeError
 from ..outputs import AdvantageOutput
 from ..registry import register_method
-from ..segments import GroupStats, group_stats, masked_whiten
+from ..segments import GroupStats, group_stats, masked_whiten, scaled_moments
 from .tokens import episode_output_to_steps
 
 __all__ = [
@@ -114,7 +116,7 @@ def grpo(
         adv = stats.centered
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
-    return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
+    return AdvantageOutput(backend.out(_finite_output(adv.to(r.dtype))), None, metrics)
 
 
 def dr_grpo(
@@ -158,7 +160,7 @@ def rloo(
     adv = stats.centered * (n / (n - 1).clamp(min=1)).index_select(0, groups.index)
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
-    return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
+    return AdvantageOutput(backend.out(_finite_output(adv.to(r.dtype))), None, metrics)
 
 
 def reinforce_pp_baseline(
@@ -167,14 +169,27 @@ def reinforce_pp_baseline(
     *,
     eps: float = 1e-8,
     weights: ArrayLike | None = None,
+    unbiased: bool = True,
     present: ArrayLike | None = None,
     nan_is_missing: bool = False,
 ) -> AdvantageOutput:
     """REINFORCE++-baseline (Hu 2025, arXiv 2501.03262): group mean subtracted, then batch whitening.
 
-    ``A_i = whiten_batch(r_i - mean_g r)``: the global std replaces GRPO's per-group std. verl
-    whitens over tokens (each episode weighted by its response length); pass ``weights[N]``
-    (e.g. token counts) to reproduce that, default one weight per episode.
+    ``A_i = whiten_batch(r_i - mean_g r)``: the global std replaces GRPO's per-group std.
+    Default: one weight per episode, ``(x - mean) / sqrt(var + eps)`` over the present episodes
+    with the unbiased (N - 1) variance. verl whitens over *tokens* (``masked_whiten``: each
+    episode weighted by its response length, torch's unbiased variance over all valid tokens):
+    pass ``weights[N]`` = token counts to reproduce it; the variance is then
+    ``sum w (x - mean)^2 / (sum w - 1)`` (``unbiased=False``: ``/ sum w``).
+
+    Episodes of degenerate groups (a single present member, or zero spread) get exactly 0, with
+    or without weights; their zero centred values still take part in the batch statistics, as
+    in verl (verl gives a group of one its raw reward instead). Weights must be >= 0 and finite.
+
+    Example (token counts 2 and 1 in one group: centred values +-0.5, token mean 1/6):
+        >>> out = reinforce_pp_baseline([1.0, 0.0], [0, 0], weights=[2, 1])
+        >>> [round(a, 4) for a in out.advantages.tolist()]   # var = (2 (1/3)^2 + (2/3)^2) / (3 - 1) = 1/3
+        [0.5774, -1.1547]
     """
     eps = check_positive(eps, "eps", allow_zero=True)
     backend = Backend.of(rewards)
@@ -183,14 +198,20 @@ def reinforce_pp_baseline(
     groups = as_group_index(group_ids, "group_ids", r.shape[0], device=r.device)
     stats = group_stats(r, p, groups)
     if weights is None:
-        adv, _, _ = masked_whiten(stats.centered, p, eps=eps)
+        adv, _, _ = masked_whiten(stats.centered, p, eps=eps, unbiased=unbiased)
     else:
         w = as_float(weights, "weights", shape=(r.shape[0],), device=r.device).to(torch.float64)
-        adv = _weighted_whiten(stats.centered, w * p, eps)
-    adv = torch.where(p, adv, torch.zeros_like(adv))
+        if bool((w < 0).any()):
+            i = int(torch.nonzero(w < 0)[0])
+            raise RangeError(
+                f"weights[{i}] = {float(w[i])}; weights count tokens (or any non-negative importance) and must be >= 0"
+            )
+        adv = _weighted_whiten(stats.centered, w * p, eps, unbiased)
+    dead = stats.constant.index_select(0, groups.index) | ~p
+    adv = torch.where(dead, torch.zeros_like(adv), adv)
     metrics = _group_metrics(r, p, stats, groups, adv)
     _warn_degenerate(metrics)
-    return AdvantageOutput(backend.out(adv.to(r.dtype)), None, metrics)
+    return AdvantageOutput(backend.out(_finite_output(adv.to(r.dtype))), None, metrics)
 
 
 def reinforce_pp(
@@ -283,6 +304,8 @@ def gdpo(
     c, p = as_scores(components, "components", present=present, nan_is_missing=nan_is_missing, ndim=2)
     n, k = c.shape
     check_nonempty(n, "components")
+    if k == 0:
+        raise EmptyBatchError(f"components has shape {tuple(c.shape)}: K = 0 reward components; GDPO needs at least one column")
     w = _weights(weights, k, c.device)
     groups = as_group_index(group_ids, "group_ids", n, device=c.device)
     # One segment pass for all K components: slot = group * K + k.
@@ -336,6 +359,8 @@ def sum_then_normalize(
     c, p = as_scores(components, "components", present=present, nan_is_missing=nan_is_missing, ndim=2)
     n, k = c.shape
     check_nonempty(n, "components")
+    if k == 0:
+        raise EmptyBatchError(f"components has shape {tuple(c.shape)}: K = 0 reward components; expected at least one column")
     w = _weights(weights, k, c.device)
     summed = (c.to(torch.float64) * w[None, :]).sum(dim=1).to(c.dtype)
     any_present = p.any(dim=1)
@@ -394,32 +419,48 @@ def _weights(weights, k: int, device) -> torch.Tensor:
 
 def _batch_std(r: torch.Tensor, p: torch.Tensor, unbiased: bool) -> torch.Tensor:
     x = r[p].to(torch.float64)
-    if x.numel() < 2 or bool(x.max() == x.min()):
+    n = x.numel()
+    if n < 2 or bool(x.max() == x.min()):
         return torch.zeros((), dtype=torch.float64, device=r.device)
-    return x.std(unbiased=unbiased)
+    _, std = scaled_moments(x)  # population std, no overflow for finite values
+    if unbiased:
+        std *= math.sqrt(n / (n - 1))
+    return torch.tensor(std, dtype=torch.float64, device=r.device)
 
 
 def _batch_normalize(a: torch.Tensor, p: torch.Tensor, eps: float, unbiased: bool) -> torch.Tensor:
-    x = a[p]
-    if x.numel() == 0:
+    x = a[p].to(torch.float64)
+    n = x.numel()
+    if n < 2 or bool(x.max() == x.min()):
         return torch.zeros_like(a)
-    mean = x.mean()
-    if x.numel() < 2 or bool(x.max() == x.min()):
-        return torch.zeros_like(a)
-    std = x.std(unbiased=unbiased)
+    mean, std = scaled_moments(x)
+    if unbiased:
+        std *= math.sqrt(n / (n - 1))
     out = (a - mean) / (std + eps)
     return torch.where(p, out, torch.zeros_like(out))
 
 
-def _weighted_whiten(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    total = w.sum()
-    if float(total) <= 0:
+def _weighted_whiten(x: torch.Tensor, w: torch.Tensor, eps: float, unbiased: bool) -> torch.Tensor:
+    """verl's ``masked_whiten`` over tokens, with ``w[i]`` tokens carrying the value ``x[i]``.
+
+    ``mean = sum w x / W``, ``var = sum w (x - mean)^2 / (W - 1)`` (``W = sum w``; frequency
+    weights, as torch's unbiased variance over the W tokens) or ``/ W`` with ``unbiased=False``;
+    ``(x - mean) / sqrt(var + eps)``. A total weight without spread (or ``W <= 1`` when unbiased)
+    gives 0. Scale-safe: the values are scaled by an exact power of two first.
+    """
+    total = float(w.sum())
+    keep = w > 0
+    if total <= 0 or (unbiased and total <= 1) or not bool(keep.any()):
         return torch.zeros_like(x)
-    mean = (w * x).sum() / total
-    var = (w * (x - mean) ** 2).sum() / total
-    if float(var) == 0:
+    xk = x[keep]
+    if bool(xk.max() == xk.min()):
         return torch.zeros_like(x)
-    return (x - mean) / torch.sqrt(var + eps)
+    m = float(xk.abs().max())
+    e = math.frexp(m)[1] if m > 0 else 0
+    xs = torch.ldexp(x, torch.tensor(-e, dtype=x.dtype, device=x.device))
+    mean = (w * xs).sum() / total
+    var = (w * (xs - mean) ** 2).sum() / (total - 1 if unbiased else total)
+    return (xs - mean) / torch.sqrt(var + math.ldexp(eps, -2 * e))
 
 
 def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, prefix: str = "") -> dict[str, float]:
@@ -443,15 +484,28 @@ def _degenerate_counts(stats: GroupStats, groups: GroupIndex, p: torch.Tensor, p
 def _moments(x: torch.Tensor, p: torch.Tensor, n: int | None = None) -> tuple[float, float]:
     """Mean and population std of ``x`` over present items (x is 0 where missing), float64.
 
-    ``n``: the number of present items when the caller knows it already.
+    ``n``: the number of present items when the caller knows it already. Scale-safe: values
+    whose squares overflow float64 are rescaled by a power of two (:func:`scaled_moments`).
     """
     n = int(torch.count_nonzero(p)) if n is None else n
     if n == 0:
         return 0.0, 0.0
     x64 = x.reshape(-1).to(torch.float64)  # a view when x is float64 already
     mean = float(x64.sum()) / n
-    var = max(float(torch.dot(x64, x64)) / n - mean * mean, 0.0)
-    return mean, var**0.5
+    var = float(torch.dot(x64, x64)) / n - mean * mean
+    if not (math.isfinite(mean) and math.isfinite(var)):
+        return scaled_moments(x64[p.reshape(-1)])
+    return mean, max(var, 0.0) ** 0.5
+
+
+def _finite_output(adv: torch.Tensor, name: str = "rewards") -> torch.Tensor:
+    """The advantages in the caller's dtype, or a named error when that dtype cannot hold them."""
+    if not all_finite(adv):
+        raise NonFiniteError(
+            f"the advantages overflow {adv.dtype} (the {name} reach values whose differences are not representable "
+            "in that dtype); rescale the rewards or pass them as float64"
+        )
+    return adv
 
 
 def _group_metrics(

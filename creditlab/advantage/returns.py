@@ -17,8 +17,9 @@ import torch
 
 from .. import _kernels
 from .._adapters import step_kwargs, step_rewards
-from .._arrays import ArrayLike, as_float, check_finite, check_unit
+from .._arrays import ArrayLike, all_finite, as_float, check_finite, check_unit
 from .._steps import per_step, step_inputs
+from ..errors import NonFiniteError
 from ..outputs import AdvantageOutput
 from ..registry import register_method
 
@@ -62,6 +63,7 @@ def discounted_returns(
     )
     res = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma)
     _check_sums(res.stats, s, rewards_only=True)
+    _check_overflow(res.stats["sum_ret2"], s, res.out)
     return s.backend.out(res.out)
 
 
@@ -115,7 +117,8 @@ def gae(
     v = as_float(values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False).contiguous()
     res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_)
     _check_sums(res.stats, s, values=v)
-    metrics = _metrics_from_sums(res.stats, s.shape[0])
+    _check_overflow(res.stats["sum_adv2"], s, res.out, res.stats["sum_ret2"], res.returns)
+    metrics = _metrics_from_sums(res.stats, s.shape[0], res, s)
     return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
 
 
@@ -172,7 +175,9 @@ def monte_carlo(
             _values_error(values, s)
         v = per_step(values, "values", s)
     res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, 1.0)
-    return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), _metrics_from_sums(res.stats, s.shape[0]))
+    _check_overflow(res.stats["sum_adv2"], s, res.out, res.stats["sum_ret2"], res.returns)
+    metrics = _metrics_from_sums(res.stats, s.shape[0], res, s)
+    return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
 
 
 def _same_shape(values: ArrayLike, s) -> bool:
@@ -207,10 +212,48 @@ def _check_sums(stats: dict[str, float], s, *, values: torch.Tensor | None = Non
         check_finite(values, "values", where=where, hint=" on valid steps")
 
 
-def _metrics_from_sums(stats: dict[str, float], num_episodes: int) -> dict[str, float]:
+def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None = None, out2: torch.Tensor | None = None) -> None:
+    """Finite inputs can still give outputs past the dtype's range (rewards near 1e308 summed over
+    steps, or float32 returns past 3.4e38): raise instead of returning inf/NaN.
+
+    Free in the usual case: every output satisfies ``|x| <= sqrt(sum of x^2)`` (the kernel's
+    float64 sums), so only a bound at or past the dtype's maximum makes us look at the arrays.
+    """
+    import math
+
+    fmax = torch.finfo(out.dtype).max
+    for total, arr in ((sum_sq, out), (sum_sq2, out2)):
+        if arr is None or (math.isfinite(total) and math.sqrt(total) < fmax):
+            continue
+        if not all_finite(arr):
+            raise NonFiniteError(
+                f"the returns overflow {arr.dtype}: rewards (and values) are finite but their discounted sums pass "
+                f"{fmax:.3g}; rescale the rewards (e.g. divide by their maximum) or use float64"
+            )
+
+
+def _metrics_from_sums(stats: dict[str, float], num_episodes: int, res=None, s=None) -> dict[str, float]:
+    import math
+
     n = stats["n"]
     if n == 0:
         return {"num_episodes": float(num_episodes), "num_steps": 0.0}
+    if res is not None and not (math.isfinite(stats["sum_adv2"]) and math.isfinite(stats["sum_adv"])):
+        # |A| past ~1e154: the sums of squares overflow, the advantages do not (checked above).
+        from ..segments import scaled_moments
+
+        mask = s.mask
+        mean_a, std_a = scaled_moments(res.out[mask])
+        mean_g, _ = scaled_moments(res.returns[mask])
+        mean_v = mean_g - mean_a
+        return {
+            "num_episodes": float(num_episodes),
+            "num_steps": float(n),
+            "advantages/mean": mean_a,
+            "advantages/std": std_a,
+            "returns/mean": mean_g,
+            "values/mean": stats["sum_values"] / n if math.isfinite(stats["sum_values"]) else mean_v,
+        }
     mean_a = stats["sum_adv"] / n
     var_a = max(stats["sum_adv2"] / n - mean_a * mean_a, 0.0)
     return {

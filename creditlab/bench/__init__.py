@@ -12,11 +12,12 @@
 The command line is ``creditlab bench`` and ``creditlab report``.
 """
 
+from .config import get_suite, list_suites, load_suite
 from .executors import InProcessExecutor, RayExecutor, RunCrashed
 from .report import Report, build_report, verdict, write_report
 from .runner import SweepEvent, SweepSummary, execute_run, run_sweep
 from .store import ConfigMismatchError, ResultsStore
-from .suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs, get_suite, list_suites
+from .suites import ANCHORS, AgentConfig, RunSpec, Suite, TaskSpec, expand_runs
 
 __all__ = [
     "ANCHORS",
@@ -26,6 +27,7 @@ __all__ = [
     "RunSpec",
     "get_suite",
     "list_suites",
+    "load_suite",
     "expand_runs",
     "ResultsStore",
     "ConfigMismatchError",

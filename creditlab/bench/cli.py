@@ -1,4 +1,11 @@
-"""``creditlab bench`` and ``creditlab report`` subcommands."""
+"""``creditlab bench`` and ``creditlab report`` subcommands.
+
+Conventions (docs/conventions.md, "Command line"): lists are comma-separated (``--methods
+rrd,lare``; spaces work too); ``--out`` is always the output: the sweep folder of ``bench`` (a
+re-run resumes it: the documented exception to overwrite protection) and the report folder of
+``report``, whose input is the sweep folder ``DIR``. A report written outside its sweep folder
+does not replace an existing one without ``--force``.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +14,32 @@ import sys
 import time
 from pathlib import Path
 
-from ..clikit import Command, parse_list
+from ..clikit import Command, add_force_option, add_list_option, check_output_dir, parse_seeds
 from ..errors import CreditlabError
 
 _DEFAULT_OUT = "runs/bench-{suite}"
-
-
-def _seeds(text: str) -> list[int] | int:
-    """``3`` -> range(3); ``0,2,5`` -> those seeds."""
-    try:
-        if "," in text:
-            return [int(x) for x in parse_list(text)]
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,2,5); got {text!r}") from None
+_REPORT_FILES = ("report.md", "report.html", "runs.jsonl")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    from .suites import list_suites
+    from .config import list_suites
 
-    p.add_argument("--suite", default="smoke", choices=list_suites(), help="which suite (default smoke: a few minutes)")
-    p.add_argument("--methods", type=parse_list, help="comma-separated credit methods (registry names); the anchors "
-                   "episodic and dense are always added. Default: the suite's methods")
-    p.add_argument("--tasks", type=parse_list, help="comma-separated task names of the suite (default: all)")
-    p.add_argument("--seeds", type=_seeds, help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--suite", choices=list_suites(), help="a built-in suite (default smoke: a few minutes)")
+    src.add_argument("--config", metavar="FILE", help="a suite file (YAML or JSON; see docs/bench.md); "
+                     "`--suite NAME --show-config` prints a built-in one to start from")
+    src.add_argument("--env-id", metavar="ID", help="benchmark one environment: a Gymnasium id or 'module:Class' "
+                     "(PPO with the defaults in docs/bench.md; --reward, --steps, --methods, --seeds, --normalize, --import)")
+    p.add_argument("--reward", default="episodic", help="with --env-id: how the reward is hidden, 'episodic' or 'delayed:K' "
+                   "(default episodic)")
+    p.add_argument("--normalize", action="store_true", help="with --env-id: VecNormalize observations and rewards (MuJoCo-style tasks)")
+    add_list_option(p, "--import", dest="imports", metavar="MODULES",
+                    help="with --env-id: comma-separated modules to import first (they register custom env ids), in every worker")
+    p.add_argument("--show-config", action="store_true", help="print the suite as a YAML file (after --methods/--tasks/--seeds/--steps) and exit")
+    add_list_option(p, "--methods", help="comma-separated credit methods (registry names); the anchors "
+                    "episodic and dense are always added. Default: the suite's methods")
+    add_list_option(p, "--tasks", help="comma-separated task names of the suite (default: all)")
+    p.add_argument("--seeds", nargs="+", metavar="N|A,B", help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's")
     p.add_argument("--steps", type=int, help="override every task's training budget (environment steps per run)")
     p.add_argument("--out", help=f"sweep folder (default {_DEFAULT_OUT}); re-running the same command resumes")
     g = p.add_mutually_exclusive_group()
@@ -41,18 +50,60 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
 
 
+def _resolve_suite(args: argparse.Namespace):
+    """The suite of ``--suite`` / ``--config`` / ``--env-id`` (default: the smoke suite)."""
+    from .config import get_suite
+
+    if args.config:
+        from .config import load_suite
+
+        return load_suite(args.config)
+    if args.env_id:
+        return env_suite(args.env_id, reward=args.reward, steps=args.steps or 100_000, normalize=args.normalize,
+                         imports=tuple(args.imports or ()))
+    if args.reward != "episodic" or args.normalize or args.imports:
+        raise CreditlabError("--reward, --normalize and --import go with --env-id; in a suite file they are task keys")
+    return get_suite(args.suite or "smoke")
+
+
+def env_suite(env_id: str, *, reward: str = "episodic", steps: int = 100_000, normalize: bool = False,
+              imports: tuple[str, ...] = ()):
+    """A one-task suite for ``creditlab bench --env-id ID``: PPO (8 envs x 256 steps, batch 64, 10 epochs,
+    lr 3e-4, gae_lambda 0.95, gamma 0.99), evaluation every tenth of the budget on 10 episodes, the
+    anchors plus ``uniform`` and ``rrd``, 5 seeds."""
+    import re
+
+    from .config import suite_from_dict
+
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", env_id.split(":")[-1]).strip("_").lower() or "env"
+    agent = {"algo": "ppo", "n_envs": 8, "normalize": normalize,
+             "hyperparams": {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3.0e-4, "gae_lambda": 0.95,
+                             "gamma": 0.99}}
+    task = {"name": name, "env": env_id, "reward": reward, "steps": steps, "eval_every": max(1, steps // 10),
+            "eval_episodes": 10, "agent": agent, "imports": list(imports)}
+    return suite_from_dict({"name": name, "description": f"creditlab bench --env-id {env_id} --reward {reward}", "seeds": 5,
+                            "tasks": [task], "methods": ["uniform", "rrd"]})
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .executors import InProcessExecutor, RayExecutor
     from .progress import SweepProgress
     from .runner import run_sweep
-    from .suites import expand_runs, get_suite
+    from .suites import expand_runs
 
     console = Console(stderr=True)
-    suite = get_suite(args.suite).select(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps)
+    seeds = parse_seeds(args.seeds, single_is_count=True)
+    suite = _resolve_suite(args).select(methods=args.methods, tasks=args.tasks, seeds=seeds, steps=args.steps)
+    if args.show_config:
+        from .config import dump_suite
+
+        sys.stdout.write(dump_suite(suite))
+        return 0
     runs = expand_runs(suite)
     out = Path(args.out or _DEFAULT_OUT.format(suite=suite.name))
+    check_output_dir(out)  # a sweep folder resumes: existing results are kept, never overwritten
     if args.dry_run:
         for r in runs:
             print(f"{r.run_id}\t{r.task.total_steps} steps")
@@ -65,7 +116,10 @@ def run_bench(args: argparse.Namespace) -> int:
         try:
             executor = RayExecutor(address=args.ray_address, num_cpus=args.num_cpus)
         except ModuleNotFoundError as exc:
-            raise CreditlabError("Ray is not installed: pip install 'creditlab[bench]', or pass --no-ray") from exc
+            raise CreditlabError(
+                "Ray is not installed: from the creditlab repository, `pip install -e '.[bench]'` (or `bash scripts/install.sh`), "
+                "or pass --no-ray"
+            ) from exc
     meta = {"suite": suite.name, "command": " ".join(sys.argv), "executor": executor.name}
     console.print(f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
                   f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
@@ -93,19 +147,25 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`")
-    p.add_argument("--out", help="where to write report.md, report.html and figures/ (default DIR/report)")
+    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`, or the runs.jsonl table a report wrote")
+    p.add_argument("--out", help="where to write report.md, report.html, runs.jsonl and figures/ (default DIR/report, rewritten on "
+                   "every run; beside a runs.jsonl table; another folder that already holds a report needs --force)")
     p.add_argument("--title", help="report title")
     p.add_argument("--intro", default="", help="a paragraph placed under the title")
+    add_force_option(p)
 
 
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    if not Path(args.dir).is_dir():
-        raise FileNotFoundError(f"no sweep folder {args.dir}")
+    if not Path(args.dir).exists():
+        raise FileNotFoundError(f"no sweep folder or packed results file {args.dir}")
+    if args.out is not None:
+        src_dir = Path(args.dir).resolve() if Path(args.dir).is_dir() else Path(args.dir).resolve().parent
+        inside = Path(args.out).resolve().is_relative_to(src_dir)
+        check_output_dir(args.out, produces=() if inside else _REPORT_FILES, force=args.force)
     paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
-    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']})", file=sys.stderr)
+    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']}, raw results in {paths['runs']})", file=sys.stderr)
     return 0
 
 

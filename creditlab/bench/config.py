@@ -63,7 +63,7 @@ from typing import Any
 from ..errors import CreditlabError
 from .suites import _ALGOS, _FAMILIES, ANCHORS, AgentConfig, Suite, TaskSpec, parse_reward_mode
 
-__all__ = ["ConfigError", "load_suite", "suite_from_dict", "suite_to_dict", "dump_suite", "builtin_suites", "builtin_suite_path"]
+__all__ = ["ConfigError", "get_suite", "list_suites", "load_suite", "suite_from_dict", "suite_to_dict", "dump_suite", "builtin_suites", "builtin_suite_path"]
 
 
 class ConfigError(CreditlabError, ValueError):
@@ -259,6 +259,16 @@ def load_suite(path: str | os.PathLike, *, check_methods: bool = True) -> Suite:
         raise ConfigError(f"{p}: {exc}") from None
 
 
+def get_suite(name: str) -> Suite:
+    """A built-in suite by name: the YAML file ``creditlab/bench/configs/NAME.yaml``."""
+    return load_suite(builtin_suite_path(name))
+
+
+def list_suites() -> list[str]:
+    """Names of the built-in suites."""
+    return builtin_suites()
+
+
 def builtin_suite_path(name: str) -> Path:
     """The packaged YAML file of a built-in suite."""
     path = Path(str(resources.files("creditlab.bench") / "configs" / f"{name}.yaml"))
@@ -314,7 +324,8 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
             methods.append(entry)
         else:
             methods.append(m)
-    out: dict[str, Any] = {"name": suite.name, "description": suite.description, "seeds": list(suite.seeds), "tasks": tasks,
+    seeds: Any = len(suite.seeds) if suite.seeds == tuple(range(len(suite.seeds))) else list(suite.seeds)
+    out: dict[str, Any] = {"name": suite.name, "description": suite.description, "seeds": seeds, "tasks": tasks,
                            "methods": methods}
     if suite.expected_minutes is not None:
         out["expected_minutes"] = suite.expected_minutes

@@ -43,7 +43,7 @@ from .stats import (
     performance_profiles,
     score_matrices,
 )
-from .store import ResultsStore, atomic_write_text
+from .store import ResultsStore, atomic_write_text, read_packed
 from .suites import ANCHORS
 
 __all__ = ["Report", "Table", "build_report", "write_report", "verdict"]
@@ -632,10 +632,11 @@ def _order(report: Report) -> list[Table]:
 
 def _provenance_lines(report: Report) -> list[str]:
     s = report.summary
+    regen = "Raw results: runs.jsonl (one line per run); regenerate this report with `creditlab report runs.jsonl --out .`."
     versions = ", ".join(f"{k} {v}" for k, v in sorted(s.get("versions", {}).items()))
     return [f"Runs: {s.get('runs', 0)} finished, {s.get('failed', 0)} failed; total run time {s.get('wall_seconds', 0) / 60:.1f} min "
             f"(summed over runs); hosts: {', '.join(s.get('hosts', []))}.",
-            f"creditlab commit(s): {', '.join(s.get('commits', []))}.", f"Versions: {versions}."]
+            f"creditlab commit(s): {', '.join(s.get('commits', []))}.", f"Versions: {versions}.", regen]
 
 
 def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "", aggregate_figures: Mapping[str, str] | None = None) -> str:
@@ -687,11 +688,12 @@ def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "", aggr
 
 def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None,
                  intro: str = "") -> dict[str, Path]:
-    """Write ``report.md`` (+ ``figures/*.png``) and a self-contained ``report.html`` for a sweep folder.
+    """Write ``report.md`` (+ ``figures/*.png``), a self-contained ``report.html`` and the packed raw
+    results ``runs.jsonl`` (one line per run) for a sweep.
 
     Args:
-        sweep_dir: the folder ``creditlab bench --out`` wrote.
-        out_dir: where to write (default ``sweep_dir/report``).
+        sweep_dir: the folder ``creditlab bench --out`` wrote, or a packed ``.jsonl`` table of one.
+        out_dir: where to write (default ``sweep_dir/report``; beside the table for a packed one).
         title: page title (default from the manifest's suite name).
         intro: a paragraph placed under the title.
 
@@ -700,15 +702,17 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     """
     from ..errors import CreditlabError
 
-    store = ResultsStore(sweep_dir)
+    packed = Path(sweep_dir).is_file()
+    store: Any = read_packed(sweep_dir) if packed else ResultsStore(sweep_dir)
     results = store.load_results()
     if not results:
-        raise CreditlabError(f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json)")
+        raise CreditlabError(f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json "
+                             "or a table written by `creditlab report DIR`)")
     manifest = store.manifest()
     suite = manifest.get("suite")
     report = build_report(results, failures=store.load_failures(), requested=list(manifest.get("runs", {})),
                           title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"))
-    out = Path(out_dir) if out_dir is not None else store.root / "report"
+    out = Path(out_dir) if out_dir is not None else (store.root.parent if packed else store.root / "report")
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes] = {}
@@ -724,6 +728,10 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     for name, png in agg_pngs.items():
         write_bytes(figdir / f"aggregate_{name}.png", png)
         agg_paths[name] = f"figures/aggregate_{name}.png"
+    if not packed:
+        store.pack(out / "runs.jsonl")
+    elif (out / "runs.jsonl").resolve() != store.root.resolve():
+        atomic_write_text(out / "runs.jsonl", store.root.read_text(encoding="utf-8"))
     atomic_write_text(out / "report.md", render_markdown(report, figures, intro, agg_paths))
     atomic_write_text(out / "report.html", render_html(report, pngs, intro, agg_pngs))
-    return {"markdown": out / "report.md", "html": out / "report.html", "figures": figdir}
+    return {"markdown": out / "report.md", "html": out / "report.html", "figures": figdir, "runs": out / "runs.jsonl"}

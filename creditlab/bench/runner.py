@@ -10,7 +10,8 @@ cluster need no shared filesystem.
 
 Example:
     >>> import tempfile
-    >>> from creditlab.bench.suites import get_suite, expand_runs
+    >>> from creditlab.bench.config import get_suite
+    >>> from creditlab.bench.suites import expand_runs
     >>> runs = expand_runs(get_suite("smoke").select(tasks=["cartpole"], seeds=1, steps=512))
     >>> summary = run_sweep(runs, tempfile.mkdtemp(), executor=InProcessExecutor())  # doctest: +SKIP
 """

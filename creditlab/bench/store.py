@@ -15,7 +15,8 @@ read. Re-running the same sweep therefore skips finished runs and never counts a
 
 Example:
     >>> import tempfile
-    >>> from creditlab.bench.suites import get_suite, expand_runs
+    >>> from creditlab.bench.config import get_suite
+    >>> from creditlab.bench.suites import expand_runs
     >>> store = ResultsStore(tempfile.mkdtemp())
     >>> run = expand_runs(get_suite("smoke"))[0]
     >>> store.status(run)
@@ -38,7 +39,7 @@ from ..atomic import write_json, write_text
 from ..errors import CreditlabError
 from .suites import RunSpec
 
-__all__ = ["ResultsStore", "ConfigMismatchError", "atomic_write_text", "atomic_write_json"]
+__all__ = ["ResultsStore", "PackedResults", "read_packed", "ConfigMismatchError", "atomic_write_text", "atomic_write_json"]
 
 
 class ConfigMismatchError(CreditlabError, ValueError):
@@ -176,3 +177,60 @@ class ResultsStore:
 
     def manifest(self) -> dict[str, Any]:
         return _read_json(self.manifest_path) or {}
+
+    # -- one table per sweep
+    def pack(self, path: str | os.PathLike) -> Path:
+        """Write the sweep as one JSON-lines table: a manifest line, then one line per finished run
+        (its ``result.json``, curve included) and per crashed run (its ``error.json``).
+
+        What ``creditlab report FILE.jsonl`` reads; what the repository keeps instead of hundreds of
+        run folders. :func:`read_packed` reads it back.
+        """
+        lines = [json.dumps({"kind": "manifest", **self.manifest()}, sort_keys=True)]
+        lines += [json.dumps({"kind": "result", **r}, sort_keys=True) for r in self.load_results()]
+        lines += [json.dumps({"kind": "failure", **f}, sort_keys=True) for f in self.load_failures()]
+        return write_text(path, "\n".join(lines) + "\n")
+
+
+class PackedResults:
+    """A packed sweep (see :meth:`ResultsStore.pack`) with the reading side of :class:`ResultsStore`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(path)
+        self._manifest: dict[str, Any] = {}
+        self._results: list[dict[str, Any]] = []
+        self._failures: list[dict[str, Any]] = []
+        try:
+            text = self.root.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CreditlabError(f"cannot read packed results {self.root}: {exc.strerror or exc}") from None
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CreditlabError(f"{self.root}:{i}: not a JSON line ({exc.msg})") from None
+            kind = row.pop("kind", None) if isinstance(row, dict) else None
+            if kind == "manifest":
+                self._manifest = row
+            elif kind == "result":
+                self._results.append(row)
+            elif kind == "failure":
+                self._failures.append(row)
+            else:
+                raise CreditlabError(f"{self.root}:{i}: expected a line with kind manifest, result or failure")
+
+    def load_results(self) -> list[dict[str, Any]]:
+        return list(self._results)
+
+    def load_failures(self) -> list[dict[str, Any]]:
+        return list(self._failures)
+
+    def manifest(self) -> dict[str, Any]:
+        return dict(self._manifest)
+
+
+def read_packed(path: str | os.PathLike) -> PackedResults:
+    """Read a table written by :meth:`ResultsStore.pack`."""
+    return PackedResults(path)

@@ -16,6 +16,7 @@ Every other method name is a registered credit assigner (``creditlab methods``),
 same agent through the stable-baselines3 integration; it sees only the delayed reward.
 
 Example:
+    >>> from creditlab.bench.config import get_suite
     >>> suite = get_suite("smoke")
     >>> runs = expand_runs(suite)
     >>> len(runs) == len(suite.tasks) * len(suite.methods) * len(suite.seeds)
@@ -40,8 +41,6 @@ __all__ = [
     "TaskSpec",
     "Suite",
     "RunSpec",
-    "get_suite",
-    "list_suites",
     "expand_runs",
 ]
 
@@ -378,15 +377,3 @@ def check_method_names(methods: Sequence[str]) -> None:
         )
 
 
-def get_suite(name: str) -> Suite:
-    """A built-in suite by name: the YAML file ``creditlab/bench/configs/NAME.yaml`` (see :mod:`creditlab.bench.config`)."""
-    from .config import builtin_suite_path, load_suite
-
-    return load_suite(builtin_suite_path(name))
-
-
-def list_suites() -> list[str]:
-    """Names of the built-in suites."""
-    from .config import builtin_suites
-
-    return builtin_suites()

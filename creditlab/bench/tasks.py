@@ -5,7 +5,7 @@ The delayed version of a task is this environment wrapped by the reward-delay wr
 reward stays available for evaluation and credit quality.
 
 Example:
-    >>> from creditlab.bench.suites import get_suite
+    >>> from creditlab.bench.config import get_suite
     >>> task = get_suite("smoke").tasks[0]
     >>> env = make_env(task, seed=0)
     >>> env.observation_space.shape
@@ -19,7 +19,7 @@ import gymnasium as gym
 from ..errors import RangeError
 from .suites import TaskSpec
 
-__all__ = ["make_env", "task_settings", "run_envs"]
+__all__ = ["make_env", "task_settings", "import_modules", "run_envs"]
 
 
 def task_settings(task: TaskSpec) -> tuple[str | None, ...]:
@@ -46,6 +46,7 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
             environments are seeded through ``reset(seed=...)`` by the vector env as usual.
         setting: for bsuite tasks, which bsuite id (one of ``task.bsuite_settings``).
     """
+    import_modules(task)
     if task.family == "bsuite":
         if setting not in task.bsuite_settings:
             raise RangeError(f"task {task.name!r}: setting must be one of {task.bsuite_settings}; got {setting!r}")
@@ -63,10 +64,27 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
         env = ImgObsWrapper(gym.make(task.env_id, **task.env_kwargs))
         return gym.wrappers.FlattenObservation(gym.wrappers.TransformObservation(env, lambda o: o.astype("float32"),
                                                                               _float_box(env.observation_space)))
-    env = gym.make(task.env_id, **task.env_kwargs)
+    from ..integrations.sb3.envs import env_factory
+
+    env = env_factory(task.env_id, task.env_kwargs)()
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env = gym.wrappers.FlattenObservation(env)
     return env
+
+
+def import_modules(task: TaskSpec) -> None:
+    """Import the task's ``imports`` (modules that register custom environment ids) in this process.
+
+    Runs in every worker before the environment is made, so an id registered by a user's module
+    works on Ray workers too, not only in the driver.
+    """
+    import importlib
+
+    for name in task.imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RangeError(f"task {task.name!r}: imports: module {name!r} cannot be imported ({exc})") from exc
 
 
 def _float_box(space: gym.spaces.Box) -> gym.spaces.Box:

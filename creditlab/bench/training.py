@@ -3,7 +3,8 @@
 ``train_run(spec)`` is what a worker executes for one (task, method, seed):
 
 * ``dense``: the agent trains on the original per-step reward (the oracle anchor);
-* ``episodic``: on the delayed reward, the episode's sum paid at its last step (the baseline anchor);
+* ``episodic``: on the task's delayed reward as is (``task.reward``: the episode's sum paid at its
+  last step, or every K steps for ``delayed:K``; the baseline anchor);
 * any other name: a registered credit assigner turns the delayed reward into per-step credit through
   the stable-baselines3 integration; it never sees the hidden reward.
 
@@ -31,7 +32,7 @@ from ..errors import RangeError
 from .suites import ANCHORS, RunSpec, TaskSpec
 from .tasks import make_env, run_envs, task_settings
 
-__all__ = ["RunOutput", "train_run", "curve_metrics", "method_config", "run_config"]
+__all__ = ["RunOutput", "train_run", "curve_metrics", "method_config", "run_config", "UntrainedModelError"]
 
 
 class RunOutput(NamedTuple):
@@ -92,19 +93,61 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return assigner, integration
 
 
-def _make_assigner(spec: RunSpec):
-    """The run's assigner: registry defaults plus the suite's overrides.
+class UntrainedModelError(RuntimeError):
+    """A run whose learned reward model never took a gradient step: its result is not a result."""
 
-    Its ``seed`` is the registry default (0), not the run seed, unless the suite sets one: stored
-    benchmark results were made that way (the run seed varies the agent and the environments).
+
+def _assigner_params(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(assigner parameters, SB3-integration parameters) of the run: the suite's values, and the
+    assigner's ``seed`` = the run seed unless the suite sets one (so seeds vary the reward model too)."""
+    from ..registry import get_method
+
+    params, integration = _split_params(spec.method_params)
+    if "seed" in get_method(spec.registry_name).params and "seed" not in params:
+        params["seed"] = spec.seed
+    return params, integration
+
+
+def _make_assigner(spec: RunSpec):
+    """The run's assigner (registry defaults plus the suite's overrides) and what must be closed after the run.
+
+    A ``features`` parameter naming a program folder or file (e.g. ``examples/programs/hopper_factors``)
+    is loaded as a LaRe feature function that runs in the sandbox; relative paths are taken from the
+    current folder, then from the creditlab checkout. ``lare`` without a feature source is an error
+    (without one it would silently be RRD on raw inputs).
     """
     from ..registry import get_method
 
-    method = get_method(spec.method)
+    method = get_method(spec.registry_name)
     if method.kind != "assigner" or method.factory is None:
         raise RangeError(f"benchmark method {spec.method!r} must be an anchor {ANCHORS} or a credit assigner; it is a {method.kind} method")
-    params, integration = _split_params(spec.method_params)
-    return method.factory(**params), integration
+    params, integration = _assigner_params(spec)
+    closers: list[Any] = []
+    if spec.registry_name == "lare" and params.get("features") is None:
+        raise RangeError(f"method {spec.method!r} (lare) on task {spec.task.name!r} needs a feature source: set "
+                         "`features` (a program folder, an env id with hand-written factors, or 'module:function') "
+                         "in the suite's method parameters")
+    features = params.get("features")
+    if isinstance(features, str) and _program_path(features) is not None:
+        from ..programs.loaders import lare_features
+
+        phi = lare_features(str(_program_path(features)))
+        closers.append(phi)
+        params["features"] = phi
+    return method.factory(**params), integration, closers
+
+
+def _program_path(spec: str):
+    """A program folder / ``.py`` file named by ``spec`` (cwd first, then the creditlab checkout), or None."""
+    from pathlib import Path
+
+    if ":" in spec and not Path(spec).exists():
+        return None  # "module:function"
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        p = base / spec
+        if (p.is_dir() and (p / "program.py").exists()) or (p.suffix == ".py" and p.is_file()):
+            return p
+    return None
 
 
 def method_config(spec: RunSpec) -> dict[str, Any]:
@@ -113,8 +156,16 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
         return {}
     from ..registry import get_method
 
-    params, integration = _split_params(spec.method_params)
-    return {"assigner": {**dict(get_method(spec.method).params), **params}, "integration": integration}
+    params, integration = _assigner_params(spec)
+    out: dict[str, Any] = {"assigner": {**dict(get_method(spec.registry_name).params), **params}, "integration": integration}
+    if spec.base_method:
+        out["method"] = spec.base_method
+    features = params.get("features")
+    if isinstance(features, str) and _program_path(features) is not None:
+        from ..programs.program import load_program
+
+        out["program_sha256"] = load_program(str(_program_path(features))).sha256
+    return out
 
 
 def run_config(spec: RunSpec, setting: str | None = None, integration: Mapping[str, Any] | None = None):
@@ -133,7 +184,7 @@ def run_config(spec: RunSpec, setting: str | None = None, integration: Mapping[s
     return RunConfig(
         env_id=functools.partial(make_env, task, seed=spec.seed, setting=setting),
         algo=task.agent.algo,
-        reward="dense" if spec.method == "dense" else "episodic",
+        reward="dense" if spec.method == "dense" else task.reward,
         total_timesteps=task.steps,
         n_envs=task.agent.n_envs,
         seed=spec.seed,
@@ -201,8 +252,17 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     from ..integrations.sb3 import train
 
     state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "quality_streams": {}, "quality_episodes": [], "quality_left": _QUALITY_STEPS}
-    assigner, integration = (None, {}) if spec.method in ANCHORS else _make_assigner(spec)
-    res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state), envs=run_envs(spec.task))
+    assigner, integration, closers = (None, {}, []) if spec.method in ANCHORS else _make_assigner(spec)
+    try:
+        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=_callbacks(spec, state), envs=run_envs(spec.task))
+    finally:
+        for c in closers:
+            c.close()
+    if assigner is not None and getattr(assigner, "trained", True) is False:
+        raise UntrainedModelError(
+            f"the reward model of {spec.method!r} never trained on task {spec.task.name!r} "
+            f"(updates 0; store skipped {dict(getattr(assigner, 'skipped', {}))}): this run is not a result"
+        )
     state["curve"] = list(zip(res.eval_timesteps, res.eval_returns, res.eval_stds))
     state["final_eval"] = (res.final_eval_return, res.final_eval_std)
     state["episodes"] = res.train_episodes
@@ -210,6 +270,8 @@ def _train_setting(spec: RunSpec, setting: str | None) -> dict[str, Any]:
     state["train_seconds"] = res.metrics["time/train_seconds"]
     state["eval_seconds"] = res.metrics["time/eval_seconds"]
     state["credit_metrics"] = {k: v for k, v in res.metrics.items() if k.startswith(("credit/", "quality/"))} if assigner is not None else {}
+    if assigner is not None and hasattr(assigner, "num_updates"):
+        state["credit_metrics"]["credit/total_updates"] = float(assigner.num_updates)
     return state
 
 

@@ -14,23 +14,28 @@ TRL turns it into NaN and leaves it out). The classes below are picklable callab
 A *source* is either a callable with TRL's reward signature or the name of a column (a dataset
 column, or an extra field a ``rollout_func`` returned).
 
-**Per-token advantages.** TRL 1.16's ``GRPOTrainer`` has no public hook for custom advantages, but
+**Per-token advantages.** TRL's ``GRPOTrainer`` has no public hook for custom advantages, but
 its loss accepts advantages of shape ``(B, T)`` ("to support subclasses", ``_compute_loss``).
 :class:`CreditlabGRPOTrainer` overrides two methods, narrowly:
 
 * ``_calculate_rewards``: calls TRL's, and keeps the gathered ``rewards_per_func`` and the inputs;
-* ``_generate_and_score_completions``: calls TRL's, then replaces ``output["advantages"]`` with
-  ``advantage_fn(batch)`` broadcast to the completion tokens (turn by turn: each run of model
-  tokens in ``completion_mask * tool_mask`` is one turn; tool/environment tokens get 0).
+* ``_generate_and_score_completions``: calls TRL's (with ``mask_truncated_completions`` applied
+  after the turns are read, exactly as TRL applies it), then replaces ``output["advantages"]``
+  with ``advantage_fn(batch)`` broadcast to the completion tokens (turn by turn: the
+  ``rollout_func``'s ``turn_ids`` column, else each run of model tokens in
+  ``completion_mask * tool_mask``; tool/environment tokens get 0).
 
 Everything else (generation, tools, ``rollout_func``/``env_mask``, clipping, loss types, logging)
-is TRL's. Tested with TRL 1.16.0 and transformers 5.23.0 (tests/test_trl.py); the two overridden
-methods are private in TRL, so pin TRL when you rely on this class.
+is TRL's. The two overridden methods are private in TRL, so the trainer checks the installed TRL
+against :data:`TRL_VERSIONS_TESTED` (the range creditlab's ``llm`` extra pins) and refuses another
+one with :class:`~creditlab.errors.DependencyVersionError`. docs/llm.md documents the
+``rollout_func`` contract, scaling and logging.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import (
+    CreditlabWarning,
+    DataFormatError,
+    DependencyVersionError,
+    MissingColumnError,
+    RangeError,
+    ShapeError,
+)
 from ..shaping import gated_levels, group_length_penalty, overlong_penalty, par
 
 __all__ = [
@@ -48,11 +61,12 @@ __all__ = [
     "OverlongPenalty",
     "PARReward",
     "RolloutBatch",
+    "TRL_VERSIONS_TESTED",
     "TurnRLOOAdvantage",
+    "check_trl_version",
     "outcome_from_rewards",
+    "scale_turn_advantages",
 ]
-
-TRL_VERSION_TESTED = "1.16.0"
 
 Source = Callable[..., Sequence[float | None]] | str
 
@@ -212,6 +226,8 @@ class GatedReward:
 
 # ---------------------------------------------------------------------------------- advantages
 
+SCALES = ("trl", "none", "group", "batch")
+
 
 @dataclass
 class RolloutBatch:
@@ -222,12 +238,19 @@ class RolloutBatch:
         reward_names: the K reward function names.
         reward_weights: float[K] -- ``GRPOConfig.reward_weights`` (1 each by default).
         group_ids: int64[N] -- TRL's groups: consecutive blocks of ``num_generations``.
-        turn_mask: bool[N, T] -- valid turns (each run of model tokens in the completion is a
-            turn; a completion without model tokens counts as one empty turn).
+        turn_mask: bool[N, T] -- valid turns. Turns are the ``turn_ids`` column when the
+            ``rollout_func`` returns one, else each run of model tokens (``env_mask == 1``) in the
+            completion; a completion without model tokens counts as one empty turn. A completion
+            that ``mask_truncated_completions`` masks out keeps its turns here (it still counts in
+            its group's baselines) and trains on none of its tokens.
         num_turns: int64[N].
         columns: per-sample extra fields (dataset columns and ``rollout_func`` extras), one list
             of N values per name.
         prompts, completions: the N prompts and decoded completions.
+        scale_rewards: ``GRPOConfig.scale_rewards`` ("group", "batch" or "none"), for advantage
+            functions that follow TRL's choice (``TurnRLOOAdvantage(scale="trl")``).
+        truncated: bool[N] -- completions masked out by ``mask_truncated_completions`` (all False
+            when it is off).
     """
 
     rewards: torch.Tensor
@@ -239,6 +262,8 @@ class RolloutBatch:
     columns: dict[str, list[Any]] = field(default_factory=dict)
     prompts: list[Any] = field(default_factory=list)
     completions: list[Any] = field(default_factory=list)
+    scale_rewards: str = "group"
+    truncated: torch.Tensor | None = None
 
 
 def outcome_from_rewards(batch: RolloutBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -259,15 +284,59 @@ def _turn_rewards(batch: RolloutBatch, column: str | None) -> np.ndarray:
     if column is None:
         return out
     if column not in batch.columns:
-        raise KeyError(f"per-turn reward column {column!r} not found; have {sorted(batch.columns)}")
+        raise MissingColumnError(f"per-turn reward column {column!r} not found; have {sorted(batch.columns)}")
     mask = batch.turn_mask.cpu().numpy()
     for i, row in enumerate(batch.columns[column]):
         vals = [0.0 if v is None else float(v) for v in (row or [])]
         k = int(mask[i].sum())
         if len(vals) > k:
-            raise ValueError(f"sample {i} has {len(vals)} per-turn rewards in {column!r} but {k} turns of model tokens")
+            raise ShapeError(f"sample {i} has {len(vals)} per-turn rewards in {column!r} but {k} turns of model tokens "
+                             "(turns are runs of env_mask == 1 unless the rollout returns a 'turn_ids' column)")
         out[i, : len(vals)] = vals
     return out
+
+
+def scale_turn_advantages(advantages: np.ndarray, valid: np.ndarray, group_ids: np.ndarray, scale: str, *,
+                          eps: float = 1e-4) -> tuple[np.ndarray, dict[str, float]]:
+    """Divide per-turn advantages by their spread, as GRPO divides by the reward std.
+
+    Args:
+        advantages: float[N, T] -- per-turn advantages (0 off ``valid``).
+        valid: bool[N, T] -- turns that count (valid turns of scored samples).
+        group_ids: int[N].
+        scale: "none" (unchanged), "group" (each group's advantages divided by the unbiased std of
+            that group's valid turn advantages) or "batch" (by the std over the whole batch).
+        eps: added to the std (TRL: 1e-4).
+
+    For one turn per sample and an outcome reward, RLOO's advantage is ``G/(G-1)`` times the
+    group-centred reward, so ``"group"`` gives exactly TRL's GRPO advantage
+    ``(r - mean) / (std + eps)`` up to where ``eps`` enters. A group whose advantages are all 0
+    stays 0.
+
+    Example (one group of two one-turn samples, RLOO advantages +1 and -1; std = sqrt(2)):
+        >>> a, _ = scale_turn_advantages(np.array([[1.0], [-1.0]]), np.ones((2, 1), bool), np.array([0, 0]), "group", eps=0.0)
+        >>> a.round(4).ravel().tolist()
+        [0.7071, -0.7071]
+    """
+    from .._arrays import as_group_index
+    from ..segments import group_stats
+
+    if scale not in ("none", "group", "batch"):
+        raise RangeError(f"scale must be 'none', 'group' or 'batch'; got {scale!r}")
+    if scale == "none":
+        return advantages, {}
+    adv = np.asarray(advantages, dtype=np.float64)
+    valid = np.asarray(valid, bool)
+    if scale == "group":
+        groups = np.repeat(np.asarray(group_ids).reshape(-1, 1), adv.shape[1], axis=1)
+    else:
+        groups = np.zeros(adv.shape, np.int64)
+    index = as_group_index(torch.from_numpy(np.ascontiguousarray(groups.reshape(-1))), "group_ids", adv.size, device=torch.device("cpu"))
+    stats = group_stats(torch.as_tensor(adv.reshape(-1)), torch.as_tensor(valid.reshape(-1)), index, unbiased=True)
+    std = stats.std.numpy()[index.index.numpy()].reshape(adv.shape)
+    out = np.where(valid, adv / (std + eps), 0.0)
+    used = stats.std.numpy()[stats.count.numpy() > 0]
+    return out, {"advantages/scale_std_mean": float(used.mean()) if used.size else 0.0}
 
 
 class TurnRLOOAdvantage:
@@ -276,12 +345,26 @@ class TurnRLOOAdvantage:
     Per-turn rewards come from ``turn_reward_column`` (a list per sample, e.g. returned by a
     ``rollout_func``); TRL's weighted reward (:func:`outcome_from_rewards`) is added on each
     completion's last turn. Samples whose every reward is None get advantage 0.
+
+    Args:
+        turn_reward_column: column of per-turn rewards (None: TRL's reward only).
+        gamma: discount between turns.
+        baseline: "turn" or "episode" (see :func:`creditlab.llm.turn_rloo`).
+        scale: "trl" (default: follow ``GRPOConfig.scale_rewards``), "none", "group" or "batch"
+            (see :func:`scale_turn_advantages`). TRL's own ``scale_rewards`` acts only on the
+            advantages TRL computes and the trainer then replaces; this is the scaling that trains.
+        eps: added to the std when scaling (TRL's 1e-4).
     """
 
-    def __init__(self, *, turn_reward_column: str | None = None, gamma: float = 1.0, baseline: str = "turn"):
+    def __init__(self, *, turn_reward_column: str | None = None, gamma: float = 1.0, baseline: str = "turn",
+                 scale: str = "trl", eps: float = 1e-4):
+        if scale not in SCALES:
+            raise RangeError(f"TurnRLOOAdvantage scale must be one of {SCALES}; got {scale!r}")
         self.turn_reward_column = turn_reward_column
         self.gamma = float(gamma)
         self.baseline = baseline
+        self.scale = scale
+        self.eps = float(eps)
         self.__name__ = "turn_rloo"
 
     def __call__(self, batch: RolloutBatch):
@@ -290,10 +373,12 @@ class TurnRLOOAdvantage:
         outcome, present = outcome_from_rewards(batch)
         r = _turn_rewards(batch, self.turn_reward_column)
         mask = batch.turn_mask.cpu().numpy()
-        out = turn_rloo(r, batch.group_ids.cpu().numpy(), mask=mask, gamma=self.gamma,
-                        outcomes=np.where(present, outcome, 0.0), baseline=self.baseline)
+        groups = batch.group_ids.cpu().numpy()
+        out = turn_rloo(r, groups, mask=mask, gamma=self.gamma, outcomes=np.where(present, outcome, 0.0), baseline=self.baseline)
         adv = np.where(present[:, None], out.advantages, 0.0)
-        return out._replace(advantages=adv)
+        scale = batch.scale_rewards if self.scale == "trl" else self.scale
+        adv, extra = scale_turn_advantages(adv, mask & present[:, None], groups, scale, eps=self.eps)
+        return out._replace(advantages=adv, metrics={**out.metrics, **extra})
 
 
 class GiGPOAdvantage:
@@ -301,7 +386,9 @@ class GiGPOAdvantage:
 
     Anchors come from ``anchor_column`` (one hashable key per turn and sample); per-turn rewards
     from ``turn_reward_column`` (None: TRL's reward on the last turn only). The episode reward is
-    TRL's weighted reward (None where every reward function returned None).
+    TRL's weighted reward (None where every reward function returned None). GiGPO normalizes by
+    its own ``mode`` ("mean_std_norm" divides both terms by their group std, "mean_norm" only
+    centres them); TRL's ``scale_rewards`` does not change it.
     """
 
     def __init__(self, *, anchor_column: str = "anchors", turn_reward_column: str | None = None, gamma: float = 0.95,
@@ -320,10 +407,81 @@ class GiGPOAdvantage:
         if self.turn_reward_column is None:
             r[np.arange(len(outcome)), mask.sum(1) - 1] = np.where(present, outcome, 0.0)
         if self.anchor_column not in batch.columns:
-            raise KeyError(f"anchor column {self.anchor_column!r} not found; have {sorted(batch.columns)}")
+            raise MissingColumnError(f"anchor column {self.anchor_column!r} not found; have {sorted(batch.columns)}")
         anchors = [list(a) for a in batch.columns[self.anchor_column]]
         return gigpo([float(o) if p else None for o, p in zip(outcome, present)], r, anchors,
                      batch.group_ids.cpu().numpy(), mask=mask, **self.kw)
+
+
+# ---------------------------------------------------------------------------------- the trainer
+
+TRL_VERSIONS_TESTED = ">=1.16.0,<1.17"
+"""TRL releases :class:`CreditlabGRPOTrainer` is tested with (it overrides two private methods);
+the same range pins ``trl`` in creditlab's ``llm`` extra."""
+
+
+def check_trl_version(version: str | None = None, *, allow_untested: bool = False) -> str:
+    """Check that the installed TRL is in :data:`TRL_VERSIONS_TESTED` and has the two methods
+    :class:`CreditlabGRPOTrainer` overrides.
+
+    Raises:
+        DependencyVersionError: an untested TRL (unless ``allow_untested``, which warns instead),
+            or a TRL whose ``GRPOTrainer`` lacks ``_calculate_rewards`` /
+            ``_generate_and_score_completions`` (always).
+    """
+    import inspect
+
+    import trl
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    version = version or trl.__version__
+    from trl import GRPOTrainer
+
+    expected = {"_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+                "_generate_and_score_completions": ["self", "inputs"]}
+    for name, params in expected.items():
+        fn = getattr(GRPOTrainer, name, None)
+        if fn is None or list(inspect.signature(fn).parameters) != params:
+            raise DependencyVersionError(
+                f"trl {version}: GRPOTrainer.{name} is missing or its signature changed (expected {tuple(params)}); "
+                f"CreditlabGRPOTrainer needs trl{TRL_VERSIONS_TESTED}: pip install 'trl{TRL_VERSIONS_TESTED}'")
+    if Version(version) not in SpecifierSet(TRL_VERSIONS_TESTED):
+        message = (f"CreditlabGRPOTrainer overrides two private methods of trl.GRPOTrainer and is tested with "
+                   f"trl{TRL_VERSIONS_TESTED}; trl {version} is installed. Install a tested version "
+                   f"(pip install 'trl{TRL_VERSIONS_TESTED}') or pass allow_untested_trl=True to try it anyway.")
+        if not allow_untested:
+            raise DependencyVersionError(message)
+        warnings.warn(message, CreditlabWarning, stacklevel=3)
+    return version
+
+
+def _explicit_turn_ids(rows: Sequence[Any], structure: torch.Tensor, lengths: Sequence[int], column: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn ids from a ``rollout_func``'s per-token column: ``int64[B, L]`` (-1 off the model
+    tokens) and turns per row. Each row has one id per completion token; on the model tokens
+    (``structure``) the ids must number the turns 0, 1, 2, ... in order (each id used, never
+    decreasing); the ids of environment tokens are ignored."""
+    b, width = structure.shape
+    out = torch.full((b, width), -1, dtype=torch.int64)
+    turns = torch.zeros(b, dtype=torch.int64)
+    on_all = structure.cpu()
+    for i, row in enumerate(rows):
+        if row is None or isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
+            raise DataFormatError(f"sample {i}: {column!r} must be a list of turn indices, one per completion token; got {row!r}")
+        ids = torch.as_tensor([-1 if v is None else int(v) for v in row], dtype=torch.int64)
+        if ids.numel() != lengths[i]:
+            raise ShapeError(f"sample {i}: {column!r} has {ids.numel()} entries; expected one per completion token ({lengths[i]})")
+        on = on_all[i, : lengths[i]]
+        model_ids = ids[on]
+        if model_ids.numel():
+            steps = torch.diff(model_ids)
+            if int(model_ids[0]) != 0 or bool(((steps != 0) & (steps != 1)).any()):
+                raise DataFormatError(
+                    f"sample {i}: {column!r} on the model tokens (env_mask == 1) must number the turns 0, 1, 2, ... in "
+                    f"order; got {model_ids.unique_consecutive().tolist()}")
+            turns[i] = int(model_ids[-1]) + 1
+        out[i, : lengths[i]] = torch.where(on, ids, torch.full_like(ids, -1))
+    return out.to(structure.device), turns.to(structure.device)
 
 
 def _build_trainer_class():
@@ -337,35 +495,54 @@ def _build_trainer_class():
                 advantage per sample (as TRL) or per turn (broadcast to the turn's model tokens).
             advantage_columns: per-sample fields to hand to ``advantage_fn`` in
                 ``RolloutBatch.columns`` (default: every non-prompt field).
+            turn_ids_column: a ``rollout_func`` column with one turn index per completion token
+                (ids on environment tokens are ignored); without it, each run of model tokens
+                (``env_mask == 1``) is a turn, so two model turns with no environment token
+                between them are one turn.
+            allow_untested_trl: warn instead of failing on a TRL outside
+                :data:`TRL_VERSIONS_TESTED`.
             *args, **kwargs: ``trl.GRPOTrainer``'s.
 
         After each generation step ``self.creditlab_last`` holds the batch, the per-turn and the
         per-token advantages (for inspection and tests); metrics go to TRL's logs under
-        ``creditlab/...``.
+        ``creditlab/...``; TRL's completion table (``log_completions``) shows the advantages
+        trained on: ``advantage`` is each sample's mean over its trained tokens, and per-turn
+        advantages add a ``turn_advantages`` column.
         """
 
-        def __init__(self, *args: Any, advantage_fn: Callable[[RolloutBatch], Any], advantage_columns: Sequence[str] | None = None, **kwargs: Any):
+        def __init__(self, *args: Any, advantage_fn: Callable[[RolloutBatch], Any], advantage_columns: Sequence[str] | None = None,
+                     turn_ids_column: str | None = "turn_ids", allow_untested_trl: bool = False, **kwargs: Any):
+            check_trl_version(allow_untested=allow_untested_trl)
             super().__init__(*args, **kwargs)
             self.advantage_fn = advantage_fn
             self.advantage_columns = None if advantage_columns is None else list(advantage_columns)
+            self.turn_ids_column = turn_ids_column
             self._creditlab_stash: tuple | None = None
             self.creditlab_last: dict[str, Any] = {}
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            self._creditlab_stash = (inputs, prompts, completions, rewards_per_func)
+            self._creditlab_stash = (inputs, prompts, completions, completion_ids_list, rewards_per_func)
             return rewards_per_func
 
         def _generate_and_score_completions(self, inputs):
-            output = super()._generate_and_score_completions(inputs)
+            # TRL's mask_truncated_completions zeroes a truncated sample's masks before anything
+            # else sees them, which erases its turns. Let TRL run without it, read the turns from
+            # the real masks, then apply exactly TRL's masking to the output.
+            mask_truncated = self.mask_truncated_completions
+            self.mask_truncated_completions = False
+            try:
+                output = super()._generate_and_score_completions(inputs)
+            finally:
+                self.mask_truncated_completions = mask_truncated
             if self._creditlab_stash is None:  # pragma: no cover - TRL changed its call order
-                raise RuntimeError(f"CreditlabGRPOTrainer: rewards were not computed; tested with TRL {TRL_VERSION_TESTED}")
-            local_inputs, prompts, completions, rewards_per_func = self._creditlab_stash
-            self._creditlab_stash = None
-            output["advantages"] = self._creditlab_advantages(output, local_inputs, prompts, completions, rewards_per_func)
+                raise RuntimeError(f"CreditlabGRPOTrainer: rewards were not computed; tested with trl{TRL_VERSIONS_TESTED}")
+            stash, self._creditlab_stash = self._creditlab_stash, None
+            output["advantages"] = self._creditlab_advantages(output, *stash, mask_truncated=mask_truncated)
             return output
 
-        def _creditlab_advantages(self, output, local_inputs, prompts, completions, rewards_per_func):
+        def _creditlab_advantages(self, output, local_inputs, prompts, completions, completion_ids_list, rewards_per_func, *,
+                                  mask_truncated):
             from accelerate.utils import gather_object
 
             from ..advantage.tokens import broadcast_to_tokens
@@ -374,11 +551,29 @@ def _build_trainer_class():
             device = self.accelerator.device
             mode = "train" if self.model.training else "eval"
             num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-            model_mask = output["completion_mask"].bool()
-            if output.get("tool_mask") is not None:
-                model_mask = model_mask & output["tool_mask"].bool()
-            turn_ids, local_turns = turn_ids_from_response_mask(model_mask)
+            tool_mask = output.get("tool_mask")
+            structure = output["completion_mask"].bool()
+            if tool_mask is not None:
+                structure = structure & tool_mask.bool()
+            column = self.turn_ids_column
+            if column is not None and local_inputs and column in local_inputs[0]:
+                lengths = [len(ids) for ids in completion_ids_list]
+                turn_ids, local_turns = _explicit_turn_ids([x.get(column) for x in local_inputs], structure, lengths, column)
+            else:
+                turn_ids, local_turns = turn_ids_from_response_mask(structure)
             local_turns = local_turns.clamp(min=1)
+            truncated = torch.zeros(len(completion_ids_list), dtype=torch.bool, device=device)
+            if mask_truncated:  # TRL's masking, on the output
+                eos_and_pad = [*self.eos_token_ids, self._tokenizer.pad_token_id]
+                truncated = torch.tensor([len(ids) > 0 and ids[-1] not in eos_and_pad for ids in completion_ids_list], device=device)
+                keep = (~truncated).unsqueeze(1).int()
+                output["completion_mask"] = output["completion_mask"] * keep
+                loss_mask = output["completion_mask"]
+                if tool_mask is not None:
+                    output["tool_mask"] = tool_mask * keep
+                    loss_mask = loss_mask * output["tool_mask"]
+                output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            model_mask = structure & ~truncated[:, None]
             num_turns = self.accelerator.gather(local_turns.to(device))
             n = num_turns.shape[0]
             t = int(num_turns.max())
@@ -396,32 +591,52 @@ def _build_trainer_class():
                 columns=columns,
                 prompts=gather_object(list(prompts)),
                 completions=gather_object(list(completions)),
+                scale_rewards=str(self.scale_rewards),
+                truncated=self.accelerator.gather(truncated),
             )
             result = self.advantage_fn(batch)
             metrics = getattr(result, "metrics", None) or {}
             adv = getattr(result, "advantages", result)
             adv = torch.as_tensor(np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv, dtype=torch.float32, device=device)
-            if adv.shape[0] != n:
-                raise ValueError(f"advantage_fn returned {adv.shape[0]} rows; expected one per sample ({n})")
+            if adv.ndim not in (1, 2) or adv.shape[0] != n:
+                raise ShapeError(f"advantage_fn returned shape {tuple(adv.shape)}; expected ({n},) or ({n}, turns): one row per sample")
             adv = torch.nan_to_num(adv, nan=0.0)
             start = self.accelerator.process_index * len(prompts)
             local = adv[start : start + len(prompts)]
             if local.ndim == 1:
                 tokens = local
                 per_turn = local[:, None]
+                logged = local
             else:
                 if local.shape[1] < int(local_turns.max()):
-                    raise ValueError(f"advantage_fn returned {local.shape[1]} turns; the batch has up to {t}")
+                    raise ShapeError(f"advantage_fn returned {local.shape[1]} turns; the batch has up to {t}")
                 per_turn = local
                 tokens = broadcast_to_tokens(local, turn_ids, model_mask).to(torch.float32)
+                count = model_mask.sum(1)
+                logged = torch.where(count > 0, (tokens * model_mask).sum(1) / count.clamp(min=1), torch.zeros_like(count, dtype=tokens.dtype))
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(float(value)):
                     self._metrics[mode][f"creditlab/{key}"].append(float(value))
             on = tokens[model_mask] if tokens.ndim == 2 else tokens
             self._metrics[mode]["creditlab/advantage_mean"].append(float(on.mean()) if on.numel() else 0.0)
             self._metrics[mode]["creditlab/turns_mean"].append(float(num_turns.float().mean()))
-            self.creditlab_last = {"batch": batch, "turn_advantages": per_turn, "token_advantages": tokens, "turn_ids": turn_ids}
+            self._log_trained_advantages(logged, per_turn if local.ndim == 2 else None, local_turns)
+            self.creditlab_last = {"batch": batch, "turn_advantages": per_turn, "token_advantages": tokens, "turn_ids": turn_ids,
+                                   "model_mask": model_mask}
             return tokens
+
+        def _log_trained_advantages(self, logged, per_turn, local_turns):
+            """Replace the advantages TRL just queued for its completion table with the trained ones."""
+            from accelerate.utils import gather_object
+
+            values = self.accelerator.gather(logged.detach().float()).tolist()
+            queue = self._logs["advantages"]
+            k = min(len(values), len(queue))
+            for j in range(k):
+                queue[len(queue) - k + j] = values[len(values) - k + j]
+            if per_turn is not None:
+                rows = [per_turn[i, : int(local_turns[i])].tolist() for i in range(per_turn.shape[0])]
+                self._logs["extra"]["turn_advantages"].extend(gather_object(rows))
 
     CreditlabGRPOTrainer.__module__ = __name__
     return CreditlabGRPOTrainer

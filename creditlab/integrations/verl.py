@@ -13,8 +13,10 @@ per-prompt ``uid``s (any group sizes). The functions here follow that contract:
 * :func:`compute_gigpo_advantage` -- verl-agent's layout (one row per turn, ``anchor_obs``,
   ``traj_index``, ``step_rewards`` passed as extra keyword arguments, as verl-agent's trainer
   does): :func:`creditlab.llm.gigpo_rows`, O(N) grouping.
+* :func:`compute_tree_advantage` -- tree rollouts (one row per root-to-leaf path, ``tree_path``
+  node ids per row): :mod:`creditlab.llm.tree` (tree_rloo, TreeRL, Tree-GRPO, TreeRPO).
 
-Importing this module registers them with verl as ``creditlab_turn_rloo`` and ``creditlab_gigpo``
+Importing this module registers them with verl as ``creditlab_turn_rloo``, ``creditlab_gigpo`` and ``creditlab_tree``
 when verl is importable (``algorithm.adv_estimator=creditlab_turn_rloo``); verl is never required.
 Tested against verl 0.9.1's ``register_adv_est`` / ``get_adv_estimator_fn`` when it is installed,
 and on verl-shaped synthetic tensors always (tests/test_verl.py).
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from .._arrays import factorize_ids
-from ..errors import MissingColumnError
+from ..errors import MissingColumnError, RangeError
 from ..llm._token_kernels import turn_broadcast, turn_sums
 from ..llm.gigpo import gigpo_rows
 from ..llm.turn_returns import turn_rloo
@@ -36,6 +38,7 @@ from ..llm.turn_returns import turn_rloo
 __all__ = [
     "ESTIMATORS",
     "compute_gigpo_advantage",
+    "compute_tree_advantage",
     "compute_turn_rloo_advantage",
     "register_with_verl",
 ]
@@ -164,9 +167,112 @@ def compute_gigpo_advantage(
     return adv, adv
 
 
+def compute_tree_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any = None,
+    config: Any = None,
+    *,
+    tree_path: Any = None,
+    tree_uid: Any = None,
+    tree_span: Any = None,
+    tree_method: str | None = None,
+    non_tensor_batch: Any = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tree advantages (:mod:`creditlab.llm.tree`) in verl's estimator signature.
+
+    Each row is one root-to-leaf path of a tree rollout; its reward is the row's sum of
+    ``token_level_rewards`` (the leaf's reward). A rollout worker that branches passes, as extra
+    keyword arguments (``non_tensor_batch`` fields, like verl-agent's GiGPO fields):
+
+    * ``tree_path``: [bs] -- the node ids along each row's path, root first. Rows sharing a prefix
+      share its ids. Needed by every method but ``tree_grpo``.
+    * ``tree_span``: [bs] -- optional: the number of response positions (tokens, masked or not)
+      of each node of the row's path. Default: each run of response tokens (``response_mask``
+      1) is one node, so a multi-turn agent row with one node per step needs nothing else.
+    * ``tree_uid``: [bs] -- the tree of each row (Tree-GRPO's ``tree_uid``); default: the
+      row's first node.
+
+    Stock verl 0.9.1's ``compute_advantage`` passes ``non_tensor_batch`` to GDPO only; a
+    tree-rollout trainer (as Tree-GRPO's ``ray_trainer_ts.py``) calls the estimator with these
+    fields, either as keywords or inside ``non_tensor_batch``.
+
+    Args:
+        token_level_rewards: float[bs, L]; response_mask: [bs, L]; index: [bs] prompt uid.
+        config: read for ``tree_method`` ("tree_rloo" default, "treerl", "tree_grpo", "treerpo").
+        tree_path, tree_uid, tree_span: above.
+        tree_method: overrides the config.
+        non_tensor_batch: verl's per-row fields; ``tree_path`` / ``tree_uid`` / ``tree_span`` are
+            read from it when not passed directly.
+
+    Returns:
+        ``(advantages, advantages)`` float[bs, L]: each node's value on its policy tokens of the
+        row, 0 elsewhere.
+    """
+    from ..llm.tokens import turn_ids_from_response_mask
+    from ..llm.tree import Forest, tree_grpo, tree_rloo, treerl, treerpo
+
+    methods = {"tree_rloo": tree_rloo, "treerl": treerl, "tree_grpo": tree_grpo, "treerpo": treerpo}
+    if non_tensor_batch is not None:
+        tree_path = non_tensor_batch.get("tree_path") if tree_path is None else tree_path
+        tree_uid = non_tensor_batch.get("tree_uid") if tree_uid is None else tree_uid
+        tree_span = non_tensor_batch.get("tree_span") if tree_span is None else tree_span
+    method = tree_method or _cfg(config, "tree_method", "tree_rloo")
+    if method not in methods:
+        raise RangeError(f"tree_method must be one of {sorted(methods)}; got {method!r}")
+    rm = response_mask.bool()
+    bs, length = rm.shape
+    groups = _index(index, bs)
+    scores = token_level_rewards.detach().to(torch.float64).sum(dim=-1).cpu().numpy()
+    uid = None if tree_uid is None else np.asarray(tree_uid, dtype=object)
+    if tree_path is None:
+        if method != "tree_grpo":
+            raise MissingColumnError(f"creditlab_tree with tree_method={method!r} needs tree_path ([bs] lists of node ids, root first)")
+        if uid is None:
+            raise MissingColumnError("creditlab_tree with tree_method='tree_grpo' needs tree_uid (or tree_path)")
+        forest = Forest.from_paths([[("row", i)] for i in range(bs)], scores, group_ids=groups, tree_ids=uid)
+        out = methods[method](forest)
+        adv = torch.from_numpy(np.asarray(out.advantages)[:, 0]).to(token_level_rewards.dtype)[:, None] * rm
+        adv = adv.to(token_level_rewards.device)
+        return adv, adv
+    paths = [list(p) for p in np.asarray(tree_path, dtype=object)]
+    if len(paths) != bs:
+        raise MissingColumnError(f"tree_path has {len(paths)} rows; expected {bs}")
+    forest = Forest.from_paths(paths, scores, group_ids=groups, tree_ids=uid)
+    out = methods[method](forest)
+    node_adv = torch.from_numpy(np.asarray(out.advantages))  # [bs, D]
+    depth = forest.path_mask.sum(1)
+    if tree_span is None:
+        turn_ids, num_turns = turn_ids_from_response_mask(rm.cpu())
+        bad = np.flatnonzero(num_turns.numpy() != depth)
+        if bad.size:
+            i = int(bad[0])
+            raise RangeError(
+                f"row {i} has {int(num_turns[i])} runs of response tokens but its tree_path has {int(depth[i])} nodes; "
+                "pass tree_span (tokens per node) when nodes are not separated by non-response tokens"
+            )
+    else:
+        turn_ids = torch.full((bs, length), -1, dtype=torch.int64)
+        for i, spans in enumerate(np.asarray(tree_span, dtype=object)):
+            spans = [int(x) for x in spans]
+            if len(spans) != depth[i] or sum(spans) > length or min(spans, default=0) < 0:
+                raise RangeError(f"tree_span[{i}] = {spans}: expected {int(depth[i])} non-negative counts summing to <= {length}")
+            ends = np.cumsum(spans)
+            starts = ends - np.asarray(spans)
+            for d, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                turn_ids[i, a:b] = d
+        turn_ids = torch.where(rm.cpu(), turn_ids, torch.full_like(turn_ids, -1))
+    safe = turn_ids.clamp(min=0)
+    vals = torch.gather(node_adv, 1, safe.clamp(max=node_adv.shape[1] - 1))
+    adv = torch.where(turn_ids >= 0, vals, torch.zeros_like(vals)).to(token_level_rewards.dtype).to(token_level_rewards.device)
+    return adv, adv
+
+
 ESTIMATORS = {
     "creditlab_turn_rloo": compute_turn_rloo_advantage,
     "creditlab_gigpo": compute_gigpo_advantage,
+    "creditlab_tree": compute_tree_advantage,
 }
 
 

@@ -10,6 +10,7 @@ of per-trajectory key lists, or ``int[B, T]``) and ``belief_log_probs`` (IGPO; `
 """
 
 from .anchors import anchor_ids, canonical_key
+from .distill import opd_advantages, opd_token_rewards
 from .gigpo import gigpo, gigpo_rows
 from .igpo import igpo, igpo_rewards
 from .implicit_prm import (
@@ -22,15 +23,19 @@ from .implicit_prm import (
     prime_ce_loss,
     token_log_probs,
 )
+from .prefix_values import mc_values, spo_advantages, spo_cutpoints, vine_advantages
 from .process import process_turn_rewards
 from .spa import SPAProgressEstimator
 from .tokens import place_on_last_token, turn_ids_from_response_mask, turn_values_from_tokens
+from .tree import Forest, TreeAdvantageOutput, tree_grpo, tree_rloo, tree_token_layout, treerl, treerpo
 from .turn_returns import turn_rloo
 from .turns import TurnBatch
 
 __all__ = [
+    "Forest",
     "ImplicitPRM",
     "SPAProgressEstimator",
+    "TreeAdvantageOutput",
     "TurnBatch",
     "anchor_ids",
     "canonical_key",
@@ -40,14 +45,25 @@ __all__ = [
     "igpo_rewards",
     "implicit_token_rewards",
     "implicit_turn_rewards",
+    "mc_values",
+    "opd_advantages",
+    "opd_token_rewards",
     "oprl_advantages",
     "oprl_dpo_loss",
     "prime_advantages",
     "prime_ce_loss",
     "process_turn_rewards",
+    "spo_advantages",
+    "spo_cutpoints",
     "token_log_probs",
+    "tree_grpo",
+    "tree_rloo",
+    "tree_token_layout",
+    "treerl",
+    "treerpo",
     "place_on_last_token",
     "turn_ids_from_response_mask",
     "turn_rloo",
     "turn_values_from_tokens",
+    "vine_advantages",
 ]

@@ -8,9 +8,11 @@ Anchors come in three forms:
 * ``str[B, T]`` NumPy arrays: factorized with ``np.unique`` (C speed).
 * a sequence of B sequences of hashable keys, one per valid turn (strings, tuples, ints, NumPy
   arrays, lists, dicts): one dict lookup per turn. Unhashable keys (arrays, lists, dicts) are
-  turned into a canonical hashable form first (arrays by dtype, shape and bytes).
+  turned into a canonical hashable form first, compared by value (:func:`canonical_key`: an int
+  array and a float array with equal entries are one anchor, as in verl-agent).
 
-``None`` means "this turn has no comparable state": it is never grouped with another turn.
+``None`` means "this turn has no comparable state": it is never grouped with another turn
+(verl-agent raises a TypeError on a None anchor).
 No path compares a turn with other turns one by one; the cost is one hash (or one sort) per turn.
 """
 
@@ -29,17 +31,25 @@ from ..errors import DtypeError, RangeError, ShapeError
 __all__ = ["anchor_ids", "canonical_key", "hash_ids"]
 
 def canonical_key(x: Any) -> Any:
-    """A hashable stand-in for ``x``: arrays become ``(dtype, shape, bytes)``, lists tuples, dicts sorted tuples.
+    """A hashable stand-in for ``x`` that compares by value: arrays and lists become (nested)
+    tuples of Python scalars, dicts sorted tuples.
+
+    Value semantics, as for scalars (``1``, ``1.0`` and ``np.int64(1)`` are one key in a dict):
+    ``np.array([1, 2])``, ``np.array([1.0, 2.0])`` and ``[1, 2]`` are the same anchor. Shape is kept
+    through the nesting (``[[1, 2]]`` differs from ``[1, 2]``). An array holding NaN never equals
+    another anchor (NaN != NaN), so such a turn is grouped with no other.
 
     Example:
         >>> import numpy as np
-        >>> canonical_key(np.array([1, 2])) == canonical_key(np.array([1, 2]))
+        >>> canonical_key(np.array([1, 2])) == canonical_key(np.array([1.0, 2.0])) == canonical_key([1, 2])
         True
         >>> canonical_key({"b": [1, 2], "a": 0})
         (('a', 0), ('b', (1, 2)))
     """
     if isinstance(x, np.ndarray):
-        return ("__ndarray__", x.dtype.str, x.shape, np.ascontiguousarray(x).tobytes())
+        if x.dtype == object:
+            return canonical_key(x.tolist())
+        return _nested_tuple(x.tolist())
     if isinstance(x, torch.Tensor):
         return canonical_key(x.detach().cpu().numpy())
     if isinstance(x, (list, tuple)):
@@ -53,6 +63,10 @@ def canonical_key(x: Any) -> Any:
     except TypeError as exc:
         raise DtypeError(f"anchor keys must be hashable (or arrays, lists, dicts); got {type(x).__name__}") from exc
     return x
+
+
+def _nested_tuple(x: Any) -> Any:
+    return tuple(_nested_tuple(v) for v in x) if isinstance(x, list) else x
 
 
 def anchor_ids(

@@ -24,6 +24,9 @@ Deviations from verl-agent, on purpose:
   there, i.e. hands the raw episode reward out as an advantage.
 * A missing episode reward (None) gets ``A^E = 0`` and is left out of its group's statistics;
   its step-level term is kept (its per-turn rewards are still valid).
+* A ``None`` anchor means "no comparable state": the turn is never grouped (step term 0);
+  verl-agent raises a TypeError. Anchors compare by value as in verl-agent (an int array and a
+  float array with equal entries are one state), but the shape is kept (verl-agent flattens).
 
 Step groups of size 1 get ``A^S = 0`` (mean = own value), as in verl-agent; so do step groups
 whose returns are all equal. Neither is suspicious in GiGPO (most anchors are visited once), so
@@ -253,7 +256,10 @@ def step_groups(
         turn_groups: int64[N] -- dense episode-group index of each turn.
         anchor_id: int64[N] -- anchor id of each turn (from :func:`anchor_ids`).
         keys: anchor of each id (needed with ``similarity``).
-        similarity: None (exact) or a threshold in (0, 1] for text-similarity clustering.
+        similarity: None (exact) or a threshold in (0, 1] for text-similarity clustering: within
+            each episode group, distinct anchors are visited in the order of their first turn
+            (the group's own order, as verl-agent), so a group's clusters never depend on the
+            rest of the batch.
 
     Returns:
         GroupIndex over the N turns.
@@ -271,7 +277,16 @@ def step_groups(
         raise RangeError("similarity grouping needs the anchor keys (pass anchors as strings or objects)")
     pair_group = (pairs // width).cpu().numpy()
     pair_anchor = (pairs % width).cpu().numpy()
-    cluster = similarity_clusters(pair_group, [keys[i] for i in pair_anchor.tolist()], float(similarity), similarity_fn)
+    # verl-agent's leader rule visits a group's turns in batch order. Order each group's distinct
+    # anchors by their first turn in the batch: anchor ids number anchors by first appearance in
+    # the *whole* batch, so ordering by id would let other groups decide which anchor leads.
+    first = torch.full((pairs.numel(),), n, dtype=torch.int64, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin").cpu().numpy()
+    order = np.lexsort((first, pair_group))
+    cluster = np.empty(pairs.numel(), dtype=np.int64)
+    cluster[order] = similarity_clusters(
+        pair_group[order], [keys[i] for i in pair_anchor[order].tolist()], float(similarity), similarity_fn
+    )
     idx = torch.from_numpy(cluster).to(inverse.device)[inverse]
     return GroupIndex(idx, int(cluster.max()) + 1)
 

@@ -12,8 +12,10 @@ import json
 import sys
 from typing import Any
 
-from ..clikit import Command
+from ..clikit import Command, add_force_option, check_output_dir, check_output_path
 from ..errors import CreditlabError
+
+_GENERATED = ("program.py", "program.json", "provenance.json")
 
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
@@ -25,26 +27,33 @@ def _args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="program_command", metavar="SUBCOMMAND")
     g = sub.add_parser("generate", help="ask an LLM for a program from a task spec; validate, select, save with provenance")
     g.add_argument("spec", help="task spec file (.yaml/.yml/.json); see docs/programs.md")
-    g.add_argument("--out", required=True, help="output folder: program.py, program.json, provenance.json")
+    g.add_argument("--out", required=True, help="output folder: program.py, program.json, provenance.json (existing ones need --force)")
     g.add_argument("--kind", choices=["factors", "reward"], default="factors",
                    help="factors: LaRe latent factors (default); reward: dense reward code (Eureka/Text2Reward/Auto MC-Reward)")
     g.add_argument("--style", choices=["eureka", "text2reward", "auto_mc"], default="eureka", help="prompt style for --kind reward")
     g.add_argument("--model", help="model name (else CREDITLAB_LLM_MODEL)")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (else CREDITLAB_LLM_BASE_URL / OPENAI_BASE_URL)")
     g.add_argument("--cache-dir", help="response cache folder (default: CREDITLAB_LLM_CACHE or ~/.cache/creditlab/llm); '' disables it")
+    g.add_argument("--cache-scope", help="share cached answers between endpoints under this name (default: answers are cached per "
+                   "endpoint URL, so two servers with the same model name never replay each other's answers)")
     g.add_argument("--n", type=int, default=5, help="candidates (LaRe n) or samples per iteration (Eureka K); default 5")
     g.add_argument("--rounds", type=int, default=5, help="repair rounds per candidate (default 5)")
     g.add_argument("--no-merge", action="store_true", help="LaRe: skip the self-verification merge turn")
     g.add_argument("--iterations", type=int, default=1, help="reward refinement iterations (default 1)")
     g.add_argument("--critic", action="store_true", help="reward: Auto MC-Reward critic reviews each passing program")
     g.add_argument("--analyzer", action="store_true", help="reward: Auto MC-Reward trajectory analyzer in the reflection")
-    g.add_argument("--env-id", help="reward: Gymnasium id for selection by short PPO runs (default: the spec's env_id; none: first passing)")
+    g.add_argument("--env-id", help="reward: Gymnasium id for selection by short PPO runs (default: the spec's env_id); "
+                   "'none': no training, the first passing program is chosen")
     g.add_argument("--timesteps", type=int, default=20000, help="reward: PPO steps per candidate (default 20000)")
     g.add_argument("--max-cost", type=float, help="stop requesting once this cost is spent (needs --price-in/--price-out)")
     g.add_argument("--price-in", type=float, default=0.0, help="price per million prompt tokens")
     g.add_argument("--price-out", type=float, default=0.0, help="price per million completion tokens")
     g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument("--max-tokens", type=int, help="completion length limit per answer (default: the endpoint's)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates (default 1.0, as the papers)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)")
     _sandbox_args(g)
+    add_force_option(g)
     c = sub.add_parser("check", help="static and sandboxed validation of a program file, with the reasons")
     c.add_argument("file", help="program.py (or a folder holding one)")
     c.add_argument("--spec", help="task spec giving the probe batch (else --obs-dim/--act-dim, or program.json)")
@@ -59,6 +68,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--out", help="output file (.parquet/.jsonl): the input rows plus factor_<i> or program_reward (+ component.<name>)")
     e.add_argument("--kind", choices=["factors", "reward"])
     _sandbox_args(e)
+    add_force_option(e)
 
 
 def _config(args: argparse.Namespace):
@@ -84,25 +94,49 @@ def _generate(args: argparse.Namespace) -> int:
     from .selection import generate_lare_factors, refine_reward
     from .spec import load_spec
 
+    check_output_dir(args.out, produces=_GENERATED, force=args.force)
     spec = load_spec(args.spec)
-    llm = LLMConfig(model=args.model, base_url=args.base_url, cache_dir=args.cache_dir, max_cost=args.max_cost,
-                    price_input=args.price_in, price_output=args.price_out, max_concurrency=args.concurrency)
+    env_id = _selection_env_id(args.env_id, spec.env_id) if args.kind == "reward" else None
+    llm = LLMConfig(model=args.model, base_url=args.base_url, cache_dir=args.cache_dir, cache_scope=args.cache_scope,
+                    max_cost=args.max_cost, price_input=args.price_in, price_output=args.price_out,
+                    max_concurrency=args.concurrency, max_tokens=args.max_tokens, timeout=args.request_timeout)
     client = LLMClient(llm)
     config = _config(args)
     if args.kind == "factors":
-        result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config)
+        result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config,
+                                       temperature=args.temperature)
     else:
         trainer = None
-        env_id = args.env_id or spec.env_id
         if env_id:
             from .training import PPOTrainAndScore
 
             trainer = PPOTrainAndScore(env_id, spec=spec, total_timesteps=args.timesteps, config=config)
         result = refine_reward(spec, client, trainer, style=args.style, iterations=args.iterations, samples=args.n,
-                               repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config)
+                               repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config,
+                               temperature=args.temperature)
     out = result.save(args.out)
     _print_generation(result, out)
     return 0 if result.program is not None else 1
+
+
+def _selection_env_id(flag: str | None, spec_env_id: str | None) -> str | None:
+    """The Gymnasium id reward programs are trained on for selection; None (``--env-id none``, or no
+    id anywhere): no training, the first passing program is chosen. An unknown id is an error now,
+    before any LLM call."""
+    if flag is not None and flag.strip().lower() == "none":
+        return None
+    env_id = flag or spec_env_id
+    if not env_id or ":" in env_id:  # "module:Env-v0" registers itself when gymnasium makes it
+        return env_id
+    import gymnasium as gym
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        where = "--env-id" if flag else "the spec's env_id"
+        raise CreditlabError(f"{where} {env_id!r} is not a registered Gymnasium environment ({exc}); pass --env-id none to "
+                             "choose the first passing program without training") from None
+    return env_id
 
 
 def _print_generation(result: Any, out: str) -> None:
@@ -185,9 +219,10 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..episodes import Episodes
-    from ..tables import read_table, step_records, write_back, write_table
+    from ..tables import TABLE_SUFFIXES, read_table, step_records, write_back, write_table
     from .loaders import SandboxedReward, lare_features
 
+    check_output_path(args.out, TABLE_SUFFIXES, force=args.force)
     prog = _load_for_cli(args)
     table = read_table(args.episodes)
     eps = Episodes.from_table(table, source=str(args.episodes))

@@ -2,17 +2,23 @@
 
 Configuration comes from :class:`LLMConfig` fields or, when a field is left unset, the environment:
 
-=========================  ======================================================================
-``CREDITLAB_LLM_BASE_URL``  endpoint (else ``OPENAI_BASE_URL``, else the official OpenAI API)
-``CREDITLAB_LLM_MODEL``     model name
-``CREDITLAB_LLM_API_KEY``   key (else ``OPENAI_API_KEY``); never written to the cache or provenance
-``CREDITLAB_LLM_CACHE``     cache folder (else ``$XDG_CACHE_HOME/creditlab/llm`` or ``~/.cache/...``)
-=========================  ======================================================================
+=============================  =========================================================================
+``CREDITLAB_LLM_BASE_URL``     endpoint (else ``OPENAI_BASE_URL``, else the official OpenAI API)
+``CREDITLAB_LLM_MODEL``        model name
+``CREDITLAB_LLM_API_KEY``      key (else ``OPENAI_API_KEY``); never written to the cache or provenance
+``CREDITLAB_LLM_CACHE``        cache folder (else ``$XDG_CACHE_HOME/creditlab/llm`` or ``~/.cache/...``)
+``CREDITLAB_LLM_CACHE_SCOPE``  share cached answers between endpoints under this name (see below)
+=============================  =========================================================================
 
 Every request is cached on disk under the SHA-256 of the full request (model, messages, sampling
-parameters and a ``sample`` index that tells repeated samples of one prompt apart), so running the
-same pipeline again makes no HTTP call and returns the same answers. The endpoint URL and the key
-are not part of the key: a recorded cache replays offline.
+parameters and a ``sample`` index that tells repeated samples of one prompt apart) and of the
+endpoint it goes to, so running the same pipeline again makes no HTTP call and returns the same
+answers, and a second server that serves a model under the same name never replays the first
+one's answers. The endpoint is the normalized base URL (scheme and host lower-cased, no trailing
+``/``, no user info), or ``LLMConfig.cache_scope`` when set: clients with the same scope share
+their cached answers on purpose. The key (API key) is never part of the cache, and the URL is
+hashed, not written. A recorded cache replays offline: a fully cached run with the same base URL
+makes no connection.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ from ..atomic import write_json
 from ..errors import RangeError
 from .errors import BudgetExceededError, LLMError
 
-__all__ = ["LLMConfig", "LLMClient", "Completion", "ResponseCache", "request_key"]
+__all__ = ["LLMConfig", "LLMClient", "Completion", "ResponseCache", "cache_scope", "request_key"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+"""The endpoint the ``openai`` package uses when no base URL is configured."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class LLMConfig:
         base_url: OpenAI-compatible base URL (``http://127.0.0.1:8000/v1`` for a local server).
         api_key: the key; leave ``None`` to read it from the environment. Never cached or saved.
         cache_dir: folder of the response cache; ``""`` disables the cache.
+        cache_scope: name under which cached answers are shared between endpoints (None: each
+            endpoint URL has its own answers; see :func:`cache_scope`).
         max_retries: retries after a retryable failure (connection, timeout, 429, 5xx).
         backoff: first retry delay in seconds; doubles each retry (with jitter), capped at ``backoff_max``.
         backoff_max: largest delay between retries.
@@ -54,12 +65,15 @@ class LLMConfig:
         price_input, price_output: price per million prompt / completion tokens, for cost accounting.
         max_cost: refuse new requests once this much has been spent (same unit as the prices).
         max_tokens_total: refuse new requests once this many tokens have been used.
+        max_tokens: completion length limit of requests that set none (``None``: the endpoint's
+            default, which for a local server can be long; part of the cache key when set).
     """
 
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     cache_dir: str | None = None
+    cache_scope: str | None = None
     max_retries: int = 5
     backoff: float = 1.0
     backoff_max: float = 30.0
@@ -70,6 +84,7 @@ class LLMConfig:
     price_output: float = 0.0
     max_cost: float | None = None
     max_tokens_total: int | None = None
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -81,6 +96,8 @@ class LLMConfig:
                 raise RangeError(f"LLMConfig.{name} must be >= 0; got {getattr(self, name)!r}")
         if self.timeout <= 0:
             raise RangeError(f"LLMConfig.timeout must be > 0; got {self.timeout!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise RangeError(f"LLMConfig.max_tokens must be an int >= 1 or None; got {self.max_tokens!r}")
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             raise RangeError(f"LLMConfig.requests_per_minute must be > 0 or None; got {self.requests_per_minute!r}")
 
@@ -98,6 +115,7 @@ class LLMConfig:
             base_url=self.base_url or env.get("CREDITLAB_LLM_BASE_URL") or env.get("OPENAI_BASE_URL"),
             api_key=self.api_key or env.get("CREDITLAB_LLM_API_KEY") or env.get("OPENAI_API_KEY"),
             cache_dir=cache,
+            cache_scope=self.cache_scope if self.cache_scope is not None else env.get("CREDITLAB_LLM_CACHE_SCOPE"),
         )
 
 
@@ -128,10 +146,35 @@ class Completion(NamedTuple):
     retries: int
 
 
-def request_key(request: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a request (the cache key)."""
-    raw = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def request_key(request: dict[str, Any], scope: str | None = None) -> str:
+    """SHA-256 of the canonical JSON of a request and the endpoint ``scope`` it is sent to (the cache key).
+
+    ``scope=None`` hashes the request alone (the key of caches written before the endpoint was
+    part of it); :class:`LLMClient` always passes :func:`cache_scope` of its configuration.
+    """
+    payload: Any = request if scope is None else {"endpoint": scope, "request": request}
+    raw = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def cache_scope(config: LLMConfig) -> str:
+    """What the cache key records about the endpoint: ``config.cache_scope`` when set, else the
+    normalized base URL (the official OpenAI endpoint when none is configured).
+
+    Example:
+        >>> cache_scope(LLMConfig(base_url="HTTP://User:pw@LocalHost:8000/v1/"))
+        'url:http://localhost:8000/v1'
+        >>> cache_scope(LLMConfig(base_url="http://a:8000/v1", cache_scope="team"))
+        'scope:team'
+    """
+    if config.cache_scope is not None:
+        return f"scope:{config.cache_scope}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit((config.base_url or OPENAI_BASE_URL).strip())
+    host = (parts.hostname or "").lower()
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return "url:" + urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
 class ResponseCache:
@@ -222,6 +265,8 @@ class LLMClient:
                 raise RangeError(f"messages[{i}] must be {{'role': system|user|assistant, 'content': str}}; got {m!r}")
             msgs.append({"role": m["role"], "content": m["content"]})
         req: dict[str, Any] = {"model": self.config.model, "messages": msgs, "temperature": float(temperature), "sample": int(sample)}
+        if max_tokens is None:
+            max_tokens = self.config.max_tokens
         if max_tokens is not None:
             req["max_tokens"] = int(max_tokens)
         if seed is not None:
@@ -248,7 +293,7 @@ class LLMClient:
             BudgetExceededError: the cost or token budget is spent (checked before the request).
         """
         req = self.request(messages, temperature=temperature, max_tokens=max_tokens, sample=sample, seed=seed, **extra)
-        key = request_key(req)
+        key = request_key(req, cache_scope(self.config))
         t0 = time.perf_counter()
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -307,7 +352,8 @@ class LLMClient:
                 try:
                     import openai
                 except ImportError as exc:  # pragma: no cover - openai is in the llm extra
-                    raise LLMError("the openai package is needed: pip install 'creditlab[llm]'") from exc
+                    raise LLMError("the openai package is needed: from the creditlab repository, `bash scripts/install.sh` "
+                                   "or `pip install -e '.[llm]'`") from exc
                 self._client = openai.OpenAI(
                     api_key=self.config.api_key or "not-needed",
                     base_url=self.config.base_url,

@@ -357,6 +357,8 @@ class CreditAssignmentCallback(BaseCallback):
         # 2. Assign every episode touching this rollout.
         t_assign = time.perf_counter()
         out = self.assigner.assign(episodes)
+        # the assigner's own diagnostics (credit/untrained, credit/nonfinite_factors, ...); fit's win on clashes
+        metrics.update({k: float(v) for k, v in out.metrics.items() if k not in metrics})
         metrics["credit/assign_seconds"] = time.perf_counter() - t_assign
         assigned = np.asarray(out.rewards, dtype=np.float64)
         present = mask if out.present is None else np.asarray(out.present, dtype=bool)
