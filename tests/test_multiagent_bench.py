@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from creditlab.bench.config import ConfigError, suite_from_dict
+from creditlab.bench.config import ConfigError, get_suite, suite_from_dict
 from creditlab.bench.executors import InProcessExecutor
 from creditlab.bench.multiagent import make_parallel_env, spread_individual
 from creditlab.bench.runner import run_sweep
 from creditlab.bench.store import ResultsStore
-from creditlab.bench.suites import AgentConfig, Suite, TaskSpec, expand_runs, get_suite
+from creditlab.bench.suites import AgentConfig, Suite, TaskSpec, expand_runs
 from creditlab.credit.multiagent import simple_spread_features
 from creditlab.errors import RangeError
 
@@ -17,8 +17,17 @@ TINY_AGENT = AgentConfig("ppo", {"gamma": 0.99, "n_steps": 10, "batch_size": 40,
 
 def tiny_task(**kw) -> TaskSpec:
     # 2 team copies of 2 agents: 4 agent-steps per vector step; 80 agent-steps = 4 team episodes of 5 steps per copy
-    return TaskSpec("spread2", "mpe2.simple_spread_v3:parallel_env", "pettingzoo", 80, 40, TINY_AGENT, eval_episodes=2,
-                    env_kwargs={"N": 2, "max_cycles": 5}, **kw)
+    return TaskSpec(
+        "spread2",
+        "mpe2.simple_spread_v3:parallel_env",
+        "pettingzoo",
+        80,
+        40,
+        TINY_AGENT,
+        eval_episodes=2,
+        env_kwargs={"N": 2, "max_cycles": 5},
+        **kw,
+    )
 
 
 def test_the_multiagent_suite_validates():
@@ -35,14 +44,43 @@ def test_the_multiagent_suite_validates():
 
 
 def test_a_pettingzoo_task_in_a_suite_file():
-    suite = suite_from_dict({"name": "s", "seeds": 1, "methods": ["team_uniform"], "tasks": [
-        {"name": "spread", "env": "mpe2.simple_spread_v3:parallel_env", "family": "pettingzoo", "steps": 100, "eval_every": 50,
-         "env_kwargs": {"N": 3}, "agent": {"algo": "ppo", "hyperparams": {"gamma": 0.99}}}]})
+    suite = suite_from_dict(
+        {
+            "name": "s",
+            "seeds": 1,
+            "methods": ["team_uniform"],
+            "tasks": [
+                {
+                    "name": "spread",
+                    "env": "mpe2.simple_spread_v3:parallel_env",
+                    "family": "pettingzoo",
+                    "steps": 100,
+                    "eval_every": 50,
+                    "env_kwargs": {"N": 3},
+                    "agent": {"algo": "ppo", "hyperparams": {"gamma": 0.99}},
+                }
+            ],
+        }
+    )
     assert suite.tasks[0].family == "pettingzoo" and suite.methods == ("episodic", "dense", "team_uniform")
     with pytest.raises(ConfigError, match="family: expected one of .*'pettingzoo'"):
-        suite_from_dict({"name": "s", "seeds": 1, "methods": [], "tasks": [
-            {"name": "x", "env": "a:b", "family": "petting", "steps": 1, "eval_every": 1,
-             "agent": {"algo": "ppo", "hyperparams": {"gamma": 0.9}}}]})
+        suite_from_dict(
+            {
+                "name": "s",
+                "seeds": 1,
+                "methods": [],
+                "tasks": [
+                    {
+                        "name": "x",
+                        "env": "a:b",
+                        "family": "petting",
+                        "steps": 1,
+                        "eval_every": 1,
+                        "agent": {"algo": "ppo", "hyperparams": {"gamma": 0.9}},
+                    }
+                ],
+            }
+        )
 
 
 def test_a_pettingzoo_task_needs_a_parallel_env_factory():
@@ -54,8 +92,14 @@ def test_a_pettingzoo_task_needs_a_parallel_env_factory():
 
 @pytest.mark.slow
 def test_tiny_multiagent_sweep(tmp_path, one_torch_thread):
-    suite = Suite("tiny", "", tasks=(tiny_task(),), methods=("episodic", "dense", "team_uniform", "team_rrd"), seeds=(0,),
-                  method_params={"team_rrd": {"subset_size": 4}})
+    suite = Suite(
+        "tiny",
+        "",
+        tasks=(tiny_task(),),
+        methods=("episodic", "dense", "team_uniform", "team_rrd"),
+        seeds=(0,),
+        method_params={"team_rrd": {"subset_size": 4}},
+    )
     runs = expand_runs(suite)
     summary = run_sweep(runs, tmp_path, executor=InProcessExecutor())
     assert not summary.failed and len(summary.done) == 4
@@ -65,7 +109,9 @@ def test_tiny_multiagent_sweep(tmp_path, one_torch_thread):
         assert rec["metrics"]["steps"] == 80 and rec["metrics"]["episodes"] == 8  # team episodes
     rrd = results["spread2/team_rrd/seed0"]["metrics"]
     assert rrd["credit/updates"] > 0 and "quality/pearson" in rrd
-    assert "quality/pearson" in results["spread2/episodic/seed0"]["metrics"]  # the delayed team reward vs the hidden one
+    assert (
+        "quality/pearson" in results["spread2/episodic/seed0"]["metrics"]
+    )  # the delayed team reward vs the hidden one
     from creditlab.bench.report import write_report
 
     paths = write_report(tmp_path)
@@ -89,7 +135,9 @@ def test_individual_spread_reward_by_hand():
     pos = np.array([a.state.p_pos for a in world.agents])
     nearest = [min(np.linalg.norm(pos[i] - np.array(m)) for m in [(1.0, 0.0), (0.0, -2.0)]) for i in range(2)]
     touching = float(np.linalg.norm(pos[0] - pos[1]) < 0.3)
-    assert rewards["agent_0"] == pytest.approx(-nearest[0] - touching) and rewards["agent_1"] == pytest.approx(-nearest[1] - touching)
+    assert rewards["agent_0"] == pytest.approx(-nearest[0] - touching) and rewards["agent_1"] == pytest.approx(
+        -nearest[1] - touching
+    )
     assert touching == 1.0 and nearest[0] == pytest.approx(1.0, abs=0.05) and nearest[1] == pytest.approx(0.8, abs=0.05)
 
 

@@ -121,8 +121,14 @@ def team_batches(draw, max_teams=4, max_agents=4, max_t=6):
 def _episodes(b, R=None, obs=None, acts=None, mask=None, gid=None):
     mask = b["mask"] if mask is None else mask
     R = b["R"][b["team"]] if R is None else R
-    return Episodes.from_padded(np.zeros(mask.shape), mask, outcomes=R, observations=b["obs"] if obs is None else obs,
-                                actions=b["acts"] if acts is None else acts, group_ids=b["gid"] if gid is None else gid)
+    return Episodes.from_padded(
+        np.zeros(mask.shape),
+        mask,
+        outcomes=R,
+        observations=b["obs"] if obs is None else obs,
+        actions=b["acts"] if acts is None else acts,
+        group_ids=b["gid"] if gid is None else gid,
+    )
 
 
 def _team_sums(rewards, mask, team, n_teams):
@@ -161,8 +167,14 @@ def test_team_rd_stores_one_pooled_episode_per_team(one_torch_thread):
     # two teams given interleaved: rows (team a, agent 0), (team b, agent 0), (team a, agent 1)
     obs = np.arange(3 * 2 * 1, dtype=np.float32).reshape(3, 2, 1)  # distinct per step
     mask = np.array([[1, 1], [1, 0], [1, 1]], bool)
-    ep = Episodes.from_padded(np.zeros((3, 2)), mask, outcomes=[4.0, 1.0, 4.0], observations=obs,
-                              actions=np.zeros((3, 2, 1)), group_ids=[10, 20, 10])
+    ep = Episodes.from_padded(
+        np.zeros((3, 2)),
+        mask,
+        outcomes=[4.0, 1.0, 4.0],
+        observations=obs,
+        actions=np.zeros((3, 2, 1)),
+        group_ids=[10, 20, 10],
+    )
     rd = TeamRDAssigner(seed=0)
     m = rd.fit(ep, num_updates=1)
     assert m["store/episodes"] == 2.0 and m["store/steps"] == 5.0
@@ -176,8 +188,9 @@ def test_team_rd_loss_is_the_team_decomposition_loss(one_torch_thread):
     # the RD loss on a pooled team episode is ((sum_{i,t} r_hat - R) / L)^2
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(2, 3, 2)).astype(np.float32)
-    ep = Episodes.from_padded(np.zeros((2, 3)), outcomes=[5.0, 5.0], observations=obs, actions=np.zeros((2, 3, 1)),
-                              group_ids=[0, 0])
+    ep = Episodes.from_padded(
+        np.zeros((2, 3)), outcomes=[5.0, 5.0], observations=obs, actions=np.zeros((2, 3, 1)), group_ids=[0, 0]
+    )
     rd = TeamRDAssigner(seed=0, batch_episodes=1)
     rd.fit(ep, num_updates=0)
     rd._build(rd.store.feature_dim)
@@ -187,13 +200,16 @@ def test_team_rd_loss_is_the_team_decomposition_loss(one_torch_thread):
         expected = ((per_step.sum() - 5.0) / 6) ** 2  # L = 2 agents x 3 steps
         assert float(rd.loss(batch).value) == pytest.approx(float(expected), rel=1e-6)
         # and it is rd_loss on the [G, L] pooled batch
-        assert float(rd_loss(per_step, torch.tensor([5.0]), torch.from_numpy(batch.mask))) == pytest.approx(float(expected), rel=1e-6)
+        assert float(rd_loss(per_step, torch.tensor([5.0]), torch.from_numpy(batch.mask))) == pytest.approx(
+            float(expected), rel=1e-6
+        )
 
 
 def test_team_rrd_draws_agent_step_pairs_of_the_team(one_torch_thread):
     obs = np.arange(2 * 4, dtype=np.float32).reshape(2, 4, 1)
-    ep = Episodes.from_padded(np.zeros((2, 4)), outcomes=[1.0, 1.0], observations=obs, actions=np.zeros((2, 4, 1)),
-                              group_ids=[0, 0])
+    ep = Episodes.from_padded(
+        np.zeros((2, 4)), outcomes=[1.0, 1.0], observations=obs, actions=np.zeros((2, 4, 1)), group_ids=[0, 0]
+    )
     rrd = TeamRRDAssigner(subset_size=8, seed=0)
     rrd.fit(ep, num_updates=0)
     sub = rrd.store.subsets(np.array([0]), 8, rrd.rng)
@@ -257,10 +273,13 @@ def test_without_group_ids_a_team_assigner_is_its_single_agent_twin(team_cls, si
     obs = rng.normal(size=(6, 7, 3)).astype(np.float32)
     lengths = np.array([7, 3, 5, 7, 1, 4])
     mask = np.arange(7)[None, :] < lengths[:, None]
-    ep = Episodes.from_padded(np.zeros((6, 7)), mask, outcomes=rng.normal(size=6), observations=obs,
-                              actions=rng.normal(size=(6, 7, 2)))
-    a, b = team_cls(seed=1, subset_size=4) if team_cls is TeamRRDAssigner else team_cls(seed=1), \
-        single_cls(seed=1, subset_size=4) if single_cls is RRDAssigner else single_cls(seed=1)
+    ep = Episodes.from_padded(
+        np.zeros((6, 7)), mask, outcomes=rng.normal(size=6), observations=obs, actions=rng.normal(size=(6, 7, 2))
+    )
+    a, b = (
+        team_cls(seed=1, subset_size=4) if team_cls is TeamRRDAssigner else team_cls(seed=1),
+        single_cls(seed=1, subset_size=4) if single_cls is RRDAssigner else single_cls(seed=1),
+    )
     ma, mb = a.fit(ep, num_updates=5), b.fit(ep, num_updates=5)
     assert ma["credit/loss"] == mb["credit/loss"]
     np.testing.assert_array_equal(a.assign(ep).rewards, b.assign(ep).rewards)
@@ -276,8 +295,13 @@ def test_team_rd_learns_who_earned_the_team_reward(one_torch_thread):
     true = obs[..., 0] ** 2 - obs[..., 1]  # per-agent, per-step
     team = np.repeat(np.arange(n_teams), n_agents)
     R = np.bincount(team, weights=true.sum(1))[team]
-    ep = Episodes.from_padded(np.zeros((n_teams * n_agents, t)), outcomes=R, observations=obs,
-                              actions=np.zeros((n_teams * n_agents, t, 1)), group_ids=team)
+    ep = Episodes.from_padded(
+        np.zeros((n_teams * n_agents, t)),
+        outcomes=R,
+        observations=obs,
+        actions=np.zeros((n_teams * n_agents, t, 1)),
+        group_ids=team,
+    )
     rd = TeamRDAssigner(seed=0, batch_episodes=16)
     rd.fit(ep, num_updates=1500)
     out = rd.assign(ep).rewards
@@ -303,8 +327,13 @@ def test_team_configs_check_team_return():
 
 
 def test_inconsistent_team_data_is_a_named_error_in_fit(one_torch_thread):
-    ep = Episodes.from_padded(np.zeros((2, 2)), outcomes=[1.0, 2.0], observations=np.zeros((2, 2, 1)),
-                              actions=np.zeros((2, 2, 1)), group_ids=[0, 0])
+    ep = Episodes.from_padded(
+        np.zeros((2, 2)),
+        outcomes=[1.0, 2.0],
+        observations=np.zeros((2, 2, 1)),
+        actions=np.zeros((2, 2, 1)),
+        group_ids=[0, 0],
+    )
     with pytest.raises(DataFormatError, match="different returns"):
         TeamRDAssigner().fit(ep)
     TeamRDAssigner(team_return="sum").fit(ep)  # shares of a team return: fine
@@ -312,8 +341,13 @@ def test_inconsistent_team_data_is_a_named_error_in_fit(one_torch_thread):
 
 def test_team_checkpoint_round_trip(tmp_path, one_torch_thread):
     rng = np.random.default_rng(0)
-    ep = Episodes.from_padded(np.zeros((4, 3)), outcomes=[1.0, 1.0, 2.0, 2.0], observations=rng.normal(size=(4, 3, 2)),
-                              actions=np.zeros((4, 3, 1)), group_ids=[0, 0, 1, 1])
+    ep = Episodes.from_padded(
+        np.zeros((4, 3)),
+        outcomes=[1.0, 1.0, 2.0, 2.0],
+        observations=rng.normal(size=(4, 3, 2)),
+        actions=np.zeros((4, 3, 1)),
+        group_ids=[0, 0, 1, 1],
+    )
     a = TeamRRDAssigner(subset_size=3, team_return="shared")
     a.fit(ep, num_updates=3)
     path = save_assigner(a, tmp_path / "team.pt")

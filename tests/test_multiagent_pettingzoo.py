@@ -46,7 +46,9 @@ def test_split_pays_a_share_and_dense_pays_each_agent_its_own():
     for _, r, *_, info in dense:
         assert all(r[a] == info[a][TRUE_REWARD_KEY] for a in r)
     # the env's own rewards: the same seed gives the same hidden rewards under both wrappers
-    assert [i[a][TRUE_REWARD_KEY] for *_, i in dense for a in i] == [i[a][TRUE_REWARD_KEY] for *_, i in split for a in i]
+    assert [i[a][TRUE_REWARD_KEY] for *_, i in dense for a in i] == [
+        i[a][TRUE_REWARD_KEY] for *_, i in split for a in i
+    ]
 
 
 class _EarlyExit(ParallelEnv):
@@ -66,7 +68,13 @@ class _EarlyExit(ParallelEnv):
         agents = list(self.agents)
         self.agents = [a for a in agents if not done[a]]
         z = {a: np.zeros(2, np.float32) for a in agents}
-        return z, dict.fromkeys(agents, 1.0), {a: done[a] for a in agents}, dict.fromkeys(agents, False), {a: {} for a in agents}
+        return (
+            z,
+            dict.fromkeys(agents, 1.0),
+            {a: done[a] for a in agents},
+            dict.fromkeys(agents, False),
+            {a: {} for a in agents},
+        )
 
     def observation_space(self, agent):
         return spaces.Box(-1, 1, (2,), np.float32)
@@ -78,7 +86,9 @@ class _EarlyExit(ParallelEnv):
 def test_agents_ending_at_different_steps_is_a_named_error():
     env = TeamReward(_EarlyExit())
     env.reset()
-    with pytest.raises(DataFormatError, match=r"every agent of a team to end at the same step; agents \['agent_0'\] ended at step 1"):
+    with pytest.raises(
+        DataFormatError, match=r"every agent of a team to end at the same step; agents \['agent_0'\] ended at step 1"
+    ):
         env.step({"agent_0": 0, "agent_1": 0})
 
 
@@ -196,10 +206,19 @@ def test_team_evaluator_same_start_states_and_team_returns(one_torch_thread):
 
 
 def test_runner_trains_a_team_with_credit_and_counts_agent_steps(one_torch_thread):
-    cfg = RunConfig("mpe2.simple_spread_v3:parallel_env", env_kwargs={"N": 2, "max_cycles": 5}, assigner="team_rrd",
-                    assigner_params={"subset_size": 4}, total_timesteps=80, n_envs=2, eval_every=40, eval_episodes=2,
-                    normalize_observations=True, normalize_rewards=True,
-                    algo_kwargs={"n_steps": 10, "batch_size": 40, "n_epochs": 1})
+    cfg = RunConfig(
+        "mpe2.simple_spread_v3:parallel_env",
+        env_kwargs={"N": 2, "max_cycles": 5},
+        assigner="team_rrd",
+        assigner_params={"subset_size": 4},
+        total_timesteps=80,
+        n_envs=2,
+        eval_every=40,
+        eval_episodes=2,
+        normalize_observations=True,
+        normalize_rewards=True,
+        algo_kwargs={"n_steps": 10, "batch_size": 40, "n_epochs": 1},
+    )
     res = train(cfg, envs=PettingZooEnvs())
     assert res.eval_timesteps == [0, 40, 80]  # agent-steps: 2 teams x 2 agents per vector step
     # 80 agent-steps = 20 vector steps of 2 teams x 2 agents: 4 episodes of 5 steps per team copy

@@ -91,11 +91,15 @@ def make_parallel_env(task: TaskSpec) -> Any:
     from ..integrations.sb3.envs import env_factory
 
     if ":" not in task.env_id:
-        raise RangeError(f"pettingzoo task {task.name!r}: env must be 'module:parallel_env_factory'; got {task.env_id!r}")
+        raise RangeError(
+            f"pettingzoo task {task.name!r}: env must be 'module:parallel_env_factory'; got {task.env_id!r}"
+        )
     env = env_factory(task.env_id, task.env_kwargs)()
     if not hasattr(env, "possible_agents"):
-        raise RangeError(f"pettingzoo task {task.name!r}: {task.env_id!r} did not return a PettingZoo ParallelEnv "
-                         f"(got {type(env).__name__}); use the module's parallel_env factory")
+        raise RangeError(
+            f"pettingzoo task {task.name!r}: {task.env_id!r} did not return a PettingZoo ParallelEnv "
+            f"(got {type(env).__name__}); use the module's parallel_env factory"
+        )
     return env
 
 

@@ -123,8 +123,14 @@ class TeamArrays(NamedTuple):
 
 
 def team_arrays(
-    row_returns: Any, row_lengths: Any, group_ids: Any | None, *, team_return: str = "shared", has_return: Any | None = None,
-    rtol: float = 1e-5, atol: float = 1e-6,
+    row_returns: Any,
+    row_lengths: Any,
+    group_ids: Any | None,
+    *,
+    team_return: str = "shared",
+    has_return: Any | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
 ) -> TeamArrays:
     """Group (team episode, agent) rows into teams and compute each team's return R_g.
 
@@ -204,8 +210,9 @@ def _row_of_team(team: np.ndarray, k: int, group_ids: Any | None) -> str:
     return f"group_id {np.asarray(group_ids).reshape(-1)[row].item()!r}" if group_ids is not None else f"(row {row})"
 
 
-def team_uniform_rewards(returns: Any, mask: Any, group_ids: Any | None, *, team_return: str = "shared",
-                         has_return: Any | None = None) -> RewardOutput:
+def team_uniform_rewards(
+    returns: Any, mask: Any, group_ids: Any | None, *, team_return: str = "shared", has_return: Any | None = None
+) -> RewardOutput:
     """Spread each team's return evenly over its agents' steps: ``r_{i,t} = R_g / L_g``.
 
     Args:
@@ -231,8 +238,11 @@ def team_uniform_rewards(returns: Any, mask: Any, group_ids: Any | None, *, team
     per = np.where(ta.has_return, ta.returns / np.maximum(ta.lengths, 1), 0.0)[ta.team]
     present = m & ta.has_return[ta.team][:, None]
     out = np.where(present, per[:, None], 0.0)
-    return RewardOutput(out, {"credit/num_no_outcome": float((~ta.has_return).sum()), "credit/num_teams": float(ta.returns.shape[0])},
-                        present)
+    return RewardOutput(
+        out,
+        {"credit/num_no_outcome": float((~ta.has_return).sum()), "credit/num_teams": float(ta.returns.shape[0])},
+        present,
+    )
 
 
 def team_residual(rewards: Any, mask: Any, teams: TeamArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +331,10 @@ class TeamLaReConfig(LaReConfig, TeamConfig):
 
 
 @register_method(
-    "team_uniform", family="multiagent", kind="assigner", needs=("outcomes|rewards", *TEAM_NEEDS),
+    "team_uniform",
+    family="multiagent",
+    kind="assigner",
+    needs=("outcomes|rewards", *TEAM_NEEDS),
     summary="Team-uniform: every agent-step of a team episode gets R / (agents x steps)",
     source="baseline (uniform redistribution over agents and steps)",
 )
@@ -352,11 +365,16 @@ class TeamUniformAssigner(ConfiguredAssigner):
         gid = episodes.group_ids
         if gid is not None and isinstance(gid, torch.Tensor):
             gid = gid.detach().cpu().numpy()
-        out = team_uniform_rewards(arr.returns, arr.mask, gid, team_return=self.config.team_return, has_return=arr.has_return)
+        out = team_uniform_rewards(
+            arr.returns, arr.mask, gid, team_return=self.config.team_return, has_return=arr.has_return
+        )
         dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
         backend = Backend.of(episodes.rewards)
-        return RewardOutput(backend.out(torch.from_numpy(out.rewards.astype(dtype))), out.metrics,
-                            backend.out(torch.from_numpy(out.present)))
+        return RewardOutput(
+            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
+            out.metrics,
+            backend.out(torch.from_numpy(out.present)),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.saved_config()}
@@ -396,7 +414,9 @@ class _TeamPooled:
         metrics["credit/num_teams"] = float(teams.returns.shape[0])
         if self.config.correct_residual:
             rewards, resid = team_residual(rewards, mask, teams)
-            metrics["credit/residual_abs_mean"] = float(np.abs(resid[teams.has_return]).mean()) if teams.has_return.any() else 0.0
+            metrics["credit/residual_abs_mean"] = (
+                float(np.abs(resid[teams.has_return]).mean()) if teams.has_return.any() else 0.0
+            )
         return rewards, mask
 
 
@@ -404,7 +424,10 @@ _TEAM_STEP_NEEDS = (*STEP_NEEDS, *TEAM_NEEDS)
 
 
 @register_method(
-    "team_rd", family="multiagent", kind="assigner", needs=_TEAM_STEP_NEEDS,
+    "team_rd",
+    family="multiagent",
+    kind="assigner",
+    needs=_TEAM_STEP_NEEDS,
     summary="Agent-wise RD: shared MLP r(o_i, a_i, o_i'-o_i) whose sum over agents and steps matches the team return (residual-corrected)",
     source="full-trajectory decomposition over agents and time (RD baseline of LaRe's MPE experiments)",
 )
@@ -435,7 +458,10 @@ class TeamRDAssigner(_TeamPooled, RDAssigner):
 
 
 @register_method(
-    "team_rrd", family="multiagent", kind="assigner", needs=_TEAM_STEP_NEEDS,
+    "team_rrd",
+    family="multiagent",
+    kind="assigner",
+    needs=_TEAM_STEP_NEEDS,
     summary="Agent-wise RRD: shared MLP r(o_i, a_i, o_i'-o_i), K (agent, step) pairs per team episode",
     source="Ren et al. 2022 (arXiv 2111.13485) over agents and time",
 )
@@ -461,7 +487,10 @@ class TeamRRDAssigner(_TeamPooled, RRDAssigner):
 
 
 @register_method(
-    "team_lare", family="multiagent", kind="assigner", needs=_TEAM_STEP_NEEDS,
+    "team_lare",
+    family="multiagent",
+    kind="assigner",
+    needs=_TEAM_STEP_NEEDS,
     summary="LaRe multi-agent: shared decoder on per-agent latent factors phi(o_i, a_i, o_i'), team-return loss",
     source="Qu et al. 2025, arXiv 2412.11120 (thu-rllab/LaRe mpe/)",
 )
@@ -498,7 +527,9 @@ AGENT_SIZE = 0.15
 """Agent radius in MPE simple_spread (``Scenario.make_world``); two agents collide below 2 x this distance."""
 
 
-def simple_spread_features(observations: np.ndarray, actions: np.ndarray, next_observations: np.ndarray) -> list[np.ndarray]:
+def simple_spread_features(
+    observations: np.ndarray, actions: np.ndarray, next_observations: np.ndarray
+) -> list[np.ndarray]:
     """Hand-written latent factors for MPE cooperative navigation (``mpe2.simple_spread_v3``, full observability).
 
     Written by hand for the benchmark, standing in for LaRe's LLM-written ``evaluation_func``.
@@ -522,7 +553,9 @@ def simple_spread_features(observations: np.ndarray, actions: np.ndarray, next_o
     """
     o = np.asarray(next_observations, dtype=np.float64)
     if o.ndim != 2 or o.shape[1] % 6 or o.shape[1] == 0:
-        raise ShapeError(f"simple_spread_features: observations of simple_spread have 6N values (N agents); got shape {o.shape}")
+        raise ShapeError(
+            f"simple_spread_features: observations of simple_spread have 6N values (N agents); got shape {o.shape}"
+        )
     n = o.shape[1] // 6
     lm = o[:, 4 : 4 + 2 * n].reshape(o.shape[0], n, 2)  # landmark l relative to self
     others = o[:, 4 + 2 * n : 4 + 2 * n + 2 * (n - 1)].reshape(o.shape[0], n - 1, 2)  # agent j relative to self

@@ -223,15 +223,23 @@ class TeamEvaluator:
             training statistics are copied in, frozen).
     """
 
-    def __init__(self, env_fn: Callable[[], Any], *, episodes: int = 10, seed: int = 10_000, n_teams: int | None = None,
-                 normalize_observations: bool = False):
+    def __init__(
+        self,
+        env_fn: Callable[[], Any],
+        *,
+        episodes: int = 10,
+        seed: int = 10_000,
+        n_teams: int | None = None,
+        normalize_observations: bool = False,
+    ):
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise RangeError(f"episodes must be an int >= 1; got {episodes!r}")
         self.episodes = episodes
         self.seed = int(seed)
         self.seconds = 0.0
-        self.env: VecEnv = make_team_vec_env(env_fn, n_teams=min(episodes, 10) if n_teams is None else n_teams, seed=None,
-                                             reward="dense")
+        self.env: VecEnv = make_team_vec_env(
+            env_fn, n_teams=min(episodes, 10) if n_teams is None else n_teams, seed=None, reward="dense"
+        )
         self._team_env: TeamVecEnv = self.env
         if normalize_observations:
             self.env = VecNormalize(self.env, training=False, norm_obs=True, norm_reward=False)
@@ -301,16 +309,22 @@ class PettingZooEnvs:
         optional wrapper and VecNormalize (as :func:`~creditlab.integrations.sb3.make_env`)."""
         if config.reward not in _REWARDS:
             raise RangeError(f"a PettingZoo team run pays reward 'episodic' or 'dense'; got {config.reward!r}")
-        venv: VecEnv = make_team_vec_env(self._factory(config), n_teams=config.n_envs, seed=config.seed, reward=config.reward,
-                                         split=self.split)
+        venv: VecEnv = make_team_vec_env(
+            self._factory(config), n_teams=config.n_envs, seed=config.seed, reward=config.reward, split=self.split
+        )
         if vec_env_wrapper is not None:
             venv = vec_env_wrapper(venv)
         if config.normalize_observations or config.normalize_rewards:
-            venv = VecNormalize(venv, norm_obs=config.normalize_observations, norm_reward=config.normalize_rewards,
-                                gamma=config.gamma)
+            venv = VecNormalize(
+                venv, norm_obs=config.normalize_observations, norm_reward=config.normalize_rewards, gamma=config.gamma
+            )
         return venv
 
     def evaluator(self, config: Any) -> TeamEvaluator:
         """:class:`TeamEvaluator` with ``config.eval_episodes`` team episodes from seed ``config.seed + 10_000``."""
-        return TeamEvaluator(self._factory(config), episodes=config.eval_episodes, seed=config.seed + 10_000,
-                             normalize_observations=config.normalize_observations)
+        return TeamEvaluator(
+            self._factory(config),
+            episodes=config.eval_episodes,
+            seed=config.seed + 10_000,
+            normalize_observations=config.normalize_observations,
+        )
