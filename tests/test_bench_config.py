@@ -31,7 +31,7 @@ def _suite(**changes):
         ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "small", "reward": "delayed:0"}]},
          r"tasks\[0\]\.reward must be 'episodic' or 'delayed:K' with an integer K >= 1; got 'delayed:0'"),
         ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "small", "family": "atari"}]},
-         r"tasks\[0\]\.family: expected one of 'gymnasium', 'minigrid', 'bsuite'; got 'atari'"),
+         r"tasks\[0\]\.family: expected one of 'gymnasium', 'minigrid', 'bsuite', 'pettingzoo'; got 'atari'"),
         ({"agents": {"small": {"algo": "ppo", "hyperparams": {"n_steps": 8}}}},
          r"agents\.small\.hyperparams\.gamma: expected a number in \[0, 1\]"),
         ({"seeds": [0, -1]}, r"seeds\[1\]: expected an integer >= 0; got -1"),

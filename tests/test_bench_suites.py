@@ -9,7 +9,7 @@ from tests.bench_toy import TOY_AGENT, toy_suite, toy_task
 
 
 def test_builtin_suites_validate_and_expand():
-    assert list_suites() == ["smoke", "standard", "long", "full", "exploration"]
+    assert list_suites() == ["smoke", "standard", "long", "full", "exploration", "multiagent"]
     for name in list_suites():
         suite = get_suite(name)
         assert set(ANCHORS) <= set(suite.methods)

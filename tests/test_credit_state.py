@@ -35,15 +35,22 @@ SMALL = {
     "rudder": {"hidden_size": 8, "batch_episodes": 3},
     "lare": {"hidden": (8,), "subset_size": 4},
     "spa": {"hidden": 8},  # the observations are its per-turn features
+    # multi-agent (rows without group_ids: every row its own team)
+    "team_uniform": {},
+    "team_rd": {"hidden": (8,), "batch_episodes": 3},
+    "team_rrd": {"hidden": (8,), "subset_size": 4, "bias_correction": True},
+    "team_lare": {"hidden": (8,), "subset_size": 4, "loss": "rrd"},
 }
 
 
 def test_registry_lists_and_builds_every_assigner():
-    names = {m.name for m in cl.list_methods(kind="assigner")}
+    # exploration bonuses: their own registry-wide tests (tests/test_exploration_bonuses.py)
+    credit = [m for m in cl.list_methods(kind="assigner") if m.family != "exploration"]
+    names = {m.name for m in credit}
     assert {"uniform", "ircr", "rd", "rrd", "rudder", "lare", "spa"} <= names
     assert set(SMALL) == names  # every assigner is checkpoint-tested below
     ep = _batch(0)
-    for m in cl.list_methods(kind="assigner"):
+    for m in credit:
         assigner = m.factory(**m.params)  # defaults only: no observation/action sizes needed
         assert isinstance(assigner, CreditAssigner)
         assert assigner.scope in ("step", "episode")

@@ -16,7 +16,7 @@ Schema (``?`` = optional, default after ``=``)::
     tasks:
       - name: hopper                # [A-Za-z0-9_-]
         env: Hopper-v5              # Gymnasium id, or "module:Class" / "module:factory"
-        family?: gymnasium          # gymnasium | minigrid | bsuite
+        family?: gymnasium          # gymnasium | minigrid | bsuite | pettingzoo (a team: creditlab.bench.multiagent)
         reward?: episodic           # episodic | delayed:K
         steps: 300000               # environment steps per run
         eval_every: 15000

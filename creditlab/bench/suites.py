@@ -46,9 +46,9 @@ __all__ = [
 
 ANCHORS = ("episodic", "dense")
 _ALGOS = ("ppo", "sac")
-_FAMILIES = ("gymnasium", "minigrid", "bsuite")
+_FAMILIES = ("gymnasium", "minigrid", "bsuite", "pettingzoo")
 _STATE_KEYS = ("pos", "pos_dir", "full", "obs")
-METHOD_FAMILIES = ("credit", "exploration")
+METHOD_FAMILIES = ("credit", "multiagent", "exploration")
 """Registry families a benchmark method may come from (besides the anchors)."""
 
 
@@ -120,7 +120,7 @@ class TaskSpec:
     Attributes:
         name: short unique name used in paths and tables (``hopper``).
         env_id: Gymnasium id (``Hopper-v5``), MiniGrid id, or a bsuite experiment (``umbrella_length``).
-        family: "gymnasium", "minigrid" or "bsuite".
+        family: "gymnasium", "minigrid", "bsuite" or "pettingzoo" (a team; see :mod:`creditlab.bench.multiagent`).
         steps: training budget in environment steps per run (per bsuite setting for bsuite tasks).
         eval_every: evaluation period in environment steps (gymnasium/minigrid tasks).
         eval_episodes: deterministic evaluation episodes on the true reward at each checkpoint.
@@ -388,7 +388,7 @@ def check_method_names(methods: Sequence[str]) -> None:
     """Raise :class:`UnknownMethodError` for a name that is neither an anchor nor a registered assigner."""
     from ..registry import list_methods
 
-    # credit assigners over Gymnasium episodes and exploration bonuses; LLM-side assigners (family
+    # credit assigners over Gymnasium episodes and PettingZoo teams (family "multiagent"), exploration bonuses; LLM-side assigners (family
     # "llm") need turn data
     assigners = {m.name for f in METHOD_FAMILIES for m in list_methods(family=f, kind="assigner")}
     unknown = [m for m in methods if m not in ANCHORS and m not in assigners]

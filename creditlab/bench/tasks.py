@@ -19,12 +19,22 @@ import gymnasium as gym
 from ..errors import RangeError
 from .suites import TaskSpec
 
-__all__ = ["make_env", "task_settings", "import_modules"]
+__all__ = ["make_env", "task_settings", "import_modules", "run_envs"]
 
 
 def task_settings(task: TaskSpec) -> tuple[str | None, ...]:
     """The settings a run trains on one after another: bsuite ids, or ``(None,)`` for one environment."""
     return task.bsuite_settings if task.family == "bsuite" else (None,)
+
+
+def run_envs(task: TaskSpec):
+    """The SB3 runner's environment builder (``train(..., envs=)``) for tasks that are not single
+    Gymnasium envs: PettingZoo teams (:mod:`creditlab.bench.multiagent`); None otherwise."""
+    if task.family == "pettingzoo":
+        from .multiagent import team_envs
+
+        return team_envs(task)
+    return None
 
 
 def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None) -> gym.Env:
@@ -53,6 +63,10 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
 
         return make_minigrid_env(task.env_id, num_contexts=task.contexts, context_seed=seed or 0, key=task.state_key or "pos",
                                  env_kwargs=task.env_kwargs)
+    if task.family == "pettingzoo":  # a PettingZoo parallel env (a team), not a gym.Env
+        from .multiagent import make_parallel_env
+
+        return make_parallel_env(task)
     if task.family == "minigrid":
         import minigrid  # noqa: F401  (registers the MiniGrid ids)
         from minigrid.wrappers import ImgObsWrapper

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import RangeError
 from .suites import ANCHORS, RunSpec, TaskSpec
-from .tasks import make_env, task_settings
+from .tasks import make_env, run_envs, task_settings
 
 __all__ = ["RunOutput", "train_run", "curve_metrics", "method_config", "run_config", "UntrainedModelError"]
 
@@ -269,7 +269,7 @@ def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> d
         assigner, integration, closers = _make_assigner(spec)
     callbacks = _callbacks(spec, state) + ([bonus_cb] if bonus_cb is not None else [])
     try:
-        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks,
+        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks, envs=run_envs(spec.task),
                     logger=tracker.logger(setting) if tracker is not None else None)
     finally:
         for c in closers:
@@ -387,7 +387,10 @@ def train_run(spec: RunSpec, *, tracker: Any = None) -> RunOutput:
     else:
         (state,) = states
         xs, means, stds = zip(*state["curve"])
-        curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": "environment steps"}
+        x_name = "environment steps"
+        if task.family == "pettingzoo":  # budgets and curves count agent-steps
+            from .multiagent import X_NAME as x_name
+        curve = {"x": list(xs), "mean": list(means), "std": list(stds), "x_name": x_name}
         metrics.update(curve_metrics(xs, means, solve_threshold=task.solve_threshold))
         metrics["final_return_std"] = float(stds[-1])
     if train_returns.size:

@@ -13,6 +13,11 @@ RUDDERAssigner      episode    LSTM return prediction differences + residual (Ar
 LaReAssigner        step       decoder on latent factors phi(s, a), RRD loss (Qu et al. 2025)
 ==================  =========  ===============================================================
 
+Multi-agent teams (rows = (team episode, agent) pairs, ``group_ids`` = the team episode; see
+:mod:`creditlab.credit.multiagent`): ``TeamUniformAssigner``, ``TeamRDAssigner``,
+``TeamRRDAssigner`` and ``TeamLaReAssigner`` (registry family ``multiagent``: ``team_uniform``,
+``team_rd``, ``team_rrd``, ``team_lare``) split a team's return across its agents and steps.
+
 :func:`credit_quality` scores assigned rewards against hidden true per-step rewards. The
 registry names are ``uniform``, ``ircr``, ``rd``, ``rrd``, ``rudder`` and ``lare`` (kind
 ``"assigner"``; build with ``get_method(name).factory(**params)``); each class registers itself
@@ -27,13 +32,25 @@ from .decomposition import LaReAssigner, LaReConfig, RDAssigner, RDConfig, RRDAs
 from .features import HAND_WRITTEN, FeatureGuard, resolve_features
 from .ircr import IRCRAssigner, IRCRConfig, ircr_rewards
 from .learned import LearnedAssigner, LearnedConfig, ReplayConfig, UntrainedAssignerWarning
+from .multiagent import (
+    TeamLaReAssigner,
+    TeamLaReConfig,
+    TeamRDAssigner,
+    TeamRDConfig,
+    TeamRRDAssigner,
+    TeamRRDConfig,
+    TeamUniformAssigner,
+    TeamUniformConfig,
+)
 from .quality import QualityOutput, credit_quality
 from .rudder import RUDDERAssigner, RUDDERConfig, rudder_redistribution
 from .store import EpisodeBatch, EpisodeStore, StepSubsets, sample_subsets
 from .uniform import UniformAssigner, UniformConfig, uniform_rewards
 
 ASSIGNER_CLASSES = {
-    cls.__name__: cls for cls in (UniformAssigner, IRCRAssigner, RDAssigner, RRDAssigner, RUDDERAssigner, LaReAssigner)
+    cls.__name__: cls
+    for cls in (UniformAssigner, IRCRAssigner, RDAssigner, RRDAssigner, RUDDERAssigner, LaReAssigner,
+                TeamUniformAssigner, TeamRDAssigner, TeamRRDAssigner, TeamLaReAssigner)
 }
 
 __all__ = [
@@ -60,6 +77,14 @@ __all__ = [
     "RUDDERConfig",
     "ReplayConfig",
     "StepSubsets",
+    "TeamLaReAssigner",
+    "TeamLaReConfig",
+    "TeamRDAssigner",
+    "TeamRDConfig",
+    "TeamRRDAssigner",
+    "TeamRRDConfig",
+    "TeamUniformAssigner",
+    "TeamUniformConfig",
     "UniformAssigner",
     "UniformConfig",
     "UntrainedAssignerWarning",

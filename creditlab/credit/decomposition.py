@@ -245,8 +245,19 @@ class _StepRewardModel(LearnedAssigner):
     # ---------------------------------------------------------------- credit
 
     def credit(self, episodes: Episodes, metrics: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """``r_hat`` of every valid step (featurized and predicted chunk by chunk), plus the
-        residual ``(R - sum r_hat) / T`` where the return is known and ``correct_residual``."""
+        """``r_hat`` of every valid step (:meth:`step_predictions`), plus the residual
+        ``(R - sum r_hat) / T`` where the return is known and ``correct_residual``."""
+        rewards, mask = self.step_predictions(episodes, metrics)
+        if self.config.correct_residual:
+            arr = episode_arrays(episodes)
+            resid = np.where(arr.has_return, (arr.returns - rewards.sum(1)) / np.maximum(arr.lengths, 1), 0.0)
+            rewards = np.where(mask, rewards + resid[:, None], 0.0)
+            metrics["credit/residual_abs_mean"] = float(np.abs(resid[arr.has_return]).mean()) if arr.has_return.any() else 0.0
+        return rewards, mask
+
+    def step_predictions(self, episodes: Episodes, metrics: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(r_hat float64[B, T] (0 on padding), mask bool[B, T])``: the model's prediction for
+        every valid step, featurized and predicted chunk by chunk."""
         chunk = self.config.chunk_size
         v = self.step_views(episodes, next_observations=self._uses_next())
         metrics.update(v.metrics)
@@ -259,11 +270,6 @@ class _StepRewardModel(LearnedAssigner):
             flat[i : i + chunk] = predict_flat(self.built_model, self.norm, x, chunk_size=chunk)
         rewards = np.zeros(mask.shape, dtype=np.float64)
         rewards[mask] = flat
-        if self.config.correct_residual:
-            arr = episode_arrays(episodes)
-            resid = np.where(arr.has_return, (arr.returns - rewards.sum(1)) / np.maximum(arr.lengths, 1), 0.0)
-            rewards = np.where(mask, rewards + resid[:, None], 0.0)
-            metrics["credit/residual_abs_mean"] = float(np.abs(resid[arr.has_return]).mean()) if arr.has_return.any() else 0.0
         return rewards, mask
 
 

@@ -235,6 +235,13 @@ class LearnedAssigner(ConfiguredAssigner):
         """``(rewards float64[B, T] (0 on padding), present bool[B, T])``; may add to ``metrics``."""
         raise NotImplementedError
 
+    def store_targets(self, episodes: Episodes) -> tuple[np.ndarray, np.ndarray]:
+        """``(lengths int64[E], returns float64[E])`` of the stored episodes that the steps of the
+        complete batch ``episodes`` (row-major, as :meth:`model_inputs` returns them) form: one per
+        row here; the multi-agent assigners store one per team (its agents' steps, agent after agent)."""
+        sa = episode_arrays(episodes)
+        return sa.lengths, sa.returns
+
     def after_admit(self) -> None:
         """Called after new episodes entered the store."""
 
@@ -346,9 +353,9 @@ class LearnedAssigner(ConfiguredAssigner):
         if sub is not None:
             x, m = self.model_inputs(sub)
             metrics.update(m)
-            sa = episode_arrays(sub)
+            lengths, returns = self.store_targets(sub)
             self.norm.update(x)
-            added = self.episode_store.add(x, lengths=sa.lengths, returns=sa.returns)
+            added = self.episode_store.add(x, lengths=lengths, returns=returns)
             self._count_skipped({"store/skipped_too_long": added["store/skipped_too_long"]})
             metrics.update(added)
             self.after_admit()

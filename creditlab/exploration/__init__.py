@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import BonusOutput, ExplorationBonus, Transitions, make_transitions, transitions_from_episodes
-from .combined import CombinedBonus, episodic_plus_global
+from .combined import CombinedBonus, SumBonus
 from .counts import EpisodicCountBonus, GlobalCountBonus, episodic_visit_counts, global_visit_counts
 from .e3b import E3BBonus
 from .functional import (
@@ -66,7 +66,7 @@ __all__ = [
     "Transitions",
     "combine_bonuses",
     "episodic_count_bonus",
-    "episodic_plus_global",
+    "SumBonus",
     "episodic_visit_counts",
     "first_visit_bonus",
     "full_state_key",

@@ -26,7 +26,7 @@ from ..registry import get_method, register_method
 from .base import ExplorationBonus, Transitions
 from .functional import COMBINE_MODES, combine_bonuses
 
-__all__ = ["CombinedBonus", "episodic_plus_global"]
+__all__ = ["CombinedBonus", "SumBonus"]
 
 _NEEDS = ("observations", "actions?", "next_observations?", "extras.state_keys?", "extras.next_state_keys?")
 
@@ -143,11 +143,14 @@ def _spec(x: Any) -> Any:
     summary="Weighted sum b_ep + weight * b_gl of an episodic and a global bonus (default: the two counts)",
     needs=_NEEDS,
     kind="assigner",
-    params={"episodic": "episodic_count", "global_": "global_count", "combine": "sum", "weight": 1.0,
-            "episodic_params": {}, "global_params": {}},
     source="Henaff, Jiang & Raileanu, ICML 2023 (arXiv 2306.03236), the additive alternative",
 )
-def episodic_plus_global(**params: Any) -> CombinedBonus:
-    """:class:`CombinedBonus` with ``combine="sum"`` (the registry's ``episodic_plus_global``)."""
-    params.setdefault("combine", "sum")
-    return CombinedBonus(**params)
+class SumBonus(CombinedBonus):
+    """:class:`CombinedBonus` with ``combine="sum"`` by default (the registry's ``episodic_plus_global``)."""
+
+    @dataclass(frozen=True)
+    class Config(CombinedBonus.Config):
+        """Parameters of :class:`SumBonus`: those of :class:`CombinedBonus`, ``combine`` defaulting to "sum"."""
+
+        combine: str = "sum"
+

@@ -44,6 +44,15 @@ Torch threads
     with the process's setting: call ``torch.set_num_threads(1)`` before ``learn`` for small
     policies (what :func:`~creditlab.integrations.sb3.train` does with ``RunConfig.torch_threads``).
 
+Teams (multi-agent)
+    When the vector env's slots are agents of teams (``teams``, or the ``slot_teams`` map a
+    :class:`~creditlab.integrations.pettingzoo.TeamVecEnv` declares), every episode row is one
+    agent's part of a team episode and gets ``group_ids``: rows with the same team and the same
+    last step in the rollout are one team episode (the agents of a team end together). The
+    multi-agent assigners (:mod:`creditlab.credit.multiagent`) split each team's return across
+    those rows; the decomposition-error metric then compares each agent's credit with its hidden
+    true return.
+
 Logged metrics (SB3 logger, and ``callback.history``): ``credit/loss``, ``credit/updates``,
 ``credit/fit_seconds``, ``credit/assign_seconds``, ``credit/seconds`` (all callback work),
 ``credit/frac_unassigned``, ``credit/complete_episodes``, ``store/*`` and, when the env reports
@@ -232,6 +241,9 @@ class CreditAssignmentCallback(BaseCallback):
             callbacks edit the rewards after this one and :class:`RecomputeAdvantages` runs last.
         torch_threads: torch threads of the assigner's ``fit`` and ``assign`` (the caller's setting
             is restored afterwards); None leaves it alone. See "Torch threads" in the module docstring.
+        teams: int[n_envs] -- the team of each vector slot when slots are agents (see "Teams" in
+            the module docstring); None: the training env's ``slot_teams`` if it declares one,
+            else every slot is a single-agent env.
 
     Example:
         >>> from stable_baselines3 import PPO
@@ -256,6 +268,7 @@ class CreditAssignmentCallback(BaseCallback):
         clip_reward: float = 10.0,
         recompute_advantages: bool = True,
         torch_threads: int | None = 1,
+        teams: Any | None = None,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -274,6 +287,7 @@ class CreditAssignmentCallback(BaseCallback):
         self.max_open_steps = int(max_open_steps)
         self.clip_reward = float(clip_reward)
         self.recompute_advantages = bool(recompute_advantages)
+        self.teams = None if teams is None else np.asarray(teams, dtype=np.int64).reshape(-1)
         self.history: list[dict[str, float]] = []
         self.total_seconds = 0.0
         self._update_credit = 0.0
@@ -292,6 +306,10 @@ class CreditAssignmentCallback(BaseCallback):
         n = self.training_env.num_envs
         self._n = n
         self._vn: VecNormalize | None = unwrap_vec_normalize(self.training_env)
+        teams = self.teams if self.teams is not None else getattr(self.training_env, "slot_teams", None)
+        self._teams = None if teams is None else np.asarray(teams, dtype=np.int64).reshape(-1)
+        if self._teams is not None and self._teams.shape != (n,):
+            raise RangeError(f"teams maps {self._teams.shape[0]} slots to teams but the training env has {n} slots")
         if self._streams is None or self.model.num_timesteps == 0 or self._streams.n_envs != n:
             self._streams = _Streams(n)
             self._prev_obs = None
@@ -369,6 +387,8 @@ class CreditAssignmentCallback(BaseCallback):
         inr = last_t >= 0
         timeout[inr] = rows["timeout"][last_t[inr], last_e[inr]]
         returns = np.where(mask, ep["reward"], 0.0).sum(1)
+        # Team episodes: rows of slots of one team that end at the same step of this rollout.
+        group_ids = None if self._teams is None else self._teams[last_e] * (n_steps + 1) + last_t
         episodes = Episodes.from_padded(
             ep["reward"].astype(np.float32),
             mask,
@@ -378,6 +398,7 @@ class CreditAssignmentCallback(BaseCallback):
             observations=ep["obs"],
             actions=ep["act"],
             next_observations=ep["next_obs"],
+            group_ids=group_ids,
         )
         metrics: dict[str, float] = {"credit/complete_episodes": float(complete.sum()), "credit/episodes": float(len(lengths))}
         # 1. Train on the complete episodes.
@@ -401,7 +422,9 @@ class CreditAssignmentCallback(BaseCallback):
             true_c = ep["true"][complete]
             m_c = mask[complete]
             if not np.isnan(np.where(m_c, true_c, 0.0)).any():
-                q = credit_quality(assigned[complete], np.where(m_c, true_c, 0.0), m_c, returns=returns[complete])
+                # teams: each agent's credit against its hidden true return (the row's paid return is the team's)
+                target = None if self._teams is not None else returns[complete]
+                q = credit_quality(assigned[complete], np.where(m_c, true_c, 0.0), m_c, returns=target)
                 metrics.update(q.metrics)
         # 4. Steps without credit: running mean or the observed reward.
         assigned_steps = present & in_rollout

@@ -313,6 +313,7 @@ def train(
     vec_env_wrapper: Callable[[VecEnv], VecEnv] | None = None,
     on_evaluation: Callable[[Evaluation, Any], None] | None = None,
     logger: Any = None,
+    envs: Any | None = None,
 ) -> RunResult:
     """Train one SB3 agent on ``config.reward`` with an optional credit assigner; evaluate on the true reward.
 
@@ -327,6 +328,10 @@ def train(
         logger: an SB3 ``Logger`` used instead of the one SB3 configures from
             ``config.tensorboard_log`` and ``config.verbose`` (e.g.
             :func:`~creditlab.integrations.sb3.tracking.make_logger`); the caller closes it.
+        envs: builds the environments instead of :func:`make_env` / :class:`Evaluator`: an object
+            with ``train_env(config, vec_env_wrapper) -> VecEnv`` and ``evaluator(config)`` (an
+            :class:`Evaluator`-like callable), e.g.
+            :class:`creditlab.integrations.pettingzoo.PettingZooEnvs` for PettingZoo teams.
 
     Returns:
         :class:`RunResult`. ``metrics``: ``time/wall_seconds`` (all of ``train``),
@@ -348,11 +353,15 @@ def train(
     torch.set_num_threads(config.torch_threads)
     env = evaluator = None
     try:
-        env = make_env(config.env_id, n_envs=config.n_envs, reward=config.reward, seed=config.seed, env_kwargs=config.env_kwargs,
-                       normalize_observations=config.normalize_observations, normalize_rewards=config.normalize_rewards,
-                       gamma=config.gamma, vec_env_wrapper=vec_env_wrapper)
-        evaluator = Evaluator(config.env_id, episodes=config.eval_episodes, seed=config.seed + 10_000, env_kwargs=config.env_kwargs,
-                              normalize_observations=config.normalize_observations, trajectories=config.eval_trajectories)
+        if envs is not None:
+            env = envs.train_env(config, vec_env_wrapper)
+            evaluator = envs.evaluator(config)
+        else:
+            env = make_env(config.env_id, n_envs=config.n_envs, reward=config.reward, seed=config.seed, env_kwargs=config.env_kwargs,
+                           normalize_observations=config.normalize_observations, normalize_rewards=config.normalize_rewards,
+                           gamma=config.gamma, vec_env_wrapper=vec_env_wrapper)
+            evaluator = Evaluator(config.env_id, episodes=config.eval_episodes, seed=config.seed + 10_000, env_kwargs=config.env_kwargs,
+                                  normalize_observations=config.normalize_observations, trajectories=config.eval_trajectories)
         if assigner is None:
             assigner = _config_assigner(config)
         model, credit_cb, credit_cbs = _build_model(config, env, assigner)
