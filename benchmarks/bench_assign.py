@@ -32,7 +32,9 @@ def batch(n_ep: int, t: int, seed: int = 0) -> Episodes:
     acts = rng.uniform(-1, 1, size=(n_ep, t, 3)).astype(np.float32)
     rewards = np.zeros((n_ep, t), np.float32)
     rewards[:, -1] = rng.normal(size=n_ep)
-    return Episodes.from_padded(rewards, terminated=np.ones(n_ep, bool), observations=obs, actions=acts, next_observations=nobs)
+    return Episodes.from_padded(
+        rewards, terminated=np.ones(n_ep, bool), observations=obs, actions=acts, next_observations=nobs
+    )
 
 
 def best_of(fn, repeat: int) -> float:
@@ -64,9 +66,13 @@ def main() -> None:
     ep = batch(args.episodes, args.steps)
     small = batch(64, args.steps, seed=1)
     n = ep.num_steps
-    print(f"assign on {n:,} steps ({args.episodes} episodes x {args.steps} steps), torch threads {args.threads}, "
-          f"load average (5 min) {os.getloadavg()[1]:.1f} on {os.cpu_count()} cores")
-    print(f"{'assigner':<26}{'batched assign (s)':>20}{'per-episode loop (s)':>22}{'speed-up':>10}{'one update (ms)':>17}")
+    print(
+        f"assign on {n:,} steps ({args.episodes} episodes x {args.steps} steps), torch threads {args.threads}, "
+        f"load average (5 min) {os.getloadavg()[1]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"{'assigner':<26}{'batched assign (s)':>20}{'per-episode loop (s)':>22}{'speed-up':>10}{'one update (ms)':>17}"
+    )
     mlp = {
         "rd (MLP 128-128)": RDAssigner(),
         "rrd (MLP 128-128, K=64)": RRDAssigner(),
@@ -78,7 +84,12 @@ def main() -> None:
         upd = best_of(lambda a=a: a.fit(None, num_updates=10), args.repeat) / 10 * 1e3
         fast = best_of(lambda a=a: a.assign(ep), args.repeat)
         loop = best_of(lambda a=a: per_episode_loop(a, ep), 1)
-        np.testing.assert_allclose(per_episode_loop(a, ep.select(np.arange(3))), np.asarray(a.assign(ep.select(np.arange(3))).rewards), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            per_episode_loop(a, ep.select(np.arange(3))),
+            np.asarray(a.assign(ep.select(np.arange(3))).rewards),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         print(f"{name:<26}{fast:>20.3f}{loop:>22.3f}{loop / fast:>9.1f}x{upd:>17.2f}")
     for name, a in {"uniform": UniformAssigner(), "ircr": IRCRAssigner()}.items():
         a.fit(small)

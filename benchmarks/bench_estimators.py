@@ -86,7 +86,9 @@ def sb3_gae(rewards_tb, values_tb, episode_starts_tb, last_values, dones, gamma,
     from stable_baselines3.common.buffers import RolloutBuffer
 
     t, n = rewards_tb.shape
-    buf = RolloutBuffer(t, spaces.Box(-1, 1, (1,)), spaces.Discrete(2), device="cpu", gae_lambda=lam, gamma=gamma, n_envs=n)
+    buf = RolloutBuffer(
+        t, spaces.Box(-1, 1, (1,)), spaces.Discrete(2), device="cpu", gae_lambda=lam, gamma=gamma, n_envs=n
+    )
     buf.rewards[:] = rewards_tb
     buf.values[:] = values_tb
     buf.episode_starts[:] = episode_starts_tb
@@ -156,7 +158,10 @@ def loop_gdpo(components, mask, index, eps=1e-4):
         id2 = defaultdict(list)
         for i in range(n):
             id2[index[i]].append(col[i])
-        stats = {g: (torch.stack(v).mean(), torch.stack(v).std() if len(v) > 1 else torch.tensor(0.0)) for g, v in id2.items()}
+        stats = {
+            g: (torch.stack(v).mean(), torch.stack(v).std() if len(v) > 1 else torch.tensor(0.0))
+            for g, v in id2.items()
+        }
         for i in range(n):
             m, s = stats[index[i]]
             summed[i] += (col[i] - m) / (s + eps)
@@ -195,8 +200,12 @@ def bench_gae(shapes, args, lines):
         # SB3 layout is time-major [T, N]: one env per episode row, episode start at t = 0.
         starts = np.zeros((t, b), np.float32)
         starts[0] = 1
-        ours = Contender("creditlab", lambda: cl.gae(rewards, values, gamma=gamma, lambda_=lam, mask=mask, terminated=term))
-        sb3_fn = sb3_gae(rewards.T.copy(), values.T.copy(), starts, np.zeros(b, np.float32), np.ones(b, bool), gamma, lam)
+        ours = Contender(
+            "creditlab", lambda: cl.gae(rewards, values, gamma=gamma, lambda_=lam, mask=mask, terminated=term)
+        )
+        sb3_fn = sb3_gae(
+            rewards.T.copy(), values.T.copy(), starts, np.zeros(b, np.float32), np.ones(b, bool), gamma, lam
+        )
         sb3 = Contender("sb3", sb3_fn)
         tr, tv, tm = torch.from_numpy(rewards), torch.from_numpy(values), torch.ones(b, t)
         tterm = torch.ones(b, dtype=torch.bool)
@@ -262,7 +271,9 @@ def bench_groups(shapes, group_size, args, lines):
 
 def header(args) -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except OSError:  # pragma: no cover
         commit = "?"
     verl = "not installed"
@@ -300,7 +311,9 @@ def main() -> None:
     if args.only in (None, "groups"):
         bench_groups(group_shapes, 8, args, lines)
     print()
-    print("| estimator | shape | groups | peer | creditlab CPU ms | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |")
+    print(
+        "| estimator | shape | groups | peer | creditlab CPU ms | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for line in lines:
         print(line)

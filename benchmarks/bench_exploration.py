@@ -62,8 +62,10 @@ def bench_e3b(repeat: int, steps: int) -> None:
             if not torch.allclose(c1, c2, rtol=1e-3, atol=1e-4):
                 raise AssertionError("vectorized and per-env updates disagree")
         ratio = np.asarray(slow) / np.asarray(fast)
-        print(f"{e:5d}{d:6d}{np.median(fast) * 1e6:18.1f}{np.median(slow) * 1e6:20.1f}"
-              f"{np.median(ratio):12.2f}x [{ratio.min():.2f}, {ratio.max():.2f}]")
+        print(
+            f"{e:5d}{d:6d}{np.median(fast) * 1e6:18.1f}{np.median(slow) * 1e6:20.1f}"
+            f"{np.median(ratio):12.2f}x [{ratio.min():.2f}, {ratio.max():.2f}]"
+        )
 
 
 def bench_overhead(steps: int, methods: list[str]) -> None:
@@ -73,11 +75,32 @@ def bench_overhead(steps: int, methods: list[str]) -> None:
     from creditlab.bench.suites import expand_runs
 
     task = "MiniGrid-MultiRoom-N4-S5-v1"
-    agent = {"algo": "ppo", "n_envs": 8, "normalize": "obs",
-             "hyperparams": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "gamma": 0.99, "ent_coef": 0.01}}
-    suite = suite_from_dict({"name": "overhead", "seeds": 1, "methods": methods,
-                             "tasks": [{"name": "multiroom", "env": task, "family": "minigrid", "steps": steps, "eval_every": steps,
-                                        "eval_episodes": 1, "agent": agent, "dense_twin": False, "state_key": "pos"}]})
+    agent = {
+        "algo": "ppo",
+        "n_envs": 8,
+        "normalize": "obs",
+        "hyperparams": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "gamma": 0.99, "ent_coef": 0.01},
+    }
+    suite = suite_from_dict(
+        {
+            "name": "overhead",
+            "seeds": 1,
+            "methods": methods,
+            "tasks": [
+                {
+                    "name": "multiroom",
+                    "env": task,
+                    "family": "minigrid",
+                    "steps": steps,
+                    "eval_every": steps,
+                    "eval_episodes": 1,
+                    "agent": agent,
+                    "dense_twin": False,
+                    "state_key": "pos",
+                }
+            ],
+        }
+    )
     print(f"\nBonus overhead in PPO training ({task}, {steps:,} steps, 8 envs x 128 steps, 1 torch thread)")
     print(f"{'bonus':<22}{'train (s)':>10}{'steps/s':>10}{'callback share':>16}{'train / no bonus':>17}")
     base = None
@@ -89,8 +112,11 @@ def bench_overhead(steps: int, methods: list[str]) -> None:
         wall = m["time/train_seconds"]
         base = wall if run.method == "episodic" else base
         name = "none" if run.method == "episodic" else run.method
-        print(f"{name:<22}{wall:10.1f}{m['steps'] / wall:10.0f}"
-              f"{m.get('exploration/time_share', 0.0):15.1%}{wall / base:16.2f}x", flush=True)
+        print(
+            f"{name:<22}{wall:10.1f}{m['steps'] / wall:10.0f}"
+            f"{m.get('exploration/time_share', 0.0):15.1%}{wall / base:16.2f}x",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -98,11 +124,15 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--e3b-steps", type=int, default=200, help="time steps per E3B timing")
     p.add_argument("--steps", type=int, default=16_384, help="PPO steps per overhead run (0 skips the training part)")
-    p.add_argument("--methods", default="episodic_count,global_count,episodic_x_global,episodic_plus_global,rnd,noveld,e3b")
+    p.add_argument(
+        "--methods", default="episodic_count,global_count,episodic_x_global,episodic_plus_global,rnd,noveld,e3b"
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch threads {args.threads}, load average (5 min) {os.getloadavg()[1]:.1f} on {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"torch threads {args.threads}, load average (5 min) {os.getloadavg()[1]:.1f} on {os.cpu_count()} cores, torch {torch.__version__}"
+    )
     bench_e3b(args.repeat, args.e3b_steps)
     if args.steps:
         bench_overhead(args.steps, args.methods.split(","))

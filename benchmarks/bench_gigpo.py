@@ -129,12 +129,25 @@ def make_rows(n_turns: int, n_groups: int, traj_per_group: int, states_per_group
     group_of_row = traj_of_row // traj_per_group
     index = np.array([f"uid-{g}" for g in group_of_row], dtype=object)
     traj = np.array([f"traj-{t}" for t in traj_of_row], dtype=object)
-    anchors = np.array([f"room {g}/{s}: you see a desk and a lamp" for g, s in
-                        zip(group_of_row, rng.integers(0, states_per_group, size=n_turns))], dtype=object)
+    anchors = np.array(
+        [
+            f"room {g}/{s}: you see a desk and a lamp"
+            for g, s in zip(group_of_row, rng.integers(0, states_per_group, size=n_turns))
+        ],
+        dtype=object,
+    )
     rewards = rng.integers(-1, 2, size=n_turns).astype(np.float64)
     scores = np.repeat(rng.integers(0, 2, size=n_traj).astype(np.float64) * 10, lengths)
-    return dict(index=index, traj=traj, anchors=anchors, rewards=rewards, scores=scores, lengths=lengths,
-                group_of_row=group_of_row, traj_of_row=traj_of_row)
+    return dict(
+        index=index,
+        traj=traj,
+        anchors=anchors,
+        rewards=rewards,
+        scores=scores,
+        lengths=lengths,
+        group_of_row=group_of_row,
+        traj_of_row=traj_of_row,
+    )
 
 
 def timed(fn, repeat: int):
@@ -192,25 +205,48 @@ def main(argv=None) -> dict:
     results["rows"].append(_row("step grouping", args.turns, t_base, t_ours, f"same partition: {same}"))
 
     # 2) full advantage (episode + step terms), verl-agent layout
-    t_base, a_base = timed(lambda: baseline_gigpo(d["scores"], step_ret, d["anchors"], d["index"], d["traj"]), max(1, args.repeat - 2))
+    t_base, a_base = timed(
+        lambda: baseline_gigpo(d["scores"], step_ret, d["anchors"], d["index"], d["traj"]), max(1, args.repeat - 2)
+    )
     t_ours, out = timed(lambda: gigpo_rows(d["scores"], step_ret, d["anchors"], d["index"], d["traj"]), args.repeat)
     diff = float(np.max(np.abs(a_base - out.advantages)))
     results["rows"].append(_row("gigpo advantages (rows)", args.turns, t_base, t_ours, f"max |diff| {diff:.1e}"))
 
     # 3) the padded public function from per-turn rewards (returns + grouping + both terms)
-    anchors_pad = [list(d["anchors"][order][np.cumsum(d["lengths"])[i] - d["lengths"][i]: np.cumsum(d["lengths"])[i]]) for i in range(b)]
+    anchors_pad = [
+        list(d["anchors"][order][np.cumsum(d["lengths"])[i] - d["lengths"][i] : np.cumsum(d["lengths"])[i]])
+        for i in range(b)
+    ]
     groups_pad = np.arange(b) // args.traj_per_group
-    t_pad, _ = timed(lambda: gigpo(d["scores"][order][np.cumsum(d["lengths"]) - d["lengths"]], padded, anchors_pad, groups_pad,
-                                   mask=mask, gamma=gamma, mode="mean_norm"), args.repeat)
+    t_pad, _ = timed(
+        lambda: gigpo(
+            d["scores"][order][np.cumsum(d["lengths"]) - d["lengths"]],
+            padded,
+            anchors_pad,
+            groups_pad,
+            mask=mask,
+            gamma=gamma,
+            mode="mean_norm",
+        ),
+        args.repeat,
+    )
     results["rows"].append(_row("gigpo (padded, from rewards)", args.turns, None, t_pad, "includes discounted returns"))
 
     # 4) step discounted returns: the reference's per-sample search is O(N^2): smaller N
     for n_small in [min(int(x), args.turns) for x in str(args.returns_turns).split(",")]:
-        small = make_rows(n_small, max(1, n_small * args.groups // args.turns), args.traj_per_group, args.states_per_group, args.seed + 1)
+        small = make_rows(
+            n_small,
+            max(1, n_small * args.groups // args.turns),
+            args.traj_per_group,
+            args.states_per_group,
+            args.seed + 1,
+        )
         t_base, r_base = timed(lambda small=small: baseline_step_returns(small["rewards"], small["traj"], gamma), 1)
         t_ours, r_ours = timed(lambda small=small: _ours_step_returns(small, gamma), args.repeat)
         diff = float(np.max(np.abs(r_base - r_ours)))
-        results["rows"].append(_row("step returns (per-row search vs scan)", n_small, t_base, t_ours, f"max |diff| {diff:.1e}"))
+        results["rows"].append(
+            _row("step returns (per-row search vs scan)", n_small, t_base, t_ours, f"max |diff| {diff:.1e}")
+        )
 
     results["environment"] = _environment()
     _print(results)
@@ -246,12 +282,20 @@ def _row(name, n, t_base, t_ours, note):
 
 def _environment() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except Exception:  # noqa: BLE001
         commit = ""
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "machine": platform.machine(), "cpus": os.cpu_count(), "git_commit": commit,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "git_commit": commit,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _print(results: dict) -> None:

@@ -52,7 +52,9 @@ def verl_batch(bs: int, length: int, n: int, seed: int = 0):
     lengths = rng.integers(1, length + 1, size=bs)
     mask = torch.from_numpy((np.arange(length)[None, :] < lengths[:, None]).astype(np.float32))
     tl = torch.zeros(bs, length)
-    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(rng.integers(0, 2, size=bs).astype(np.float32))
+    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(
+        rng.integers(0, 2, size=bs).astype(np.float32)
+    )
     index = np.array([f"uid-{i // n}" for i in range(bs)], dtype=object)
     logits = torch.from_numpy(rng.normal(size=(bs, length, 4)).astype(np.float32))
     probs = torch.softmax(logits, -1)
@@ -61,8 +63,17 @@ def verl_batch(bs: int, length: int, n: int, seed: int = 0):
     ref_lp = old_lp + torch.from_numpy(rng.normal(0, 0.1, size=(bs, length)).astype(np.float32))
     base = torch.from_numpy(rng.integers(0, 2, size=bs).astype(np.float32))
     tree_uid = np.array([f"tree-{i // (n // 2)}" for i in range(bs)], dtype=object)  # 2 trees per prompt
-    return dict(tl=tl, mask=mask, index=index, lengths=torch.from_numpy(lengths), old_lp=old_lp, spsq=spsq, ref_lp=ref_lp,
-                base=base, tree_uid=tree_uid)
+    return dict(
+        tl=tl,
+        mask=mask,
+        index=index,
+        lengths=torch.from_numpy(lengths),
+        old_lp=old_lp,
+        spsq=spsq,
+        ref_lp=ref_lp,
+        base=base,
+        tree_uid=tree_uid,
+    )
 
 
 def per_response(fn):
@@ -101,33 +112,86 @@ def cases():
     """(name, creditlab(d), peer name, peer(d))."""
     cfg = AlgoConfig(norm_adv_by_std_in_grpo=True) if verl_algos else None
     out = [
-        ("remax", lambda d: cla.remax(d["tl"], d["base"], mask=d["mask"].bool()).advantages,
-         "verl remax", lambda d: verl_algos.compute_remax_outcome_advantage(d["tl"], d["base"], d["mask"])[0]),
-        ("opo", per_response(lambda s, d: cla.opo(s, d["index"], d["lengths"]).advantages),
-         "verl opo", lambda d: verl_algos.compute_opo_outcome_advantage(d["tl"], d["mask"], d["index"])[0]),
-        ("grpo_passk", per_response(lambda s, d: cla.grpo_passk(s, d["index"]).advantages),
-         "verl grpo_passk", lambda d: verl_algos.compute_grpo_passk_outcome_advantage(d["tl"], d["mask"], d["index"], config=cfg)[0]),
-        ("gpg", per_response(lambda s, d: cla.gpg(s, d["index"]).advantages),
-         "verl gpg", lambda d: verl_algos.compute_gpg_outcome_advantage(d["tl"], d["mask"], d["index"])[0]),
-        ("reinforce_pp_baseline (token weights)", per_response(lambda s, d: cl.reinforce_pp_baseline(s, d["index"], weights=d["lengths"]).advantages),
-         "verl reinforce_plus_plus_baseline",
-         lambda d: verl_algos.compute_reinforce_plus_plus_baseline_outcome_advantage(d["tl"], d["mask"], d["index"])[0]),
-        ("optimal_token_baseline", lambda d: cla.optimal_token_baseline(d["tl"], d["mask"].bool(), d["index"], d["old_lp"], d["spsq"]).advantages,
-         "verl optimal_token_baseline",
-         lambda d: verl_algos.compute_optimal_token_baseline_advantage(d["tl"], d["mask"], d["index"], d["old_lp"], d["spsq"])[0]),
-        ("optimal_token_baseline (policy_token)",
-         lambda d: cla.optimal_token_baseline(d["tl"], d["mask"].bool(), d["index"], d["old_lp"], d["spsq"], align="policy_token").advantages,
-         "verl tir_optimal_token_baseline",
-         lambda d: verl_algos.compute_multi_turn_optimal_token_baseline_advantage(d["tl"], d["mask"], d["index"], d["old_lp"], d["spsq"])[0]),
-        ("kl_penalty k3", lambda d: cla.kl_penalty(d["old_lp"], d["ref_lp"], kind="k3"),
-         "verl kl_penalty low_var_kl", lambda d: verl_algos.kl_penalty(d["old_lp"], d["ref_lp"], "low_var_kl")),
-        ("kl_in_reward k1", lambda d: cla.kl_in_reward(d["tl"], d["old_lp"], d["ref_lp"], d["mask"].bool(), coef=0.001).rewards,
-         "verl k1 reward (kl_penalty * mask)", lambda d: d["tl"] - 0.001 * verl_algos.kl_penalty(d["old_lp"], d["ref_lp"], "kl") * d["mask"]),
-        ("maxrl", per_response(lambda s, d: cla.maxrl(s, d["index"]).advantages),
-         "SkyRL's formula (restated loop)", lambda d: skyrl_maxrl(d["tl"], d["mask"], d["index"])),
-        ("creditlab_tree (tree_grpo, tree_uid)",
-         lambda d: compute_tree_advantage(d["tl"], d["mask"], d["index"], tree_uid=d["tree_uid"], tree_method="tree_grpo")[0],
-         "Tree-GRPO: verl grpo by uid + by tree_uid", lambda d: tree_grpo_peer(d)),
+        (
+            "remax",
+            lambda d: cla.remax(d["tl"], d["base"], mask=d["mask"].bool()).advantages,
+            "verl remax",
+            lambda d: verl_algos.compute_remax_outcome_advantage(d["tl"], d["base"], d["mask"])[0],
+        ),
+        (
+            "opo",
+            per_response(lambda s, d: cla.opo(s, d["index"], d["lengths"]).advantages),
+            "verl opo",
+            lambda d: verl_algos.compute_opo_outcome_advantage(d["tl"], d["mask"], d["index"])[0],
+        ),
+        (
+            "grpo_passk",
+            per_response(lambda s, d: cla.grpo_passk(s, d["index"]).advantages),
+            "verl grpo_passk",
+            lambda d: verl_algos.compute_grpo_passk_outcome_advantage(d["tl"], d["mask"], d["index"], config=cfg)[0],
+        ),
+        (
+            "gpg",
+            per_response(lambda s, d: cla.gpg(s, d["index"]).advantages),
+            "verl gpg",
+            lambda d: verl_algos.compute_gpg_outcome_advantage(d["tl"], d["mask"], d["index"])[0],
+        ),
+        (
+            "reinforce_pp_baseline (token weights)",
+            per_response(lambda s, d: cl.reinforce_pp_baseline(s, d["index"], weights=d["lengths"]).advantages),
+            "verl reinforce_plus_plus_baseline",
+            lambda d: verl_algos.compute_reinforce_plus_plus_baseline_outcome_advantage(d["tl"], d["mask"], d["index"])[
+                0
+            ],
+        ),
+        (
+            "optimal_token_baseline",
+            lambda d: (
+                cla.optimal_token_baseline(d["tl"], d["mask"].bool(), d["index"], d["old_lp"], d["spsq"]).advantages
+            ),
+            "verl optimal_token_baseline",
+            lambda d: verl_algos.compute_optimal_token_baseline_advantage(
+                d["tl"], d["mask"], d["index"], d["old_lp"], d["spsq"]
+            )[0],
+        ),
+        (
+            "optimal_token_baseline (policy_token)",
+            lambda d: (
+                cla.optimal_token_baseline(
+                    d["tl"], d["mask"].bool(), d["index"], d["old_lp"], d["spsq"], align="policy_token"
+                ).advantages
+            ),
+            "verl tir_optimal_token_baseline",
+            lambda d: verl_algos.compute_multi_turn_optimal_token_baseline_advantage(
+                d["tl"], d["mask"], d["index"], d["old_lp"], d["spsq"]
+            )[0],
+        ),
+        (
+            "kl_penalty k3",
+            lambda d: cla.kl_penalty(d["old_lp"], d["ref_lp"], kind="k3"),
+            "verl kl_penalty low_var_kl",
+            lambda d: verl_algos.kl_penalty(d["old_lp"], d["ref_lp"], "low_var_kl"),
+        ),
+        (
+            "kl_in_reward k1",
+            lambda d: cla.kl_in_reward(d["tl"], d["old_lp"], d["ref_lp"], d["mask"].bool(), coef=0.001).rewards,
+            "verl k1 reward (kl_penalty * mask)",
+            lambda d: d["tl"] - 0.001 * verl_algos.kl_penalty(d["old_lp"], d["ref_lp"], "kl") * d["mask"],
+        ),
+        (
+            "maxrl",
+            per_response(lambda s, d: cla.maxrl(s, d["index"]).advantages),
+            "SkyRL's formula (restated loop)",
+            lambda d: skyrl_maxrl(d["tl"], d["mask"], d["index"]),
+        ),
+        (
+            "creditlab_tree (tree_grpo, tree_uid)",
+            lambda d: compute_tree_advantage(
+                d["tl"], d["mask"], d["index"], tree_uid=d["tree_uid"], tree_method="tree_grpo"
+            )[0],
+            "Tree-GRPO: verl grpo by uid + by tree_uid",
+            lambda d: tree_grpo_peer(d),
+        ),
     ]
     return out
 
@@ -154,17 +218,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if verl_algos is None:
-        raise SystemExit("verl is not importable: pip install --no-deps verl==0.9.1 plus its import dependencies (docs/llm.md)")
+        raise SystemExit(
+            "verl is not importable: pip install --no-deps verl==0.9.1 plus its import dependencies (docs/llm.md)"
+        )
     shapes = [(256, 64, 8)] if args.quick else [(1024, 512, 8), (8192, 64, 8)]
     rounds = 3 if args.quick else args.rounds
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:  # pragma: no cover
         commit = "?"
     import verl
 
-    print(f"creditlab {cl.__version__} ({commit}), verl {verl.__version__}, torch {torch.__version__}, "
-          f"python {platform.python_version()}, threads {torch.get_num_threads()}, rounds {rounds}")
+    print(
+        f"creditlab {cl.__version__} ({commit}), verl {verl.__version__}, torch {torch.__version__}, "
+        f"python {platform.python_version()}, threads {torch.get_num_threads()}, rounds {rounds}"
+    )
     print()
     print("| estimator | bs x L (group n) | creditlab ms | peer | peer ms | peer / creditlab: median (min-max) |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -172,7 +242,9 @@ def main() -> None:
         d = verl_batch(bs, length, n)
         for name, ours, peer_name, peer in cases():
             a, b, r, lo, hi = measure(ours, peer, d, rounds)
-            print(f"| {name} | {bs} x {length} ({n}) | {a * 1e3:.2f} | {peer_name} | {b * 1e3:.2f} | {r:.1f}x ({lo:.1f}-{hi:.1f}) |")
+            print(
+                f"| {name} | {bs} x {length} ({n}) | {a * 1e3:.2f} | {peer_name} | {b * 1e3:.2f} | {r:.1f}x ({lo:.1f}-{hi:.1f}) |"
+            )
 
 
 if __name__ == "__main__":

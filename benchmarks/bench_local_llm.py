@@ -56,9 +56,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _chat(base_url: str, prompt: str, max_tokens: int) -> int:
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "temperature": 0.0, "max_tokens": max_tokens}
-    req = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+    }
+    req = urllib.request.Request(
+        f"{base_url}/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=1200) as resp:
         return int(json.loads(resp.read())["usage"]["completion_tokens"])
 
@@ -73,16 +79,25 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
     lm = load_causal_lm(folder)
     model, tok = lm.model, lm.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    encoded = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"] for p in PROMPTS]
+    encoded = [
+        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"]
+        for p in PROMPTS
+    ]
 
     def hf_single() -> tuple[int, float, float]:
         t0, c0, n = time.perf_counter(), time.process_time(), 0
         for ids in encoded:
             x = torch.tensor([ids])
             with torch.no_grad():
-                out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_tokens, do_sample=False,
-                                     eos_token_id=end, pad_token_id=end)
-            row = out[0, x.shape[1]:].tolist()
+                out = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_tokens,
+                    do_sample=False,
+                    eos_token_id=end,
+                    pad_token_id=end,
+                )
+            row = out[0, x.shape[1] :].tolist()
             n += row.index(end) + 1 if end in row else len(row)
         return n, time.perf_counter() - t0, time.process_time() - c0
 
@@ -92,7 +107,9 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
         attn = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
         t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
-            out = model.generate(x, attention_mask=attn, max_new_tokens=max_tokens, do_sample=False, eos_token_id=end, pad_token_id=end)
+            out = model.generate(
+                x, attention_mask=attn, max_new_tokens=max_tokens, do_sample=False, eos_token_id=end, pad_token_id=end
+            )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = sum((row.index(end) + 1 if end in row else len(row)) for row in out[:, width:].tolist())
         return n, seconds, cpu
@@ -102,11 +119,15 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
             t0, c0 = time.perf_counter(), _cpu_seconds(server.pid)
             n = sum(_chat(server.base_url, p, max_tokens) for p in PROMPTS)
             return n, time.perf_counter() - t0, _cpu_seconds(server.pid) - c0
+
         return run
 
     servers = [LocalLLMServer(folder, backend="transformers", name="smollm2", port=0, threads=1).start()]
-    engines = {"HF generate, batch 1": hf_single, f"HF generate, batch {len(PROMPTS)}": hf_batch,
-               "transformers serve (HTTP)": server_engine(servers[0])}
+    engines = {
+        "HF generate, batch 1": hf_single,
+        f"HF generate, batch {len(PROMPTS)}": hf_batch,
+        "transformers serve (HTTP)": server_engine(servers[0]),
+    }
     if importlib.util.find_spec("llama_cpp") is not None:
         servers.append(LocalLLMServer("smollm2", backend="llama-cpp", port=0, threads=1).start())
         engines["llama.cpp server (HTTP)"] = server_engine(servers[1])
@@ -122,14 +143,21 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
                 rates[name].append(n / seconds)
                 per_cpu[name].append(n / max(cpu, 1e-9))
                 tokens[name].append(n)
-            print(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {rates[k][-1]:.1f} tok/s ({per_cpu[k][-1]:.1f}/CPU-s)"
-                                                          for k in engines), flush=True)
+            print(
+                f"round {r + 1}/{rounds}: "
+                + ", ".join(f"{k} {rates[k][-1]:.1f} tok/s ({per_cpu[k][-1]:.1f}/CPU-s)" for k in engines),
+                flush=True,
+            )
     finally:
         for s in servers:
             s.close()
     base = "HF generate, batch 1"
-    print(f"\n{len(PROMPTS)} prompts, greedy, <= {max_tokens} new tokens each, 1 thread, {rounds} rounds; torch {torch.__version__}")
-    print("| engine | tokens per round | tokens/s (wall) | ratio to HF batch 1 (wall) | tokens per CPU-second | ratio to HF batch 1 (CPU) |")
+    print(
+        f"\n{len(PROMPTS)} prompts, greedy, <= {max_tokens} new tokens each, 1 thread, {rounds} rounds; torch {torch.__version__}"
+    )
+    print(
+        "| engine | tokens per round | tokens/s (wall) | ratio to HF batch 1 (wall) | tokens per CPU-second | ratio to HF batch 1 (CPU) |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
 
     def cell(values):
@@ -138,7 +166,9 @@ def throughput(rounds: int, max_tokens: int, cache_dir: str | None) -> None:
     for name in engines:
         wall = [v / b for v, b in zip(rates[name], rates[base])]
         cpu = [v / b for v, b in zip(per_cpu[name], per_cpu[base])]
-        print(f"| {name} | {statistics.median(tokens[name]):.0f} | {cell(rates[name])} | {cell(wall)} | {cell(per_cpu[name])} | {cell(cpu)} |")
+        print(
+            f"| {name} | {statistics.median(tokens[name]):.0f} | {cell(rates[name])} | {cell(wall)} | {cell(per_cpu[name])} | {cell(cpu)} |"
+        )
 
 
 def trl_step(cache_dir: str | None) -> None:
@@ -163,6 +193,7 @@ def trl_step(cache_dir: str | None) -> None:
             finally:
                 times[name] = times.get(name, 0.0) + time.perf_counter() - t0
                 cpu[name] = cpu.get(name, 0.0) + time.process_time() - c0
+
         wrapper.__name__ = getattr(fn, "__name__", name)
         return wrapper
 
@@ -171,14 +202,34 @@ def trl_step(cache_dir: str | None) -> None:
     advantage = TurnRLOOAdvantage(turn_reward_column="turn_rewards")
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS] * 4})
     with tempfile.TemporaryDirectory() as d:
-        args = trl.GRPOConfig(output_dir=d, per_device_train_batch_size=4, num_generations=2, max_completion_length=64, max_steps=1,
-                              learning_rate=1e-5, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", beta=0.0, seed=0)
+        args = trl.GRPOConfig(
+            output_dir=d,
+            per_device_train_batch_size=4,
+            num_generations=2,
+            max_completion_length=64,
+            max_steps=1,
+            learning_rate=1e-5,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            beta=0.0,
+            seed=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = CreditlabGRPOTrainer(model=lm.model, reward_funcs=[timed("reward functions", names_a_colour)], args=args,
-                                           train_dataset=dataset, processing_class=lm.tokenizer, rollout_func=timed_rollout,
-                                           advantage_fn=timed("advantage function (creditlab)", advantage))
-            trainer._generate_and_score_completions = timed("generate and score (TRL)", trainer._generate_and_score_completions)
+            trainer = CreditlabGRPOTrainer(
+                model=lm.model,
+                reward_funcs=[timed("reward functions", names_a_colour)],
+                args=args,
+                train_dataset=dataset,
+                processing_class=lm.tokenizer,
+                rollout_func=timed_rollout,
+                advantage_fn=timed("advantage function (creditlab)", advantage),
+            )
+            trainer._generate_and_score_completions = timed(
+                "generate and score (TRL)", trainer._generate_and_score_completions
+            )
             trainer.training_step = timed("training step", trainer.training_step)
             trainer.compute_loss = timed("loss forward", trainer.compute_loss)
             trainer.train = timed("train", trainer.train)
@@ -188,8 +239,10 @@ def trl_step(cache_dir: str | None) -> None:
         "rollout generation (HF generate in rollout_func)": times["rollout"],
         "reward functions": times["reward functions"],
         "advantage function (creditlab)": times["advantage function (creditlab)"],
-        "rest of TRL's scoring (padding, masks, metrics)": times["generate and score (TRL)"] - rollout.seconds
-        - times["reward functions"] - times["advantage function (creditlab)"],
+        "rest of TRL's scoring (padding, masks, metrics)": times["generate and score (TRL)"]
+        - rollout.seconds
+        - times["reward functions"]
+        - times["advantage function (creditlab)"],
         "loss forward": times["loss forward"],
         "backward": times["training step"] - times["generate and score (TRL)"] - times["loss forward"],
         "optimizer step and trainer overhead": total - times["training step"],
@@ -198,14 +251,18 @@ def trl_step(cache_dir: str | None) -> None:
         "rollout generation (HF generate in rollout_func)": cpu["rollout"],
         "reward functions": cpu["reward functions"],
         "advantage function (creditlab)": cpu["advantage function (creditlab)"],
-        "rest of TRL's scoring (padding, masks, metrics)": cpu["generate and score (TRL)"] - cpu["rollout"]
-        - cpu["reward functions"] - cpu["advantage function (creditlab)"],
+        "rest of TRL's scoring (padding, masks, metrics)": cpu["generate and score (TRL)"]
+        - cpu["rollout"]
+        - cpu["reward functions"]
+        - cpu["advantage function (creditlab)"],
         "loss forward": cpu["loss forward"],
         "backward": cpu["training step"] - cpu["generate and score (TRL)"] - cpu["loss forward"],
         "optimizer step and trainer overhead": cpu["train"] - cpu["training step"],
     }
-    print(f"\none GRPO step, turn RLOO, 4 samples x 2 turns (<= 10 tokens each), 1 thread: {total:.1f} s wall, "
-          f"{cpu['train']:.1f} CPU-s")
+    print(
+        f"\none GRPO step, turn RLOO, 4 samples x 2 turns (<= 10 tokens each), 1 thread: {total:.1f} s wall, "
+        f"{cpu['train']:.1f} CPU-s"
+    )
     print("| part | wall s | CPU s | share of CPU |")
     print("| --- | --- | --- | --- |")
     for name, seconds in parts.items():
@@ -216,7 +273,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--cache-dir", help="model conversion cache (default CREDITLAB_MODEL_CACHE or ~/.cache/creditlab/models)")
+    p.add_argument(
+        "--cache-dir", help="model conversion cache (default CREDITLAB_MODEL_CACHE or ~/.cache/creditlab/models)"
+    )
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()

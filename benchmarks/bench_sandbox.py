@@ -76,8 +76,10 @@ def startup(repeats: int) -> None:
 
     t_bare = timed(bare, repeats=repeats)
     t_box = timed(sandboxed, repeats=repeats)
-    print(f"worker start-up (start + load, median of {repeats}): {t_box * 1e3:.0f} ms; "
-          f"bare python -I -c 'import numpy': {t_bare * 1e3:.0f} ms; ratio {t_box / t_bare:.2f}")
+    print(
+        f"worker start-up (start + load, median of {repeats}): {t_box * 1e3:.0f} ms; "
+        f"bare python -I -c 'import numpy': {t_bare * 1e3:.0f} ms; ratio {t_box / t_bare:.2f}"
+    )
 
 
 GENERATE_ANSWERS = [
@@ -110,9 +112,24 @@ def generate(repeats: int) -> None:
     times = []
     for _ in range(repeats):
         with FakeLLMServer(answer) as server, tempfile.TemporaryDirectory() as out:
-            cmd = [os.path.join(os.path.dirname(sys.executable), "creditlab"), "program", "generate",
-                   os.path.join(root, "examples/programs/hopper.yaml"), "--out", out, "--n", "5",
-                   "--concurrency", "1", "--model", "fake", "--base-url", server.url, "--cache-dir", ""]
+            cmd = [
+                os.path.join(os.path.dirname(sys.executable), "creditlab"),
+                "program",
+                "generate",
+                os.path.join(root, "examples/programs/hopper.yaml"),
+                "--out",
+                out,
+                "--n",
+                "5",
+                "--concurrency",
+                "1",
+                "--model",
+                "fake",
+                "--base-url",
+                server.url,
+                "--cache-dir",
+                "",
+            ]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True)
             times.append(time.perf_counter() - t0)
@@ -121,8 +138,10 @@ def generate(repeats: int) -> None:
     t0 = time.perf_counter()
     subprocess.run([cmd[0], "program", "--help"], capture_output=True, check=True)
     t_cli = time.perf_counter() - t0
-    print(f"program generate end to end (5 candidates + merge, 7 sandboxed validations, median of {repeats}): "
-          f"{statistics.median(times):.2f} s (min {min(times):.2f} s); `creditlab program --help` alone: {t_cli:.2f} s")
+    print(
+        f"program generate end to end (5 candidates + merge, 7 sandboxed validations, median of {repeats}): "
+        f"{statistics.median(times):.2f} s (min {min(times):.2f} s); `creditlab program --help` alone: {t_cli:.2f} s"
+    )
 
 
 def main() -> None:
@@ -165,7 +184,9 @@ def main() -> None:
             print(f"{batch:>14,} {steps / t_local:>20,.0f} {steps / t_box:>17,.0f} {t_local / t_box:>7.3f}")
         one_local = timed(lambda: local(obs[:1], act[:1]), repeats=200)
         one_box = timed(lambda: phi(obs[:1], act[:1]), repeats=200)
-    print(f"1-step call latency: in-process {one_local * 1e6:.1f} us, sandbox {one_box * 1e6:.1f} us (round trip over pipes)")
+    print(
+        f"1-step call latency: in-process {one_local * 1e6:.1f} us, sandbox {one_box * 1e6:.1f} us (round trip over pipes)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,15 @@ def timed_run(task: str, steps: int) -> tuple[dict[str, float], dict[str, float]
 
     BaseCallback.on_step = on_step
     try:
-        cfg = RunConfig(**TASKS[task], assigner="uniform", total_timesteps=steps, n_envs=8, eval_every=0, eval_episodes=2,
-                        algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10})
+        cfg = RunConfig(
+            **TASKS[task],
+            assigner="uniform",
+            total_timesteps=steps,
+            n_envs=8,
+            eval_every=0,
+            eval_episodes=2,
+            algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10},
+        )
         res = train(cfg)
     finally:
         BaseCallback.on_step = original
@@ -67,7 +74,9 @@ def main() -> None:
             print(f"| {task} | {name} | {s:.3f} | {100 * s / train_s:.2f} % | {1e6 * s / n:.1f} |")
         total = sum(seconds.values())
         print(f"| {task} | all `_on_step` | {total:.3f} | {100 * total / train_s:.2f} % | {1e6 * total / n:.1f} |")
-        print(f"| {task} | (credit/overhead_pct, all credit work; training {train_s:.1f} s) | | {metrics['credit/overhead_pct']:.2f} % | |")
+        print(
+            f"| {task} | (credit/overhead_pct, all credit work; training {train_s:.1f} s) | | {metrics['credit/overhead_pct']:.2f} % | |"
+        )
 
 
 if __name__ == "__main__":

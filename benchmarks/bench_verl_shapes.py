@@ -35,7 +35,9 @@ def single_turn(bs, length, group, rng):
     lengths = rng.integers(length // 4, length + 1, size=bs)
     rm = torch.from_numpy((np.arange(length)[None, :] < lengths[:, None]).astype(np.float32))
     tl = torch.zeros(bs, length)
-    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(rng.integers(0, 2, size=bs).astype(np.float32))
+    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(
+        rng.integers(0, 2, size=bs).astype(np.float32)
+    )
     index = np.array([f"uid-{i // group}" for i in range(bs)], dtype=object)
     return tl, rm, index
 
@@ -67,10 +69,14 @@ def main(argv=None):
     except Exception:  # noqa: BLE001
         core_algos = None
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, verl {'yes' if core_algos else 'not installed'}, "
-          f"{args.rounds} rounds (loop: {args.loop_rounds}), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, verl {'yes' if core_algos else 'not installed'}, "
+        f"{args.rounds} rounds (loop: {args.loop_rounds}), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     print()
-    print("| bs x L | case | creditlab CPU ms | peer | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |")
+    print(
+        "| bs x L | case | creditlab CPU ms | peer | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for shape in args.shapes.split(","):
         bs, length = (int(x) for x in shape.split("x"))
@@ -82,20 +88,30 @@ def run_shape(shape, bs, length, args, rng, core_algos):
     ours = Contender("creditlab_turn_rloo", lambda: compute_turn_rloo_advantage(tl, rm, index=index)[0])
     group = [ours]
     if core_algos is not None:
-        loop = Contender("verl RLOO loop", lambda: core_algos.compute_rloo_outcome_advantage(tl, rm, index)[0], rounds=args.loop_rounds)
-        vec = Contender("verl RLOO vectorized", lambda: core_algos.compute_rloo_vectorized_outcome_advantage(tl, rm, index)[0])
+        loop = Contender(
+            "verl RLOO loop",
+            lambda: core_algos.compute_rloo_outcome_advantage(tl, rm, index)[0],
+            rounds=args.loop_rounds,
+        )
+        vec = Contender(
+            "verl RLOO vectorized", lambda: core_algos.compute_rloo_vectorized_outcome_advantage(tl, rm, index)[0]
+        )
         group += [loop, vec]
     multi = None
     if length >= 2 * args.turns:
         tl2, rm2, index2 = multi_turn(bs, length, args.group, args.turns, rng)
-        multi = Contender(f"creditlab_turn_rloo, {args.turns} turns", lambda: compute_turn_rloo_advantage(tl2, rm2, index=index2)[0])
+        multi = Contender(
+            f"creditlab_turn_rloo, {args.turns} turns", lambda: compute_turn_rloo_advantage(tl2, rm2, index=index2)[0]
+        )
         group.append(multi)
     measure(group, args.rounds, args.min_ms / 1e3)
     a = ours.fn()
     for peer in group[1:3]:
         diff = float((a - peer.fn()).abs().max())
-        print(f"| {shape} | 1 turn | {ms(ours, len(peer.cpu))} | {peer.name} | {ms(peer)} | "
-              f"{ratio_text(peer.cpu, ours.cpu)} | {ratio_text(peer.wall, ours.wall)} | {diff:.1e} |")
+        print(
+            f"| {shape} | 1 turn | {ms(ours, len(peer.cpu))} | {peer.name} | {ms(peer)} | "
+            f"{ratio_text(peer.cpu, ours.cpu)} | {ratio_text(peer.wall, ours.wall)} | {diff:.1e} |"
+        )
     if core_algos is None:
         print(f"| {shape} | 1 turn | {ms(ours)} | - | - | - | - | - |")
     if multi is not None:

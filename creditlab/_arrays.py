@@ -261,7 +261,9 @@ def as_mask(
     With ``prefix`` the mask must be 1 on a prefix of each row (padding only at the end); a 0
     followed by a 1 is a hole inside an episode and raises :class:`MaskError`.
     """
-    return mask_and_lengths(mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like)[0]
+    return mask_and_lengths(
+        mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like
+    )[0]
 
 
 def mask_and_lengths(
@@ -275,7 +277,9 @@ def mask_and_lengths(
     like: str = "rewards",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`as_mask` that also returns ``lengths: int64[B]`` (valid steps per row)."""
-    m, lengths, _ = mask_info(mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like)
+    m, lengths, _ = mask_info(
+        mask, name, shape, device=device, prefix=prefix, allow_empty_rows=allow_empty_rows, like=like
+    )
     return m, lengths
 
 
@@ -298,7 +302,11 @@ def mask_info(
             torch.full((shape[0],), shape[1], dtype=torch.int64, device=device),
             True,
         )
-    m = mask.detach() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
+    m = (
+        mask.detach()
+        if isinstance(mask, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, name)))
+    )
     hint = f" (the [B, T] shape of {like})"
     if m.dtype != torch.bool:
         if not (m.is_floating_point() or m.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
@@ -387,7 +395,9 @@ def as_scores(
             try:
                 arr = filled.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise DtypeError(f"{name} must hold numbers or None; got {sorted({type(v).__name__ for v in flat})}") from exc
+                raise DtypeError(
+                    f"{name} must hold numbers or None; got {sorted({type(v).__name__ for v in flat})}"
+                ) from exc
         else:
             none_mask = np.zeros(arr.shape, dtype=bool)
         values = as_float(arr, name, ndim=ndim, device=device, dtype=dtype, finite=False)
@@ -469,7 +479,9 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
             return factorize_ids(arr, name, device=device)
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise DtypeError(f"{name} must hold integer ids; got fractional or non-finite floats (dtype {arr.dtype})")
+                raise DtypeError(
+                    f"{name} must hold integer ids; got fractional or non-finite floats (dtype {arr.dtype})"
+                )
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iub":
             raise DtypeError(f"{name} must hold integer or string ids; got dtype {arr.dtype}")
@@ -512,12 +524,28 @@ def factorize_ids(arr: np.ndarray, name: str, *, device: torch.device | None = N
         if type(None) in kinds:
             i = next(i for i, v in enumerate(arr.tolist()) if v is None)
             raise GroupError(f"{name}[{i}] is None; every episode needs an id (use a string or an integer)")
-        if len({str if issubclass(k, (str, np.str_)) else int if issubclass(k, (int, np.integer)) else k for k in kinds}) > 1:
-            raise GroupError(f"{name} mixes id types {sorted(k.__name__ for k in kinds)}; use one type (all strings or all integers)")
+        if (
+            len(
+                {
+                    str if issubclass(k, (str, np.str_)) else int if issubclass(k, (int, np.integer)) else k
+                    for k in kinds
+                }
+            )
+            > 1
+        ):
+            raise GroupError(
+                f"{name} mixes id types {sorted(k.__name__ for k in kinds)}; use one type (all strings or all integers)"
+            )
         if all(issubclass(k, (int, np.integer)) for k in kinds):
-            return as_group_index(np.asarray(arr.tolist(), dtype=np.int64), name, arr.shape[0], device=device or torch.device("cpu"))
+            return as_group_index(
+                np.asarray(arr.tolist(), dtype=np.int64), name, arr.shape[0], device=device or torch.device("cpu")
+            )
     try:
-        codes = pa.array(arr.astype(str) if arr.dtype.kind != "U" else arr).dictionary_encode().indices.to_numpy(zero_copy_only=False)
+        codes = (
+            pa.array(arr.astype(str) if arr.dtype.kind != "U" else arr)
+            .dictionary_encode()
+            .indices.to_numpy(zero_copy_only=False)
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # pragma: no cover - exotic objects
         raise DtypeError(f"{name} must hold integer or string ids") from exc
     idx = torch.from_numpy(codes.astype(np.int64))

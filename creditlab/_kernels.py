@@ -372,7 +372,20 @@ def _numba_kernels() -> Kernels | None:
             s_out += float(out[i])
             s_a += a
             s_a2 += a * a
-        tot = np.array([float(n_present), s_r, s_r2, s_a, s_a2, s_out, float(n_nonempty), float(n_single), float(n_zero), float(in_degenerate)])
+        tot = np.array(
+            [
+                float(n_present),
+                s_r,
+                s_r2,
+                s_a,
+                s_a2,
+                s_out,
+                float(n_nonempty),
+                float(n_single),
+                float(n_zero),
+                float(in_degenerate),
+            ]
+        )
         return tot, stats_ok
 
     _NUMBA = {
@@ -415,7 +428,11 @@ def _numba_for(numel: int, ndim: int, last_dim: int) -> Kernels | None:
 
 
 def _use_numba(t: torch.Tensor) -> Kernels | None:
-    if BACKEND == "torch" or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64):
+    if (
+        BACKEND == "torch"
+        or t.device.type != "cpu"
+        or t.dtype not in (torch.float32, torch.float64, torch.bool, torch.int64)
+    ):
         return None
     return _numba_for(t.numel(), t.ndim, t.shape[-1] if t.ndim else 0)
 
@@ -456,8 +473,16 @@ def gae_scan(
     if k is not None:
         rn = _np(rewards)
         d, use_d = _discounts_args(discounts, last_discount, rn)
-        adv, ret, tot = k["gae"](rn, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_)
-        stats = {"sum_adv": float(tot[0]), "sum_adv2": float(tot[1]), "sum_ret": float(tot[2]), "sum_ret2": float(tot[3]), "n": float(num_valid)}
+        adv, ret, tot = k["gae"](
+            rn, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_
+        )
+        stats = {
+            "sum_adv": float(tot[0]),
+            "sum_adv2": float(tot[1]),
+            "sum_ret": float(tot[2]),
+            "sum_ret2": float(tot[3]),
+            "n": float(num_valid),
+        }
         return ScanResult(torch.from_numpy(adv), torch.from_numpy(ret), stats)
     n_rows, n_cols = rewards.shape
     mask = torch.arange(n_cols, device=rewards.device)[None, :] < lengths[:, None]
@@ -554,7 +579,13 @@ def numeric_mask(mask: torch.Tensor) -> NumericMask | None:
     if k is None:
         return None
     out, lengths, bad, full, hb, ht = k["numeric_mask"](_np(mask))
-    return NumericMask(torch.from_numpy(out.view(np.bool_)), torch.from_numpy(lengths), bool(bad), bool(full), None if hb < 0 else (int(hb), int(ht)))
+    return NumericMask(
+        torch.from_numpy(out.view(np.bool_)),
+        torch.from_numpy(lengths),
+        bool(bad),
+        bool(full),
+        None if hb < 0 else (int(hb), int(ht)),
+    )
 
 
 def group_moments(values: torch.Tensor, present: torch.Tensor, index: torch.Tensor, num_groups: int, unbiased: bool):
@@ -568,7 +599,13 @@ def group_moments(values: torch.Tensor, present: torch.Tensor, index: torch.Tens
         count, mean, std, constant, centered = k["group_moments"](
             _np(values), _np(present), _np(index), num_groups, unbiased
         )
-        return (torch.from_numpy(count), torch.from_numpy(mean), torch.from_numpy(std), torch.from_numpy(constant), torch.from_numpy(centered))
+        return (
+            torch.from_numpy(count),
+            torch.from_numpy(mean),
+            torch.from_numpy(std),
+            torch.from_numpy(constant),
+            torch.from_numpy(centered),
+        )
     return _torch_group_moments(values, present, index, num_groups, unbiased)
 
 
@@ -589,7 +626,13 @@ class GroupAdvantages(NamedTuple):
 
 
 def group_advantages(
-    values: torch.Tensor, present: torch.Tensor, index: torch.Tensor, num_groups: int, unbiased: bool, mode: str, eps: float
+    values: torch.Tensor,
+    present: torch.Tensor,
+    index: torch.Tensor,
+    num_groups: int,
+    unbiased: bool,
+    mode: str,
+    eps: float,
 ) -> GroupAdvantages | None:
     """GRPO / Dr. GRPO / RLOO advantages and their metric sums in one compiled call (CPU).
 
@@ -603,12 +646,22 @@ def group_advantages(
     if k is None or index.dtype != torch.int64 or values.dtype not in (torch.float32, torch.float64):
         return None
     out = np.empty(values.shape[0], dtype=np.float32 if values.dtype == torch.float32 else np.float64)
-    tot, ok = k["group_advantages"](_np(values), _np(present), _np(index), num_groups, unbiased, _GROUP_MODES[mode], float(eps), out)
+    tot, ok = k["group_advantages"](
+        _np(values), _np(present), _np(index), num_groups, unbiased, _GROUP_MODES[mode], float(eps), out
+    )
     if not (ok and np.isfinite(tot[:6]).all()):
         return None
     return GroupAdvantages(
-        torch.from_numpy(out), int(tot[0]), float(tot[1]), float(tot[2]), float(tot[3]), float(tot[4]),
-        int(tot[6]), int(tot[7]), int(tot[8]), int(tot[9]),
+        torch.from_numpy(out),
+        int(tot[0]),
+        float(tot[1]),
+        float(tot[2]),
+        float(tot[3]),
+        float(tot[4]),
+        int(tot[6]),
+        int(tot[7]),
+        int(tot[8]),
+        int(tot[9]),
     )
 
 
@@ -616,12 +669,20 @@ def _torch_group_moments(values, present, index, num_groups, unbiased):
     dev = values.device
     f64 = torch.float64
     v = torch.where(present, values.to(f64), torch.zeros((), dtype=f64, device=dev))
-    count = torch.bincount(index[present], minlength=num_groups) if present.numel() else torch.zeros(num_groups, dtype=torch.int64, device=dev)
+    count = (
+        torch.bincount(index[present], minlength=num_groups)
+        if present.numel()
+        else torch.zeros(num_groups, dtype=torch.int64, device=dev)
+    )
     total = torch.zeros(num_groups, dtype=f64, device=dev).index_add_(0, index, v)
     mean = total / count.clamp(min=1)
     big = torch.finfo(f64).max
-    vmax = torch.full((num_groups,), -big, dtype=f64, device=dev).scatter_reduce(0, index, torch.where(present, v, torch.full_like(v, -big)), reduce="amax")
-    vmin = torch.full((num_groups,), big, dtype=f64, device=dev).scatter_reduce(0, index, torch.where(present, v, torch.full_like(v, big)), reduce="amin")
+    vmax = torch.full((num_groups,), -big, dtype=f64, device=dev).scatter_reduce(
+        0, index, torch.where(present, v, torch.full_like(v, -big)), reduce="amax"
+    )
+    vmin = torch.full((num_groups,), big, dtype=f64, device=dev).scatter_reduce(
+        0, index, torch.where(present, v, torch.full_like(v, big)), reduce="amin"
+    )
     constant = (vmax == vmin) | (count <= 1)
     centered = torch.where(present & ~constant[index], v - mean[index], torch.zeros((), dtype=f64, device=dev))
     ss = torch.zeros(num_groups, dtype=f64, device=dev).index_add_(0, index, centered * centered)

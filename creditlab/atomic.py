@@ -208,7 +208,9 @@ def write_json(
     The text is built before the file is opened, so a value JSON cannot encode raises without
     touching ``path``.
     """
-    text = json.dumps(data, indent=indent, sort_keys=sort_keys, default=default or json_default, ensure_ascii=ensure_ascii)
+    text = json.dumps(
+        data, indent=indent, sort_keys=sort_keys, default=default or json_default, ensure_ascii=ensure_ascii
+    )
     return write_text(path, text + "\n", fsync=fsync)
 
 

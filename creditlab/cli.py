@@ -43,7 +43,9 @@ def load_commands() -> dict[str, Command]:
                 f"creditlab.clikit.Command called {ep.name!r}; got {obj!r:.200}"
             )
         if ep.name in commands:
-            raise PluginError(f"two entry points of group {COMMAND_GROUP!r} define the command {ep.name!r} (one is {ep.value})")
+            raise PluginError(
+                f"two entry points of group {COMMAND_GROUP!r} define the command {ep.name!r} (one is {ep.value})"
+            )
         commands[ep.name] = obj
     return commands
 
@@ -100,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except (CreditlabError, FileNotFoundError, ValueError, TypeError) as exc:
-        if getattr(args, "debug", False) or not isinstance(exc, (CreditlabError, FileNotFoundError)) and _is_internal(exc):
+        if (
+            getattr(args, "debug", False)
+            or not isinstance(exc, (CreditlabError, FileNotFoundError))
+            and _is_internal(exc)
+        ):
             raise
         print(f"creditlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -119,14 +119,27 @@ class ListAction(argparse.Action):
         ([1, 2, 3, 4], [0])
     """
 
-    def __init__(self, option_strings: Sequence[str], dest: str, nargs: Any = "+", item: Callable[[str], Any] = str, **kwargs: Any):
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        nargs: Any = "+",
+        item: Callable[[str], Any] = str,
+        **kwargs: Any,
+    ):
         if kwargs.get("type") is not None:
             raise ValueError("ListAction converts entries with item=, not type=")
         kwargs.setdefault("metavar", "A,B")
         super().__init__(option_strings, dest, nargs=nargs, **kwargs)
         self.item = item
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         texts = values if isinstance(values, list) else [values]
         items = []
         for text in texts:
@@ -142,12 +155,16 @@ class ListAction(argparse.Action):
         setattr(namespace, self.dest, before + items)
 
 
-def add_list_option(parser: argparse.ArgumentParser, *flags: str, item: Callable[[str], Any] = str, **kwargs: Any) -> argparse.Action:
+def add_list_option(
+    parser: argparse.ArgumentParser, *flags: str, item: Callable[[str], Any] = str, **kwargs: Any
+) -> argparse.Action:
     """``parser.add_argument(*flags, action=ListAction, item=item, **kwargs)``: a list option."""
     return parser.add_argument(*flags, action=ListAction, item=item, **kwargs)
 
 
-def parse_seeds(values: Sequence[str] | None, *, single_is_count: bool, flag: str = "--seeds") -> list[int] | int | None:
+def parse_seeds(
+    values: Sequence[str] | None, *, single_is_count: bool, flag: str = "--seeds"
+) -> list[int] | int | None:
     """Seeds from a list option's raw entries.
 
     A list (``0,2,5`` or ``0 2 5``) is those seeds. A single number is a count (``3`` = seeds 0,
@@ -177,7 +194,9 @@ def parse_seeds(values: Sequence[str] | None, *, single_is_count: bool, flag: st
 
 def add_force_option(parser: argparse.ArgumentParser) -> None:
     """The ``--force`` flag: overwrite output files that already exist."""
-    parser.add_argument("--force", action="store_true", help="overwrite output files that already exist (default: refuse)")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite output files that already exist (default: refuse)"
+    )
 
 
 def _check_writable_parent(p: Path, shown: str, flag: str) -> None:
@@ -246,7 +265,9 @@ def check_output_dir(
     if not force:
         existing = [name for name in produces if (p / name).exists()]
         if existing:
-            raise CreditlabError(f"{flag} {shown} already holds {', '.join(existing)}; pass --force to overwrite, or choose another folder")
+            raise CreditlabError(
+                f"{flag} {shown} already holds {', '.join(existing)}; pass --force to overwrite, or choose another folder"
+            )
     return p
 
 

@@ -306,37 +306,77 @@ _FIT_FLAGS = ("updates", "epochs", "holdout", "eval_every", "patience", "save_as
 def _advantages_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="episodes file (.parquet or .jsonl), one row per step; see docs/data-format.md")
     p.add_argument(
-        "--method", required=True, help="a method whose output is advantages (families advantage and normalization; see `creditlab methods`)"
+        "--method",
+        required=True,
+        help="a method whose output is advantages (families advantage and normalization; see `creditlab methods`)",
     )
     p.add_argument(
         "--credit",
         help="optional reward transform / credit method applied first (e.g. delta_process, gated_accumulation, uniform, rrd); "
         "its per-step rewards then feed the advantage method",
     )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="parameter of --method (repeatable), e.g. --set gamma=0.99")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="parameter of --method (repeatable), e.g. --set gamma=0.99"
+    )
     p.add_argument("--credit-set", action="append", metavar="KEY=VALUE", help="parameter of --credit (repeatable)")
     o = p.add_argument_group("outputs (checked before any work; an existing file needs --force)")
-    o.add_argument("--out", help="output file (.parquet or .jsonl): the input rows plus 'advantage' (and 'return', 'credit_reward') columns; "
-                   "default: one JSON object per step on stdout")
+    o.add_argument(
+        "--out",
+        help="output file (.parquet or .jsonl): the input rows plus 'advantage' (and 'return', 'credit_reward') columns; "
+        "default: one JSON object per step on stdout",
+    )
     o.add_argument("--metrics", help="also write the metrics as JSON to this file")
-    o.add_argument("--tokens", metavar="PATH", help="also write per-token advantages (.parquet or .jsonl, one row per episode: "
-                   "episode_id, token_advantages) from the file's 'response_mask' (+ 'turn_ids') columns")
+    o.add_argument(
+        "--tokens",
+        metavar="PATH",
+        help="also write per-token advantages (.parquet or .jsonl, one row per episode: "
+        "episode_id, token_advantages) from the file's 'response_mask' (+ 'turn_ids') columns",
+    )
     add_force_option(o)
     f = p.add_argument_group("fitting a learned --credit assigner (rd, rrd, lare, rudder, ...)")
     n = f.add_mutually_exclusive_group()
-    n.add_argument("--updates", type=int, metavar="N", help="gradient updates (default: the assigner's updates_per_fit; "
-                   f"with --holdout: {DEFAULT_HOLDOUT_UPDATES}, early stopping may end sooner)")
-    n.add_argument("--epochs", type=float, metavar="E", help="passes over the training episodes instead of --updates "
-                   "(ceil(episodes / batch_episodes) updates per epoch)")
-    f.add_argument("--holdout", type=float, metavar="FRACTION", help="hold out this fraction of the episodes (e.g. 0.2) and stop "
-                   "early on its loss, printed at every evaluation; the best state is kept")
-    f.add_argument("--eval-every", type=int, metavar="N", help="updates between held-out evaluations (default: budget / 20)")
-    f.add_argument("--patience", type=int, metavar="K", help="evaluations without improvement before stopping (default 5)")
+    n.add_argument(
+        "--updates",
+        type=int,
+        metavar="N",
+        help="gradient updates (default: the assigner's updates_per_fit; "
+        f"with --holdout: {DEFAULT_HOLDOUT_UPDATES}, early stopping may end sooner)",
+    )
+    n.add_argument(
+        "--epochs",
+        type=float,
+        metavar="E",
+        help="passes over the training episodes instead of --updates "
+        "(ceil(episodes / batch_episodes) updates per epoch)",
+    )
+    f.add_argument(
+        "--holdout",
+        type=float,
+        metavar="FRACTION",
+        help="hold out this fraction of the episodes (e.g. 0.2) and stop "
+        "early on its loss, printed at every evaluation; the best state is kept",
+    )
+    f.add_argument(
+        "--eval-every", type=int, metavar="N", help="updates between held-out evaluations (default: budget / 20)"
+    )
+    f.add_argument(
+        "--patience", type=int, metavar="K", help="evaluations without improvement before stopping (default 5)"
+    )
     f.add_argument("--save-assigner", metavar="PATH", help="save the fitted assigner (creditlab.credit.save_assigner)")
-    f.add_argument("--load-assigner", metavar="PATH", help="start from a saved assigner instead of a new one (--credit optional); "
-                   "it is not refitted unless --updates, --epochs or --holdout is given")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1: the fastest for these small models on a "
-                   "shared machine: 3.6x faster than two threads for 1,000 RRD updates under load)")
+    f.add_argument(
+        "--load-assigner",
+        metavar="PATH",
+        help="start from a saved assigner instead of a new one (--credit optional); "
+        "it is not refitted unless --updates, --epochs or --holdout is given",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1: the fastest for these small models on a "
+        "shared machine: 3.6x faster than two threads for 1,000 RRD updates under load)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -350,7 +390,9 @@ def _check_args(args: argparse.Namespace) -> None:
     check_output_path(args.metrics, None, flag="--metrics", force=force)
     check_output_path(args.tokens, TABLE_SUFFIXES, flag="--tokens", force=force)
     check_output_path(args.save_assigner, None, flag="--save-assigner", force=force)
-    check_distinct_outputs({"--out": args.out, "--metrics": args.metrics, "--tokens": args.tokens, "--save-assigner": args.save_assigner})
+    check_distinct_outputs(
+        {"--out": args.out, "--metrics": args.metrics, "--tokens": args.tokens, "--save-assigner": args.save_assigner}
+    )
     if args.updates is not None and args.updates < 0:
         raise CreditlabError(f"--updates must be >= 0; got {args.updates}")
     if args.epochs is not None and not args.epochs > 0:
@@ -361,18 +403,26 @@ def _check_args(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise CreditlabError(f"{flag} must be >= 1; got {value}")
     if args.holdout is None and (args.eval_every is not None or args.patience is not None):
-        raise CreditlabError("--eval-every and --patience control early stopping on a held-out split; add --holdout FRACTION")
+        raise CreditlabError(
+            "--eval-every and --patience control early stopping on a held-out split; add --holdout FRACTION"
+        )
     if args.load_assigner is not None and not Path(args.load_assigner).is_file():
         raise CreditlabError(f"--load-assigner {args.load_assigner!r}: no such file")
     given = [f"--{name.replace('_', '-')}" for name in _FIT_FLAGS if getattr(args, name) is not None]
     if given and not args.credit and args.load_assigner is None:
-        raise CreditlabError(f"{', '.join(given)} fit a credit assigner; choose one with --credit NAME (e.g. rrd) or --load-assigner PATH")
+        raise CreditlabError(
+            f"{', '.join(given)} fit a credit assigner; choose one with --credit NAME (e.g. rrd) or --load-assigner PATH"
+        )
 
 
 def _print_fit(updates: int, budget: int, train_loss: float, holdout_loss: float, improved: bool) -> None:
     train = "" if math.isnan(train_loss) else f"  train loss {train_loss:.6g}"
     mark = "  (best)" if improved else ""
-    print(f"credit fit: {updates}/{budget} updates{train}  held-out loss {holdout_loss:.6g}{mark}", file=sys.stderr, flush=True)
+    print(
+        f"credit fit: {updates}/{budget} updates{train}  held-out loss {holdout_loss:.6g}{mark}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _credit_assigner(args: argparse.Namespace, episodes: Any, metrics: dict[str, float]) -> Any:
@@ -388,10 +438,14 @@ def _credit_assigner(args: argparse.Namespace, episodes: Any, metrics: dict[str,
         except CreditlabError:
             raise
         except Exception as exc:  # not a file save_assigner wrote (pickle, zip or key errors)
-            raise CreditlabError(f"--load-assigner {args.load_assigner!r}: not a saved credit assigner ({type(exc).__name__}: {exc})") from exc
+            raise CreditlabError(
+                f"--load-assigner {args.load_assigner!r}: not a saved credit assigner ({type(exc).__name__}: {exc})"
+            ) from exc
         name = getattr(assigner, "name", None)
         if args.credit and name is not None and name != args.credit:
-            raise CreditlabError(f"--load-assigner {args.load_assigner!r} holds a {name!r} assigner but --credit is {args.credit!r}")
+            raise CreditlabError(
+                f"--load-assigner {args.load_assigner!r} holds a {name!r} assigner but --credit is {args.credit!r}"
+            )
         try:
             method = get_method(name) if name else None
         except UnknownMethodError:
@@ -402,7 +456,9 @@ def _credit_assigner(args: argparse.Namespace, episodes: Any, metrics: dict[str,
         method = get_method(args.credit)
         unknown = sorted(set(params) - set(method.params))
         if unknown:
-            raise CreditlabError(f"--credit {args.credit!r} has no parameter(s) {unknown}; its parameters are {sorted(method.params)}")
+            raise CreditlabError(
+                f"--credit {args.credit!r} has no parameter(s) {unknown}; its parameters are {sorted(method.params)}"
+            )
         assigner = method.factory(**params)
         defaults = {**method.params, **params}
         refit = True
@@ -482,11 +538,15 @@ def _advantages(args: argparse.Namespace) -> int:
         )
     credit = get_method(args.credit) if args.credit else None
     if credit is not None and (credit.kind not in ("rewards", "assigner") or credit.run is None):
-        raise CreditlabError(f"--credit {args.credit!r} is not a reward transform or credit assigner (kind {credit.kind!r})")
+        raise CreditlabError(
+            f"--credit {args.credit!r} is not a reward transform or credit assigner (kind {credit.kind!r})"
+        )
     if credit is not None and credit.kind == "rewards":
         fit_flags = [f"--{name.replace('_', '-')}" for name in _FIT_FLAGS if getattr(args, name) is not None]
         if fit_flags:
-            raise CreditlabError(f"--credit {args.credit!r} is a reward transform with nothing to fit; {', '.join(fit_flags)} apply to credit assigners")
+            raise CreditlabError(
+                f"--credit {args.credit!r} is a reward transform with nothing to fit; {', '.join(fit_flags)} apply to credit assigners"
+            )
     if (credit is not None or args.load_assigner) and "components" in method.needs:
         raise CreditlabError(
             f"--method {args.method!r} normalizes the episode-level reward components and would ignore the per-step "
@@ -555,14 +615,20 @@ def _token_advantages(table: Any, episodes: Any, advantages: Any, source: str) -
     layout = token_layout(table, episodes.row_index, episodes.mask, source=source, episode_ids=episodes.episode_ids)
     assert layout is not None  # checked before the work
     turn_ids, response_mask, lengths = layout
-    tb = TurnBatch.from_padded(np.asarray(episodes.rewards, dtype=np.float64), np.asarray(episodes.mask), turn_ids=turn_ids,
-                               response_mask=response_mask)
+    tb = TurnBatch.from_padded(
+        np.asarray(episodes.rewards, dtype=np.float64),
+        np.asarray(episodes.mask),
+        turn_ids=turn_ids,
+        response_mask=response_mask,
+    )
     tokens = np.asarray(tb.to_tokens(np.asarray(advantages, dtype=np.float64)))
     ids = np.asarray(episodes.episode_ids)
     data: dict[str, Any] = {"episode_id": pa.array(ids.tolist())}
     if episodes.group_ids is not None:
         data["group_id"] = pa.array(np.asarray(episodes.group_ids).tolist())
-    data["token_advantages"] = pa.array([tokens[b, : lengths[b]].tolist() for b in range(tokens.shape[0])], type=pa.list_(pa.float64()))
+    data["token_advantages"] = pa.array(
+        [tokens[b, : lengths[b]].tolist() for b in range(tokens.shape[0])], type=pa.list_(pa.float64())
+    )
     return pa.table(data)
 
 

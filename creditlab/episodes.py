@@ -83,14 +83,22 @@ def pad(rows: Sequence[Any], *, fill: float = 0.0, dtype=np.float64) -> tuple[np
         except (TypeError, ValueError) as exc:
             bad = _first_bad(r, dtype)
             if bad is None:
-                raise ShapeError(f"episode {i} has per-step values of different sizes; expected one fixed size per step") from exc
+                raise ShapeError(
+                    f"episode {i} has per-step values of different sizes; expected one fixed size per step"
+                ) from exc
             raise DtypeError(
                 f"episode {i} holds values that are not {np.dtype(dtype).name} numbers ({bad}); "
                 "expected one number (or fixed-size list of numbers) per step"
             ) from exc
         if a.ndim == 0:
-            raise ShapeError(f"episode {i} is a single {type(r).__name__} ({r!r:.40}); expected a list of per-step values")
-        if a.dtype.kind == "f" and np.isnan(a).any() and any(v is None for v in np.asarray(r, dtype=object).reshape(-1)):
+            raise ShapeError(
+                f"episode {i} is a single {type(r).__name__} ({r!r:.40}); expected a list of per-step values"
+            )
+        if (
+            a.dtype.kind == "f"
+            and np.isnan(a).any()
+            and any(v is None for v in np.asarray(r, dtype=object).reshape(-1))
+        ):
             raise DtypeError(f"episode {i} holds None; pad expects a number on every step (it would become NaN)")
         arrs.append(a)
     lengths = np.array([a.shape[0] if a.ndim else 1 for a in arrs])
@@ -147,7 +155,9 @@ class Episodes:
     reward_present: Array | None = None  # bool[B, T]: the source row had a reward (tables)
     episode_ids: np.ndarray | None = None  # [B] ids (int or str), NumPy; from_padded sets 0..B-1 by default
     extras: Mapping[str, Array] = field(default_factory=dict)  # name -> [B, ...] per-episode or [B, T, ...] per-step
-    row_index: np.ndarray | None = None  # int64[B, T]: source row (table row, or flat [T, N] stream index); -1 on padding
+    row_index: np.ndarray | None = (
+        None  # int64[B, T]: source row (table row, or flat [T, N] stream index); -1 on padding
+    )
     source_shape: tuple[int, ...] | None = None  # (T, N) for Episodes built from streams
 
     # ------------------------------------------------------------------ construction
@@ -192,7 +202,11 @@ class Episodes:
         given_ids = np.asarray(episode_ids) if episode_ids is not None else None
 
         def who(i: int) -> str:
-            return f"episode {id_text(given_ids[i])}" if given_ids is not None and given_ids.shape == (b,) else f"episode {i}"
+            return (
+                f"episode {id_text(given_ids[i])}"
+                if given_ids is not None and given_ids.shape == (b,)
+                else f"episode {i}"
+            )
 
         # Every episode ends one way: terminated (no bootstrap) or truncated (bootstrap). Flags not
         # given are derived: nothing given = complete episodes (terminated); one flag = the other
@@ -215,11 +229,17 @@ class Episodes:
             trunc = ~term if truncated is None else _flags(truncated, "truncated", b)
         both = term & trunc
         if both.any():
-            raise DataFormatError(f"{who(int(np.nonzero(both)[0][0]))} is both terminated and truncated; an episode ends one way")
+            raise DataFormatError(
+                f"{who(int(np.nonzero(both)[0][0]))} is both terminated and truncated; an episode ends one way"
+            )
         if d is None:
             d = m.astype(r.dtype)
             d[np.arange(b), lengths - 1] = np.where(term, 0.0, 1.0)
-        boot = np.zeros(b, dtype=r.dtype) if bootstrap_value is None else _float(bootstrap_value, "bootstrap_value", shape=(b,)).astype(r.dtype)
+        boot = (
+            np.zeros(b, dtype=r.dtype)
+            if bootstrap_value is None
+            else _float(bootstrap_value, "bootstrap_value", shape=(b,)).astype(r.dtype)
+        )
         _check_finite(boot, "bootstrap_value")
         v = None
         if values is not None:
@@ -441,7 +461,9 @@ class Episodes:
         if v.shape[:2] != rows.shape:
             raise ShapeError(f"step_values has shape {v.shape}; expected [B, T] = {rows.shape}")
         m = rows >= 0
-        flat = np.full((int(np.prod(self.source_shape)), *v.shape[2:]), fill, dtype=v.dtype if v.dtype.kind == "f" else np.float64)
+        flat = np.full(
+            (int(np.prod(self.source_shape)), *v.shape[2:]), fill, dtype=v.dtype if v.dtype.kind == "f" else np.float64
+        )
         flat[rows[m]] = v[m]
         out = flat.reshape(*self.source_shape, *v.shape[2:])
         return torch.from_numpy(out).to(step_values.device) if is_t else out
@@ -489,7 +511,9 @@ class Episodes:
         for f in fields:
             if getattr(self, f) is None:
                 who = f"method {method!r}" if method else "this operation"
-                raise MissingColumnError(f"{who} needs episodes.{f}, which is not set; {_FIELD_HINT.get(f, '')}".rstrip("; "))
+                raise MissingColumnError(
+                    f"{who} needs episodes.{f}, which is not set; {_FIELD_HINT.get(f, '')}".rstrip("; ")
+                )
 
     # ------------------------------------------------------------------ conversions
 
@@ -587,7 +611,12 @@ class Episodes:
                 raise DataFormatError(f"cannot concat: {f.name} is set in some batches and missing in others")
             if f.name in _PER_STEP or f.name == "row_index":
                 fill = -1 if f.name == "row_index" else 0
-                xs = [np.concatenate([x, np.full((x.shape[0], t_max - x.shape[1], *x.shape[2:]), fill, dtype=x.dtype)], axis=1) for x in xs]
+                xs = [
+                    np.concatenate(
+                        [x, np.full((x.shape[0], t_max - x.shape[1], *x.shape[2:]), fill, dtype=x.dtype)], axis=1
+                    )
+                    for x in xs
+                ]
             changes[f.name] = np.concatenate(xs)
         if any(b.component_names != names0 for b in batches):
             raise DataFormatError("cannot concat batches with different component_names")
@@ -596,7 +625,11 @@ class Episodes:
 
     def __repr__(self) -> str:
         kind = "torch" if self.is_torch else "numpy"
-        extra = [n for n in ("values", "outcomes", "components", "group_ids", "task_ids", "observations", "actions") if getattr(self, n) is not None]
+        extra = [
+            n
+            for n in ("values", "outcomes", "components", "group_ids", "task_ids", "observations", "actions")
+            if getattr(self, n) is not None
+        ]
         return f"Episodes(B={self.num_episodes}, T={self.max_steps}, steps={self.num_steps}, {kind}, with={extra})"
 
     def __len__(self) -> int:

@@ -148,7 +148,9 @@ def register_method(
     def deco(obj: Any) -> Any:
         defaults = dict(params) if params is not None else default_params(obj)
         if kind == "assigner":
-            method = Method(name, family, summary, tuple(needs), kind, defaults, source, run=fit_assign(obj), factory=obj)
+            method = Method(
+                name, family, summary, tuple(needs), kind, defaults, source, run=fit_assign(obj), factory=obj
+            )
         else:
             method = Method(name, family, summary, tuple(needs), kind, defaults, source, run=obj)
         register(method, replace=replace)
@@ -243,4 +245,3 @@ def list_methods(family: str | None = None, kind: str | None = None) -> list[Met
 def method_names(**filters: Any) -> list[str]:
     """Names of the registered methods (same filters as :func:`list_methods`)."""
     return [m.name for m in list_methods(**filters)]
-

@@ -31,8 +31,10 @@ def segment_sum(values: torch.Tensor, index: torch.Tensor, num_groups: int) -> t
 
 def segment_count(present: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Number of present items per group, ``int64[G]``."""
-    return torch.bincount(index[present], minlength=num_groups) if present.numel() else torch.zeros(
-        num_groups, dtype=torch.int64, device=index.device
+    return (
+        torch.bincount(index[present], minlength=num_groups)
+        if present.numel()
+        else torch.zeros(num_groups, dtype=torch.int64, device=index.device)
     )
 
 
@@ -57,7 +59,9 @@ class GroupStats:
     centered: torch.Tensor
 
 
-def group_stats(values: torch.Tensor, present: torch.Tensor, groups: GroupIndex, *, unbiased: bool = True) -> GroupStats:
+def group_stats(
+    values: torch.Tensor, present: torch.Tensor, groups: GroupIndex, *, unbiased: bool = True
+) -> GroupStats:
     """Compute mean, std, counts and exact-constancy per group for ``values[N]``.
 
     ``present[N]`` marks the items that take part (missing rewards are excluded from their

@@ -55,8 +55,22 @@ TOKEN_COLUMNS = ("response_mask", "turn_ids")
 
 # Columns of the schema; any other column becomes an extra.
 _SCHEMA = (
-    "episode_id", "step", "reward", "terminated", "truncated", "bootstrap_value", "discount", "value",
-    "outcome", "group_id", "task_id", "obs", "action", "next_obs", "belief_log_probs", *TOKEN_COLUMNS,
+    "episode_id",
+    "step",
+    "reward",
+    "terminated",
+    "truncated",
+    "bootstrap_value",
+    "discount",
+    "value",
+    "outcome",
+    "group_id",
+    "task_id",
+    "obs",
+    "action",
+    "next_obs",
+    "belief_log_probs",
+    *TOKEN_COLUMNS,
 )
 
 
@@ -247,12 +261,16 @@ def episode_arrays(table: Any, *, source: str = "table") -> dict[str, Any]:
         col = per_episode_column(table, name, idx, source)
         if col is not None:
             if not col[1].all():
-                raise DataFormatError(f"{source}: episode {idx.episode(int(np.nonzero(~col[1])[0][0]))} has no {name!r}")
+                raise DataFormatError(
+                    f"{source}: episode {idx.episode(int(np.nonzero(~col[1])[0][0]))} has no {name!r}"
+                )
             kw[key] = col[0]
     for name, key in (("obs", "observations"), ("action", "actions"), ("next_obs", "next_observations")):
         if name in cols:
             kw[key] = list_column(table, name, idx, source)
-    kw["extras"] = extra_columns(table, sorted(cols - {*_SCHEMA, *comp_cols}), idx, source, schema=(*_SCHEMA, *comp_cols))
+    kw["extras"] = extra_columns(
+        table, sorted(cols - {*_SCHEMA, *comp_cols}), idx, source, schema=(*_SCHEMA, *comp_cols)
+    )
     beliefs = per_step_column(table, "belief_log_probs", idx, source, fill=np.nan, finite=False)
     if beliefs is not None:
         # Row t holds log p(answer | prompt, turns before t); IGPO reads [B, T+1] whose column T_b
@@ -311,11 +329,16 @@ def per_step_column(
     return _column_steps(table, name, idx, source, fill=fill, finite=finite)
 
 
-def _column_steps(table: Any, name: str, idx: StepIndex, source: str, *, fill: float, finite: bool) -> tuple[np.ndarray, np.ndarray]:
+def _column_steps(
+    table: Any, name: str, idx: StepIndex, source: str, *, fill: float, finite: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`per_step_column` of a column the table has."""
     vals, nulls = _numeric_column(table, name, source)
     if finite and not np.isfinite(vals[~nulls]).all():
-        raise NonFiniteError(_where(table, name, idx, ~nulls & ~np.isfinite(vals), source) + "; expected a finite number (use null for 'not applicable')")
+        raise NonFiniteError(
+            _where(table, name, idx, ~nulls & ~np.isfinite(vals), source)
+            + "; expected a finite number (use null for 'not applicable')"
+        )
     return idx.scatter(np.where(nulls, fill, vals), fill), idx.scatter(nulls, False, bool)
 
 
@@ -337,12 +360,17 @@ def per_episode_column(table: Any, name: str, idx: StepIndex, source: str) -> tu
         for i in np.nonzero(present_row)[0]:  # strings: rare (ids), per-row check is fine
             prev = out[idx.ep[i]]
             if prev is not None and prev != vals[i]:
-                raise DataFormatError(f"{source}: column {name!r} has different values within episode {idx.episode(idx.ep[i])}")
+                raise DataFormatError(
+                    f"{source}: column {name!r} has different values within episode {idx.episode(idx.ep[i])}"
+                )
             out[idx.ep[i]] = vals[i]
         return out, np.array([v is not None for v in out])
     vals, nulls = _numeric_column(table, name, source)
     if not np.isfinite(vals[~nulls]).all():
-        raise NonFiniteError(_where(table, name, idx, ~nulls & ~np.isfinite(vals), source) + "; expected a finite number (use null for 'not applicable')")
+        raise NonFiniteError(
+            _where(table, name, idx, ~nulls & ~np.isfinite(vals), source)
+            + "; expected a finite number (use null for 'not applicable')"
+        )
     present_row = ~nulls
     lo = np.full(b, np.inf)
     hi = np.full(b, -np.inf)
@@ -392,7 +420,9 @@ def list_column(table: Any, name: str, idx: StepIndex, source: str) -> np.ndarra
         if col.null_count:
             raise DataFormatError(f"{source}: column {name!r} has null rows")
         if lens.size and (lens != lens[0]).any():
-            raise ShapeError(f"{source}: column {name!r} holds lists of different lengths {sorted(set(lens.tolist()))[:5]}; expected one fixed size")
+            raise ShapeError(
+                f"{source}: column {name!r} holds lists of different lengths {sorted(set(lens.tolist()))[:5]}; expected one fixed size"
+            )
         flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
         vals = flat.reshape(len(col), int(lens[0]) if lens.size else 0)
     else:
@@ -402,7 +432,9 @@ def list_column(table: Any, name: str, idx: StepIndex, source: str) -> np.ndarra
     return idx.scatter(vals, 0, np.float64 if vals.dtype.kind == "f" else vals.dtype)
 
 
-def extra_columns(table: Any, names: list[str], idx: StepIndex, source: str, *, schema: tuple[str, ...]) -> dict[str, np.ndarray]:
+def extra_columns(
+    table: Any, names: list[str], idx: StepIndex, source: str, *, schema: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     """Columns outside the schema as per-step extras; a near-miss of a schema name warns.
 
     Numbers and booleans become float ``[B, T]`` (null and padding 0); lists of numbers of one
@@ -504,7 +536,9 @@ def token_layout(
         table = pa.table(dict(table))
     if "response_mask" not in table.column_names:
         if "turn_ids" in table.column_names:
-            raise MissingColumnError(f"{source} has 'turn_ids' but no 'response_mask'; the token layout needs both (or 'response_mask' alone)")
+            raise MissingColumnError(
+                f"{source} has 'turn_ids' but no 'response_mask'; the token layout needs both (or 'response_mask' alone)"
+            )
         return None
     rows = _to_numpy(row_index)
     m = _to_numpy(mask).astype(bool)
@@ -530,7 +564,9 @@ def token_layout(
     return TokenLayout(turn, resp.astype(bool), lengths)
 
 
-def _episode_lists(table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _episode_lists(
+    table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarray, source: str
+) -> tuple[np.ndarray, np.ndarray]:
     """float64[B, L] (0 on padding) and the lengths int64[B] of an episode-level list-of-numbers column.
 
     The non-null lists of an episode's rows must be equal; every episode needs one. Vectorized
@@ -544,7 +580,11 @@ def _episode_lists(table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarr
     typ = col.type
     if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
         raise DtypeError(f"{source}: column {name!r} must hold one list of numbers per episode; got {typ}")
-    if not (pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type) or pa.types.is_boolean(typ.value_type)):
+    if not (
+        pa.types.is_integer(typ.value_type)
+        or pa.types.is_floating(typ.value_type)
+        or pa.types.is_boolean(typ.value_type)
+    ):
         raise DtypeError(f"{source}: column {name!r} must hold lists of numbers; got {typ}")
     present = ~col.is_null().to_numpy(zero_copy_only=False) & (ep_of_row >= 0)
     lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -559,11 +599,15 @@ def _episode_lists(table: Any, name: str, ep_of_row: np.ndarray, names: np.ndarr
     first[ep_of_row[rows_present[::-1]]] = rows_present[::-1]
     if (first < 0).any():
         e = int(np.nonzero(first < 0)[0][0])
-        raise DataFormatError(f"{source}: episode {id_text(names[e])} has no {name!r} list; give it on at least one of the episode's rows")
+        raise DataFormatError(
+            f"{source}: episode {id_text(names[e])} has no {name!r} list; give it on at least one of the episode's rows"
+        )
     rep = first[ep_of_row[rows_present]]
     if np.any(lens[rows_present] != lens[rep]):
         r = int(rows_present[np.nonzero(lens[rows_present] != lens[rep])[0][0]])
-        raise DataFormatError(f"{source}: column {name!r} differs within episode {id_text(names[ep_of_row[r]])} (lists of different lengths)")
+        raise DataFormatError(
+            f"{source}: column {name!r} differs within episode {id_text(names[ep_of_row[r]])} (lists of different lengths)"
+        )
     n = lens[rows_present]
     within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     pos_row = np.repeat(starts[rows_present], n) + within
@@ -606,7 +650,9 @@ def to_table(episodes: Any, **step_columns: Any) -> Any:
     if e.values is not None:
         data["value"] = e.values[bi, ti]
     if e.outcomes is not None:
-        data["outcome"] = pa.array([float(e.outcomes[b]) if e.outcome_present[b] else None for b in bi], type=pa.float64())
+        data["outcome"] = pa.array(
+            [float(e.outcomes[b]) if e.outcome_present[b] else None for b in bi], type=pa.float64()
+        )
     for j, name in enumerate(e.component_names):
         data[f"outcome.{name}"] = pa.array(
             [float(e.components[b, j]) if e.component_present[b, j] else None for b in bi], type=pa.float64()
@@ -633,7 +679,9 @@ def _step_values(name: str, values: Any, mask: np.ndarray) -> np.ndarray:
         return a[mask]
     if a.shape == (int(mask.sum()),):
         return a
-    raise ShapeError(f"column {name!r} has shape {a.shape}; expected [B, T] = {mask.shape} or one value per valid step ({int(mask.sum())},)")
+    raise ShapeError(
+        f"column {name!r} has shape {a.shape}; expected [B, T] = {mask.shape} or one value per valid step ({int(mask.sum())},)"
+    )
 
 
 def write_back(table: Any, row_index: Any, mask: Any, columns: Mapping[str, Any]) -> Any:

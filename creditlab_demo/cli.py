@@ -40,9 +40,17 @@ _REPORT_HELP = "report folder: figures, results.md, results.json (default: the r
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     add_list_option(p, "--tasks", help="tasks to run, comma-separated (default: all: keydoor,secret,secret-free)")
     add_list_option(p, "--methods", help="only these methods, comma-separated (default: each task's list)")
-    add_list_option(p, "--seeds", item=int, default=[0, 1, 2], help="seeds per configuration, comma-separated (default 0,1,2)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"run folder: checkpoints and results (default {DEFAULT_OUT}); a re-run resumes it")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig override for every run (repeatable)")
+    add_list_option(
+        p, "--seeds", item=int, default=[0, 1, 2], help="seeds per configuration, comma-separated (default 0,1,2)"
+    )
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"run folder: checkpoints and results (default {DEFAULT_OUT}); a re-run resumes it",
+    )
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="TrainConfig override for every run (repeatable)"
+    )
     p.add_argument("--nice", type=int, default=10, help="raise this process's niceness by this much first (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -63,12 +71,28 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     ap.add_argument("--docs", dest="docs", help="deprecated name of --report-out")
     add_force_option(ap)
     tp = sub.add_parser("train", help="one training run of the sweep's settings, with progress lines")
-    tp.add_argument("--task", "--env", dest="task", default="secret",
-                    help="task of the sweep: keydoor, secret or secret-free (its environment, budget and settings)")
-    tp.add_argument("--method", default="grpo", help="one of the task's methods: grpo, gigpo, gigpo-gamma1 (keydoor) or igpo (secret)")
+    tp.add_argument(
+        "--task",
+        "--env",
+        dest="task",
+        default="secret",
+        help="task of the sweep: keydoor, secret or secret-free (its environment, budget and settings)",
+    )
+    tp.add_argument(
+        "--method",
+        default="grpo",
+        help="one of the task's methods: grpo, gigpo, gigpo-gamma1 (keydoor) or igpo (secret)",
+    )
     tp.add_argument("--seed", type=int, default=0)
-    tp.add_argument("--env-set", action="append", metavar="KEY=VALUE", help="environment setting changed from the task's (repeatable)")
-    tp.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field changed from the task's (repeatable)")
+    tp.add_argument(
+        "--env-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="environment setting changed from the task's (repeatable)",
+    )
+    tp.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="TrainConfig field changed from the task's (repeatable)"
+    )
     tp.add_argument("--out", help="run folder (checkpoint + result.json); none: nothing is written")
     tp.add_argument("--nice", type=int, default=10)
     tp.add_argument("--threads", type=int, default=1)
@@ -85,12 +109,18 @@ def _report_folders(args: argparse.Namespace) -> tuple[str, str]:
 
     if args.demo_command == "all":
         if args.docs is not None:
-            warnings.warn("`creditlab demo all --docs DIR` is deprecated; use --report-out DIR", FutureWarning, stacklevel=2)
+            warnings.warn(
+                "`creditlab demo all --docs DIR` is deprecated; use --report-out DIR", FutureWarning, stacklevel=2
+            )
             if args.report_out is not None:
                 raise CreditlabError("give --report-out only (--docs is its deprecated name)")
         return args.out, args.report_out or args.docs or args.out
     if args.docs is not None:
-        warnings.warn("`creditlab demo report --docs DIR` is deprecated; use --out DIR (the report folder)", FutureWarning, stacklevel=2)
+        warnings.warn(
+            "`creditlab demo report --docs DIR` is deprecated; use --out DIR (the report folder)",
+            FutureWarning,
+            stacklevel=2,
+        )
     if args.runs is None and args.out is not None and load_results(args.out):
         # `demo report --out RUNS [--docs REPORT]`: --out once named the run folder
         warnings.warn(
@@ -110,8 +140,12 @@ def _report_folders(args: argparse.Namespace) -> tuple[str, str]:
 def _check_report_folder(args: argparse.Namespace, runs: str, report: str) -> None:
     """A report inside its run folder is rewritten; elsewhere, existing results need --force."""
     inside = Path(report).resolve().is_relative_to(Path(runs).resolve())
-    check_output_dir(report, flag="--report-out" if args.demo_command == "all" else "--out",
-                     produces=() if inside else _REPORT_FILES, force=args.force)
+    check_output_dir(
+        report,
+        flag="--report-out" if args.demo_command == "all" else "--out",
+        produces=() if inside else _REPORT_FILES,
+        force=args.force,
+    )
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -128,7 +162,11 @@ def _setup(args: argparse.Namespace) -> None:
 def _progress(name: str, m: dict[str, float]) -> None:
     if "eval/success" not in m:
         return
-    parts = [f"{name} it {int(m['iteration'])}", f"eval {100 * m['eval/success']:.1f}%", f"greedy {100 * m['eval/greedy_success']:.1f}%"]
+    parts = [
+        f"{name} it {int(m['iteration'])}",
+        f"eval {100 * m['eval/success']:.1f}%",
+        f"greedy {100 * m['eval/greedy_success']:.1f}%",
+    ]
     if "train/success" in m:
         parts.append(f"train {100 * m['train/success']:.1f}%")
     parts.append(f"{m['time/elapsed']:.0f}s")
@@ -213,7 +251,11 @@ def run_demo(args: argparse.Namespace) -> int:
         from .train import Trainer
 
         config = task_config(
-            args.task, args.method, args.seed, env_kwargs=parse_sets(args.env_set, flag="--env-set"), **parse_sets(args.set)
+            args.task,
+            args.method,
+            args.seed,
+            env_kwargs=parse_sets(args.env_set, flag="--env-set"),
+            **parse_sets(args.set),
         )
         _setup(args)
         log = lambda m: _progress(f"{args.task}/{args.method}/seed{config.seed}", m)
@@ -226,4 +268,9 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-demo = Command("demo", "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit", _arguments, run_demo)
+demo = Command(
+    "demo",
+    "CPU demo: tiny transformer agents trained with outcome-only GRPO vs GiGPO / IGPO turn credit",
+    _arguments,
+    run_demo,
+)

@@ -140,7 +140,18 @@ class KeyDoorEnv:
             raise RangeError(f"need spots <= pool <= {len(self.PLACES)}; got spots={self.spots}, pool={self.pool}")
         self.max_turns = _positive(self.max_turns, "max_turns")
         places = self.PLACES[: self.pool]
-        words = [*self.VERBS, *places, "door", "key", *self.EVENTS, "room", "sees-key", "sees-nothing", "no-key", "has-key"]
+        words = [
+            *self.VERBS,
+            *places,
+            "door",
+            "key",
+            *self.EVENTS,
+            "room",
+            "sees-key",
+            "sees-nothing",
+            "no-key",
+            "has-key",
+        ]
         self.tokenizer = WordTokenizer(words)
         tok = self.tokenizer
         v = len(tok)
@@ -159,7 +170,10 @@ class KeyDoorEnv:
         self._loc_ids = tok.ids((*places, "door"))  # location index -> token id
         self._loc_of = np.full(v, -1, dtype=np.int64)  # token id -> location index
         self._loc_of[self._loc_ids] = np.arange(self.pool + 1)
-        self._w = {w: tok.id(w) for w in (*self.VERBS, *self.EVENTS, "key", "door", "room", "sees-key", "sees-nothing", "no-key", "has-key")}
+        self._w = {
+            w: tok.id(w)
+            for w in (*self.VERBS, *self.EVENTS, "key", "door", "room", "sees-key", "sees-nothing", "no-key", "has-key")
+        }
 
     @property
     def num_layouts(self) -> int:
@@ -348,7 +362,12 @@ class SecretEnv:
         )
         w = self._w
         prompt = np.stack(
-            [np.full(b, self.tokenizer.bos_id), np.full(b, w["secret"]), np.full(b, w["below"]), np.full(b, self._num[self.n])],
+            [
+                np.full(b, self.tokenizer.bos_id),
+                np.full(b, w["secret"]),
+                np.full(b, w["below"]),
+                np.full(b, self._num[self.n]),
+            ],
             axis=1,
         )
         return state, prompt.astype(np.int64)

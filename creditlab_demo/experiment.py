@@ -68,7 +68,14 @@ class Task:
     def config(self, variant: str, seed: int, **extra: Any) -> TrainConfig:
         if variant not in self.variants:
             raise RangeError(f"unknown variant {variant!r}; this task has {list(self.variants)}")
-        data = {"env": self.env, "env_kwargs": dict(self.env_kwargs), "seed": seed, **self.overrides, **self.variants[variant], **extra}
+        data = {
+            "env": self.env,
+            "env_kwargs": dict(self.env_kwargs),
+            "seed": seed,
+            **self.overrides,
+            **self.variants[variant],
+            **extra,
+        }
         return TrainConfig.from_dict(data)
 
 
@@ -79,7 +86,11 @@ TASKS: dict[str, Task] = {
     "keydoor": Task(
         env="keydoor",
         env_kwargs={"spots": 4, "pool": 8, "max_turns": 12},
-        variants={"grpo": {"method": "grpo"}, "gigpo": {"method": "gigpo"}, "gigpo-gamma1": {"method": "gigpo", "gamma": 1.0}},
+        variants={
+            "grpo": {"method": "grpo"},
+            "gigpo": {"method": "gigpo"},
+            "gigpo-gamma1": {"method": "gigpo", "gamma": 1.0},
+        },
         overrides={"iterations": 200, "eval_every": 20},
         description="find the key hidden at 1 of 4 places, take it, open the door; 12 turns",
     ),

@@ -62,7 +62,9 @@ class KVCache:
         length: number of columns written.
     """
 
-    def __init__(self, config: PolicyConfig, batch: int, max_len: int | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, config: PolicyConfig, batch: int, max_len: int | None = None, dtype: torch.dtype = torch.float32
+    ):
         n = max_len or config.max_len
         d_head = config.d_model // config.n_heads
         shape = (batch, config.n_heads, n, d_head)
@@ -81,7 +83,9 @@ class Block(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.ln2 = nn.LayerNorm(config.d_model)
-        self.mlp = nn.Sequential(nn.Linear(config.d_model, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, config.d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, config.d_model)
+        )
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, n, d = x.shape
@@ -162,7 +166,10 @@ class TinyDecoder(nn.Module):
             valid = torch.ones(b, n, dtype=torch.bool)
         if positions is None:
             positions = (start + torch.arange(n)).expand(b, n)
-        if start + n > (cache.capacity if cache is not None else self.config.max_len) or int(positions.max()) >= self.config.max_len:
+        if (
+            start + n > (cache.capacity if cache is not None else self.config.max_len)
+            or int(positions.max()) >= self.config.max_len
+        ):
             raise ShapeError(f"sequence of {start + n} columns exceeds the policy's max_len {self.config.max_len}")
         if cache is not None:
             cache.valid[:, start : start + n] = valid

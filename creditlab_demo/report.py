@@ -36,7 +36,10 @@ def _curve(run: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, method): seeds, final and area-under-curve success (mean, std, per seed)."""
     rows = []
-    keys = sorted({(r["task"], r["method"]) for r in results}, key=lambda k: (list(TASKS).index(k[0]) if k[0] in TASKS else 99, k[1] != "grpo", k[1]))
+    keys = sorted(
+        {(r["task"], r["method"]) for r in results},
+        key=lambda k: (list(TASKS).index(k[0]) if k[0] in TASKS else 99, k[1] != "grpo", k[1]),
+    )
     for task, method in keys:
         runs = sorted((r for r in results if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
         final = np.array([r["final"]["eval/success"] for r in runs])
@@ -162,7 +165,9 @@ def write_report(out: str | os.PathLike, docs: str | os.PathLike) -> dict[str, A
     envs = {r["environment"]["git_commit"] for r in results}
     summary = {
         "rows": rows,
-        "tasks": {name: {"env": t.env, "env_kwargs": t.env_kwargs, "overrides": t.overrides} for name, t in TASKS.items()},
+        "tasks": {
+            name: {"env": t.env, "env_kwargs": t.env_kwargs, "overrides": t.overrides} for name, t in TASKS.items()
+        },
         "configs": {f"{r['task']}/{r['method']}/seed{r['seed']}": r["config"] for r in results},
         "environment": results[0]["environment"] if results else {},
         "git_commits": sorted(envs),

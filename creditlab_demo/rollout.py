@@ -88,7 +88,9 @@ def generate(
     arg_slot = torch.from_numpy(env.arg_slot)
     count = torch.zeros(b, dtype=torch.int64)  # valid tokens so far, per episode
 
-    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("tokens", "valid", "positions", "resp", "slots", "turns", "lp")}
+    cols: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("tokens", "valid", "positions", "resp", "slots", "turns", "lp")
+    }
 
     def feed(tokens: torch.Tensor, valid: torch.Tensor, *, resp=None, slots=None, turn=-1, lp=None) -> torch.Tensor:
         """Append columns [B, n]; return the logits of the last one."""
@@ -178,7 +180,9 @@ def generate(
     )
 
 
-def sequence_log_probs(policy: TinyDecoder, rollout: Rollout, slot_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_log_probs(
+    policy: TinyDecoder, rollout: Rollout, slot_masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities and entropies of the response tokens under ``policy`` (with gradient).
 
     Column ``j``'s token is scored by the logits of column ``j-1`` with its grammar slot's mask.

@@ -108,7 +108,9 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise RangeError(f"TrainConfig.{name} must be a positive integer; got {value!r}")
         if self.group_size < 2:
-            raise RangeError(f"TrainConfig.group_size must be >= 2 for group-relative advantages; got {self.group_size}")
+            raise RangeError(
+                f"TrainConfig.group_size must be >= 2 for group-relative advantages; got {self.group_size}"
+            )
         if (self.groups * self.group_size) % self.minibatches:
             raise RangeError(
                 f"TrainConfig.minibatches={self.minibatches} must divide groups * group_size = {self.groups * self.group_size}"
@@ -141,7 +143,9 @@ class TrainConfig:
         return asdict(self)
 
 
-def turn_advantages(method: str, rollout: Rollout, group_ids: np.ndarray, config: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def turn_advantages(
+    method: str, rollout: Rollout, group_ids: np.ndarray, config: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-turn advantages float[B, T] (0 on padding turns) for a credit method.
 
     The outcome (1 = success) is the only reward: GRPO normalizes it per group; GiGPO also
@@ -160,12 +164,20 @@ def turn_advantages(method: str, rollout: Rollout, group_ids: np.ndarray, config
             step_rewards = torch.zeros(mask.shape, dtype=torch.float64)
             step_rewards[torch.arange(mask.shape[0]), last] = outcomes
             out = gigpo(
-                outcomes, step_rewards, rollout.anchors, group_ids, mask=mask, gamma=config.gamma, step_weight=config.step_weight
+                outcomes,
+                step_rewards,
+                rollout.anchors,
+                group_ids,
+                mask=mask,
+                gamma=config.gamma,
+                step_weight=config.step_weight,
             )
             adv = out.advantages
         elif method == "igpo":
             if rollout.beliefs is None:
-                raise CreditlabError("igpo needs beliefs: generate(..., beliefs=True) on an environment with belief_query")
+                raise CreditlabError(
+                    "igpo needs beliefs: generate(..., beliefs=True) on an environment with belief_query"
+                )
             out = igpo(rollout.beliefs.to(torch.float64), outcomes, group_ids, mask=mask, gamma=config.igpo_gamma)
             adv = out.advantages
         else:  # pragma: no cover - TrainConfig validates
@@ -290,13 +302,21 @@ class Trainer:
                 total.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
                 self.optimizer.step()
-                info.update({"loss/policy": float(loss.detach()), "loss/entropy": float(entropy.detach()), "loss/grad_norm": float(grad_norm)})
+                info.update(
+                    {
+                        "loss/policy": float(loss.detach()),
+                        "loss/entropy": float(entropy.detach()),
+                        "loss/grad_norm": float(grad_norm),
+                    }
+                )
                 for k, v in info.items():
                     stats.setdefault(k, []).append(v)
         metrics.update({k: float(np.mean(v)) for k, v in stats.items()})
         resp = rollout.response_mask
         metrics["advantages/token_abs_mean"] = float(token_adv[resp].abs().mean()) if bool(resp.any()) else 0.0
-        metrics["advantages/turn_std"] = float(turn_adv[rollout.turn_mask].std()) if int(rollout.turn_mask.sum()) > 1 else 0.0
+        metrics["advantages/turn_std"] = (
+            float(turn_adv[rollout.turn_mask].std()) if int(rollout.turn_mask.sum()) > 1 else 0.0
+        )
         return metrics
 
     def train_iteration(self) -> dict[str, float]:

@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p.add_argument(
         "--out", default="runs/custom-env", help="sweep folder of the benchmark part (default runs/custom-env)"
     )
-    p.add_argument("--tiny", action="store_true", help="seconds: 512 steps (the benchmark: one 2,048-step rollout), one seed, no report")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="seconds: 512 steps (the benchmark: one 2,048-step rollout), one seed, no report",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest, and fair to a shared machine
     steps, seeds = (512, [0]) if args.tiny else (args.steps, [int(s) for s in args.seeds.split(",")])

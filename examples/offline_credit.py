@@ -38,10 +38,16 @@ def make_log(path: Path, episodes: int, seed: int = 0) -> Path:
         obs, act = rng.normal(size=(t_len, 4)), rng.normal(size=(t_len, 2))
         hidden = obs[:, 0] - 0.5 * (act**2).sum(axis=1)
         for t in range(t_len):
-            rows.append({
-                "episode_id": e, "step": t, "obs": obs[t].round(5).tolist(), "action": act[t].round(5).tolist(),
-                "reward": float(hidden.sum()) if t == t_len - 1 else 0.0, "hidden_reward": float(hidden[t]),
-            })
+            rows.append(
+                {
+                    "episode_id": e,
+                    "step": t,
+                    "obs": obs[t].round(5).tolist(),
+                    "action": act[t].round(5).tolist(),
+                    "reward": float(hidden.sum()) if t == t_len - 1 else 0.0,
+                    "hidden_reward": float(hidden[t]),
+                }
+            )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--updates", type=int, default=2000, help="update budget; early stopping usually ends sooner")
     p.add_argument("--holdout", type=float, default=0.2, help="held-out fraction of the episodes (default 0.2)")
     p.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: 40 episodes, 60 updates, a 32-unit model, lr 3e-3")
+    p.add_argument(
+        "--tiny", action="store_true", help="a few seconds: 40 episodes, 60 updates, a 32-unit model, lr 3e-3"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and fair to a shared machine
     out = Path(args.out)
@@ -73,13 +81,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     assigner = cl.get_method(args.credit).factory(**params)
 
     def progress(done: int, budget: int, train_loss: float, holdout_loss: float, improved: bool) -> None:
-        print(f"  {done:5d}/{budget} updates  train loss {train_loss:8.4f}  held-out loss {holdout_loss:8.4f}{'  *' if improved else ''}")
+        print(
+            f"  {done:5d}/{budget} updates  train loss {train_loss:8.4f}  held-out loss {holdout_loss:8.4f}{'  *' if improved else ''}"
+        )
 
-    report = fit_assigner(assigner, episodes, num_updates=updates, holdout=args.holdout, eval_every=max(1, updates // 20),
-                          patience=args.patience, log=progress)
+    report = fit_assigner(
+        assigner,
+        episodes,
+        num_updates=updates,
+        holdout=args.holdout,
+        eval_every=max(1, updates // 20),
+        patience=args.patience,
+        log=progress,
+    )
     m = report.metrics
-    print(f"kept the state after {int(m['credit/best_updates'])} of {int(m['credit/updates_run'])} updates "
-          f"(held-out loss {m['credit/holdout_loss']:.4f} on {int(m['credit/holdout_episodes'])} episodes)")
+    print(
+        f"kept the state after {int(m['credit/best_updates'])} of {int(m['credit/updates_run'])} updates "
+        f"(held-out loss {m['credit/holdout_loss']:.4f} on {int(m['credit/holdout_episodes'])} episodes)"
+    )
 
     # 3. save, and reload as a later process would
     saved = save_assigner(assigner, out / f"{args.credit}.pt")

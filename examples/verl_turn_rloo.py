@@ -99,7 +99,10 @@ def estimators() -> tuple[dict, str]:
 
         from creditlab.integrations.verl import register_with_verl
     except Exception:  # noqa: BLE001 - verl absent: call the functions directly
-        return {"per_turn_index": compute_per_turn_index_advantage, "creditlab_turn_rloo": compute_turn_rloo_advantage}, "direct calls"
+        return {
+            "per_turn_index": compute_per_turn_index_advantage,
+            "creditlab_turn_rloo": compute_turn_rloo_advantage,
+        }, "direct calls"
     register_with_verl()
     if core_algos.ADV_ESTIMATOR_REGISTRY.get("per_turn_index") is not compute_per_turn_index_advantage:
         core_algos.ADV_ESTIMATOR_REGISTRY.pop("per_turn_index", None)
@@ -133,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{res['groups']} tasks x {res['group_size']} trajectories, estimators called through {res['called_through']}")
+    print(
+        f"{res['groups']} tasks x {res['group_size']} trajectories, estimators called through {res['called_through']}"
+    )
     print("gap = mean advantage at the decision turn when the (useless) extra turn was taken minus when not;")
     print("an unbiased estimator gives 0 within a few standard errors.\n")
     print(f"{'estimator':<22} {'gap':>8} {'SE':>8} {'gap / SE':>9}")

@@ -135,7 +135,10 @@ def report(out: Path) -> str:
     rows = []
     summary: dict[str, Any] = {}
     for task in TASKS:
-        res = {c: [json.loads(p.read_text()) for p in sorted((out / "runs" / task / c).glob("seed*.json"))] for c in CONFIGS}
+        res = {
+            c: [json.loads(p.read_text()) for p in sorted((out / "runs" / task / c).glob("seed*.json"))]
+            for c in CONFIGS
+        }
         ep = mean_std([r["final_eval_return"] for r in res["episodic"]])[0]
         de = mean_std([r["final_eval_return"] for r in res["dense"]])[0]
         summary[task] = {}
@@ -144,10 +147,21 @@ def report(out: Path) -> str:
                 continue
             ev = mean_std([r["final_eval_return"] for r in runs])
             tr = mean_std([r["train_return"] for r in runs])
-            gap = [(r["final_eval_return"] - ep) / (de - ep) for r in runs] if math.isfinite(ep) and math.isfinite(de) and de != ep else []
+            gap = (
+                [(r["final_eval_return"] - ep) / (de - ep) for r in runs]
+                if math.isfinite(ep) and math.isfinite(de) and de != ep
+                else []
+            )
             gp = mean_std(gap)
-            q = {k: mean_std([_late_quality(r["metrics"], k) for r in runs]) for k in ("pearson", "spearman", "pearson_pooled", "decomposition_error")}
-            ov = mean_std([r["metrics"].get("credit/overhead_pct", float("nan")) for r in runs]) if c not in ("episodic", "dense") else (float("nan"), 0.0, 0)
+            q = {
+                k: mean_std([_late_quality(r["metrics"], k) for r in runs])
+                for k in ("pearson", "spearman", "pearson_pooled", "decomposition_error")
+            }
+            ov = (
+                mean_std([r["metrics"].get("credit/overhead_pct", float("nan")) for r in runs])
+                if c not in ("episodic", "dense")
+                else (float("nan"), 0.0, 0)
+            )
             wall = mean_std([r["metrics"]["time/wall_seconds"] / 60 for r in runs])
             steps = runs[0]["run_config"]["total_timesteps"]
             summary[task][c] = {
@@ -159,7 +173,9 @@ def report(out: Path) -> str:
                 "quality": {k: v[:2] for k, v in q.items()},
                 "overhead_pct": ov[:2],
                 "wall_minutes": wall[:2],
-                "eval_curve_mean": np.mean([r["eval_returns"] for r in runs], axis=0).tolist() if len({len(r["eval_returns"]) for r in runs}) == 1 else None,
+                "eval_curve_mean": np.mean([r["eval_returns"] for r in runs], axis=0).tolist()
+                if len({len(r["eval_returns"]) for r in runs}) == 1
+                else None,
                 "eval_timesteps": runs[0]["eval_timesteps"],
             }
             rows.append(

@@ -15,8 +15,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--disable-dev-shm-usage",
+]
 
 
 def find_chromium() -> str | None:
@@ -27,7 +36,9 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(page: str | Path, png: str | Path, *, width: int = 1280, height: int = 2400, timeout: float = 120) -> Path:
+def screenshot(
+    page: str | Path, png: str | Path, *, width: int = 1280, height: int = 2400, timeout: float = 120
+) -> Path:
     """Render ``page`` (a local HTML file) to ``png`` with headless Chromium; returns the PNG path."""
     chromium = find_chromium()
     if chromium is None:
@@ -38,8 +49,14 @@ def screenshot(page: str | Path, png: str | Path, *, width: int = 1280, height: 
     if png.exists():
         png.unlink()
     with tempfile.TemporaryDirectory(prefix="crl-chromium-") as profile:
-        cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-               f"--screenshot={png}", page.as_uri()]
+        cmd = [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={png}",
+            page.as_uri(),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if not png.exists() or png.stat().st_size == 0:
         raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}")

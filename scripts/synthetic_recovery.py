@@ -31,11 +31,16 @@ def main() -> None:
             test, true = _task(kind, 100, seed=2, rho=rho)
             for name, make in MAKERS.items():
                 a = make(kind)
-                updates = {"lare": 400, "rd": 1200 if kind == "nonlinear" else 600}.get(name, 1200 if kind == "nonlinear" else 600)
+                updates = {"lare": 400, "rd": 1200 if kind == "nonlinear" else 600}.get(
+                    name, 1200 if kind == "nonlinear" else 600
+                )
                 a.fit(train, num_updates=updates)
                 q = credit_quality(a.assign(test).rewards, true, test.mask).metrics
                 label = "AR(1) 0.8" if rho else "i.i.d."
-                print(f"| {label} | {kind} | {name} | {q['quality/pearson']:.3f} | {q['quality/pearson_pooled']:.3f} |", flush=True)
+                print(
+                    f"| {label} | {kind} | {name} | {q['quality/pearson']:.3f} | {q['quality/pearson_pooled']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

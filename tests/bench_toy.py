@@ -10,4 +10,6 @@ def toy_task(steps: int = 256, name: str = "toy", env_id: str = "CartPole-v1") -
 
 
 def toy_suite(steps: int = 256, seeds=(0, 1), tasks=None) -> Suite:
-    return Suite("toy", "toy suite for tests", tasks=tasks or (toy_task(steps),), methods=("episodic", "dense"), seeds=seeds)
+    return Suite(
+        "toy", "toy suite for tests", tasks=tasks or (toy_task(steps),), methods=("episodic", "dense"), seeds=seeds
+    )

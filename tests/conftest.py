@@ -54,8 +54,11 @@ def pytest_sessionfinish(session, exitstatus):
     bad = [r for r in skipped if not any(key in _skip_reason(r) for key in CI_ALLOWED_SKIPS)]
     if bad:
         lines = [f"  {r.nodeid}: {_skip_reason(r)}" for r in bad]
-        reporter.write_line(f"CI: {len(bad)} test(s) skipped for a reason that is not on the allow-list "
-                            "(tests/conftest.py CI_ALLOWED_SKIPS); an in-scope dependency is missing:", red=True)
+        reporter.write_line(
+            f"CI: {len(bad)} test(s) skipped for a reason that is not on the allow-list "
+            "(tests/conftest.py CI_ALLOWED_SKIPS); an in-scope dependency is missing:",
+            red=True,
+        )
         for line in lines:
             reporter.write_line(line, red=True)
         session.exitstatus = 1

@@ -120,7 +120,15 @@ def evaluation_func(observation, action):
 }
 
 #: programs whose source passes the static rules (containment happens in the sandbox only)
-PASS_STATIC = {"endless_loop", "alloc_20gb", "alloc_20gb_list", "output_flood", "huge_result", "numpy_cpu_burn", "recursion_bomb"}
+PASS_STATIC = {
+    "endless_loop",
+    "alloc_20gb",
+    "alloc_20gb_list",
+    "output_flood",
+    "huge_result",
+    "numpy_cpu_burn",
+    "recursion_bomb",
+}
 
 
 def render(code: str, **values: object) -> str:

@@ -63,7 +63,11 @@ def test_cli_imports_no_command_module():
 
 
 def test_the_core_never_imports_the_demo():
-    offenders = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if any(m.startswith("creditlab_demo") for m in creditlab_imports(p))]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in PACKAGE.rglob("*.py")
+        if any(m.startswith("creditlab_demo") for m in creditlab_imports(p))
+    ]
     assert not offenders
 
 
@@ -119,7 +123,9 @@ def test_a_command_that_fails_to_import_is_an_error_naming_it(monkeypatch, capsy
 
     broken = EntryPoint(name="llm", value="creditlab.llm.cli:llm", group="creditlab.commands")  # no such module
     _with_entry_points(monkeypatch, [broken])
-    with pytest.raises(PluginError, match=r"command 'llm' \(creditlab.llm.cli:llm\).*failed to import: ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError, match=r"command 'llm' \(creditlab.llm.cli:llm\).*failed to import: ModuleNotFoundError"
+    ):
         load_commands()
     assert main(["methods"]) == 2
     assert "command 'llm'" in capsys.readouterr().err
@@ -130,7 +136,9 @@ def test_a_command_that_fails_to_import_is_an_error_naming_it(monkeypatch, capsy
 def test_an_entry_point_that_is_not_a_command_is_refused(monkeypatch):
     from creditlab.cli import load_commands
 
-    _with_entry_points(monkeypatch, [EntryPoint(name="oops", value="creditlab.commands:run_methods", group="creditlab.commands")])
+    _with_entry_points(
+        monkeypatch, [EntryPoint(name="oops", value="creditlab.commands:run_methods", group="creditlab.commands")]
+    )
     with pytest.raises(PluginError, match="must name a creditlab.clikit.Command called 'oops'"):
         load_commands()
 
@@ -143,10 +151,16 @@ def test_a_third_party_command_is_added(monkeypatch, capsys):
     from creditlab.clikit import Command
 
     mod = types.ModuleType("creditlab_test_plugin")
-    mod.hello = Command("hello", "say hello", lambda p: p.add_argument("--name", default="world"),
-                        lambda args: print(f"hello {args.name}") or 0)
+    mod.hello = Command(
+        "hello",
+        "say hello",
+        lambda p: p.add_argument("--name", default="world"),
+        lambda args: print(f"hello {args.name}") or 0,
+    )
     monkeypatch.setitem(sys.modules, "creditlab_test_plugin", mod)
-    _with_entry_points(monkeypatch, [EntryPoint(name="hello", value="creditlab_test_plugin:hello", group="creditlab.commands")])
+    _with_entry_points(
+        monkeypatch, [EntryPoint(name="hello", value="creditlab_test_plugin:hello", group="creditlab.commands")]
+    )
     assert main(["hello", "--name", "credit"]) == 0
     assert capsys.readouterr().out == "hello credit\n"
 
@@ -154,7 +168,9 @@ def test_a_third_party_command_is_added(monkeypatch, capsys):
 def test_a_method_provider_that_fails_to_import_is_an_error_naming_it(monkeypatch):
     from creditlab import registry
 
-    _with_entry_points(monkeypatch, [EntryPoint(name="nope", value="creditlab.no_such_provider", group="creditlab.methods")])
+    _with_entry_points(
+        monkeypatch, [EntryPoint(name="nope", value="creditlab.no_such_provider", group="creditlab.methods")]
+    )
     monkeypatch.setattr(registry, "_LOADED", False)
     with pytest.raises(PluginError, match=r"method provider 'nope' \(creditlab.no_such_provider\)"):
         registry.load_providers()

@@ -217,8 +217,13 @@ def test_optimal_token_baseline_errors(kernel_backend):
 def test_torch_in_torch_out():
     r = torch.tensor([1.0, 0.0, 0.5, 0.5], dtype=torch.float32)
     g = torch.tensor([0, 0, 1, 1])
-    for fn in (lambda: opo(r, g, torch.tensor([1.0, 2.0, 3.0, 4.0])), lambda: grpo_passk(r, g), lambda: gpg(r, g),
-               lambda: maxrl(r, g), lambda: remax(r, r)):
+    for fn in (
+        lambda: opo(r, g, torch.tensor([1.0, 2.0, 3.0, 4.0])),
+        lambda: grpo_passk(r, g),
+        lambda: gpg(r, g),
+        lambda: maxrl(r, g),
+        lambda: remax(r, r),
+    ):
         out = fn().advantages
         assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
 
@@ -230,8 +235,12 @@ def test_registered_and_run_on_episodes():
     names = cl.registry.method_names()
     for name in ("remax", "opo", "grpo_passk", "gpg", "maxrl", "optimal_token_baseline"):
         assert name in names
-    ep = cl.Episodes.from_lists([[0.0, 1.0], [0.0, 0.0], [1.0], [0.0]], outcomes=[1.0, 0.0, 1.0, 0.0],
-                                group_ids=[0, 0, 1, 1], extras={"greedy_reward": np.array([0.5, 0.5, 0.0, 0.0])})
+    ep = cl.Episodes.from_lists(
+        [[0.0, 1.0], [0.0, 0.0], [1.0], [0.0]],
+        outcomes=[1.0, 0.0, 1.0, 0.0],
+        group_ids=[0, 0, 1, 1],
+        extras={"greedy_reward": np.array([0.5, 0.5, 0.0, 0.0])},
+    )
     out = cl.registry.get_method("remax")(ep)
     np.testing.assert_allclose(out.advantages, [[0.5, 0.5], [-0.5, -0.5], [1.0, 0.0], [0.0, 0.0]])
     out = cl.registry.get_method("maxrl")(ep)

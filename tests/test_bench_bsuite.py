@@ -46,7 +46,7 @@ def test_episode_log_is_cumulative():
 
 def test_scores_follow_bsuite_rules():
     # umbrella: a setting passes when average regret < 0.5; regret 2 per wrong episode.
-    good = episode_log([1.0] * 10, [0.0] * 10)                     # regret 0
+    good = episode_log([1.0] * 10, [0.0] * 10)  # regret 0
     bad = episode_log([1.0] * 7 + [-1.0] * 3, [0.0] * 7 + [2.0] * 3)  # 6 / 10 = 0.6 >= 0.5
     assert bsuite_score("umbrella_length", {"umbrella_length/0": good, "umbrella_length/1": bad}) == 0.5
     # discounting chain: clip(1 - 10 * (1.1 - average return), 0, 1): average 1.05 -> 0.5

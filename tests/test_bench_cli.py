@@ -10,20 +10,45 @@ def test_bench_dry_run_lists_runs(capsys):
     ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
     # doorkey has no dense twin: every method but dense; hopper: all 7 (2 anchors + 5 assigners), 2 seeds each
     assert len(ids) == (6 + 7) * 2
-    assert "doorkey/dense/seed0" not in ids and {"hopper/dense/seed1", "doorkey/episodic/seed1", "hopper/rrd/seed0"} <= ids
-    assert main(["bench", "--suite", "standard", "--tasks", "hopper", "--methods", "rrd", "--seeds", "0,4", "--dry-run"]) == 0
+    assert (
+        "doorkey/dense/seed0" not in ids and {"hopper/dense/seed1", "doorkey/episodic/seed1", "hopper/rrd/seed0"} <= ids
+    )
+    assert (
+        main(["bench", "--suite", "standard", "--tasks", "hopper", "--methods", "rrd", "--seeds", "0,4", "--dry-run"])
+        == 0
+    )
     ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
     assert ids == {f"hopper/{m}/seed{s}" for m in ("episodic", "dense", "rrd") for s in (0, 4)}
 
 
 def test_bench_then_report_no_ray(tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = main(["bench", "--suite", "smoke", "--tasks", "cartpole", "--methods", "uniform", "--seeds", "1", "--steps", "2048",
-                 "--no-ray", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--suite",
+            "smoke",
+            "--tasks",
+            "cartpole",
+            "--methods",
+            "uniform",
+            "--seeds",
+            "1",
+            "--steps",
+            "2048",
+            "--no-ray",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
     manifest = json.loads((out / "sweep.json").read_text())
-    assert manifest["suite"] == "smoke" and set(manifest["runs"]) == {"cartpole/episodic/seed0", "cartpole/dense/seed0", "cartpole/uniform/seed0"}
+    assert manifest["suite"] == "smoke" and set(manifest["runs"]) == {
+        "cartpole/episodic/seed0",
+        "cartpole/dense/seed0",
+        "cartpole/uniform/seed0",
+    }
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--title", "T"]) == 0
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# T")
     assert (tmp_path / "rep" / "figures" / "cartpole.png").exists()
@@ -49,8 +74,25 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_bench_env_id_quick_path_and_show_config(tmp_path, capsys):
-    assert main(["bench", "--env-id", "CartPole-v1", "--reward", "delayed:5", "--steps", "2048", "--seeds", "1",
-                 "--methods", "uniform", "--show-config"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--env-id",
+                "CartPole-v1",
+                "--reward",
+                "delayed:5",
+                "--steps",
+                "2048",
+                "--seeds",
+                "1",
+                "--methods",
+                "uniform",
+                "--show-config",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(text)
@@ -58,15 +100,21 @@ def test_bench_env_id_quick_path_and_show_config(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["bench", "--config", str(cfg), "--steps", "512", "--no-ray", "--no-report", "--out", str(out)]) == 0
     manifest = json.loads((out / "sweep.json").read_text())
-    assert set(manifest["runs"]) == {"cartpole-v1/episodic/seed0", "cartpole-v1/dense/seed0", "cartpole-v1/uniform/seed0"}
+    assert set(manifest["runs"]) == {
+        "cartpole-v1/episodic/seed0",
+        "cartpole-v1/dense/seed0",
+        "cartpole-v1/uniform/seed0",
+    }
     result = json.loads((out / "runs" / "cartpole-v1" / "uniform" / "seed0" / "result.json").read_text())
     assert result["config"]["task"]["reward"] == "delayed:5" and result["config"]["task"]["steps"] == 512
 
 
 def test_bench_config_errors_name_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nseeds: 1\nmethods: [rrd]\ntasks:\n  - {name: a, env: CartPole-v1, steps: 10, eval_every: 5,\n"
-                   "     agent: {algo: ppo, hyperparams: {gamma: 0.99}}, rewrd: episodic}\n")
+    bad.write_text(
+        "name: x\nseeds: 1\nmethods: [rrd]\ntasks:\n  - {name: a, env: CartPole-v1, steps: 10, eval_every: 5,\n"
+        "     agent: {algo: ppo, hyperparams: {gamma: 0.99}}, rewrd: episodic}\n"
+    )
     assert main(["bench", "--config", str(bad), "--dry-run"]) == 2
     assert "tasks[0].rewrd: unknown key" in capsys.readouterr().err
     assert main(["bench", "--reward", "delayed:3", "--dry-run"]) == 2

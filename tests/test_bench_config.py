@@ -12,9 +12,13 @@ AGENT = {"algo": "ppo", "n_envs": 2, "hyperparams": {"gamma": 0.99, "n_steps": 6
 
 
 def _suite(**changes):
-    data = {"name": "s", "seeds": 2, "agents": {"small": AGENT},
-            "tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small"}],
-            "methods": ["uniform"]}
+    data = {
+        "name": "s",
+        "seeds": 2,
+        "agents": {"small": AGENT},
+        "tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small"}],
+        "methods": ["uniform"],
+    }
     data.update(changes)
     return data
 
@@ -22,22 +26,66 @@ def _suite(**changes):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small", "stpes": 3}]},
-         r"tasks\[0\]\.stpes: unknown key; allowed keys here: agent, bsuite_settings, contexts, dense_twin"),
-        ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 0, "eval_every": 500, "agent": "small"}]},
-         r"tasks\[0\]\.steps: expected an integer >= 1; got 0"),
-        ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "big"}]},
-         r"tasks\[0\]\.agent: no agent named 'big'; define it under `agents` \(defined: small\)"),
-        ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "small", "reward": "delayed:0"}]},
-         r"tasks\[0\]\.reward must be 'episodic' or 'delayed:K' with an integer K >= 1; got 'delayed:0'"),
-        ({"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "small", "family": "atari"}]},
-         r"tasks\[0\]\.family: expected one of 'gymnasium', 'minigrid', 'bsuite', 'pettingzoo'; got 'atari'"),
-        ({"agents": {"small": {"algo": "ppo", "hyperparams": {"n_steps": 8}}}},
-         r"agents\.small\.hyperparams\.gamma: expected a number in \[0, 1\]"),
+        (
+            {
+                "tasks": [
+                    {"name": "cp", "env": "CartPole-v1", "steps": 1000, "eval_every": 500, "agent": "small", "stpes": 3}
+                ]
+            },
+            r"tasks\[0\]\.stpes: unknown key; allowed keys here: agent, bsuite_settings, contexts, dense_twin",
+        ),
+        (
+            {"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 0, "eval_every": 500, "agent": "small"}]},
+            r"tasks\[0\]\.steps: expected an integer >= 1; got 0",
+        ),
+        (
+            {"tasks": [{"name": "cp", "env": "CartPole-v1", "steps": 10, "eval_every": 5, "agent": "big"}]},
+            r"tasks\[0\]\.agent: no agent named 'big'; define it under `agents` \(defined: small\)",
+        ),
+        (
+            {
+                "tasks": [
+                    {
+                        "name": "cp",
+                        "env": "CartPole-v1",
+                        "steps": 10,
+                        "eval_every": 5,
+                        "agent": "small",
+                        "reward": "delayed:0",
+                    }
+                ]
+            },
+            r"tasks\[0\]\.reward must be 'episodic' or 'delayed:K' with an integer K >= 1; got 'delayed:0'",
+        ),
+        (
+            {
+                "tasks": [
+                    {
+                        "name": "cp",
+                        "env": "CartPole-v1",
+                        "steps": 10,
+                        "eval_every": 5,
+                        "agent": "small",
+                        "family": "atari",
+                    }
+                ]
+            },
+            r"tasks\[0\]\.family: expected one of 'gymnasium', 'minigrid', 'bsuite', 'pettingzoo'; got 'atari'",
+        ),
+        (
+            {"agents": {"small": {"algo": "ppo", "hyperparams": {"n_steps": 8}}}},
+            r"agents\.small\.hyperparams\.gamma: expected a number in \[0, 1\]",
+        ),
         ({"seeds": [0, -1]}, r"seeds\[1\]: expected an integer >= 0; got -1"),
         ({"methods": ["not_a_method"]}, r"methods: method\(s\) \['not_a_method'\] are neither anchors"),
-        ({"methods": [{"name": "v", "method": "rrd", "tasks": {"nope": {}}}]}, r"methods\[0\]\.tasks\.nope: no such task; tasks are cp"),
-        ({"methods": [{"name": "dense", "params": {}}]}, r"methods\[0\]\.name: the anchors episodic, dense take no parameters"),
+        (
+            {"methods": [{"name": "v", "method": "rrd", "tasks": {"nope": {}}}]},
+            r"methods\[0\]\.tasks\.nope: no such task; tasks are cp",
+        ),
+        (
+            {"methods": [{"name": "dense", "params": {}}]},
+            r"methods\[0\]\.name: the anchors episodic, dense take no parameters",
+        ),
         ({"colour": "red"}, r"^colour: unknown key; allowed keys here: agents, description"),
     ],
 )
@@ -71,11 +119,19 @@ def test_only_tasks():
 
 
 def test_variants_and_task_params_expand():
-    suite = suite_from_dict(_suite(methods=[
-        "uniform",
-        {"name": "rrd_unbiased", "method": "rrd", "params": {"bias_correction": True, "subset_size": 8},
-         "tasks": {"cp": {"subset_size": 4}}},
-    ]))
+    suite = suite_from_dict(
+        _suite(
+            methods=[
+                "uniform",
+                {
+                    "name": "rrd_unbiased",
+                    "method": "rrd",
+                    "params": {"bias_correction": True, "subset_size": 8},
+                    "tasks": {"cp": {"subset_size": 4}},
+                },
+            ]
+        )
+    )
     assert suite.methods == ("episodic", "dense", "uniform", "rrd_unbiased")
     runs = {r.run_id: r for r in expand_runs(suite)}
     run = runs["cp/rrd_unbiased/seed1"]

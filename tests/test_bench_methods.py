@@ -14,24 +14,34 @@ from creditlab.bench.suites import RunSpec, Suite, expand_runs
 from creditlab.bench.training import method_config
 from tests.bench_toy import TOY_AGENT, toy_task
 
-FACTORS = '''
+FACTORS = """
 import numpy as np
 
 
 def evaluation_func(observation, action):
     return [observation[:, 0:1], np.abs(observation[:, 2:3]), np.sum(action ** 2, axis=1, keepdims=True)]
-'''
+"""
 
 
 def _suite(methods, params=None, variants=None, task=None, task_params=None):
-    return Suite("t", "", tasks=(task or toy_task(steps=256),), methods=("episodic", "dense", *methods), seeds=(3,),
-                 method_params=params or {}, variants=variants or {}, task_params=task_params or {})
+    return Suite(
+        "t",
+        "",
+        tasks=(task or toy_task(steps=256),),
+        methods=("episodic", "dense", *methods),
+        seeds=(3,),
+        method_params=params or {},
+        variants=variants or {},
+        task_params=task_params or {},
+    )
 
 
 def _program(tmp_path):
     from creditlab.programs.program import Program
 
-    return Program(FACTORS, "factors", obs_dim=4, act_dim=2, num_factors=3, origin="hand-written").save(tmp_path / "cp_factors")
+    return Program(FACTORS, "factors", obs_dim=4, act_dim=2, num_factors=3, origin="hand-written").save(
+        tmp_path / "cp_factors"
+    )
 
 
 def test_lare_without_features_is_an_error_not_rrd():
@@ -54,13 +64,20 @@ def test_lare_with_a_program_folder_runs_it_in_the_sandbox(tmp_path):
 
 
 def test_variant_runs_its_base_method_with_its_parameters_and_the_run_seed():
-    suite = _suite(["rrd_unbiased"], params={"rrd_unbiased": {"bias_correction": True, "subset_size": 8}},
-                   variants={"rrd_unbiased": "rrd"})
+    suite = _suite(
+        ["rrd_unbiased"],
+        params={"rrd_unbiased": {"bias_correction": True, "subset_size": 8}},
+        variants={"rrd_unbiased": "rrd"},
+    )
     (run,) = [r for r in expand_runs(suite) if r.method == "rrd_unbiased"]
     cfg = method_config(run)
     assert cfg["method"] == "rrd"
     # the assigner's seed follows the run seed (3), so seeds vary the reward model too
-    assert cfg["assigner"]["seed"] == 3 and cfg["assigner"]["bias_correction"] is True and cfg["assigner"]["subset_size"] == 8
+    assert (
+        cfg["assigner"]["seed"] == 3
+        and cfg["assigner"]["bias_correction"] is True
+        and cfg["assigner"]["subset_size"] == 8
+    )
     pinned = dataclasses.replace(run, method_params={**run.method_params, "seed": 11})
     assert method_config(pinned)["assigner"]["seed"] == 11
 
@@ -76,7 +93,8 @@ def test_a_reward_model_that_never_trains_fails_the_run(tmp_path):
 
 def test_custom_env_module_from_imports(tmp_path, monkeypatch):
     mod = tmp_path / "my_envs_for_creditlab.py"
-    mod.write_text(textwrap.dedent('''
+    mod.write_text(
+        textwrap.dedent("""
         import gymnasium as gym
         from gymnasium.envs.classic_control import CartPoleEnv
 
@@ -84,7 +102,8 @@ def test_custom_env_module_from_imports(tmp_path, monkeypatch):
             pass
 
         gym.register("ShortPole-v0", entry_point=ShortPole, max_episode_steps=50)
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_envs_for_creditlab", None)
     by_id = dataclasses.replace(toy_task(steps=128), env_id="ShortPole-v0", imports=("my_envs_for_creditlab",))

@@ -13,8 +13,12 @@ from creditlab.bench.suites import AgentConfig, RunSpec, TaskSpec
 AGENT = AgentConfig("ppo", {"gamma": 0.99})
 TASKS = {
     "cheetah": TaskSpec("cheetah", "HalfCheetah-v5", "gymnasium", 100, 50, AGENT),
-    "doorkey": TaskSpec("doorkey", "MiniGrid-DoorKey-6x6-v0", "minigrid", 100, 50, AGENT, dense_twin=False, solve_threshold=0.9),
-    "umbrella": TaskSpec("umbrella", "umbrella_length", "bsuite", 100, 100, AGENT, bsuite_settings=("umbrella_length/0",)),
+    "doorkey": TaskSpec(
+        "doorkey", "MiniGrid-DoorKey-6x6-v0", "minigrid", 100, 50, AGENT, dense_twin=False, solve_threshold=0.9
+    ),
+    "umbrella": TaskSpec(
+        "umbrella", "umbrella_length", "bsuite", 100, 100, AGENT, bsuite_settings=("umbrella_length/0",)
+    ),
     "chain": TaskSpec("chain", "X-v0", "gymnasium", 100, 50, AGENT),
 }
 # final returns per (task, method) for seeds 0, 1, 2
@@ -39,21 +43,43 @@ def _fixture(store: ResultsStore):
         for seed, final in enumerate(finals):
             run = RunSpec(TASKS[task], method, seed)
             runs.append(run)
-            curve = {"x": [0, 50, 100], "mean": [0.0, final / 2, final], "std": [0.0, 0.0, 0.0], "x_name": "environment steps"}
-            metrics = {"final_return": final, "auc": final / 2, "time/train_seconds": {"episodic": 10.0, "dense": 10.0, "rrd": 15.0}[method],
-                       "credit/corr_hidden": 0.5 if method == "rrd" else 0.1}
+            curve = {
+                "x": [0, 50, 100],
+                "mean": [0.0, final / 2, final],
+                "std": [0.0, 0.0, 0.0],
+                "x_name": "environment steps",
+            }
+            metrics = {
+                "final_return": final,
+                "auc": final / 2,
+                "time/train_seconds": {"episodic": 10.0, "dense": 10.0, "rrd": 15.0}[method],
+                "credit/corr_hidden": 0.5 if method == "rrd" else 0.1,
+            }
             if task == "doorkey":
                 metrics["steps_to_solve"] = 50.0 if final >= 0.9 else float("nan")
             if task == "umbrella":
                 metrics["bsuite/score"] = final
             store.write_manifest([run], {"suite": "fixture"})
-            store.write_result(run, {"status": "ok", "curve": curve, "metrics": metrics, "wall_seconds": 12.0,
-                                     "git": {"commit": "abc123"}, "versions": {"torch": "2.13.0"}, "host": "h"})
+            store.write_result(
+                run,
+                {
+                    "status": "ok",
+                    "curve": curve,
+                    "metrics": metrics,
+                    "wall_seconds": 12.0,
+                    "git": {"commit": "abc123"},
+                    "versions": {"torch": "2.13.0"},
+                    "host": "h",
+                },
+            )
     never = RunSpec(TASKS["cheetah"], "rrd", 4)  # requested, never finished (sweep interrupted)
     store.write_manifest([never], {})
     failed = RunSpec(TASKS["cheetah"], "rrd", 3)
     store.write_manifest([failed], {})
-    store.write_result(failed, {"status": "failed", "error": "RuntimeError: exploded", "traceback": "Traceback\nRuntimeError: exploded"})
+    store.write_result(
+        failed,
+        {"status": "failed", "error": "RuntimeError: exploded", "traceback": "Traceback\nRuntimeError: exploded"},
+    )
     return runs
 
 
@@ -101,9 +127,20 @@ def test_written_report_has_every_table_and_figure(tmp_path):
     paths = write_report(tmp_path / "sweep")
     md = paths["markdown"].read_text()
     page = paths["html"].read_text()
-    titles = ["Aggregate over tasks (rliable)", "Final true return", "Normalized score", "Against the episodic baseline", "Area under the evaluation curve",
-              "Credit quality", "Training wall time", "Steps to solve", "bsuite scores", "Tasks, budgets", "Runs that crashed",
-              "Requested runs not finished (1 of"]
+    titles = [
+        "Aggregate over tasks (rliable)",
+        "Final true return",
+        "Normalized score",
+        "Against the episodic baseline",
+        "Area under the evaluation curve",
+        "Credit quality",
+        "Training wall time",
+        "Steps to solve",
+        "bsuite scores",
+        "Tasks, budgets",
+        "Runs that crashed",
+        "Requested runs not finished (1 of",
+    ]
     for title in titles:
         assert title in md and title in page, title
     for task in TASKS:
@@ -128,7 +165,9 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
 
     if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("no chromium (apt-get install -y chromium)")
-    spec = importlib.util.spec_from_file_location("screenshot_report", Path(__file__).resolve().parents[1] / "scripts/screenshot_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "screenshot_report", Path(__file__).resolve().parents[1] / "scripts/screenshot_report.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     store = ResultsStore(tmp_path / "sweep")

@@ -142,11 +142,21 @@ def test_run_config_maps_a_spec_to_the_sb3_runner():
     standard = get_suite("standard")
     umbrella = next(t for t in standard.tasks if t.name == "umbrella_length")
     cfg = run_config(expand_runs(toy_suite(seeds=(4,)))[0])  # the episodic anchor of the toy task
-    assert (cfg.reward, cfg.seed, cfg.n_envs, cfg.gamma, cfg.eval_every, cfg.eval_at_start) == ("episodic", 4, 2, 0.99, 128, True)
+    assert (cfg.reward, cfg.seed, cfg.n_envs, cfg.gamma, cfg.eval_every, cfg.eval_at_start) == (
+        "episodic",
+        4,
+        2,
+        0.99,
+        128,
+        True,
+    )
     assert cfg.algo_kwargs == {"n_steps": 64, "batch_size": 64, "n_epochs": 1}  # gamma is the config's own field
     assert cfg.env_id().observation_space.shape == (4,)  # the task's env factory
-    dense = run_config(next(r for r in expand_runs(standard) if r.task == umbrella and r.method == "dense"),
-                       setting=umbrella.bsuite_settings[0], integration={"update_ratio": 0.5})
+    dense = run_config(
+        next(r for r in expand_runs(standard) if r.task == umbrella and r.method == "dense"),
+        setting=umbrella.bsuite_settings[0],
+        integration={"update_ratio": 0.5},
+    )
     assert (dense.reward, dense.eval_every, dense.eval_at_start, dense.update_ratio) == ("dense", 0, False, 0.5)
     smoke = get_suite("smoke")
     assert smoke.tasks[0].eval_every == run_config(expand_runs(smoke)[0]).eval_every

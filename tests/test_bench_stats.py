@@ -25,7 +25,9 @@ rliable_metrics = pytest.importorskip("rliable.metrics")
 )
 def test_probability_of_improvement_equals_rliable(x, y):
     # ties are frequent with 4 values: the 1/2 weight of ties must match Mann-Whitney's U
-    assert probability_of_improvement(x, y) == pytest.approx(rliable_metrics.probability_of_improvement(x, y), abs=1e-12)
+    assert probability_of_improvement(x, y) == pytest.approx(
+        rliable_metrics.probability_of_improvement(x, y), abs=1e-12
+    )
 
 
 def test_probability_of_improvement_by_hand():
@@ -71,9 +73,15 @@ AGENT = AgentConfig("ppo", {"gamma": 0.99})
 
 def _result(task: TaskSpec, method: str, seed: int, final: float) -> dict:
     run = RunSpec(task, method, seed)
-    return {"task": task.name, "method": method, "seed": seed, "config": run.to_dict(), "run_id": run.run_id,
-            "curve": {"x": [0, 10], "mean": [0.0, final], "std": [0.0, 0.0]},
-            "metrics": {"final_return": final, "time/train_seconds": 1.0}}
+    return {
+        "task": task.name,
+        "method": method,
+        "seed": seed,
+        "config": run.to_dict(),
+        "run_id": run.run_id,
+        "curve": {"x": [0, 10], "mean": [0.0, final], "std": [0.0, 0.0]},
+        "metrics": {"final_return": final, "time/train_seconds": 1.0},
+    }
 
 
 def test_report_aggregate_and_headline():
@@ -82,10 +90,10 @@ def test_report_aggregate_and_headline():
     rows = []
     for s in range(5):
         for task in (t1, t2):
-            rows.append(_result(task, "episodic", s, 0.0 + 0.1 * s))   # mean 0.2
-            rows.append(_result(task, "dense", s, 10.0 + 0.1 * s))     # mean 10.2
-            rows.append(_result(task, "good", s, 10.2))                 # normalized exactly 1.0
-            rows.append(_result(task, "bad", s, 0.2))                   # normalized exactly 0.0
+            rows.append(_result(task, "episodic", s, 0.0 + 0.1 * s))  # mean 0.2
+            rows.append(_result(task, "dense", s, 10.0 + 0.1 * s))  # mean 10.2
+            rows.append(_result(task, "good", s, 10.2))  # normalized exactly 1.0
+            rows.append(_result(task, "bad", s, 0.2))  # normalized exactly 0.0
     rep = build_report(rows)
     agg = {r[0]: r for r in rep.table("aggregate").rows}
     assert agg["good"][3].startswith("1.00 [1.00, 1.00]")

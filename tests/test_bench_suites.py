@@ -23,8 +23,16 @@ def test_builtin_suites_validate_and_expand():
         for task in suite.tasks:  # gamma is recorded for every task
             assert 0 < task.agent.gamma <= 1
     standard = get_suite("standard")
-    assert {t.env_id for t in standard.tasks} >= {"CartPole-v1", "LunarLander-v3", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5",
-                                                 "MiniGrid-DoorKey-6x6-v0", "umbrella_length", "discounting_chain"}
+    assert {t.env_id for t in standard.tasks} >= {
+        "CartPole-v1",
+        "LunarLander-v3",
+        "Hopper-v5",
+        "HalfCheetah-v5",
+        "Walker2d-v5",
+        "MiniGrid-DoorKey-6x6-v0",
+        "umbrella_length",
+        "discounting_chain",
+    }
     assert len(standard.seeds) >= 3
     assert any(t.agent.algo == "sac" for t in get_suite("full").tasks)
 

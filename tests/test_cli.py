@@ -21,13 +21,25 @@ def test_help_and_methods_json(capsys):
     assert main(["methods", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"] for r in rows}
-    assert {"gae", "grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gdpo", "ctan", "delta_process"} <= names
+    assert {
+        "gae",
+        "grpo",
+        "dr_grpo",
+        "rloo",
+        "reinforce_pp",
+        "reinforce_pp_baseline",
+        "gdpo",
+        "ctan",
+        "delta_process",
+    } <= names
     assert all(r["summary"] and r["needs"] for r in rows)
 
 
 def test_advantages_writes_every_row(tmp_path):
     out = tmp_path / "adv.parquet"
-    assert main(["advantages", SAMPLE, "--method", "gdpo", "--out", str(out), "--metrics", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(["advantages", SAMPLE, "--method", "gdpo", "--out", str(out), "--metrics", str(tmp_path / "m.json")]) == 0
+    )
     table = pq.read_table(out)
     assert table.num_rows == 143 and "advantage" in table.column_names
     assert "task_id" in table.column_names  # input columns are kept
@@ -38,7 +50,20 @@ def test_advantages_writes_every_row(tmp_path):
 def test_advantages_with_credit_and_params(tmp_path):
     out = tmp_path / "adv.jsonl"
     code = main(
-        ["advantages", SAMPLE, "--credit", "delta_process", "--method", "gae", "--set", "gamma=0.5", "--set", "lambda_=1", "--out", str(out)]
+        [
+            "advantages",
+            SAMPLE,
+            "--credit",
+            "delta_process",
+            "--method",
+            "gae",
+            "--set",
+            "gamma=0.5",
+            "--set",
+            "lambda_=1",
+            "--out",
+            str(out),
+        ]
     )
     assert code == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
@@ -56,7 +81,9 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 
 def test_console_script_runs():
-    proc = subprocess.run([sys.executable, "-m", "creditlab.cli", "methods"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "creditlab.cli", "methods"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "gdpo" in proc.stdout
 
 

@@ -68,7 +68,9 @@ def test_existing_outputs_need_force(tmp_path, capsys):
         assert main(["advantages", SAMPLE, "--method", "rloo", *args]) == 2
         assert "already exists; pass --force" in capsys.readouterr().err
     assert out.read_bytes() == before
-    assert main(["advantages", SAMPLE, "--method", "rloo", "--out", str(out), "--metrics", str(metrics), "--force"]) == 0
+    assert (
+        main(["advantages", SAMPLE, "--method", "rloo", "--out", str(out), "--metrics", str(metrics), "--force"]) == 0
+    )
     assert pq.read_table(out).num_rows == 143
     assert main(["advantages", SAMPLE, "--method", "rloo", "--out", str(out), "--metrics", str(out), "--force"]) == 2
     assert "name the same file" in capsys.readouterr().err
@@ -85,7 +87,20 @@ def test_per_token_advantages_from_the_token_layout(tmp_path, capsys):
     ]
     log = _jsonl(tmp_path / "turns.jsonl", rows)
     tokens = tmp_path / "tokens.jsonl"
-    code = main(["advantages", log, "--method", "monte_carlo", "--set", "gamma=1", "--tokens", str(tokens), "--out", str(tmp_path / "a.jsonl")])
+    code = main(
+        [
+            "advantages",
+            log,
+            "--method",
+            "monte_carlo",
+            "--set",
+            "gamma=1",
+            "--tokens",
+            str(tokens),
+            "--out",
+            str(tmp_path / "a.jsonl"),
+        ]
+    )
     assert code == 0
     # Monte Carlo returns, gamma 1, outcome added on the last turn: a: [0.5 + 1.25, 0.25 + 1] = [1.75, 1.25]; b: [2.0]
     got = {r["episode_id"]: r["token_advantages"] for r in _rows(tokens)}
@@ -136,12 +151,17 @@ def test_early_stopping_keeps_the_best_state():
     # held-out loss per evaluation: ((R + e - R) / T)^2 with T = 2 -> e^2 / 4: 4, 1, 0.25, 0.5625, 1, 2.25
     assigner = _Scripted([4.0, 2.0, 1.0, 1.5, 2.0, 3.0, 0.0])
     seen = []
-    report = fit_assigner(assigner, _ten_episodes(), num_updates=70, holdout=0.2, eval_every=10, patience=2,
-                          log=lambda *a: seen.append(a))
-    assert [h[2] for h in report.history] == pytest.approx([4.0, 1.0, 0.25, 0.5625, 1.0])  # stops: 2 without improvement
+    report = fit_assigner(
+        assigner, _ten_episodes(), num_updates=70, holdout=0.2, eval_every=10, patience=2, log=lambda *a: seen.append(a)
+    )
+    assert [h[2] for h in report.history] == pytest.approx(
+        [4.0, 1.0, 0.25, 0.5625, 1.0]
+    )  # stops: 2 without improvement
     assert [s[4] for s in seen] == [True, True, True, False, False]
     assert report.metrics["credit/best_updates"] == 30 and report.metrics["credit/updates_run"] == 50
-    assert report.metrics["credit/stopped_early"] == 1.0 and report.metrics["credit/holdout_loss"] == pytest.approx(0.25)
+    assert report.metrics["credit/stopped_early"] == 1.0 and report.metrics["credit/holdout_loss"] == pytest.approx(
+        0.25
+    )
     assert report.metrics["credit/holdout_episodes"] == 2
     assert (assigner.chunks, assigner.updates) == (3, 30)  # the state of the best evaluation is restored
 
@@ -170,8 +190,16 @@ def _logged(path, n=24, seed=0):
         obs, act = rng.normal(size=(t_len, 3)), rng.normal(size=(t_len, 1))
         hidden = obs[:, 0] + 0.5 * act[:, 0] ** 2
         for t in range(t_len):
-            rows.append({"episode_id": e, "step": t, "obs": obs[t].tolist(), "action": act[t].tolist(),
-                         "reward": float(hidden.sum()) if t == t_len - 1 else 0.0, "hidden_reward": float(hidden[t])})
+            rows.append(
+                {
+                    "episode_id": e,
+                    "step": t,
+                    "obs": obs[t].tolist(),
+                    "action": act[t].tolist(),
+                    "reward": float(hidden.sum()) if t == t_len - 1 else 0.0,
+                    "hidden_reward": float(hidden[t]),
+                }
+            )
     return _jsonl(path, rows)
 
 
@@ -179,15 +207,48 @@ def test_fit_save_and_reload_an_assigner(tmp_path, capsys, one_torch_thread):
     log = _logged(tmp_path / "log.jsonl")
     out1, out2, saved = tmp_path / "a1.jsonl", tmp_path / "a2.jsonl", tmp_path / "rrd.pt"
     args = ["advantages", log, "--credit", "rrd", "--credit-set", "hidden=[16]", "--method", "reinforce_pp"]
-    assert main([*args, "--updates", "12", "--holdout", "0.25", "--eval-every", "4", "--save-assigner", str(saved),
-                 "--out", str(out1), "--metrics", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--updates",
+                "12",
+                "--holdout",
+                "0.25",
+                "--eval-every",
+                "4",
+                "--save-assigner",
+                str(saved),
+                "--out",
+                str(out1),
+                "--metrics",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert err.count("held-out loss") == 3 and "credit fit: 12/12 updates" in err
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["credit/updates_run"] == 12 and metrics["credit/holdout_episodes"] == 6
     # reloaded: not refitted, the same credit for every step
-    assert main(["advantages", log, "--load-assigner", str(saved), "--method", "reinforce_pp", "--out", str(out2),
-                 "--metrics", str(tmp_path / "m2.json")]) == 0
+    assert (
+        main(
+            [
+                "advantages",
+                log,
+                "--load-assigner",
+                str(saved),
+                "--method",
+                "reinforce_pp",
+                "--out",
+                str(out2),
+                "--metrics",
+                str(tmp_path / "m2.json"),
+            ]
+        )
+        == 0
+    )
     assert "credit fit" not in capsys.readouterr().err
     assert json.loads((tmp_path / "m2.json").read_text())["credit/updates_run"] == 0
     c1 = [r["credit_reward"] for r in _rows(out1)]

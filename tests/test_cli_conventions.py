@@ -111,9 +111,22 @@ def _finished_demo_runs(folder: Path) -> None:
     from creditlab_demo.experiment import run_config
     from creditlab_demo.train import TrainConfig
 
-    cfg = TrainConfig.from_dict({"env": "secret", "env_kwargs": {"n": 4, "max_turns": 3}, "method": "grpo", "d_model": 16,
-                                 "n_heads": 2, "d_ff": 32, "groups": 3, "group_size": 4, "minibatches": 2, "eval_episodes": 8,
-                                 "iterations": 1, "eval_every": 1})
+    cfg = TrainConfig.from_dict(
+        {
+            "env": "secret",
+            "env_kwargs": {"n": 4, "max_turns": 3},
+            "method": "grpo",
+            "d_model": 16,
+            "n_heads": 2,
+            "d_ff": 32,
+            "groups": 3,
+            "group_size": 4,
+            "minibatches": 2,
+            "eval_episodes": 8,
+            "iterations": 1,
+            "eval_every": 1,
+        }
+    )
     run_config(cfg, folder / "secret" / "grpo" / "seed0")
 
 
@@ -169,4 +182,6 @@ def test_docs_reference_only_files_in_the_repository():
 def test_docs_install_from_the_repository():
     for doc in _docs():
         text = doc.read_text()
-        assert not re.search(r"pip install '?creditlab\[", text), f"{doc.name} tells users to pip install creditlab from PyPI"
+        assert not re.search(r"pip install '?creditlab\[", text), (
+            f"{doc.name} tells users to pip install creditlab from PyPI"
+        )

@@ -77,7 +77,11 @@ def test_a_config_of_another_method_is_refused():
         (lambda: RDAssigner(hidden=(8, 0)), RangeError, r"RDConfig.hidden must be sizes >= 1"),
         (lambda: RDAssigner(include_truncated="yes"), DtypeError, r"include_truncated must be True or False"),
         (lambda: IRCRAssigner(top_k=-1), RangeError, r"IRCRConfig.top_k must be >= 0"),
-        (lambda: cl.credit.RUDDERAssigner(residual="first"), RangeError, r"RUDDERConfig.residual must be 'last', 'uniform' or None"),
+        (
+            lambda: cl.credit.RUDDERAssigner(residual="first"),
+            RangeError,
+            r"RUDDERConfig.residual must be 'last', 'uniform' or None",
+        ),
         (lambda: cl.credit.LaReAssigner(loss="mse"), RangeError, r"LaReConfig.loss must be 'rd' or 'rrd'"),
         (lambda: SPAProgressEstimator(hidden=-1), RangeError, r"SPAConfig.hidden must be >= 0"),
     ],
@@ -89,7 +93,9 @@ def test_bad_values_are_named(make, error, match):
 
 def test_values_from_json_and_numpy_are_normalized():
     # the CLI parses --credit-set values as JSON (lists, ints); NumPy scalars come from sweeps
-    a = RDAssigner(hidden=[16, np.int64(8)], batch_episodes=np.int32(2), lr=np.float32(0.5), include_truncated=np.bool_(True))
+    a = RDAssigner(
+        hidden=[16, np.int64(8)], batch_episodes=np.int32(2), lr=np.float32(0.5), include_truncated=np.bool_(True)
+    )
     assert a.config.hidden == (16, 8) and type(a.config.batch_episodes) is int
     assert type(a.config.lr) is float and a.config.include_truncated is True
     assert RUDDERConfig(min_quality=None).min_quality is None

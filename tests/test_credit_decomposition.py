@@ -145,7 +145,9 @@ MAKERS = {
     "rd": lambda kind: RDAssigner(**FAST),
     "rrd": lambda kind: RRDAssigner(subset_size=32, **FAST),
     "rrd_unbiased": lambda kind: RRDAssigner(subset_size=32, bias_correction=True, **FAST),
-    "lare": lambda kind: LaReAssigner(features=_linear_phi if kind == "linear" else _nonlinear_phi, subset_size=32, **FAST),
+    "lare": lambda kind: LaReAssigner(
+        features=_linear_phi if kind == "linear" else _nonlinear_phi, subset_size=32, **FAST
+    ),
 }
 
 

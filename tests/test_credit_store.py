@@ -32,7 +32,11 @@ def test_store_matches_reference_fifo(seed, capacity, n_adds):
         next_id += x.shape[0]
         store.add(x, lengths=lengths, returns=returns)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        new = [(x[offsets[i] : offsets[i + 1], 0].tolist(), returns[i]) for i in range(len(lengths)) if lengths[i] <= capacity]
+        new = [
+            (x[offsets[i] : offsets[i + 1], 0].tolist(), returns[i])
+            for i in range(len(lengths))
+            if lengths[i] <= capacity
+        ]
         # keep the newest episodes of this batch that fit together
         kept, total = [], 0
         for steps, r in reversed(new):

@@ -35,7 +35,9 @@ def _time_limited(n=6, t=7, seed=0):
     true = obs[..., 0] + acts[..., 1]
     rewards = np.zeros((n, t), np.float32)
     rewards[:, -1] = true.sum(1)
-    ep = Episodes.from_padded(rewards, terminated=np.zeros(n, bool), truncated=np.ones(n, bool), observations=obs, actions=acts)
+    ep = Episodes.from_padded(
+        rewards, terminated=np.zeros(n, bool), truncated=np.ones(n, bool), observations=obs, actions=acts
+    )
     return ep, true
 
 
@@ -72,8 +74,12 @@ def test_time_limited_env_rollout_gives_exact_targets_and_trains():
                 break
         rows.append((o, a, r, true, nxt))
     ep = Episodes.from_lists(
-        [x[2] for x in rows], observations=[x[0] for x in rows], actions=[x[1] for x in rows],
-        next_observations=[x[4] for x in rows], truncated=[True] * 4, terminated=[False] * 4,
+        [x[2] for x in rows],
+        observations=[x[0] for x in rows],
+        actions=[x[1] for x in rows],
+        next_observations=[x[4] for x in rows],
+        truncated=[True] * 4,
+        terminated=[False] * 4,
     )
     true_returns = np.array([np.sum(x[3]) for x in rows])
     for assigner in (RRDAssigner(hidden=(8,), subset_size=4), RUDDERAssigner(hidden_size=8)):
@@ -86,7 +92,9 @@ def test_starved_fit_is_loud_once():
     """Opting out of truncated episodes on a time-limited task leaves nothing to learn from."""
     ep, _ = _time_limited()
     rrd = RRDAssigner(hidden=(8,), subset_size=4, include_truncated=False)
-    with pytest.warns(UntrainedAssignerWarning, match=r"offered 6 episodes and kept none \(6 truncated \(include_truncated=False"):
+    with pytest.warns(
+        UntrainedAssignerWarning, match=r"offered 6 episodes and kept none \(6 truncated \(include_truncated=False"
+    ):
         m = rrd.fit(ep, num_updates=3)
     assert m["credit/updates"] == 0.0 and m["credit/total_updates"] == 0.0
     assert m["store/skipped_truncated"] == 6.0 and m["store/episodes"] == 0.0
@@ -148,8 +156,14 @@ def test_checkpoint_keeps_the_counters(tmp_path):
 def test_fit_metrics_always_hold_the_skip_counts():
     rrd = RRDAssigner(hidden=(8,))
     m = rrd.fit(None)
-    for key in ("store/skipped_no_outcome", "store/skipped_truncated", "store/skipped_too_long", "credit/updates",
-                "credit/total_updates", "store/episodes"):
+    for key in (
+        "store/skipped_no_outcome",
+        "store/skipped_truncated",
+        "store/skipped_too_long",
+        "credit/updates",
+        "credit/total_updates",
+        "store/episodes",
+    ):
         assert m[key] == 0.0, key
 
 

@@ -105,7 +105,9 @@ def test_ircr_degenerate_range_gives_half():
 def test_ircr_keeps_truncated_by_default_and_skips_missing_outcomes():
     # credits c = R / T: 1 / 2 = 0.5 (terminated), 50 / 2 = 25 (truncated by a time limit: its
     # observed return is the target), None (no outcome: never buffered)
-    ep = Episodes.from_lists([[0.0, 1.0], [0.0, 50.0], [0.0, 7.0]], outcomes=[1.0, 50.0, None], truncated=[False, True, False])
+    ep = Episodes.from_lists(
+        [[0.0, 1.0], [0.0, 50.0], [0.0, 7.0]], outcomes=[1.0, 50.0, None], truncated=[False, True, False]
+    )
     ircr = IRCRAssigner()
     m = ircr.fit(ep)
     assert m["store/skipped_truncated"] == 0.0 and m["store/skipped_no_outcome"] == 1.0

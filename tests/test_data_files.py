@@ -54,11 +54,15 @@ def test_text_anchors_from_parquet_with_nulls_and_padding(tmp_path):
 
 
 def test_list_columns_become_extras():
-    table = pa.table({
-        "episode_id": [0, 0, 1], "step": [0, 1, 0], "reward": [1.0, 2.0, 3.0],
-        "embedding": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],  # fixed size: float [B, T, D]
-        "tool_calls": [["search"], [], ["search", "open"]],  # varying: objects
-    })
+    table = pa.table(
+        {
+            "episode_id": [0, 0, 1],
+            "step": [0, 1, 0],
+            "reward": [1.0, 2.0, 3.0],
+            "embedding": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],  # fixed size: float [B, T, D]
+            "tool_calls": [["search"], [], ["search", "open"]],  # varying: objects
+        }
+    )
     extras = episode_arrays(table)["extras"]
     assert extras["embedding"].shape == (2, 2, 2) and extras["embedding"][1, 0].tolist() == [5.0, 6.0]
     assert extras["tool_calls"].tolist() == [[["search"], []], [["search", "open"], None]]
@@ -101,14 +105,16 @@ def test_a_missing_belief_is_an_error_not_a_certainty(tmp_path):
 
 
 def test_token_layout_from_episode_level_lists():
-    table = pa.table({
-        "episode_id": ["a", "a", "b"],
-        "step": [0, 1, 0],
-        "reward": [0.0, 1.0, 0.0],
-        # prompt token, turn 0 (2 tokens), an observation token, turn 1 (1 token); given on one row
-        "response_mask": [[0, 1, 1, 0, 1], None, [0, 1]],
-        "turn_ids": [[-1, 0, 0, -1, 1], [-1, 0, 0, -1, 1], [-1, 0]],  # repeated on both rows of a
-    })
+    table = pa.table(
+        {
+            "episode_id": ["a", "a", "b"],
+            "step": [0, 1, 0],
+            "reward": [0.0, 1.0, 0.0],
+            # prompt token, turn 0 (2 tokens), an observation token, turn 1 (1 token); given on one row
+            "response_mask": [[0, 1, 1, 0, 1], None, [0, 1]],
+            "turn_ids": [[-1, 0, 0, -1, 1], [-1, 0, 0, -1, 1], [-1, 0]],  # repeated on both rows of a
+        }
+    )
     ep = cl.Episodes.from_table(table)
     turn_ids, response_mask, lengths = token_layout(table, ep.row_index, ep.mask)
     assert response_mask.astype(int).tolist() == [[0, 1, 1, 0, 1], [0, 1, 0, 0, 0]]
@@ -123,7 +129,12 @@ def test_token_layout_errors_name_the_episode():
     with pytest.raises(DataFormatError, match="differs within episode 'a'"):
         token_layout(pa.table({**base, "response_mask": [[0, 1], [1, 1]]}), rows, mask, episode_ids=["a"])
     with pytest.raises(DataFormatError, match="episode 'a' has no 'response_mask'"):
-        token_layout(pa.table({**base, "response_mask": pa.array([None, None], pa.list_(pa.int64()))}), rows, mask, episode_ids=["a"])
+        token_layout(
+            pa.table({**base, "response_mask": pa.array([None, None], pa.list_(pa.int64()))}),
+            rows,
+            mask,
+            episode_ids=["a"],
+        )
     with pytest.raises(DtypeError, match="0/1"):
         token_layout(pa.table({**base, "response_mask": [[0, 2], None]}), rows, mask)
     with pytest.raises(ShapeError, match="3 'turn_ids' but 2 'response_mask'"):

@@ -16,7 +16,9 @@ torch.set_num_threads(1)
 def small_policy(env, seed=0, d_model=32):
     torch.manual_seed(seed)
     env_len = env.prompt_len + env.max_turns * (env.action_len + env.obs_len) + 8
-    return TinyDecoder(PolicyConfig(vocab_size=len(env.tokenizer), d_model=d_model, n_layers=2, n_heads=2, d_ff=64, max_len=env_len))
+    return TinyDecoder(
+        PolicyConfig(vocab_size=len(env.tokenizer), d_model=d_model, n_layers=2, n_heads=2, d_ff=64, max_len=env_len)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +125,17 @@ def test_turn_advantages_reach_exactly_the_response_tokens(which, request):
     _, _, _, rollout = request.getfixturevalue(which)
     b, t = rollout.turn_mask.shape
     turn_adv = torch.arange(1, b * t + 1, dtype=torch.float32).reshape(b, t) * rollout.turn_mask
-    tokens = creditlab.broadcast_to_tokens(turn_adv, rollout.turn_ids, rollout.response_mask, step_mask=rollout.turn_mask)
+    tokens = creditlab.broadcast_to_tokens(
+        turn_adv, rollout.turn_ids, rollout.response_mask, step_mask=rollout.turn_mask
+    )
     resp = rollout.response_mask
     rows, cols = torch.nonzero(resp, as_tuple=True)
     assert torch.equal(tokens[rows, cols], turn_adv[rows, rollout.turn_ids[rows, cols]])
     assert (tokens[~resp] == 0).all()
     # Each valid turn appears on exactly action_len tokens.
-    counts = torch.zeros(b, t).index_put_((rows, rollout.turn_ids[rows, cols]), torch.ones(rows.numel()), accumulate=True)
+    counts = torch.zeros(b, t).index_put_(
+        (rows, rollout.turn_ids[rows, cols]), torch.ones(rows.numel()), accumulate=True
+    )
     assert torch.equal(counts, 2.0 * rollout.turn_mask)
 
 

@@ -77,20 +77,32 @@ def test_gigpo_credit_puts_the_outcome_on_the_last_turn(batch):
     for i in range(b):
         step_rewards[i, int(rollout.num_turns[i]) - 1] = float(rollout.success[i])
     direct = gigpo(
-        rollout.success.double().numpy(), step_rewards, rollout.anchors.numpy(), group_ids, mask=rollout.turn_mask.numpy(), gamma=0.95
+        rollout.success.double().numpy(),
+        step_rewards,
+        rollout.anchors.numpy(),
+        group_ids,
+        mask=rollout.turn_mask.numpy(),
+        gamma=0.95,
     )
     assert np.allclose(adv.numpy(), direct.advantages, atol=1e-6)
 
 
 def test_igpo_credit_uses_the_rollout_beliefs(batch):
     trainer, rollout, group_ids = batch
-    assert rollout.beliefs is not None and rollout.beliefs.shape == (rollout.turn_mask.shape[0], rollout.turn_mask.shape[1] + 1)
+    assert rollout.beliefs is not None and rollout.beliefs.shape == (
+        rollout.turn_mask.shape[0],
+        rollout.turn_mask.shape[1] + 1,
+    )
     adv, _ = turn_advantages("igpo", rollout, group_ids, trainer.config)
-    direct = igpo(rollout.beliefs.double().numpy(), rollout.success.double().numpy(), group_ids, mask=rollout.turn_mask.numpy())
+    direct = igpo(
+        rollout.beliefs.double().numpy(), rollout.success.double().numpy(), group_ids, mask=rollout.turn_mask.numpy()
+    )
     assert np.allclose(adv.numpy(), direct.advantages, atol=1e-6)
 
 
-@pytest.mark.parametrize(("env", "method"), [("secret", "grpo"), ("secret", "igpo"), ("keydoor", "gigpo"), ("keydoor", "grpo")])
+@pytest.mark.parametrize(
+    ("env", "method"), [("secret", "grpo"), ("secret", "igpo"), ("keydoor", "gigpo"), ("keydoor", "grpo")]
+)
 def test_one_iteration_updates_the_policy(env, method):
     trainer = Trainer(tiny(env, method, lr=1e-2))
     before = [p.detach().clone() for p in trainer.policy.parameters()]
@@ -169,7 +181,23 @@ def test_cli_sweep_and_report(tmp_path, capsys):
 
     out, docs = tmp_path / "runs", tmp_path / "docs"
     sets = [f"--set={k}={v}" for k, v in {**TINY, "iterations": 2, "eval_every": 1}.items()]
-    argv = ["demo", "all", "--tasks", "secret", "--seeds", "0", "1", "--out", str(out), "--docs", str(docs), "--nice", "0", "--quiet", *sets]
+    argv = [
+        "demo",
+        "all",
+        "--tasks",
+        "secret",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--nice",
+        "0",
+        "--quiet",
+        *sets,
+    ]
     assert main(argv) == 0
     table = (docs / "results.md").read_text()
     for method in ("grpo", "igpo"):
@@ -217,7 +245,11 @@ def test_episodes_to_target_interpolates_between_evaluations():
 
     run = {
         "config": {"groups": 2, "group_size": 2},  # 4 episodes per iteration
-        "evals": [{"iteration": 0, "eval/success": 0.0}, {"iteration": 10, "eval/success": 0.4}, {"iteration": 20, "eval/success": 0.8}],
+        "evals": [
+            {"iteration": 0, "eval/success": 0.0},
+            {"iteration": 10, "eval/success": 0.4},
+            {"iteration": 20, "eval/success": 0.8},
+        ],
     }
     # 0.5 lies a quarter of the way from 0.4 (it 10) to 0.8 (it 20): iteration 12.5 -> 50 episodes
     assert episodes_to(run, 0.5) == 50.0

@@ -118,7 +118,17 @@ def test_jsonl_roundtrip_and_schema(tmp_path):
         {"episode_id": "b", "step": 1, "reward": 1.0, "value": 0.5, "terminated": True, "outcome": 2.0, "group_id": 7},
         {"episode_id": "a", "step": 0, "reward": 0.5, "value": 0.1, "group_id": 7, "obs": [1.0, 2.0], "action": 1},
         {"episode_id": "b", "step": 0, "reward": None, "value": 0.2, "group_id": 7},
-        {"episode_id": "a", "step": 1, "reward": 0.25, "value": 0.3, "truncated": True, "bootstrap_value": 4.0, "group_id": 7, "obs": [3.0, 4.0], "action": 0},
+        {
+            "episode_id": "a",
+            "step": 1,
+            "reward": 0.25,
+            "value": 0.3,
+            "truncated": True,
+            "bootstrap_value": 4.0,
+            "group_id": 7,
+            "obs": [3.0, 4.0],
+            "action": 0,
+        },
     ]
     for r in rows:  # obs/action on every row of the same file
         r.setdefault("obs", [0.0, 0.0])
@@ -157,10 +167,19 @@ def test_file_errors(tmp_path):
     _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0}, {"episode_id": 1, "step": 0, "reward": 1.0}])
     with pytest.raises(cl.DataFormatError, match="each exactly once"):
         cl.read_episodes(p)
-    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "outcome": 1.0}, {"episode_id": 1, "step": 1, "reward": 1.0, "outcome": 2.0}])
+    _write_jsonl(
+        p,
+        [
+            {"episode_id": 1, "step": 0, "reward": 1.0, "outcome": 1.0},
+            {"episode_id": 1, "step": 1, "reward": 1.0, "outcome": 2.0},
+        ],
+    )
     with pytest.raises(cl.DataFormatError, match="'outcome' has different values"):
         cl.read_episodes(p)
-    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "terminated": True}, {"episode_id": 1, "step": 1, "reward": 1.0}])
+    _write_jsonl(
+        p,
+        [{"episode_id": 1, "step": 0, "reward": 1.0, "terminated": True}, {"episode_id": 1, "step": 1, "reward": 1.0}],
+    )
     with pytest.raises(cl.DataFormatError, match="terminated=true at step 0"):
         cl.read_episodes(p)
     _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": float("inf")}])
@@ -175,7 +194,13 @@ def test_file_errors(tmp_path):
     _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "terminated": "yes"}])
     with pytest.raises(cl.DtypeError, match="terminated"):
         cl.read_episodes(p)
-    _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "discount": None}, {"episode_id": 1, "step": 1, "reward": 1.0, "discount": 1.0}])
+    _write_jsonl(
+        p,
+        [
+            {"episode_id": 1, "step": 0, "reward": 1.0, "discount": None},
+            {"episode_id": 1, "step": 1, "reward": 1.0, "discount": 1.0},
+        ],
+    )
     with pytest.raises(cl.DataFormatError, match="'discount' has nulls"):
         cl.read_episodes(p)
     _write_jsonl(p, [{"episode_id": 1, "step": 0, "reward": 1.0, "outcomes": 1.0}])
@@ -232,9 +257,13 @@ def _tiny_model_folder(tmp_path):
     words = ["[PAD]", "[BOS]", "[UNK]", "q", "two", "three", "the", "answer", "is"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]"
+    )
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(words), n_positions=32, n_embd=8, n_layer=1, n_head=1))
+    model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(words), n_positions=32, n_embd=8, n_layer=1, n_head=1)
+    )
     folder = tmp_path / "tiny-lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -260,20 +289,31 @@ def test_every_registered_method_runs_on_a_rich_batch(tmp_path):
     anchors = np.empty(4, dtype=object)
     for i, n in enumerate(lengths):
         anchors[i] = [f"s{v}" for v in rng.integers(0, 2, size=n)]
-    ep = ep.replace(extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))})
+    ep = ep.replace(
+        extras={**ep.extras, "anchors": anchors, "belief_log_probs": np.log(rng.uniform(0.1, 1.0, size=(4, 5)))}
+    )
     # token-level and tree extras: log-probs (KL, distillation, optimal token baseline), greedy
     # baselines (ReMax), Monte Carlo values (VinePPO, SPO), node ids (tree rows: one chain per row)
     lp = lambda: np.log(rng.uniform(0.05, 1.0, size=(4, 4)))  # noqa: E731
-    ep = ep.replace(extras={
-        **ep.extras, "log_probs": lp(), "ref_log_probs": lp(), "teacher_log_probs": lp(),
-        "sum_pi_squared": rng.uniform(0.2, 0.9, size=(4, 4)), "greedy_reward": np.full((4, 4), 0.5),
-        "mc_values": np.where(rng.random((4, 4)) < 0.5, rng.uniform(size=(4, 4)), np.nan),
-        "prefix_values": np.where(rng.random((4, 4)) < 0.3, rng.uniform(size=(4, 4)), np.nan),
-        "node_ids": np.array([[f"n{i}-{t}" for t in range(4)] for i in range(4)]),
-    })
+    ep = ep.replace(
+        extras={
+            **ep.extras,
+            "log_probs": lp(),
+            "ref_log_probs": lp(),
+            "teacher_log_probs": lp(),
+            "sum_pi_squared": rng.uniform(0.2, 0.9, size=(4, 4)),
+            "greedy_reward": np.full((4, 4), 0.5),
+            "mc_values": np.where(rng.random((4, 4)) < 0.5, rng.uniform(size=(4, 4)), np.nan),
+            "prefix_values": np.where(rng.random((4, 4)) < 0.3, rng.uniform(size=(4, 4)), np.nan),
+            "node_ids": np.array([[f"n{i}-{t}" for t in range(4)] for i in range(4)]),
+        }
+    )
     # one text per episode for the likelihood reward, scored by a tiny random model saved here
-    texts = {"prompt": ["q two", "q three", "q", "q two"], "response": [" the answer is", "", " two", " is"],
-             "reference": ["two", "three", None, "two"]}
+    texts = {
+        "prompt": ["q two", "q three", "q", "q two"],
+        "response": [" the answer is", "", " two", " is"],
+        "reference": ["two", "three", None, "two"],
+    }
     ep = ep.replace(extras={**ep.extras, **{k: np.array(v, dtype=object) for k, v in texts.items()}})
     params = {"reference_likelihood": {"model": _tiny_model_folder(tmp_path)}}
     with warnings.catch_warnings():

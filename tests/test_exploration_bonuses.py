@@ -32,7 +32,9 @@ def _stream(keys_per_env, starts_per_env):
     """Transitions from per-env key sequences s_0, s_1, ..., s_T (keys double as 1-D observations)."""
     k = np.asarray(keys_per_env, dtype=np.int64).T  # [T + 1, E]
     s = np.asarray(starts_per_env, dtype=bool).T  # [T, E]
-    return make_transitions(starts=s, keys=k[:-1], next_keys=k[1:], observations=k[:-1, :, None], next_observations=k[1:, :, None])
+    return make_transitions(
+        starts=s, keys=k[:-1], next_keys=k[1:], observations=k[:-1, :, None], next_observations=k[1:, :, None]
+    )
 
 
 # ------------------------------------------------------------------------------ counts
@@ -50,7 +52,9 @@ def test_episodic_count_by_hand_and_reset_at_every_start():
     tr_no_reset = _stream([[a, b, a, c, a, b]], [[1, 0, 0, 0, 0]])
     assert EpisodicCountBonus().compute(tr_no_reset).bonus[:, 0].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
     # inv_sqrt: counts 1, 2, 1, 3, 1 -> 1, 1/sqrt(2), 1, 1/sqrt(3), 1
-    np.testing.assert_allclose(EpisodicCountBonus(mode="inv_sqrt").compute(tr).bonus[:, 0], [1, 2**-0.5, 1, 3**-0.5, 1], rtol=1e-6)
+    np.testing.assert_allclose(
+        EpisodicCountBonus(mode="inv_sqrt").compute(tr).bonus[:, 0], [1, 2**-0.5, 1, 3**-0.5, 1], rtol=1e-6
+    )
 
 
 def test_global_count_by_hand_shared_by_envs_and_never_reset():
@@ -131,11 +135,18 @@ def test_e3b_batched_equals_per_env_direct_inverse(seed, e, t):
     obs = rng.normal(size=(t + 1, e, 3)).astype(np.float32)
     starts = rng.random((t, e)) < 0.3
     # a state reached at an episode end is followed by a new episode's first state (a reset)
-    first = np.where(starts, rng.normal(size=(t, e, 3)).astype(np.float32).transpose(2, 0, 1), obs[:-1].transpose(2, 0, 1)).transpose(1, 2, 0)
+    first = np.where(
+        starts, rng.normal(size=(t, e, 3)).astype(np.float32).transpose(2, 0, 1), obs[:-1].transpose(2, 0, 1)
+    ).transpose(1, 2, 0)
     tr = make_transitions(starts=starts, observations=first, next_observations=obs[1:])
     bonus = E3BBonus(embed_dim=4, hidden=(8,), ridge=0.5, normalize_observations=False, seed=seed)
     got = bonus.compute(tr).bonus
-    np.testing.assert_allclose(got, _e3b_reference(bonus, tr._replace(starts=np.vstack([np.ones((1, e), bool), starts[1:]]))), rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        got,
+        _e3b_reference(bonus, tr._replace(starts=np.vstack([np.ones((1, e), bool), starts[1:]]))),
+        rtol=2e-3,
+        atol=1e-4,
+    )
 
 
 def test_e3b_resets_at_each_episode_start():
@@ -145,12 +156,22 @@ def test_e3b_resets_at_each_episode_start():
     x0 = np.array([seq[0], seq[1], seq[2], seq[0], seq[1], seq[2]])[:, None]
     x1 = np.array([seq[1], seq[2], seq[3], seq[1], seq[2], seq[3]])[:, None]
     starts = np.array([[1], [0], [0], [1], [0], [0]], bool)
-    bonus = E3BBonus(embed_dim=3, hidden=(), normalize_observations=False).compute(
-        make_transitions(starts=starts, observations=x0, next_observations=x1)).bonus[:, 0]
+    bonus = (
+        E3BBonus(embed_dim=3, hidden=(), normalize_observations=False)
+        .compute(make_transitions(starts=starts, observations=x0, next_observations=x1))
+        .bonus[:, 0]
+    )
     np.testing.assert_allclose(bonus[:3], bonus[3:], rtol=1e-6)
     assert bonus[2] < bonus[0]  # returning to a is cheaper than reaching b
-    no_reset = E3BBonus(embed_dim=3, hidden=(), normalize_observations=False).compute(
-        make_transitions(starts=np.array([[1], [0], [0], [0], [0], [0]], bool), observations=x0, next_observations=x1)).bonus[:, 0]
+    no_reset = (
+        E3BBonus(embed_dim=3, hidden=(), normalize_observations=False)
+        .compute(
+            make_transitions(
+                starts=np.array([[1], [0], [0], [0], [0], [0]], bool), observations=x0, next_observations=x1
+            )
+        )
+        .bonus[:, 0]
+    )
     assert no_reset[3] < bonus[3]  # without the reset, b is no longer new
 
 
@@ -172,8 +193,12 @@ def test_e3b_fit_trains_inverse_dynamics_discrete_and_continuous():
         e3b.fit(tr._replace(actions=acts[..., None].astype(np.float32)))
     # continuous actions (an extension of the paper): the inverse model regresses the action vector
     cont = rng.normal(size=(64, 4, 2)).astype(np.float32)
-    tr_c = make_transitions(starts=np.eye(64, 4, dtype=bool), observations=obs[:-1],
-                            next_observations=obs[:-1] + cont[..., :1], actions=cont)
+    tr_c = make_transitions(
+        starts=np.eye(64, 4, dtype=bool),
+        observations=obs[:-1],
+        next_observations=obs[:-1] + cont[..., :1],
+        actions=cont,
+    )
     e3c = E3BBonus(embed_dim=8, hidden=(32,), inverse_hidden=(32,), lr=1e-2)
     c_first = e3c.fit(tr_c, num_updates=1)["exploration/embedding_loss"]
     c_last = e3c.fit(tr_c, num_updates=150)["exploration/embedding_loss"]
@@ -203,7 +228,9 @@ def test_noveld_equals_the_pure_function_on_rnd_novelty_with_the_gate():
     rng = np.random.default_rng(3)
     states = rng.integers(0, 3, size=(9, 2)).astype(np.float32)  # 3 distinct values: revisits happen
     obs = states[:, :, None]
-    tr = make_transitions(starts=np.array([[1, 1]] + [[0, 0]] * 7, bool), observations=obs[:-1], next_observations=obs[1:])
+    tr = make_transitions(
+        starts=np.array([[1, 1]] + [[0, 0]] * 7, bool), observations=obs[:-1], next_observations=obs[1:]
+    )
     nov = NovelDBonus(hidden=(16,), out_dim=8)
     got = nov.compute(tr).bonus
     n1 = nov.model.novelty(obs[1:].reshape(-1, 1)).reshape(8, 2)
@@ -227,8 +254,12 @@ def test_combined_equals_its_components_combined():
     gl = GlobalCountBonus().compute(tr).bonus
     np.testing.assert_allclose(CombinedBonus().compute(tr).bonus, ep * gl)
     np.testing.assert_allclose(CombinedBonus(combine="sum", weight=0.3).compute(tr).bonus, ep + 0.3 * gl, rtol=1e-6)
-    e3b_noveld = CombinedBonus(episodic="e3b", global_="noveld", episodic_params={"embed_dim": 4, "hidden": ()},
-                               global_params={"alpha": 0.1, "gate": "none", "hidden": (8,), "out_dim": 4})
+    e3b_noveld = CombinedBonus(
+        episodic="e3b",
+        global_="noveld",
+        episodic_params={"embed_dim": 4, "hidden": ()},
+        global_params={"alpha": 0.1, "gate": "none", "hidden": (8,), "out_dim": 4},
+    )
     assert e3b_noveld.compute(tr).bonus.shape == (20, 2)
     with pytest.raises(RangeError, match="not an exploration bonus"):
         CombinedBonus(episodic="gae")
@@ -247,8 +278,12 @@ def _all_bonuses():
         RNDBonus(**small),
         NovelDBonus(**small),
         E3BBonus(embed_dim=4, hidden=(8,), num_actions=3),
-        CombinedBonus(episodic="e3b", global_="rnd", episodic_params={"embed_dim": 4, "hidden": (8,), "num_actions": 3},
-                      global_params=small),
+        CombinedBonus(
+            episodic="e3b",
+            global_="rnd",
+            episodic_params={"embed_dim": 4, "hidden": (8,), "num_actions": 3},
+            global_params=small,
+        ),
     ]
 
 
@@ -259,8 +294,20 @@ def test_state_dict_round_trip_continues_identically(index):
     acts = rng.integers(0, 3, size=(30, 2))
     starts = rng.random((2, 30)) < 0.2
     tr = _stream(keys, starts)._replace(actions=acts)
-    first, second = tr._replace(**{f: getattr(tr, f)[:15] for f in ("next_observations", "observations", "next_keys", "keys", "actions", "starts")}), \
-        tr._replace(**{f: getattr(tr, f)[15:] for f in ("next_observations", "observations", "next_keys", "keys", "actions", "starts")})
+    first, second = (
+        tr._replace(
+            **{
+                f: getattr(tr, f)[:15]
+                for f in ("next_observations", "observations", "next_keys", "keys", "actions", "starts")
+            }
+        ),
+        tr._replace(
+            **{
+                f: getattr(tr, f)[15:]
+                for f in ("next_observations", "observations", "next_keys", "keys", "actions", "starts")
+            }
+        ),
+    )
     a = _all_bonuses()[index]
     a.compute(first)
     a.fit(first, num_updates=3)
@@ -296,8 +343,11 @@ def test_assign_on_episodes_zero_padding_fresh_episodes():
     alone = EpisodicCountBonus().assign(ep.select([1]))
     np.testing.assert_array_equal(alone.rewards[0, :3], out.rewards[1, :3])
     # state keys given as extras are used instead of observation hashes: all states equal -> only revisits
-    keyed = cl.Episodes.from_padded(np.zeros((1, 3)), observations=np.arange(3.0)[None, :, None],
-                                    extras={"state_keys": np.zeros((1, 3), np.int64), "next_state_keys": np.zeros((1, 3), np.int64)})
+    keyed = cl.Episodes.from_padded(
+        np.zeros((1, 3)),
+        observations=np.arange(3.0)[None, :, None],
+        extras={"state_keys": np.zeros((1, 3), np.int64), "next_state_keys": np.zeros((1, 3), np.int64)},
+    )
     assert EpisodicCountBonus().assign(keyed).rewards.tolist() == [[0.0, 0.0, 0.0]]
     tr = transitions_from_episodes(ep)
     assert tr.shape == (5, 3) and tr.starts[0].all() and not tr.starts[1:].any()
@@ -308,7 +358,9 @@ def test_assign_keeps_torch_batches_torch():
     assert isinstance(out.rewards, torch.Tensor)
 
 
-@pytest.mark.parametrize("name", ["episodic_count", "global_count", "rnd", "noveld", "e3b", "episodic_x_global", "episodic_plus_global"])
+@pytest.mark.parametrize(
+    "name", ["episodic_count", "global_count", "rnd", "noveld", "e3b", "episodic_x_global", "episodic_plus_global"]
+)
 def test_every_bonus_is_registered_and_runs_on_an_episodes_batch(name):
     method = cl.get_method(name)
     assert method.family == "exploration" and method.kind == "assigner"

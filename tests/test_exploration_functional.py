@@ -41,7 +41,9 @@ def test_count_bonuses_keep_the_array_kind():
     assert isinstance(first_visit_bonus([1, 2]), np.ndarray)
 
 
-@pytest.mark.parametrize("bad, err", [(np.array([-1, 2]), RangeError), (np.array([1.5]), DtypeError), (np.array(["a"]), DtypeError)])
+@pytest.mark.parametrize(
+    "bad, err", [(np.array([-1, 2]), RangeError), (np.array([1.5]), DtypeError), (np.array(["a"]), DtypeError)]
+)
 def test_count_bonuses_reject_bad_counts(bad, err):
     with pytest.raises(err):
         inverse_sqrt_bonus(bad)
@@ -158,7 +160,12 @@ def test_noveld_clips_at_zero_by_hand():
     n1, n0 = np.array([2.0, 1.0, 3.0, 1.0]), np.array([2.0, 4.0, 0.0, 2.0])
     assert noveld_bonus(n1, n0, alpha=0.5).tolist() == [1.0, 0.0, 3.0, 0.0]
     # the first-visit gate zeroes the third step (a revisit): [1, 0, 0, 0]
-    assert noveld_bonus(n1, n0, alpha=0.5, first_visit=np.array([True, True, False, True])).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert noveld_bonus(n1, n0, alpha=0.5, first_visit=np.array([True, True, False, True])).tolist() == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
     # alpha = 0.1 (e3b's E3B x NovelD): 2 - 0.2 = 1.8, 1 - 0.4 = 0.6, 3, 1 - 0.2 = 0.8
     np.testing.assert_allclose(noveld_bonus(n1, n0, alpha=0.1), [1.8, 0.6, 3.0, 0.8])
     assert noveld_bonus(torch.tensor([1.0]), torch.tensor([3.0]), alpha=1.0).tolist() == [0.0]

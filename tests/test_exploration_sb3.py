@@ -118,7 +118,8 @@ def test_episodic_memory_continues_across_rollouts():
             snaps.append(cb.last_bonus.copy())
 
     PPO("MlpPolicy", _ring_env("terminated", length=5), n_steps=4, batch_size=8, n_epochs=1, seed=0).learn(
-        40, callback=CallbackList([cb, Keep()]))
+        40, callback=CallbackList([cb, Keep()])
+    )
     assert all((s == 1.0).all() for s in snaps) and len(snaps) >= 5
 
 
@@ -147,8 +148,15 @@ def test_bonus_is_added_before_gae(algo):
     if algo is PPO:
         kw.update(batch_size=16, n_epochs=1)
     algo("MlpPolicy", _ring_env("terminated", length=4), **kw).learn(32, callback=CallbackList([before, cb, after]))
-    for r0, r1, adv, v, s, (lv, ld), k in zip(before.rewards, after.rewards, after.advantages, after.values, after.starts,
-                                                after.last, range(len(after.rewards))):
+    for r0, r1, adv, v, s, (lv, ld), k in zip(
+        before.rewards,
+        after.rewards,
+        after.advantages,
+        after.values,
+        after.starts,
+        after.last,
+        range(len(after.rewards)),
+    ):
         hist = cb.history[k]
         std = hist["exploration/bonus_std"]
         raw = r1 - r0
@@ -163,7 +171,8 @@ def test_bonus_none_logs_metrics_and_leaves_rewards():
     before, after = Snapshot(), Snapshot()
     cb = ExplorationBonusCallback(None, key="obs")
     PPO("MlpPolicy", _ring_env("terminated"), n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(
-        16, callback=CallbackList([before, cb, after]))
+        16, callback=CallbackList([before, cb, after])
+    )
     np.testing.assert_array_equal(before.rewards[0], after.rewards[0])
     assert cb.history[-1]["exploration/unique_states"] == 4.0
 
@@ -175,13 +184,19 @@ def test_composes_with_the_credit_callback_credit_first():
     mid, after = Snapshot(), Snapshot()
     explore = ExplorationBonusCallback(EpisodicCountBonus(), beta=0.5, normalize=False, key="obs")
     env = _ring_env("terminated", length=4, wrapper=EpisodicReward)
-    PPO("MlpPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(16, callback=CallbackList([credit, mid, explore, after]))
+    PPO("MlpPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(
+        16, callback=CallbackList([credit, mid, explore, after])
+    )
     np.testing.assert_allclose(mid.rewards[0], 1.0, rtol=1e-6)  # decomposed extrinsic reward R / T = 1
     np.testing.assert_allclose(after.rewards[0], mid.rewards[0] + 0.5 * explore.last_bonus, rtol=1e-6)
     np.testing.assert_allclose(after.rewards[0], 1.5, rtol=1e-6)  # every step is a first visit
     with pytest.raises(RangeError, match="before the ExplorationBonusCallback"):
         PPO("MlpPolicy", _ring_env("terminated", wrapper=EpisodicReward), n_steps=8, batch_size=16, n_epochs=1).learn(
-            16, callback=CallbackList([ExplorationBonusCallback("episodic_count"), CreditAssignmentCallback(UniformAssigner())]))
+            16,
+            callback=CallbackList(
+                [ExplorationBonusCallback("episodic_count"), CreditAssignmentCallback(UniformAssigner())]
+            ),
+        )
 
 
 def test_metrics_reach_the_sb3_logger(tmp_path):
@@ -191,7 +206,12 @@ def test_metrics_reach_the_sb3_logger(tmp_path):
     model.learn(32, callback=ExplorationBonusCallback(bonus, key="obs"))
     with open(tmp_path / "progress.csv") as f:
         header = next(csv.reader(f))
-    for key in ("exploration/bonus_mean", "exploration/unique_states", "exploration/embedding_loss", "exploration/time_share"):
+    for key in (
+        "exploration/bonus_mean",
+        "exploration/unique_states",
+        "exploration/embedding_loss",
+        "exploration/time_share",
+    ):
         assert key in header
 
 
@@ -207,7 +227,8 @@ def test_keys_from_state_key_wrapper_and_vecnormalize():
     np.testing.assert_array_equal(cb.last_bonus[:3, 0], [1.0, 0.0, 0.0])
     with pytest.raises(RangeError, match="StateKeyWrapper"):
         PPO("MlpPolicy", _ring_env("terminated"), n_steps=8, batch_size=16, n_epochs=1).learn(
-            8, callback=ExplorationBonusCallback("episodic_count", key="info"))
+            8, callback=ExplorationBonusCallback("episodic_count", key="info")
+        )
 
 
 def test_e3b_with_continuous_actions():

@@ -41,6 +41,7 @@ def test_one_context_is_one_layout_unlimited_are_many():
         many.reset()
         layouts.add(_layout(many))
     assert len(layouts) >= 6
+
     # unlimited contexts are reproducible from rng_seed
     def layouts_of(env, n=3):
         out = []
@@ -49,7 +50,9 @@ def test_one_context_is_one_layout_unlimited_are_many():
             out.append(_layout(env))
         return out
 
-    assert layouts_of(ContextSetWrapper(gym.make(ENV), None, rng_seed=0)) == layouts_of(ContextSetWrapper(gym.make(ENV), None, rng_seed=0))
+    assert layouts_of(ContextSetWrapper(gym.make(ENV), None, rng_seed=0)) == layouts_of(
+        ContextSetWrapper(gym.make(ENV), None, rng_seed=0)
+    )
 
 
 def test_context_set_draws_only_its_seeds_and_cycles():
@@ -144,7 +147,9 @@ def _bsuite_find_solution_score(bad_by_size):
     frames = []
     for size, bad in bad_by_size.items():
         b = np.asarray(bad, dtype=float)
-        frames.append(pd.DataFrame({"episode": np.arange(1, b.size + 1), "total_bad_episodes": np.cumsum(b), "size": size}))
+        frames.append(
+            pd.DataFrame({"episode": np.arange(1, b.size + 1), "total_bad_episodes": np.cumsum(b), "size": size})
+        )
     df = pd.concat(frames, ignore_index=True)
     had = hasattr(pd.Series, "append")
     if not had:
@@ -173,8 +178,12 @@ def test_deep_sea_score_matches_bsuite_analysis():
     assert deep_sea_solved_episode(logs[12]) is None
 
 
-_AGENT = {"algo": "ppo", "n_envs": 2, "normalize": "obs",
-          "hyperparams": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "gamma": 0.99, "ent_coef": 0.01}}
+_AGENT = {
+    "algo": "ppo",
+    "n_envs": 2,
+    "normalize": "obs",
+    "hyperparams": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "gamma": 0.99, "ent_coef": 0.01},
+}
 
 
 def test_bench_runs_a_bonus_on_deep_sea_and_scores_it():
@@ -184,10 +193,27 @@ def test_bench_runs_a_bonus_on_deep_sea_and_scores_it():
     from creditlab.bench.runner import execute_run
     from creditlab.bench.suites import expand_runs
 
-    suite = suite_from_dict({"name": "x", "seeds": 1, "methods": [{"name": "episodic_x_global", "params": {"beta": 0.05}}],
-                             "tasks": [{"name": "deep_sea", "env": "deep_sea", "family": "bsuite", "steps": 640, "eval_every": 640,
-                                        "eval_episodes": 2, "agent": _AGENT, "dense_twin": False, "state_key": "obs",
-                                        "bsuite_settings": ["deep_sea/0"]}]})
+    suite = suite_from_dict(
+        {
+            "name": "x",
+            "seeds": 1,
+            "methods": [{"name": "episodic_x_global", "params": {"beta": 0.05}}],
+            "tasks": [
+                {
+                    "name": "deep_sea",
+                    "env": "deep_sea",
+                    "family": "bsuite",
+                    "steps": 640,
+                    "eval_every": 640,
+                    "eval_episodes": 2,
+                    "agent": _AGENT,
+                    "dense_twin": False,
+                    "state_key": "obs",
+                    "bsuite_settings": ["deep_sea/0"],
+                }
+            ],
+        }
+    )
     (run,) = [r for r in expand_runs(suite) if r.method == "episodic_x_global"]
     out = execute_run(run.to_dict())
     assert out["status"] == "ok", out.get("error")
@@ -202,10 +228,27 @@ def test_bench_minigrid_contexts_and_success_metrics():
     from creditlab.bench.runner import execute_run
     from creditlab.bench.suites import expand_runs
 
-    suite = suite_from_dict({"name": "x", "seeds": 1, "methods": ["episodic_count"],
-                             "tasks": [{"name": "mr", "env": "MiniGrid-MultiRoom-N2-S4-v0", "family": "minigrid", "steps": 256,
-                                        "eval_every": 256, "eval_episodes": 2, "agent": _AGENT, "dense_twin": False,
-                                        "contexts": 2, "state_key": "pos"}]})
+    suite = suite_from_dict(
+        {
+            "name": "x",
+            "seeds": 1,
+            "methods": ["episodic_count"],
+            "tasks": [
+                {
+                    "name": "mr",
+                    "env": "MiniGrid-MultiRoom-N2-S4-v0",
+                    "family": "minigrid",
+                    "steps": 256,
+                    "eval_every": 256,
+                    "eval_episodes": 2,
+                    "agent": _AGENT,
+                    "dense_twin": False,
+                    "contexts": 2,
+                    "state_key": "pos",
+                }
+            ],
+        }
+    )
     for run in expand_runs(suite):
         out = execute_run(run.to_dict())
         assert out["status"] == "ok", out.get("error")

@@ -156,7 +156,9 @@ def test_sum_then_normalize_matches_grpo_of_weighted_sum():
 
 
 def test_combine_step_episode():
-    out = cl.combine_step_episode(np.array([[1.0, 2.0], [3.0, 0.0]]), np.array([10.0, 20.0]), step_weight=0.5, mask=[[1, 1], [1, 0]])
+    out = cl.combine_step_episode(
+        np.array([[1.0, 2.0], [3.0, 0.0]]), np.array([10.0, 20.0]), step_weight=0.5, mask=[[1, 1], [1, 0]]
+    )
     np.testing.assert_allclose(out, [[10.5, 11.0], [21.5, 0.0]])
 
 
@@ -377,7 +379,9 @@ def test_rpp_baseline_token_weights_use_verls_unbiased_token_variance():
     std = math.sqrt(2 / 7)
     np.testing.assert_allclose(out.advantages, [(3 / 7) / std, (-4 / 7) / std], rtol=1e-12)
     pop = cl.reinforce_pp_baseline([1.0, 0.0], [0, 0], weights=[4, 3], eps=0.0, unbiased=False)
-    np.testing.assert_allclose(pop.advantages, [(3 / 7) / math.sqrt(12 / 49), (-4 / 7) / math.sqrt(12 / 49)], rtol=1e-12)
+    np.testing.assert_allclose(
+        pop.advantages, [(3 / 7) / math.sqrt(12 / 49), (-4 / 7) / math.sqrt(12 / 49)], rtol=1e-12
+    )
 
 
 def test_rpp_baseline_degenerate_groups_are_exactly_zero_with_weights():
@@ -414,7 +418,9 @@ def test_grpo_on_huge_rewards_equals_grpo_on_rescaled_rewards(kernel_backend, st
     np.testing.assert_allclose(big.metrics["advantages/std"], ref.metrics["advantages/std"], rtol=1e-12)
     np.testing.assert_allclose(cl.rloo(r * 1e155, g).advantages, cl.rloo(r, g).advantages * 1e155, rtol=1e-12)
     np.testing.assert_allclose(
-        cl.reinforce_pp_baseline(r * 1e155, g, eps=0.0).advantages, cl.reinforce_pp_baseline(r, g, eps=0.0).advantages, rtol=1e-12
+        cl.reinforce_pp_baseline(r * 1e155, g, eps=0.0).advantages,
+        cl.reinforce_pp_baseline(r, g, eps=0.0).advantages,
+        rtol=1e-12,
     )
 
 
@@ -431,7 +437,15 @@ def test_group_statistics_that_float64_cannot_hold_are_a_named_error():
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=grouped_scores(),
-    variant=st.sampled_from([("grpo", {}), ("grpo", {"std_scale": "none"}), ("grpo", {"eps": 0.0}), ("grpo", {"unbiased": False}), ("rloo", {})]),
+    variant=st.sampled_from(
+        [
+            ("grpo", {}),
+            ("grpo", {"std_scale": "none"}),
+            ("grpo", {"eps": 0.0}),
+            ("grpo", {"unbiased": False}),
+            ("rloo", {}),
+        ]
+    ),
     float32=st.booleans(),
 )
 def test_compiled_grpo_rloo_path_equals_the_general_path(monkeypatch, data, variant, float32):
@@ -462,7 +476,20 @@ def test_compiled_grpo_path_hands_huge_rewards_to_the_general_path(monkeypatch):
 
     monkeypatch.setattr(_kernels, "BACKEND", "numba")
     r = np.array([1.0, 2.0, 3.0, 5.0])
-    assert _kernels.group_advantages(torch.tensor(r * 1e155), torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.int64), 1, True, "group", 1e-6) is None
-    np.testing.assert_allclose(cl.grpo(r * 1e155, [0, 0, 0, 0], eps=0.0).advantages, cl.grpo(r, [0, 0, 0, 0], eps=0.0).advantages, rtol=1e-12)
+    assert (
+        _kernels.group_advantages(
+            torch.tensor(r * 1e155),
+            torch.ones(4, dtype=torch.bool),
+            torch.zeros(4, dtype=torch.int64),
+            1,
+            True,
+            "group",
+            1e-6,
+        )
+        is None
+    )
+    np.testing.assert_allclose(
+        cl.grpo(r * 1e155, [0, 0, 0, 0], eps=0.0).advantages, cl.grpo(r, [0, 0, 0, 0], eps=0.0).advantages, rtol=1e-12
+    )
     with pytest.raises(cl.errors.NonFiniteError, match="overflow"):
         cl.rloo(np.array([3e38, -3e38, 0.0], np.float32), [0, 0, 0])

@@ -39,7 +39,9 @@ def test_full_kl_equals_torch_distributions():
     lp = torch.log_softmax(torch.randn(2, 3, 7), -1)
     ref = torch.log_softmax(torch.randn(2, 3, 7), -1)
     ours = kl_penalty(lp, ref, kind="full")
-    theirs = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=lp), torch.distributions.Categorical(logits=ref))
+    theirs = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=lp), torch.distributions.Categorical(logits=ref)
+    )
     torch.testing.assert_close(ours, theirs)
 
 
@@ -152,7 +154,13 @@ def test_loss_placement_misses_the_effect_on_later_states(seed):
     k1_2 = kl_penalty(lp2.detach(), ref2, kind="k1")
     reward = (joint * (lp1[:, None] * (k1_1 + k1_2) + lp2 * k1_2)).sum()  # returns-to-go
     torch.testing.assert_close(grads(reward), true)
-    loss = (joint * (kl_penalty(lp1[:, None].expand(v, v), ref1[:, None].expand(v, v), kind="k2") + kl_penalty(lp2, ref2, kind="k2"))).sum()
+    loss = (
+        joint
+        * (
+            kl_penalty(lp1[:, None].expand(v, v), ref1[:, None].expand(v, v), kind="k2")
+            + kl_penalty(lp2, ref2, kind="k2")
+        )
+    ).sum()
     per_state = grads((p1 * (lp1 - ref1)).sum() + (p1.detach() * kl2).sum())
     torch.testing.assert_close(grads(loss), per_state)
     assert not torch.allclose(grads(loss), true, atol=1e-4)
@@ -201,11 +209,18 @@ def test_kl_in_reward_equals_verls_apply_kl_penalty(seed, kind):
     torch.testing.assert_close(ours.rewards, theirs, atol=1e-6, rtol=1e-6)
     assert ours.metrics["kl/mean"] == pytest.approx(current_kl, rel=1e-5, abs=1e-7)
     if kind == "kl":
-        torch.testing.assert_close(ours.rewards * mask, core.compute_rewards(scores, old, ref, beta) * mask, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            ours.rewards * mask, core.compute_rewards(scores, old, ref, beta) * mask, atol=1e-6, rtol=1e-6
+        )
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), agg=st.sampled_from(["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    agg=st.sampled_from(
+        ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    ),
+)
 def test_kl_in_loss_equals_verls_kl_loss(seed, agg):
     rng = np.random.default_rng(seed)
     bs, length = 5, 8
@@ -234,8 +249,10 @@ def test_adaptive_kl_coef_equals_verls_controller():
 
 
 def test_registered_kl_in_reward_runs_on_tokens_as_steps():
-    ep = cl.Episodes.from_lists([[0.0, 1.0], [2.0]], extras={
-        "log_probs": np.log([[0.5, 0.5], [0.25, 0.5]]), "ref_log_probs": np.log([[0.25, 0.5], [0.5, 0.5]])})
+    ep = cl.Episodes.from_lists(
+        [[0.0, 1.0], [2.0]],
+        extras={"log_probs": np.log([[0.5, 0.5], [0.25, 0.5]]), "ref_log_probs": np.log([[0.25, 0.5], [0.5, 0.5]])},
+    )
     out = cl.registry.get_method("kl_in_reward")(ep, coef=1.0)
     d = math.log(2)
     np.testing.assert_allclose(out.rewards, [[-d, 1.0], [2.0 + d, 0.0]])

@@ -44,8 +44,12 @@ def test_opd_token_mode_equals_slimes_blend(seed, coef):
     s = np.where(m, np.log(rng.uniform(0.01, 1, size=(4, width))), 0.0)
     t = np.where(m, np.log(rng.uniform(0.01, 1, size=(4, width))), 0.0)
     base = np.where(m, rng.normal(size=(4, width)), 0.0)
-    ref = _slime_apply_opd([base[i, : lengths[i]] for i in range(4)], [s[i, : lengths[i]] for i in range(4)],
-                           [t[i, : lengths[i]] for i in range(4)], coef)
+    ref = _slime_apply_opd(
+        [base[i, : lengths[i]] for i in range(4)],
+        [s[i, : lengths[i]] for i in range(4)],
+        [t[i, : lengths[i]] for i in range(4)],
+        coef,
+    )
     out = opd_advantages(s, t, m, advantages=base, coef=coef)
     for i in range(4):
         np.testing.assert_allclose(out.advantages[i, : lengths[i]], ref[i], atol=1e-12)
@@ -191,7 +195,9 @@ def test_spo_equals_the_reference_loop(seed, interval):
     b, width = 4, 12
     lengths = rng.integers(1, width + 1, size=b)
     mask = np.arange(width)[None, :] < lengths[:, None]
-    probs = np.where(rng.random((b, width)) < 0.4, rng.uniform(0.05, 0.9, size=(b, width)), rng.uniform(0.91, 1.0, size=(b, width)))
+    probs = np.where(
+        rng.random((b, width)) < 0.4, rng.uniform(0.05, 0.9, size=(b, width)), rng.uniform(0.91, 1.0, size=(b, width))
+    )
     lp = np.log(probs)
     cuts, prompt_cut = spo_cutpoints(lp, mask=mask, interval=interval)
     scores = rng.integers(0, 2, size=b).astype(float)
@@ -236,10 +242,16 @@ def test_registered_and_run_on_episodes():
     for name in ("opd", "vineppo", "spo"):
         assert name in names
     d = math.log(2)
-    ep = cl.Episodes.from_lists([[0.0, 0.0], [0.0]], extras={
-        "log_probs": np.log([[0.5, 0.5], [0.5, 0.5]]), "teacher_log_probs": np.log([[1.0, 0.25], [0.25, 0.5]])})
+    ep = cl.Episodes.from_lists(
+        [[0.0, 0.0], [0.0]],
+        extras={"log_probs": np.log([[0.5, 0.5], [0.5, 0.5]]), "teacher_log_probs": np.log([[1.0, 0.25], [0.25, 0.5]])},
+    )
     np.testing.assert_allclose(cl.registry.get_method("opd")(ep).advantages, [[d, -d], [-d, 0.0]])
-    ep2 = cl.Episodes.from_lists([[0.0, 0.0, 1.0]], extras={"mc_returns": np.array([[[1.0, 0.0], [1.0, 1.0], [np.nan, np.nan]]])})
+    ep2 = cl.Episodes.from_lists(
+        [[0.0, 0.0, 1.0]], extras={"mc_returns": np.array([[[1.0, 0.0], [1.0, 1.0], [np.nan, np.nan]]])}
+    )
     np.testing.assert_allclose(cl.registry.get_method("vineppo")(ep2).advantages, [[0.5, 0.0, 0.0]])
-    ep3 = cl.Episodes.from_lists([[0.0, 0.0, 0.0]], outcomes=[1.0], extras={"prefix_values": np.array([[np.nan, 0.25, np.nan]])})
+    ep3 = cl.Episodes.from_lists(
+        [[0.0, 0.0, 0.0]], outcomes=[1.0], extras={"prefix_values": np.array([[np.nan, 0.25, np.nan]])}
+    )
     np.testing.assert_allclose(cl.registry.get_method("spo")(ep3).advantages, [[0.0, 0.0, 0.75]])

@@ -128,7 +128,13 @@ def test_anchor_kinds_agree():
     as_arr = [[np.array([c, c + 1]) for c in codes[i, : lengths[i]]] for i in range(b)]
     as_dict = [[{"room": int(c), "items": [1, 2]} for c in codes[i, : lengths[i]]] for i in range(b)]
     ref = gigpo(None, rewards, as_str, groups, mask=mask).advantages
-    for anchors in (codes, torch.from_numpy(codes), np.array([[f"s{c}" for c in row] for row in codes]), as_arr, as_dict):
+    for anchors in (
+        codes,
+        torch.from_numpy(codes),
+        np.array([[f"s{c}" for c in row] for row in codes]),
+        as_arr,
+        as_dict,
+    ):
         np.testing.assert_allclose(gigpo(None, rewards, anchors, groups, mask=mask).advantages, ref, atol=1e-12)
 
 
@@ -153,8 +159,16 @@ def test_similarity_threshold_groups_near_duplicates():
     assert near.metrics["gigpo/num_step_groups"] == 2
     with pytest.raises(cl.DtypeError, match="text"):
         gigpo(None, rewards, np.array([[1], [2], [3]]), [0, 0, 0], mask=None, similarity=0.9)
-    custom = gigpo([0.0] * 3, rewards, np.array([[10], [11], [50]]), [0, 0, 0], mask=None, mode="mean_norm",
-                   similarity=0.5, similarity_fn=lambda x, y: 1.0 if abs(x - y) <= 1 else 0.0)
+    custom = gigpo(
+        [0.0] * 3,
+        rewards,
+        np.array([[10], [11], [50]]),
+        [0, 0, 0],
+        mask=None,
+        mode="mean_norm",
+        similarity=0.5,
+        similarity_fn=lambda x, y: 1.0 if abs(x - y) <= 1 else 0.0,
+    )
     np.testing.assert_allclose(custom.advantages[:, 0], [0.5, -0.5, 0.0])
 
 
@@ -164,7 +178,9 @@ def test_similarity_threshold_groups_near_duplicates():
 def test_torch_in_torch_out_and_padding_ignored():
     rewards = torch.tensor([[0.0, 1.0, 99.0], [1.0, 0.0, -99.0]], dtype=torch.float32)
     mask = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.bool)
-    out = gigpo(torch.tensor([1.0, 0.0]), rewards, torch.tensor([[0, 1, 5], [0, 2, 6]]), torch.tensor([0, 0]), mask=mask)
+    out = gigpo(
+        torch.tensor([1.0, 0.0]), rewards, torch.tensor([[0, 1, 5], [0, 2, 6]]), torch.tensor([0, 0]), mask=mask
+    )
     assert isinstance(out.advantages, torch.Tensor) and out.advantages.dtype == torch.float32
     assert torch.all(out.advantages[:, 2] == 0) and torch.all(out.returns[:, 2] == 0)
     clean = gigpo([1.0, 0.0], rewards.numpy()[:, :2], [[0, 1], [0, 2]], [0, 0], mask=None)
@@ -326,8 +342,15 @@ def test_similarity_clusters_of_a_group_do_not_depend_on_other_groups():
     np.testing.assert_allclose(alone.advantages[:, 0], [-1.5, 1.5, 0.0])
     np.testing.assert_allclose(with_b.advantages[2:, 0], alone.advantages[:, 0])
     # the same on verl-agent's row layout, rows in any order
-    rows = gigpo_rows([0.0] * 5, [0.0, 1.0, 0.0, 3.0, 5.0], [y, y, x, y, z], [1, 1, 0, 0, 0], [0, 1, 2, 3, 4],
-                      similarity=0.8, mode="mean_norm")
+    rows = gigpo_rows(
+        [0.0] * 5,
+        [0.0, 1.0, 0.0, 3.0, 5.0],
+        [y, y, x, y, z],
+        [1, 1, 0, 0, 0],
+        [0, 1, 2, 3, 4],
+        similarity=0.8,
+        mode="mean_norm",
+    )
     np.testing.assert_allclose(rows.advantages[2:], [-1.5, 1.5, 0.0])
 
 

@@ -16,7 +16,24 @@ from creditlab.llm.likelihood import likelihood_rewards, reference_log_likelihoo
 
 transformers = pytest.importorskip("transformers")
 
-WORDS = ["[PAD]", "[BOS]", "[UNK]", "q", "a", "the", "answer", "is", "five", "seven", "two", "plus", "three", ":", "user", "bot"]
+WORDS = [
+    "[PAD]",
+    "[BOS]",
+    "[UNK]",
+    "q",
+    "a",
+    "the",
+    "answer",
+    "is",
+    "five",
+    "seven",
+    "two",
+    "plus",
+    "three",
+    ":",
+    "user",
+    "bot",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +42,20 @@ def tiny(request):
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]"
+    )
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(WORDS), n_positions=64, n_embd=16, n_layer=2, n_head=2,
-                                  bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(WORDS),
+        n_positions=64,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     model = transformers.GPT2LMHeadModel(cfg)
     model.eval()
     return model, tokenizer
@@ -71,8 +98,10 @@ def test_batching_and_padding_do_not_change_the_scores(tiny):
     """Left padding with position ids from the mask: a sample scores the same alone or in any batch."""
     model, tokenizer = tiny
     together = reference_log_likelihood(model, tokenizer, PROMPTS, RESPONSES, REFERENCES, batch_size=4)
-    alone = [reference_log_likelihood(model, tokenizer, [p], [r], [a]).log_likelihood[0]
-             for p, r, a in zip(PROMPTS, RESPONSES, REFERENCES)]
+    alone = [
+        reference_log_likelihood(model, tokenizer, [p], [r], [a]).log_likelihood[0]
+        for p, r, a in zip(PROMPTS, RESPONSES, REFERENCES)
+    ]
     np.testing.assert_allclose(together.log_likelihood, alone, atol=1e-5)
 
 
@@ -94,10 +123,18 @@ def test_chat_template_layout(tiny):
     """With a chat template, the scored text is the template's rendering up to the assistant turn,
     then response + prefix + reference."""
     model, tokenizer = tiny
-    tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]")
+    tok = tokenizer.__class__(
+        tokenizer_object=tokenizer.backend_tokenizer, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]"
+    )
     tok.chat_template = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
-    out = reference_log_likelihood(model, tok, [[{"role": "user", "content": "q two plus three"}]],
-                                   [[{"role": "assistant", "content": "the answer is"}]], ["five"], answer_prefix="")
+    out = reference_log_likelihood(
+        model,
+        tok,
+        [[{"role": "user", "content": "q two plus three"}]],
+        [[{"role": "assistant", "content": "the answer is"}]],
+        ["five"],
+        answer_prefix="",
+    )
     # the template renders "user : q two plus three assistant : <content> " ('assistant' is [UNK])
     ref = slow_log_likelihood(model, tok, "user : q two plus three assistant : the answer is", "five")
     assert out.log_likelihood[0] == pytest.approx(ref, abs=1e-5)
@@ -125,12 +162,19 @@ def test_registered_beside_its_definition(tiny, monkeypatch):
     model, tokenizer = tiny
     fake = type("LM", (), {"model": model, "tokenizer": tokenizer})
     monkeypatch.setitem(lik._SCORERS, ("tiny", None), fake)
-    eps = Episodes.from_padded(np.zeros((3, 3)), [[1, 1, 1], [1, 0, 0], [1, 1, 0]],
-                               extras={"prompt": PROMPTS[:3], "response": RESPONSES[:3], "reference": ["five", None, "three"]})
+    eps = Episodes.from_padded(
+        np.zeros((3, 3)),
+        [[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+        extras={"prompt": PROMPTS[:3], "response": RESPONSES[:3], "reference": ["five", None, "three"]},
+    )
     out = method(eps, model="tiny", reduce="mean", answer_prefix=" : ")
-    direct = reference_log_likelihood(model, tokenizer, PROMPTS[:3], RESPONSES[:3], ["five", None, "three"], answer_prefix=" : ")
+    direct = reference_log_likelihood(
+        model, tokenizer, PROMPTS[:3], RESPONSES[:3], ["five", None, "three"], answer_prefix=" : "
+    )
     rewards = np.asarray(out.rewards)
     # the per-token mean sits on each episode's last step (steps 2, 0, 1); the episode without a reference gets 0
-    assert rewards[0, 2] == pytest.approx(direct.mean_log_likelihood[0]) and rewards[2, 1] == pytest.approx(direct.mean_log_likelihood[2])
+    assert rewards[0, 2] == pytest.approx(direct.mean_log_likelihood[0]) and rewards[2, 1] == pytest.approx(
+        direct.mean_log_likelihood[2]
+    )
     assert np.count_nonzero(rewards) == 2
     assert out.present[1].tolist() == [False, False, False] and out.present[0].all()

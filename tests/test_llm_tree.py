@@ -55,7 +55,9 @@ def test_tree_rloo_hand_computed():
     # g is f's only child: it inherits A(f) = -2/3
     np.testing.assert_allclose(out.node_advantages, [2 / 3, -0.5, 0.5, 1.0, -1.0, -2 / 3, -2 / 3])
     # rows c, d, e, g along their paths
-    np.testing.assert_allclose(out.advantages, [[2 / 3, 0.5, 0], [2 / 3, -0.5, 1.0], [2 / 3, -0.5, -1.0], [-2 / 3, -2 / 3, 0]])
+    np.testing.assert_allclose(
+        out.advantages, [[2 / 3, 0.5, 0], [2 / 3, -0.5, 1.0], [2 / 3, -0.5, -1.0], [-2 / 3, -2 / 3, 0]]
+    )
     assert out.mask.tolist() == [[True, True, False], [True, True, True], [True, True, True], [True, True, False]]
     # node credit = value x rows through the node: a is in 3 rows
     np.testing.assert_allclose(out.node_credit, [2.0, -1.0, 0.5, 1.0, -1.0, -2 / 3, -2 / 3])
@@ -81,7 +83,9 @@ def test_treerpo_hand_computed():
     # {b: 0.5, c: 1}: +-0.7071 ; {d: 1, e: 0}: +-0.7071 ; g alone: 0
     s = 1 / math.sqrt(2)
     np.testing.assert_allclose(out.node_advantages, [s, -s, s, s, -s, -s, 0.0], atol=1e-12)
-    np.testing.assert_allclose(treerpo(_forest(), std_scale="none").node_advantages, [1 / 3, -0.25, 0.25, 0.5, -0.5, -1 / 3, 0.0])
+    np.testing.assert_allclose(
+        treerpo(_forest(), std_scale="none").node_advantages, [1 / 3, -0.25, 0.25, 0.5, -0.5, -1 / 3, 0.0]
+    )
 
 
 def test_tree_grpo_hand_computed():
@@ -92,7 +96,10 @@ def test_tree_grpo_hand_computed():
     np.testing.assert_allclose(out.advantages[:, 0], a)
     np.testing.assert_allclose(out.advantages * out.mask, a[:, None] * out.mask)
     assert np.isnan(out.node_advantages).all()
-    np.testing.assert_allclose(tree_grpo(_forest(), across=False, eps=0.0).advantages[:, 0], [1 / 3 / math.sqrt(1 / 3)] * 2 + [-2 / 3 / math.sqrt(1 / 3), 0])
+    np.testing.assert_allclose(
+        tree_grpo(_forest(), across=False, eps=0.0).advantages[:, 0],
+        [1 / 3 / math.sqrt(1 / 3)] * 2 + [-2 / 3 / math.sqrt(1 / 3), 0],
+    )
     seq = tree_grpo(_forest(), sequential=True, eps=0.0).advantages[:, 0]  # z within T1 of the across z-scores
     z = np.array([0.5, 0.5, -0.5]) / math.sqrt(1 / 3)
     np.testing.assert_allclose(seq[:3], (z - z.mean()) / z.std(ddof=1))
@@ -134,7 +141,9 @@ def test_chains_reduce_to_flat_estimators(seed):
     rloo = cl.rloo(r, g).advantages
     np.testing.assert_allclose(tree_rloo(f).advantages, rloo[:, None] * mask, atol=1e-12)
     np.testing.assert_allclose(tree_grpo(f).advantages, cl.grpo(r, g).advantages[:, None] * mask, atol=1e-12)
-    np.testing.assert_allclose(treerl(f, local_weight=0.0, leaf_scale="none").advantages, rloo[:, None] * mask, atol=1e-12)
+    np.testing.assert_allclose(
+        treerl(f, local_weight=0.0, leaf_scale="none").advantages, rloo[:, None] * mask, atol=1e-12
+    )
     # local advantages telescope: along a path they sum to the (LOO-centred) flat advantage, all on the first node
     local = treerl(f, global_weight=0.0, leaf_scale="none").advantages
     np.testing.assert_allclose(local.sum(1), rloo, atol=1e-12)
@@ -298,8 +307,9 @@ def test_registered_methods_run_on_episodes():
     rows = [[f.node_ids[i] for i in row if i >= 0] for row in f.paths.tolist()]
     width = max(len(r) for r in rows)
     node_ids = np.array([r + [""] * (width - len(r)) for r in rows], dtype=object)
-    ep = cl.Episodes.from_lists([[0.0] * len(r) for r in rows], outcomes=list(f.rewards), group_ids=[0, 0, 0, 0],
-                                extras={"node_ids": node_ids})
+    ep = cl.Episodes.from_lists(
+        [[0.0] * len(r) for r in rows], outcomes=list(f.rewards), group_ids=[0, 0, 0, 0], extras={"node_ids": node_ids}
+    )
     out = cl.registry.get_method("tree_rloo")(ep)
     np.testing.assert_allclose(out.advantages, tree_rloo(f).advantages)
     out = cl.registry.get_method("treerl")(ep, leaf_scale="none")

@@ -58,8 +58,9 @@ def test_outcome_only_gamma_one_is_rloo_on_every_turn():
 
 def test_zero_reward_turn_is_a_turn_and_singletons_get_zero():
     # trajectory 0's second turn has reward exactly 0: still a turn (its return is 1, not skipped)
-    out = turn_rloo(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [5.0, 0.0, 0.0]]), [0, 0, 1],
-                    mask=[[1, 1, 1], [1, 0, 0], [1, 0, 0]])
+    out = turn_rloo(
+        np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [5.0, 0.0, 0.0]]), [0, 0, 1], mask=[[1, 1, 1], [1, 0, 0], [1, 0, 0]]
+    )
     np.testing.assert_allclose(out.returns[0], [1.0, 1.0, 1.0])
     np.testing.assert_allclose(out.advantages[0], [0.0, 0.0, 0.0])  # baseline = G_1,0 = 1 everywhere
     assert out.advantages[2, 0] == 0.0 and out.metrics["groups/num_singleton"] == 1
@@ -67,7 +68,13 @@ def test_zero_reward_turn_is_a_turn_and_singletons_get_zero():
 
 def test_group_scale_and_torch():
     r = torch.tensor([[1.0, 0.0], [0.0, 0.0], [3.0, 0.0]], dtype=torch.float32)
-    out = turn_rloo(r, torch.tensor([0, 0, 0]), mask=torch.tensor([[1, 0], [1, 0], [1, 0]], dtype=torch.bool), scale="group", eps=0.0)
+    out = turn_rloo(
+        r,
+        torch.tensor([0, 0, 0]),
+        mask=torch.tensor([[1, 0], [1, 0], [1, 0]], dtype=torch.bool),
+        scale="group",
+        eps=0.0,
+    )
     assert isinstance(out.advantages, torch.Tensor) and out.advantages.dtype == torch.float32
     g = np.array([1.0, 0.0, 3.0])
     loo = np.array([g[0] - (g[1] + g[2]) / 2, g[1] - (g[0] + g[2]) / 2, g[2] - (g[0] + g[1]) / 2])
@@ -105,8 +112,13 @@ def _loop(r, mask, groups, gamma, baseline):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 14), t=st.integers(1, 6),
-       gamma=st.sampled_from([1.0, 0.9, 0.1]), baseline=st.sampled_from(["turn", "episode"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 14),
+    t=st.integers(1, 6),
+    gamma=st.sampled_from([1.0, 0.9, 0.1]),
+    baseline=st.sampled_from(["turn", "episode"]),
+)
 def test_matches_reference_loop(seed, b, t, gamma, baseline):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, t + 1, size=b)

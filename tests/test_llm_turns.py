@@ -75,10 +75,20 @@ def test_token_maps_never_touch_masked_tokens(seed, b, length):
 def test_turnbatch_from_trajectories_and_tokens():
     tb = TurnBatch.from_trajectories(
         [
-            {"rewards": [0.0, 0.0, 1.0], "group_id": "q", "anchors": ["a", "b", "c"], "outcome": 1.0,
-             "components": {"correct": 1.0, "format": 0.5}},
-            {"rewards": [0.0, 0.0], "group_id": "q", "anchors": ["a", "d"], "outcome": None,
-             "components": {"correct": 0.0}},
+            {
+                "rewards": [0.0, 0.0, 1.0],
+                "group_id": "q",
+                "anchors": ["a", "b", "c"],
+                "outcome": 1.0,
+                "components": {"correct": 1.0, "format": 0.5},
+            },
+            {
+                "rewards": [0.0, 0.0],
+                "group_id": "q",
+                "anchors": ["a", "d"],
+                "outcome": None,
+                "components": {"correct": 0.0},
+            },
         ]
     )
     assert tb.lengths.tolist() == [3, 2]
@@ -93,8 +103,9 @@ def test_turnbatch_from_trajectories_and_tokens():
     tok = TurnBatch.from_padded(tb.rewards, tb.mask, group_ids=tb.group_ids, response_mask=resp)
     out = tok.to_tokens(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]]))
     np.testing.assert_array_equal(out, [[1, 1, 0, 2, 0, 3], [4, 0, 5, 0, 0, 0]])
-    np.testing.assert_array_equal(tok.to_last_tokens(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])),
-                                  [[0, 1, 0, 2, 0, 3], [4, 0, 5, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        tok.to_last_tokens(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])), [[0, 1, 0, 2, 0, 3], [4, 0, 5, 0, 0, 0]]
+    )
 
 
 def test_turnbatch_rejects_mismatched_layouts():
@@ -132,8 +143,9 @@ def test_from_rows_round_trip_with_shuffled_rows():
     per_row = tb.to_rows(out.advantages)
     assert per_row.shape == (len(rows),)
     order = np.lexsort((tix, tid))
-    tb2 = TurnBatch.from_rows(np.array(gid)[order], np.array(tid)[order], np.array(rew)[order],
-                              anchors=[anc[i] for i in order])
+    tb2 = TurnBatch.from_rows(
+        np.array(gid)[order], np.array(tid)[order], np.array(rew)[order], anchors=[anc[i] for i in order]
+    )
     out2 = gigpo(None, tb2.rewards, tb2.anchors, tb2.group_ids, mask=tb2.mask)
     np.testing.assert_allclose(tb2.to_rows(out2.advantages), per_row[order], atol=1e-12)
 
@@ -151,9 +163,16 @@ def test_gigpo_tokens_zero_on_tool_tokens():
     # Two trajectories with tool/observation tokens between turns; GiGPO advantages broadcast to
     # tokens are 0 on every masked token, and each policy token carries its turn's advantage.
     resp = np.array([[0, 1, 1, 0, 0, 1, 0, 1], [0, 1, 0, 1, 1, 0, 0, 0]], bool)
-    tb = TurnBatch.from_padded(np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), [[1, 1, 1], [1, 1, 0]],
-                               group_ids=[0, 0], anchors=[["s", "t", "u"], ["s", "t"]], response_mask=resp)
+    tb = TurnBatch.from_padded(
+        np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]),
+        [[1, 1, 1], [1, 1, 0]],
+        group_ids=[0, 0],
+        anchors=[["s", "t", "u"], ["s", "t"]],
+        response_mask=resp,
+    )
     out = gigpo(None, tb.rewards, tb.anchors, tb.group_ids, mask=tb.mask, gamma=1.0, mode="mean_norm")
     tok = tb.to_tokens(out.advantages)
     assert np.all(tok[~resp] == 0)
-    np.testing.assert_allclose(turn_values_from_tokens(tok, tb.turn_ids, resp, reduce="last", num_turns=3), out.advantages)
+    np.testing.assert_allclose(
+        turn_values_from_tokens(tok, tb.turn_ids, resp, reduce="last", num_turns=3), out.advantages
+    )

@@ -89,7 +89,9 @@ def test_from_streams_truncation_values_bootstrap():
     assert ep.truncated.tolist() == [True, True]
     np.testing.assert_allclose(ep.bootstrap_value, [5.0, 7.0])
     # gamma = 0.5: episode 0 returns [1 + .5 (1 + .5 * 5), 1 + .5 * 5] = [2.75, 3.5]
-    g = cl.discounted_returns(ep.rewards, gamma=0.5, mask=ep.mask, discounts=ep.discounts, bootstrap_value=ep.bootstrap_value)
+    g = cl.discounted_returns(
+        ep.rewards, gamma=0.5, mask=ep.mask, discounts=ep.discounts, bootstrap_value=ep.bootstrap_value
+    )
     np.testing.assert_allclose(g[0, :2], [2.75, 3.5])
     np.testing.assert_allclose(g[1, :1], [1 + 0.5 * 7.0])
 
@@ -103,7 +105,9 @@ def test_from_streams_guards_and_torch():
         cl.Episodes.from_streams(r, running, running, values=np.zeros((3, 2)))
     with pytest.raises(cl.DtypeError, match="boolean"):
         cl.Episodes.from_streams(r, np.full((3, 2), 0.5), running)
-    ep = cl.Episodes.from_streams(torch.ones(3, 2), torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool))
+    ep = cl.Episodes.from_streams(
+        torch.ones(3, 2), torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3, 2, dtype=torch.bool)
+    )
     assert ep.is_torch
     back = ep.to_streams(torch.ones(ep.num_episodes, ep.max_steps))
     assert isinstance(back, torch.Tensor) and back.shape == (3, 2)

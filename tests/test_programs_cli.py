@@ -13,17 +13,40 @@ from tests.fake_llm_server import FakeLLMServer
 from tests.programs_helpers import lare_answer, no_leftovers  # noqa: F401  (autouse fixture)
 
 SPEC = "examples/programs/hopper.yaml"
-GOOD = ("import numpy as np\ndef evaluation_func(observation, action):\n"
-        "    return [observation[:, 5:6], np.sum(action ** 2, axis=1, keepdims=True)]\n")
+GOOD = (
+    "import numpy as np\ndef evaluation_func(observation, action):\n"
+    "    return [observation[:, 5:6], np.sum(action ** 2, axis=1, keepdims=True)]\n"
+)
 NAN = "import numpy as np\ndef evaluation_func(observation, action):\n    return [np.log(observation[:, 5:6])]\n"
 
 
 def test_generate_check_and_cache(tmp_path, capsys):
     script = [lare_answer(NAN), lare_answer(GOOD), lare_answer(GOOD)]
     with FakeLLMServer(lambda req, i: script[i]) as server:
-        argv = ["program", "generate", SPEC, "--out", str(tmp_path / "out"), "--model", "fake", "--base-url", server.url,
-                "--cache-dir", str(tmp_path / "cache"), "--n", "2", "--rounds", "1", "--no-merge", "--concurrency", "1",
-                "--timeout", "2", "--memory-mb", "512"]
+        argv = [
+            "program",
+            "generate",
+            SPEC,
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "fake",
+            "--base-url",
+            server.url,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--n",
+            "2",
+            "--rounds",
+            "1",
+            "--no-merge",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "2",
+            "--memory-mb",
+            "512",
+        ]
         assert main(argv) == 0
         assert server.calls == 3
         err = capsys.readouterr().err
@@ -85,14 +108,20 @@ def _episodes_file(tmp_path):
 def test_eval_factors_and_rewards_per_step(tmp_path, capsys):
     path, obs, act, mask = _episodes_file(tmp_path)
     out = tmp_path / "f.parquet"
-    assert main(["program", "eval", "examples/programs/hopper_factors", "--episodes", str(path), "--out", str(out)]) == 0
+    assert (
+        main(["program", "eval", "examples/programs/hopper_factors", "--episodes", str(path), "--out", str(out)]) == 0
+    )
     table = pq.read_table(out)
-    assert table.num_rows == 8 and [f"factor_{j}" for j in range(7)] == [c for c in table.column_names if c.startswith("factor_")]
+    assert table.num_rows == 8 and [f"factor_{j}" for j in range(7)] == [
+        c for c in table.column_names if c.startswith("factor_")
+    ]
     np.testing.assert_allclose(table.column("factor_0").to_numpy(), obs[mask][:, 5])  # forward velocity
     np.testing.assert_allclose(table.column("factor_2").to_numpy(), np.sum(act[mask] ** 2, axis=1))  # effort
 
     reward = tmp_path / "r.py"
-    reward.write_text("import numpy as np\ndef compute_reward(o, a, n):\n    return n[:, 5] - o[:, 5], {'dv': n[:, 5] - o[:, 5]}\n")
+    reward.write_text(
+        "import numpy as np\ndef compute_reward(o, a, n):\n    return n[:, 5] - o[:, 5], {'dv': n[:, 5] - o[:, 5]}\n"
+    )
     assert main(["program", "eval", str(reward), "--episodes", str(path)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 8 and set(rows[0]) == {"episode_id", "step", "program_reward", "component.dv"}

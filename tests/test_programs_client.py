@@ -14,8 +14,15 @@ MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
 
 
 def client_for(server, tmp_path, **kw):
-    cfg = dict(model="fake-model", base_url=server.url, api_key="sk-test-123", cache_dir=str(tmp_path / "cache"),
-               backoff=0.01, backoff_max=0.05, timeout=10)
+    cfg = dict(
+        model="fake-model",
+        base_url=server.url,
+        api_key="sk-test-123",
+        cache_dir=str(tmp_path / "cache"),
+        backoff=0.01,
+        backoff_max=0.05,
+        timeout=10,
+    )
     cfg.update(kw)
     return LLMClient(LLMConfig(**cfg))
 
@@ -84,8 +91,12 @@ def test_two_servers_with_the_same_model_name_keep_their_own_answers(tmp_path):
 
 
 def test_cache_scope_normalizes_the_url():
-    assert cache_scope(LLMConfig(base_url="HTTP://Host:8000/v1/")) == cache_scope(LLMConfig(base_url="http://host:8000/v1"))
-    assert cache_scope(LLMConfig(base_url="http://host:8000/v1")) != cache_scope(LLMConfig(base_url="http://host:8001/v1"))
+    assert cache_scope(LLMConfig(base_url="HTTP://Host:8000/v1/")) == cache_scope(
+        LLMConfig(base_url="http://host:8000/v1")
+    )
+    assert cache_scope(LLMConfig(base_url="http://host:8000/v1")) != cache_scope(
+        LLMConfig(base_url="http://host:8001/v1")
+    )
     assert cache_scope(LLMConfig()) == "url:https://api.openai.com/v1"
     assert "pw" not in cache_scope(LLMConfig(base_url="http://user:pw@host/v1"))
 
@@ -126,7 +137,9 @@ def test_gives_up_after_max_retries_and_does_not_retry_400(tmp_path):
 
 
 def test_connection_refused_is_retried_then_reported(tmp_path):
-    c = LLMClient(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1", cache_dir="", max_retries=1, backoff=0.01, timeout=2))
+    c = LLMClient(
+        LLMConfig(model="m", base_url="http://127.0.0.1:9/v1", cache_dir="", max_retries=1, backoff=0.01, timeout=2)
+    )
     with pytest.raises(LLMError, match="APIConnectionError"):
         c.complete(MSGS)
 
@@ -183,7 +196,12 @@ def test_configuration_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CREDITLAB_LLM_API_KEY", "sk-env-secret")
     monkeypatch.setenv("CREDITLAB_LLM_CACHE", str(tmp_path / "c"))
     cfg = LLMClient().config
-    assert (cfg.model, cfg.base_url, cfg.api_key, cfg.cache_dir) == ("env-model", "http://127.0.0.1:1/v1", "sk-env-secret", str(tmp_path / "c"))
+    assert (cfg.model, cfg.base_url, cfg.api_key, cfg.cache_dir) == (
+        "env-model",
+        "http://127.0.0.1:1/v1",
+        "sk-env-secret",
+        str(tmp_path / "c"),
+    )
     assert "sk-env-secret" not in repr(cfg)
     monkeypatch.delenv("CREDITLAB_LLM_MODEL")
     with pytest.raises(LLMError, match="no model configured"):

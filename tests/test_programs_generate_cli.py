@@ -19,9 +19,32 @@ REWARD = (
 
 
 def _argv(server, tmp_path, out, *extra):
-    return ["program", "generate", SPEC, "--kind", "reward", "--out", str(out), "--model", "fake", "--base-url", server.url,
-            "--cache-dir", str(tmp_path / "cache"), "--n", "1", "--rounds", "0", "--concurrency", "1", "--timeout", "5",
-            "--memory-mb", "512", *extra]
+    return [
+        "program",
+        "generate",
+        SPEC,
+        "--kind",
+        "reward",
+        "--out",
+        str(out),
+        "--model",
+        "fake",
+        "--base-url",
+        server.url,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--n",
+        "1",
+        "--rounds",
+        "0",
+        "--concurrency",
+        "1",
+        "--timeout",
+        "5",
+        "--memory-mb",
+        "512",
+        *extra,
+    ]
 
 
 def test_env_id_none_chooses_without_training(tmp_path, capsys):

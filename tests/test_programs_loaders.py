@@ -60,7 +60,9 @@ def test_features_keep_their_width_and_report_program_failures():
         with pytest.raises(ProgramError, match="returned 2 factors; expected 1"):
             phi(np.ones((60, 3)), np.ones((60, 1)))
     slow = "def evaluation_func(o, a):\n    while o.shape[0] > 5:\n        pass\n    return [o[:, :1]]\n"
-    with lare_features(Program(code=slow, kind="factors", origin="hand-written"), config=FAST.replace(timeout=1.0)) as phi:
+    with lare_features(
+        Program(code=slow, kind="factors", origin="hand-written"), config=FAST.replace(timeout=1.0)
+    ) as phi:
         with pytest.raises(ProgramError) as exc:
             phi(np.ones((10, 3)), np.ones((10, 1)))
         assert exc.value.kind == "timeout"
@@ -88,7 +90,9 @@ def test_sandboxed_features_drive_the_lare_decoder():
         sandboxed = LaReAssigner(features=phi, subset_size=8, seed=0)
         m = sandboxed.fit(eps, num_updates=5)
         out_s = sandboxed.assign(eps)
-    local = LaReAssigner(features=lambda o, a: local_factors(o.astype(np.float64), a.astype(np.float64)), subset_size=8, seed=0)
+    local = LaReAssigner(
+        features=lambda o, a: local_factors(o.astype(np.float64), a.astype(np.float64)), subset_size=8, seed=0
+    )
     local.fit(eps, num_updates=5)
     out_l = local.assign(eps)
     assert m["credit/num_factors"] == 3.0
@@ -111,7 +115,9 @@ REWARD = (
     "    effort = -0.01 * np.sum(action ** 2, axis=1)\n"
     "    return upright + effort, {'upright': upright, 'effort': effort}\n"
 )
-RPROG = Program(code=REWARD, kind="reward", obs_dim=3, act_dim=1, component_names=("upright", "effort"), origin="hand-written")
+RPROG = Program(
+    code=REWARD, kind="reward", obs_dim=3, act_dim=1, component_names=("upright", "effort"), origin="hand-written"
+)
 
 
 def test_sandboxed_reward_callable():
@@ -179,11 +185,20 @@ def test_vec_wrapper_uses_terminal_observations():
 def test_ppo_train_and_score_smoke():
     from creditlab.programs.training import PPOTrainAndScore
 
-    trainer = PPOTrainAndScore("Pendulum-v1", total_timesteps=256, checkpoints=2, n_envs=2, eval_episodes=1,
-                               ppo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, config=FAST)
+    trainer = PPOTrainAndScore(
+        "Pendulum-v1",
+        total_timesteps=256,
+        checkpoints=2,
+        n_envs=2,
+        eval_episodes=1,
+        ppo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        config=FAST,
+    )
     score = trainer(RPROG)
     assert isinstance(score, TrainScore)
-    assert len(score.fitness_curve) == 2 and np.isfinite(score.fitness) and score.fitness < 0  # Pendulum returns are negative
+    assert (
+        len(score.fitness_curve) == 2 and np.isfinite(score.fitness) and score.fitness < 0
+    )  # Pendulum returns are negative
     assert set(score.components) == {"upright", "effort", "total program reward"}
     assert all(len(v) == 2 for v in score.components.values())
     assert score.metrics["train/steps"] >= 256
@@ -198,6 +213,8 @@ def test_next_state_factors():
         with pytest.raises(ShapeError, match="needs next_obs"):
             phi(obs, act)
     with lare_features(PROG, config=FAST, state="both") as phi:
-        np.testing.assert_allclose(phi(obs, act, nxt), np.concatenate([local_factors(obs, act), local_factors(nxt, act)], axis=1))
+        np.testing.assert_allclose(
+            phi(obs, act, nxt), np.concatenate([local_factors(obs, act), local_factors(nxt, act)], axis=1)
+        )
     with pytest.raises(ValueError, match="state must be"):
         lare_features(PROG, state="previous")

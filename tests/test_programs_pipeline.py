@@ -72,10 +72,14 @@ def queue(answers):
 
 
 LARE_SCRIPT = [
-    lare_answer(SYNTAX), lare_answer(DIST),  # candidate 0: syntax error, repaired
-    lare_answer(WRONG_SHAPE), lare_answer(NAN), lare_answer(SPEED),  # candidate 1: shape, then NaN, then fixed
+    lare_answer(SYNTAX),
+    lare_answer(DIST),  # candidate 0: syntax error, repaired
+    lare_answer(WRONG_SHAPE),
+    lare_answer(NAN),
+    lare_answer(SPEED),  # candidate 1: shape, then NaN, then fixed
     f"Here it is:\n```python\n{EFFORT}```",  # candidate 2: valid at once (fenced code, not JSON)
-    lare_answer(render(HOSTILE["fork_loop"])), lare_answer(render(HOSTILE["subclasses_escape"], TARGET="/tmp/x")),
+    lare_answer(render(HOSTILE["fork_loop"])),
+    lare_answer(render(HOSTILE["subclasses_escape"], TARGET="/tmp/x")),
     lare_answer(render(HOSTILE["endless_loop"])),  # candidate 3: hostile three times, never passes
     lare_answer(MERGED),  # self-verification merge
 ]
@@ -104,7 +108,11 @@ def test_lare_generation_repairs_merges_and_caches(tmp_path):
         assert result.program.code == MERGED and result.program.num_factors == 4
         m = result.metrics
         assert m["programs/merged"] == 1 and m["programs/fallback_raw"] == 0 and m["llm/calls"] == 10
-        assert m["programs/rejected/static"] == 3 and m["programs/rejected/invalid"] == 2 and m["programs/rejected/timeout"] == 1
+        assert (
+            m["programs/rejected/static"] == 3
+            and m["programs/rejected/invalid"] == 2
+            and m["programs/rejected/timeout"] == 1
+        )
 
         out = tmp_path / "prog"
         result.save(str(out))
@@ -159,13 +167,24 @@ def test_every_hostile_answer_is_rejected_or_contained_with_a_reason(tmp_path, m
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret")
     target = tmp_path / "pwned"
-    values = dict(PORT=srv.getsockname()[1], SECRET_FILE=secret, TARGET=target, SECRET_NAME="CREDITLAB_TEST_SECRET",
-                  PARENT_PID=os.getpid())
+    values = dict(
+        PORT=srv.getsockname()[1],
+        SECRET_FILE=secret,
+        TARGET=target,
+        SECRET_NAME="CREDITLAB_TEST_SECRET",
+        PARENT_PID=os.getpid(),
+    )
     names = list(HOSTILE)
     answers = [lare_answer(render(HOSTILE[n], **values)) for n in names]
     with FakeLLMServer(queue(answers)) as server:
-        result = generate_lare_factors(SPEC, client_for(server, tmp_path), n_candidates=len(names), repair_rounds=0,
-                                       merge=False, config=FAST.replace(timeout=1.0, cpu_seconds=1.0))
+        result = generate_lare_factors(
+            SPEC,
+            client_for(server, tmp_path),
+            n_candidates=len(names),
+            repair_rounds=0,
+            merge=False,
+            config=FAST.replace(timeout=1.0, cpu_seconds=1.0),
+        )
         assert server.calls == len(names)
     assert result.program is None
     reasons = {}
@@ -218,7 +237,9 @@ def scripted_trainer(calls):
         fitness = -float(np.mean((total - hidden) ** 2))
         chunks = np.array_split(np.arange(600), 3)
         curves = {k: [float(v[c].mean()) for c in chunks] for k, v in comps.items()}
-        failed = [summarize_episode(SPEC, obs[:5], act[:5], hidden[:5], components={k: v[:5] for k, v in comps.items()})]
+        failed = [
+            summarize_episode(SPEC, obs[:5], act[:5], hidden[:5], components={k: v[:5] for k, v in comps.items()})
+        ]
         return TrainScore(fitness, [fitness * (3 - k) / 3 for k in range(3)], curves, failed, {})
 
     return train_and_score
@@ -226,12 +247,23 @@ def scripted_trainer(calls):
 
 def test_eureka_selection_and_reflection(tmp_path):
     weak, better, best = reward_code(0.2, 1.0), reward_code(1.0, 0.5), reward_code(1.0, 0.05)
-    script = [f"```python\n{weak}```", f"```python\n{better}```", f"```python\n{best}```",
-              f"```python\n{reward_code(1.0, 0.05, ' + np.log(observation[:, 0])')}```"]
+    script = [
+        f"```python\n{weak}```",
+        f"```python\n{better}```",
+        f"```python\n{best}```",
+        f"```python\n{reward_code(1.0, 0.05, ' + np.log(observation[:, 0])')}```",
+    ]
     trained = []
     with FakeLLMServer(queue(script)) as server:
-        result = refine_reward(SPEC, client_for(server, tmp_path), scripted_trainer(trained), iterations=2, samples=2,
-                               repair_rounds=0, config=FAST)
+        result = refine_reward(
+            SPEC,
+            client_for(server, tmp_path),
+            scripted_trainer(trained),
+            iterations=2,
+            samples=2,
+            repair_rounds=0,
+            config=FAST,
+        )
         assert server.calls == 4
         second_round = server.requests[2]["messages"]
     # round 1 keeps the better of the two and continues the chat with its code and a reflection
@@ -250,10 +282,19 @@ def test_eureka_selection_and_reflection(tmp_path):
 
 
 def test_training_failure_of_a_program_is_a_failed_candidate(tmp_path):
-    flaky = reward_code(1.0, 0.1).replace("    return reward", "    if observation.shape[0] > 100:\n        while True:\n            pass\n    return reward")
+    flaky = reward_code(1.0, 0.1).replace(
+        "    return reward",
+        "    if observation.shape[0] > 100:\n        while True:\n            pass\n    return reward",
+    )
     with FakeLLMServer(queue([f"```python\n{flaky}```"])) as server:
-        result = refine_reward(SPEC, client_for(server, tmp_path), scripted_trainer([]), samples=1, repair_rounds=0,
-                               config=FAST.replace(timeout=1.0))
+        result = refine_reward(
+            SPEC,
+            client_for(server, tmp_path),
+            scripted_trainer([]),
+            samples=1,
+            repair_rounds=0,
+            config=FAST.replace(timeout=1.0),
+        )
     assert result.program is None
     assert "failed during training: timeout" in result.candidates[0].error
 
@@ -281,13 +322,30 @@ def test_auto_mc_reward_critic_and_trajectory_analyzer(tmp_path):
         "    sparse = np.where(d1 < 0.05, 1.0, 0.0)\n    dense = d0 - d1\n"
         "    return np.sign(sparse) * 1.0 + np.sign(dense) * 0.1, {'sparse': sparse, 'dense': dense}\n"
     )
-    designs = [f"```python\n{reward_code(1.0, -1.0)}```", f"```python\n{sparse_dense}```", f"```python\n{sparse_dense}```"]
-    critic = [json.dumps({"ok": False, "issues": ["effort is rewarded instead of penalized"]}), json.dumps({"ok": True, "issues": []}),
-              json.dumps({"ok": True, "issues": []})]
+    designs = [
+        f"```python\n{reward_code(1.0, -1.0)}```",
+        f"```python\n{sparse_dense}```",
+        f"```python\n{sparse_dense}```",
+    ]
+    critic = [
+        json.dumps({"ok": False, "issues": ["effort is rewarded instead of penalized"]}),
+        json.dumps({"ok": True, "issues": []}),
+        json.dumps({"ok": True, "issues": []}),
+    ]
     analysis = json.dumps({"causes": ["stops short of the origin"], "suggestions": ["reward the last few centimetres"]})
     with FakeLLMServer(routed(designs, critic, analysis)) as server:
-        result = refine_reward(SPEC, client_for(server, tmp_path), scripted_trainer([]), style="auto_mc", iterations=2,
-                               samples=1, repair_rounds=1, critic=True, analyzer=True, config=FAST)
+        result = refine_reward(
+            SPEC,
+            client_for(server, tmp_path),
+            scripted_trainer([]),
+            style="auto_mc",
+            iterations=2,
+            samples=1,
+            repair_rounds=1,
+            critic=True,
+            analyzer=True,
+            config=FAST,
+        )
         msgs = [r["messages"] for r in server.requests]
     first = result.candidates[0]
     assert [c["ok"] for c in first.critic] == [False, True]
@@ -307,7 +365,9 @@ def test_auto_mc_reward_critic_and_trajectory_analyzer(tmp_path):
 def test_text2reward_prompt_has_pythonic_abstraction_and_examples(tmp_path):
     example = "def compute_reward(observation, action, next_observation):\n    return -abs(observation[:, 0]), {}"
     with FakeLLMServer(queue([f"```python\n{reward_code(1, 0.1)}```"])) as server:
-        result = refine_reward(SPEC, client_for(server, tmp_path), None, style="text2reward", samples=1, examples=[example], config=FAST)
+        result = refine_reward(
+            SPEC, client_for(server, tmp_path), None, style="text2reward", samples=1, examples=[example], config=FAST
+        )
         prompt = server.requests[0]["messages"][1]["content"]
     assert "class Observation:" in prompt and "position: np.ndarray  # shape (2,)" in prompt
     assert "Examples of reward code" in prompt and "abs(observation[:, 0])" in prompt
@@ -318,8 +378,12 @@ def test_text2reward_prompt_has_pythonic_abstraction_and_examples(tmp_path):
 
 
 def test_calm_subgoals_and_per_transition_labels(tmp_path):
-    goals = {"subgoals": [{"name": "near_origin", "description": "the point is within 0.1 of the origin"},
-                          {"name": "stopped", "description": "speed below 0.05"}]}
+    goals = {
+        "subgoals": [
+            {"name": "near_origin", "description": "the point is within 0.1 of the origin"},
+            {"name": "stopped", "description": "speed below 0.05"},
+        ]
+    }
 
     def respond(req, i):
         text = req["messages"][-1]["content"]

@@ -26,8 +26,20 @@ from tests.programs_helpers import FAST, no_leftovers  # noqa: F401  (autouse fi
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox layers are Linux-specific")
 
-ALL_OFF = dict(namespaces=False, landlock=False, seccomp=False, drop_privileges=False, python_guards=False, allow_degraded=True)
-LAYERS = {"namespaces", "seccomp", "landlock", "rlimits", "filesystem", "uid", "no_new_privs", "cgroup", "python_guards"}
+ALL_OFF = dict(
+    namespaces=False, landlock=False, seccomp=False, drop_privileges=False, python_guards=False, allow_degraded=True
+)
+LAYERS = {
+    "namespaces",
+    "seccomp",
+    "landlock",
+    "rlimits",
+    "filesystem",
+    "uid",
+    "no_new_privs",
+    "cgroup",
+    "python_guards",
+}
 OBS = np.arange(12, dtype=np.float64).reshape(4, 3)
 ACT = np.ones((4, 2))
 
@@ -157,7 +169,7 @@ def test_program_exceptions_are_reported_with_the_program_line():
     with pytest.raises(ProgramError) as exc:
         run(code)
     assert exc.value.kind == "error"
-    assert "NameError" in exc.value.reason and 'line 3' in exc.value.reason
+    assert "NameError" in exc.value.reason and "line 3" in exc.value.reason
 
 
 def test_load_errors_are_failures_of_the_program():
@@ -384,8 +396,10 @@ def test_file_size_limit_binds():
 
 def test_private_tmpfs_is_bounded_in_total():
     # many files under the per-file limit: the tmpfs size (2 MB) bounds the total
-    code = ("def evaluation_func(o, a):\n    for i in range(100):\n        with open(f'f{i}', 'wb') as fh:\n"
-            "            fh.write(b'0' * 500000)\n    return [o[:, :1]]\n")
+    code = (
+        "def evaluation_func(o, a):\n    for i in range(100):\n        with open(f'f{i}', 'wb') as fh:\n"
+        "            fh.write(b'0' * 500000)\n    return [o[:, :1]]\n"
+    )
     with pytest.raises(ProgramError) as exc:
         run(code, FAST.replace(python_guards=False, tmpfs_mb=2))
     assert "No space left" in exc.value.reason
@@ -431,15 +445,13 @@ def test_interrupted_call_discards_the_worker(monkeypatch):
 def test_failed_start_leaves_nothing_behind():
     for config in (FAST, FAST.replace(**ALL_OFF)):
         with pytest.raises(FileNotFoundError):
-            SandboxedProgram("def f(o, a):\n    return [o]\n", entry="f", config=config.replace(python="/nonexistent/python")).start()
+            SandboxedProgram(
+                "def f(o, a):\n    return [o]\n", entry="f", config=config.replace(python="/nonexistent/python")
+            ).start()
 
 
 def test_private_folder_is_removed_even_when_the_program_locks_it_down():
-    code = (
-        "def evaluation_func(o, a):\n"
-        "    import numpy as np\n"
-        "    return [o[:, :1]]\n"
-    )
+    code = "def evaluation_func(o, a):\n    import numpy as np\n    return [o[:, :1]]\n"
     lock = (
         "import os\n"
         "os.makedirs('d/e', exist_ok=True)\n"

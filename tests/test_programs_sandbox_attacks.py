@@ -190,7 +190,9 @@ def test_other_processes_of_the_same_uid_are_out_of_reach():
         for config in (NO_GUARDS, alone("namespaces"), alone("seccomp")):
             with pytest.raises(ProgramError) as exc:
                 run(code, config)
-            assert "[Errno 3] prlimit64" in exc.value.reason or "[Errno 1] prlimit64" in exc.value.reason  # ESRCH / EPERM
+            assert (
+                "[Errno 3] prlimit64" in exc.value.reason or "[Errno 1] prlimit64" in exc.value.reason
+            )  # ESRCH / EPERM
         assert _files_limit(victim.pid) == before
     finally:
         victim.kill()
@@ -198,7 +200,9 @@ def test_other_processes_of_the_same_uid_are_out_of_reach():
 
 
 def test_the_program_runs_as_an_unprivileged_host_uid():
-    with SandboxedProgram("def evaluation_func(o, a):\n    return [o[:, :1]]\n", entry="evaluation_func", config=FAST) as prog:
+    with SandboxedProgram(
+        "def evaluation_func(o, a):\n    return [o[:, :1]]\n", entry="evaluation_func", config=FAST
+    ) as prog:
         init = prog.sandbox_pid
         with open(f"/proc/{init}/task/{init}/children") as fh:
             workers = [int(p) for p in fh.read().split()]
@@ -320,9 +324,10 @@ def test_forged_frames_are_protocol_errors(after):
 
 def test_a_valid_forged_frame_followed_by_the_real_reply_is_detected():
     frame = _frame({**GOOD, "arrays": [{"name": "factor_0", "shape": [4, 1]}]})
-    code = FORGE.replace("{PAYLOAD}", f"None\n    raw = json.dumps({frame}).encode()\n"
-                                      "    payload = struct.pack('!I', len(raw)) + raw + bytes(32)").replace(
-        "{AFTER}", "return [observation[:, :1]]")
+    code = FORGE.replace(
+        "{PAYLOAD}",
+        f"None\n    raw = json.dumps({frame}).encode()\n    payload = struct.pack('!I', len(raw)) + raw + bytes(32)",
+    ).replace("{AFTER}", "return [observation[:, :1]]")
     # The forged frame is indistinguishable from a reply (the program could have returned those
     # numbers); the genuine reply behind it puts the stream out of step, which is caught at once
     # (data pending after a reply) or on the next call (its sequence number).
@@ -349,7 +354,7 @@ def _receive(data: bytes, max_bytes: int = 1 << 20):
 
     w, reply_w, req_r = _fake_worker()
     try:
-        os.write(reply_w, data[: 60000])
+        os.write(reply_w, data[:60000])
         os.close(reply_w)
         reply_w = None
         return w.receive(time.monotonic() + 2, what="call", max_bytes=max_bytes, seq=2)
@@ -376,15 +381,26 @@ def test_parser_accepts_a_well_formed_reply():
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
-                 max_leaves=20).map(lambda h: _pack(h) if not isinstance(h, bytes) else h),
-    st.fixed_dictionaries({"arrays": st.lists(st.fixed_dictionaries(
-        {"name": st.text(max_size=3), "shape": st.lists(st.integers(-2**70, 2**70), max_size=5)}), max_size=3)}).map(
-        lambda extra: _pack({**GOOD, **extra}, b"\x00" * 64)),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+            max_leaves=20,
+        ).map(lambda h: _pack(h) if not isinstance(h, bytes) else h),
+        st.fixed_dictionaries(
+            {
+                "arrays": st.lists(
+                    st.fixed_dictionaries(
+                        {"name": st.text(max_size=3), "shape": st.lists(st.integers(-(2**70), 2**70), max_size=5)}
+                    ),
+                    max_size=3,
+                )
+            }
+        ).map(lambda extra: _pack({**GOOD, **extra}, b"\x00" * 64)),
+    )
+)
 def test_any_reply_is_a_result_or_a_program_error(data):
     try:
         header, arrays = _receive(data, max_bytes=4096)

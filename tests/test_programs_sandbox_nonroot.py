@@ -20,7 +20,7 @@ import creditlab
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux-specific")]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[1])
     import numpy as np
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent('''
         except ProgramError as exc:
             results[name] = exc.kind + ": " + exc.reason.splitlines()[0]
     print(json.dumps({"euid": os.geteuid(), "layers": layers, "factor": out["factor_0"].ravel().tolist(), "hostile": results}))
-''')
+""")
 
 
 def _copy_tree(dst):
@@ -99,8 +99,15 @@ def test_sandbox_works_for_a_non_root_user(shared_tmp):
         kw = {"user": 65534, "group": 65534, "extra_groups": []}
     else:
         python, root, kw = sys.executable, os.path.dirname(os.path.dirname(creditlab.__file__)), {}
-    done = subprocess.run([python, "-I", str(script), str(root)], capture_output=True, text=True, timeout=600,
-                          cwd=str(tmp_path), env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, **kw)
+    done = subprocess.run(
+        [python, "-I", str(script), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path),
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        **kw,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["euid"] != 0

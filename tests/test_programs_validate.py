@@ -76,7 +76,10 @@ def test_static_rules_reject_with_a_reason(code, fragment):
 
 
 def test_entry_function_is_required_with_enough_arguments():
-    assert "defines no top-level function 'evaluation_func'" in problems("def f(a, b):\n    return []", entry="evaluation_func")[0]
+    assert (
+        "defines no top-level function 'evaluation_func'"
+        in problems("def f(a, b):\n    return []", entry="evaluation_func")[0]
+    )
     assert "must accept 2" in problems("def evaluation_func(a):\n    return []", entry="evaluation_func", min_args=2)[0]
     assert problems("def evaluation_func(*args):\n    return []", entry="evaluation_func", min_args=2) == []
 
@@ -93,8 +96,11 @@ def test_size_limits():
 def test_hostile_catalogue_static_outcomes():
     """Every hostile program that does not rely on limits is rejected statically, with a reason."""
     for name, template in HOSTILE.items():
-        found = check_static(render(template, PORT=1, SECRET_FILE="/x", TARGET="/y", SECRET_NAME="S", PARENT_PID=1),
-                             entry="evaluation_func", min_args=2)
+        found = check_static(
+            render(template, PORT=1, SECRET_FILE="/x", TARGET="/y", SECRET_NAME="S", PARENT_PID=1),
+            entry="evaluation_func",
+            min_args=2,
+        )
         if name in PASS_STATIC:
             assert found == [], (name, found)
         else:
@@ -141,12 +147,16 @@ def test_flat_factors_and_constants_are_notes_not_problems():
 
 
 def test_reward_programs_are_checked_for_total_and_components():
-    good = ("import numpy as np\ndef compute_reward(observation, action, next_observation):\n"
-            "    d = -np.linalg.norm(next_observation[:, :2], axis=1)\n    return d, {'distance': d}\n")
+    good = (
+        "import numpy as np\ndef compute_reward(observation, action, next_observation):\n"
+        "    d = -np.linalg.norm(next_observation[:, :2], axis=1)\n    return d, {'distance': d}\n"
+    )
     rep = check_program(good, "reward", OBS, ACT, config=FAST)
     assert rep.ok and rep.component_names == ["distance"]
-    bad = ("import numpy as np\ndef compute_reward(observation, action, next_observation):\n"
-           "    return np.zeros((observation.shape[0], 2)), {'x': np.log(observation[:, 0])}\n")
+    bad = (
+        "import numpy as np\ndef compute_reward(observation, action, next_observation):\n"
+        "    return np.zeros((observation.shape[0], 2)), {'x': np.log(observation[:, 0])}\n"
+    )
     rep = check_program(bad, "reward", OBS, ACT, config=FAST)
     assert not rep.ok
     assert any("the total reward has shape (8, 2)" in p for p in rep.problems)
@@ -211,7 +221,10 @@ def test_spec_files_round_trip(tmp_path):
         ({"goal": ""}, "'goal' must be a non-empty string"),
         ({"observation": []}, "'observation' must be a non-empty list"),
         ({"observation": [{"dims": "2-1", "name": "x"}]}, "dims '2-1' must satisfy"),
-        ({"observation": [{"dims": "0-1", "name": "a"}, {"dims": 1, "name": "b"}]}, "dim 1 is already described by 'a'"),
+        (
+            {"observation": [{"dims": "0-1", "name": "a"}, {"dims": 1, "name": "b"}]},
+            "dim 1 is already described by 'a'",
+        ),
         ({"observation": [{"dims": 0, "name": "a", "low": 2, "high": 1}]}, "low 2 is above high 1"),
         ({"obs_dim": 1}, "obs_dim must be an int >= 3"),
         ({"action_type": "discrete"}, "needs num_actions"),
@@ -239,8 +252,16 @@ def test_spec_file_errors(tmp_path):
 
 
 def test_discrete_spec_probe_actions_are_integers():
-    spec = TaskSpec.from_dict({"name": "grid", "goal": "reach the key", "observation": [{"dims": "0-3", "name": "cells"}],
-                               "action": [{"dims": 0, "name": "move"}], "action_type": "discrete", "num_actions": 4})
+    spec = TaskSpec.from_dict(
+        {
+            "name": "grid",
+            "goal": "reach the key",
+            "observation": [{"dims": "0-3", "name": "cells"}],
+            "action": [{"dims": 0, "name": "move"}],
+            "action_type": "discrete",
+            "num_actions": 4,
+        }
+    )
     _, act = spec.probe_batch(32)
     assert act.shape == (32, 1) and set(np.unique(act)) <= {0.0, 1.0, 2.0, 3.0}
     assert "integer in 0..3" in spec.describe_action()

@@ -40,8 +40,9 @@ def server(real_model_folder):  # noqa: F811
 
 def _chat(base_url, content, **kw):
     body = {"model": "smollm2", "messages": [{"role": "user", "content": content}], **kw}
-    req = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{base_url}/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=600) as resp:
         return json.loads(resp.read())
 
@@ -53,10 +54,12 @@ def test_server_answers_as_the_model_does(server, real_model_folder, one_torch_t
     question = "What is the capital of France? Answer in one sentence."
     answer = _chat(server.base_url, question, temperature=0.0, max_tokens=24)
     model, tok = load_real(real_model_folder)
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt")["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
-    expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    expected = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert answer["choices"][0]["message"]["content"].strip() == expected.strip()
     assert answer["usage"]["prompt_tokens"] == ids.shape[1] and 0 < answer["usage"]["completion_tokens"] <= 24
     assert "Paris" in expected  # it is a real pretrained model
@@ -67,10 +70,35 @@ def test_program_generate_end_to_end(server, tmp_path, capsys):
     selection by short PPO runs; then the same command again replays the cache."""
     from creditlab.cli import main
 
-    argv = ["program", "generate", SPEC, "--kind", "reward", "--out", str(tmp_path / "out"), "--model", server.model_name,
-            "--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache"), "--n", "2", "--rounds", "1",
-            "--max-tokens", str(MAX_TOKENS), "--concurrency", "1", "--timesteps", "1024", "--timeout", "5",
-            "--request-timeout", "900"]
+    argv = [
+        "program",
+        "generate",
+        SPEC,
+        "--kind",
+        "reward",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        server.model_name,
+        "--base-url",
+        server.base_url,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--n",
+        "2",
+        "--rounds",
+        "1",
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--concurrency",
+        "1",
+        "--timesteps",
+        "1024",
+        "--timeout",
+        "5",
+        "--request-timeout",
+        "900",
+    ]
     t0 = time.perf_counter()
     code = main(argv)
     seconds = time.perf_counter() - t0
@@ -98,13 +126,19 @@ def test_program_generate_end_to_end(server, tmp_path, capsys):
     # the run's own accounting agrees with what happened
     m = prov["metrics"]
     repairs = sum(n - 1 for n in attempts)
-    assert (m["programs/passed"], m["programs/attempts"], m["programs/repairs"]) == (sum(passed), sum(attempts), repairs)
+    assert (m["programs/passed"], m["programs/attempts"], m["programs/repairs"]) == (
+        sum(passed),
+        sum(attempts),
+        repairs,
+    )
     assert m["llm/calls"] == sum(attempts) and 0 < m["llm/completion_tokens"] <= MAX_TOKENS * sum(attempts)
     with capsys.disabled():
-        print(f"\nprogram generate with the real model: {sum(passed)}/2 candidates passed, {repairs} repairs, "
-              f"{sum(attempts)} answers, tokens {m['llm/prompt_tokens']:.0f}+{m['llm/completion_tokens']:.0f}, "
-              f"LLM {m['llm/seconds']:.0f} s, total {seconds:.0f} s; rejections "
-              f"{ {k.split('/')[-1]: v for k, v in m.items() if k.startswith('programs/rejected/')} }")
+        print(
+            f"\nprogram generate with the real model: {sum(passed)}/2 candidates passed, {repairs} repairs, "
+            f"{sum(attempts)} answers, tokens {m['llm/prompt_tokens']:.0f}+{m['llm/completion_tokens']:.0f}, "
+            f"LLM {m['llm/seconds']:.0f} s, total {seconds:.0f} s; rejections "
+            f"{ {k.split('/')[-1]: v for k, v in m.items() if k.startswith('programs/rejected/')} }"
+        )
     # the recorded answers replay from the cache: no HTTP call, the same outcome
     assert main(argv[:6] + [str(tmp_path / "out2")] + argv[7:]) == code
     assert f"HTTP calls 0, cache hits {sum(attempts)}" in capsys.readouterr().err
@@ -115,11 +149,20 @@ def test_llm_serve_command_prints_the_url_and_stops_cleanly(real_model_folder, t
     pytest.importorskip("fastapi")
     env = dict(os.environ, CREDITLAB_MODEL_CACHE=str(real_model_folder.parent))
     cli = "import sys; from creditlab.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", cli, "llm", "serve", "--backend", "transformers", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", cli, "llm", "serve", "--backend", "transformers", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), (url, proc.stderr.read() if proc.poll() else "")
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), (
+            url,
+            proc.stderr.read() if proc.poll() else "",
+        )
         with urllib.request.urlopen(f"{url}/models", timeout=30) as resp:
             assert "smollm2" in resp.read().decode()
         answer = _chat(url, "Say hi.", max_tokens=4, temperature=0.0)
@@ -163,7 +206,7 @@ def test_likelihood_reward_on_the_real_model(real_model_folder, one_torch_thread
         ctx = _context(tok, prompts[i], responses[i], "\nAnswer: ", True)
         stripped = ctx.rstrip(" ")
         ctx_ids = tok(stripped, add_special_tokens=False)["input_ids"]
-        ans_ids = tok(ctx[len(stripped):] + references[i], add_special_tokens=False)["input_ids"]
+        ans_ids = tok(ctx[len(stripped) :] + references[i], add_special_tokens=False)["input_ids"]
         ids = torch.tensor([ctx_ids + ans_ids])
         labels = torch.tensor([[-100] * len(ctx_ids) + ans_ids])
         with torch.no_grad():
@@ -180,7 +223,9 @@ def test_likelihood_reward_on_the_real_model(real_model_folder, one_torch_thread
 def test_llama_cpp_backend_serves_the_shipped_gguf(server):
     """The llama.cpp backend (a separately built extra, `BACKEND=llama-cpp bash scripts/local-llm.sh`)
     serves the GGUF file itself: same chat template and prompt tokens as transformers, a real answer."""
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is a separately built extra (creditlab[llama-cpp]); see docs/programs.md")
+    pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is a separately built extra (creditlab[llama-cpp]); see docs/programs.md"
+    )
     from creditlab.programs.local_llm import LocalLLMServer
 
     question = "What is the capital of France? Answer in one sentence."

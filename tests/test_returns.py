@@ -52,7 +52,12 @@ def test_gae_gamma_01_lambda_05_truncated():
     np.testing.assert_allclose(out.advantages, [[0.2, 0.0]], atol=1e-12)
     # same, terminated: d1 = 1 - 2 = -1 ; A0 = 0.2 + 0.05 * -1 = 0.15
     out = cl.gae(
-        np.array([[1.0, 1.0]]), np.array([[1.0, 2.0]]), gamma=0.1, lambda_=0.5, bootstrap_value=[10.0], terminated=[True]
+        np.array([[1.0, 1.0]]),
+        np.array([[1.0, 2.0]]),
+        gamma=0.1,
+        lambda_=0.5,
+        bootstrap_value=[10.0],
+        terminated=[True],
     )
     np.testing.assert_allclose(out.advantages, [[0.15, -1.0]])
 
@@ -104,7 +109,11 @@ def test_torch_path_matches_compiled_kernels(monkeypatch):
     results = {}
     for backend in ("numba", "torch"):
         monkeypatch.setattr(_kernels, "BACKEND", backend)
-        results[backend] = (cl.gae(r, v, lambda_=0.8, **kw), cl.discounted_returns(r, **kw), cl.grpo(r[:, 0], [0, 0, 1, 1, 1]))
+        results[backend] = (
+            cl.gae(r, v, lambda_=0.8, **kw),
+            cl.discounted_returns(r, **kw),
+            cl.grpo(r[:, 0], [0, 0, 1, 1, 1]),
+        )
     (a1, g1, p1), (a2, g2, p2) = results["numba"], results["torch"]
     np.testing.assert_allclose(a1.advantages, a2.advantages, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-12)
@@ -151,7 +160,9 @@ def test_lambda_one_gives_monte_carlo(kernel_backend, batch, gamma):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batch=padded_batches(general_discounts=False), gamma=st.sampled_from([0.5, 0.99]), lam=st.sampled_from([0.5, 0.95]))
+@given(
+    batch=padded_batches(general_discounts=False), gamma=st.sampled_from([0.5, 0.99]), lam=st.sampled_from([0.5, 0.95])
+)
 def test_concatenated_episodes_equal_split_ones(kernel_backend, batch, gamma, lam):
     """Two episodes in one row, separated by a zero discount, give the same advantages as two rows."""
     r, v, m, d = batch["rewards"], batch["values"], batch["mask"], batch["discounts"]
@@ -164,7 +175,9 @@ def test_concatenated_episodes_equal_split_ones(kernel_backend, batch, gamma, la
     cat_r = np.concatenate([r[0, : n[0]], r[1, : n[1]]])[None]
     cat_v = np.concatenate([v[0, : n[0]], v[1, : n[1]]])[None]
     cat_d = np.concatenate([d0[: n[0]], d[1, : n[1]]])[None]
-    joint = cl.gae(cat_r, cat_v, gamma=gamma, lambda_=lam, discounts=cat_d, bootstrap_value=batch["bootstrap"][1:2]).advantages
+    joint = cl.gae(
+        cat_r, cat_v, gamma=gamma, lambda_=lam, discounts=cat_d, bootstrap_value=batch["bootstrap"][1:2]
+    ).advantages
     split = cl.gae(
         r[:2],
         v[:2],
@@ -279,7 +292,9 @@ def test_gae_metrics_stay_finite_for_huge_finite_advantages(kernel_backend):
     assert out.metrics["advantages/std"] == pytest.approx(0.5e200)  # population std of [2, 1] x 1e200
     # REINFORCE++ whitening of such returns equals whitening of the rescaled ones
     r = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
-    np.testing.assert_allclose(cl.reinforce_pp(r * 1e200, eps=0.0).advantages, cl.reinforce_pp(r, eps=0.0).advantages, rtol=1e-12)
+    np.testing.assert_allclose(
+        cl.reinforce_pp(r * 1e200, eps=0.0).advantages, cl.reinforce_pp(r, eps=0.0).advantages, rtol=1e-12
+    )
 
 
 # ------------------------------------------------------------------------------ issue 10: masks read in one compiled pass
@@ -330,6 +345,13 @@ def test_gae_with_a_float_mask_from_torch_names_bad_masks(kernel_backend):
         cl.gae(r, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
     with pytest.raises(cl.EmptyBatchError, match="episode 1 is empty"):
         cl.gae(r, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
-    out = cl.gae(r + 1, v, gamma=1, lambda_=1, mask=torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]), terminated=torch.ones(2, dtype=torch.bool))
+    out = cl.gae(
+        r + 1,
+        v,
+        gamma=1,
+        lambda_=1,
+        mask=torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]),
+        terminated=torch.ones(2, dtype=torch.bool),
+    )
     # row 0 has two valid steps of reward 1: A = [2, 1, 0]; row 1 three: A = [3, 2, 1]
     np.testing.assert_array_equal(out.advantages.numpy(), [[2.0, 1.0, 0.0], [3.0, 2.0, 1.0]])

@@ -134,7 +134,9 @@ def test_ppo_keeps_timeout_bootstrap():
     # stored = 1 (uniform credit 3 / 3) + gamma * V(terminal obs).
     cb = CreditAssignmentCallback(UniformAssigner(), reward_scale="none")
     rec = Recorder()
-    model = PPO("MlpPolicy", _venv(terminate=False, time_limit=3), n_steps=6, batch_size=12, n_epochs=1, gamma=0.9, seed=0)
+    model = PPO(
+        "MlpPolicy", _venv(terminate=False, time_limit=3), n_steps=6, batch_size=12, n_epochs=1, gamma=0.9, seed=0
+    )
     model.learn(6, callback=[cb, rec])
     s = rec.snapshots[0]
     r = s["rewards"]
@@ -182,9 +184,15 @@ def test_uniform_fallback_mean_for_unfinished_episodes():
 def _sac(assigner, buffer_size=10_000, length=5, **kw):
     env = _venv(n_envs=1, length=length, continuous=True)
     return SAC(
-        "MlpPolicy", env, learning_starts=20, batch_size=16, buffer_size=buffer_size, seed=0,
+        "MlpPolicy",
+        env,
+        learning_starts=20,
+        batch_size=16,
+        buffer_size=buffer_size,
+        seed=0,
         policy_kwargs=dict(net_arch=[16]),
-        replay_buffer_class=CreditReplayBuffer, replay_buffer_kwargs=dict(assigner=assigner, **kw),
+        replay_buffer_class=CreditReplayBuffer,
+        replay_buffer_kwargs=dict(assigner=assigner, **kw),
     )
 
 
@@ -248,8 +256,13 @@ ASSIGNER_SMOKE = {
 def test_ppo_smoke_every_assigner_cartpole(name):
     params = dict(ASSIGNER_SMOKE[name], **({"features": "CartPole-v1"} if name == "lare" else {}))
     cfg = SB3RunConfig(
-        "CartPole-v1", assigner=name, assigner_params=params, total_timesteps=256, n_envs=2,
-        algo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, eval_episodes=1,
+        "CartPole-v1",
+        assigner=name,
+        assigner_params=params,
+        total_timesteps=256,
+        n_envs=2,
+        algo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        eval_episodes=1,
     )
     res = train(cfg)
     assert res.credit and np.isfinite(res.final_eval_return)
@@ -270,11 +283,19 @@ def test_sac_smoke_every_assigner(name):
 
 
 def test_train_dense_and_episodic_baselines_and_vecnormalize():
-    base = dict(total_timesteps=256, n_envs=2, algo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, eval_episodes=1)
+    base = dict(
+        total_timesteps=256, n_envs=2, algo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, eval_episodes=1
+    )
     for reward in ("dense", "episodic", "delayed"):
-        res = train(SB3RunConfig("CartPole-v1", reward=reward, normalize_observations=True, normalize_rewards=True, **base))
+        res = train(
+            SB3RunConfig("CartPole-v1", reward=reward, normalize_observations=True, normalize_rewards=True, **base)
+        )
         assert res.credit == [] and res.metrics["credit/seconds"] == 0.0
-    res = train(SB3RunConfig("CartPole-v1", assigner="rrd", assigner_params={"hidden": (8,)}, normalize_observations=True, **base))
+    res = train(
+        SB3RunConfig(
+            "CartPole-v1", assigner="rrd", assigner_params={"hidden": (8,)}, normalize_observations=True, **base
+        )
+    )
     assert res.metrics["credit/seconds"] > 0
 
 

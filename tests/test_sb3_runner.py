@@ -40,8 +40,13 @@ def test_env_factory_accepts_id_module_string_and_callable():
     assert isinstance(env, Chain) and env.length == 3
     env = env_factory(lambda: Chain(length=4))()
     assert env.length == 4
-    for bad, match in [("nosuchmodule_xyz:Env", "cannot be imported"), ("tests.test_sb3:NoSuchEnv", "no attribute"),
-                       ("tests.test_sb3:TRUE_REWARD_KEY", "class or factory"), ("", "Gymnasium id"), (3, "Gymnasium id")]:
+    for bad, match in [
+        ("nosuchmodule_xyz:Env", "cannot be imported"),
+        ("tests.test_sb3:NoSuchEnv", "no attribute"),
+        ("tests.test_sb3:TRUE_REWARD_KEY", "class or factory"),
+        ("", "Gymnasium id"),
+        (3, "Gymnasium id"),
+    ]:
         with pytest.raises(ValueError, match=match):
             env_factory(bad)
 
@@ -96,7 +101,9 @@ def test_vec_env_wrapper_goes_under_vecnormalize():
 
 def test_evaluator_same_start_states_and_trajectories():
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, seed=0)
-    ev = Evaluator("CartPole-v1", episodes=3, seed=20, n_envs=2, trajectories=True, env_kwargs={"max_episode_steps": 50})
+    ev = Evaluator(
+        "CartPole-v1", episodes=3, seed=20, n_envs=2, trajectories=True, env_kwargs={"max_episode_steps": 50}
+    )
     a, b = ev(model), ev(model)
     assert a.returns == b.returns  # re-seeded: the same start states at every call
     # evaluate_policy counts (3 + i) // 2 episodes of env i: 1 of env 0, 2 of env 1
@@ -197,18 +204,36 @@ def test_credit_then_bonus_then_gae_once():
     #   rollout 3, steps 10-14 -> 1 1 1 1 0. The bonus sees exactly that (credit ran first) and
     # adds 0.5: 1.5 1.5 1.5 1.5 0.5. The advantages are GAE of those final rewards.
     bonus, last = Bonus(), LastLocals()
-    cfg = RunConfig(lambda: Chain(length=7), reward="episodic", n_envs=2, total_timesteps=30, gamma=0.9,
-                    algo_kwargs={"n_steps": 5, "batch_size": 10, "n_epochs": 1, "gae_lambda": 0.8},
-                    reward_scale="none", unassigned="observed", eval_episodes=1, eval_at_start=False)
+    cfg = RunConfig(
+        lambda: Chain(length=7),
+        reward="episodic",
+        n_envs=2,
+        total_timesteps=30,
+        gamma=0.9,
+        algo_kwargs={"n_steps": 5, "batch_size": 10, "n_epochs": 1, "gae_lambda": 0.8},
+        reward_scale="none",
+        unassigned="observed",
+        eval_episodes=1,
+        eval_at_start=False,
+    )
     res = train(cfg, assigner=UniformAssigner(), callbacks=[bonus, last])
     expected = np.array([1, 1, 1, 1, 0], float)
     np.testing.assert_array_equal(bonus.seen[-1], np.stack([expected, expected], axis=1))
     buf = res.model.rollout_buffer  # PPO.train flattened values and advantages env-major: [n_envs * n_steps, 1]
-    unflat = {"rewards": buf.rewards, "episode_starts": buf.episode_starts,
-              "advantages": buf.advantages.reshape(2, 5).T, "values": buf.values.reshape(2, 5).T}
+    unflat = {
+        "rewards": buf.rewards,
+        "episode_starts": buf.episode_starts,
+        "advantages": buf.advantages.reshape(2, 5).T,
+        "values": buf.values.reshape(2, 5).T,
+    }
     np.testing.assert_array_equal(unflat["rewards"], np.stack([expected + 0.5] * 2, axis=1))
-    snap = dict(rewards=unflat["rewards"], values=unflat["values"], starts=unflat["episode_starts"],
-                last_values=last.last_values, dones=last.dones)
+    snap = dict(
+        rewards=unflat["rewards"],
+        values=unflat["values"],
+        starts=unflat["episode_starts"],
+        last_values=last.last_values,
+        dones=last.dones,
+    )
     np.testing.assert_allclose(unflat["advantages"], _gae_reference(snap, 0.9, 0.8), rtol=1e-5, atol=1e-5)
 
 
@@ -221,7 +246,12 @@ def test_recompute_advantages_by_hand_matches_the_callback_alone():
         return model.rollout_buffer.advantages.copy()
 
     alone = run([CreditAssignmentCallback(UniformAssigner(), reward_scale="none")])
-    split = run([CreditAssignmentCallback(UniformAssigner(), reward_scale="none", recompute_advantages=False), RecomputeAdvantages()])
+    split = run(
+        [
+            CreditAssignmentCallback(UniformAssigner(), reward_scale="none", recompute_advantages=False),
+            RecomputeAdvantages(),
+        ]
+    )
     np.testing.assert_array_equal(alone, split)
 
 
@@ -248,7 +278,15 @@ def test_assigner_by_name_gets_the_run_seed_and_threads_are_restored():
     assert res.assigner.config.seed == 3
     assert torch.get_num_threads() == 1
     rec = res.record()
-    assert set(rec) == {"final_eval_return", "final_eval_std", "train_return", "eval_timesteps", "eval_returns", "eval_stds", "metrics"}
+    assert set(rec) == {
+        "final_eval_return",
+        "final_eval_std",
+        "train_return",
+        "eval_timesteps",
+        "eval_returns",
+        "eval_stds",
+        "metrics",
+    }
     assert rec["metrics"]["credit/seconds"] > 0 and "credit/overhead_pct" in rec["metrics"]
 
 
@@ -259,14 +297,25 @@ def test_history_metrics_means_over_training_and_last_quarter():
     hist.insert(3, {"quality/pearson": float("nan")})
     m = history_metrics(hist, 2.0)
     assert m["quality/pearson"] == pytest.approx(3.2 / 7) and m["quality/pearson_last"] == pytest.approx(0.8)
-    assert m["credit/corr_hidden"] == m["quality/pearson"] and m["credit/updates"] == 14.0 and m["credit/seconds"] == 2.0
+    assert (
+        m["credit/corr_hidden"] == m["quality/pearson"] and m["credit/updates"] == 14.0 and m["credit/seconds"] == 2.0
+    )
     assert "credit/loss" not in m
 
 
 def test_sac_run_relabels_through_the_replay_buffer():
-    cfg = RunConfig("Pendulum-v1", algo="sac", assigner="uniform", n_envs=1, total_timesteps=150, eval_episodes=1,
-                    eval_every=0, eval_at_start=False, env_kwargs={"max_episode_steps": 25},
-                    algo_kwargs={"learning_starts": 50, "batch_size": 16, "policy_kwargs": {"net_arch": [16]}})
+    cfg = RunConfig(
+        "Pendulum-v1",
+        algo="sac",
+        assigner="uniform",
+        n_envs=1,
+        total_timesteps=150,
+        eval_episodes=1,
+        eval_every=0,
+        eval_at_start=False,
+        env_kwargs={"max_episode_steps": 25},
+        algo_kwargs={"learning_starts": 50, "batch_size": 16, "policy_kwargs": {"net_arch": [16]}},
+    )
     res = train(cfg)
     assert type(res.model.replay_buffer).__name__ == "CreditReplayBuffer"
     assert res.credit and res.metrics["credit/seconds"] > 0 and res.eval_timesteps == [150]

@@ -135,7 +135,9 @@ def test_delta_return_from_step_k_equals_score_k(seed, b, t):
 def test_gated_accumulation_hand_computed():
     # gate 1: episode 0 outcome 1 >= 1 -> keeps [0.1, 0.1] + outcome 1 on the last step
     #         episode 1 outcome 0 < 1  -> [0, 0] + 0 ; episode 2 outcome None -> closed, adds nothing
-    out = cl.gated_accumulation([[0.1, 0.1], [0.1, 0.1], [0.5, 0.0]], [1.0, 0.0, None], gate=1.0, mask=[[1, 1], [1, 1], [1, 0]])
+    out = cl.gated_accumulation(
+        [[0.1, 0.1], [0.1, 0.1], [0.5, 0.0]], [1.0, 0.0, None], gate=1.0, mask=[[1, 1], [1, 1], [1, 0]]
+    )
     np.testing.assert_allclose(out.rewards, [[0.1, 1.1], [0.0, 0.0], [0.0, 0.0]])
     assert out.metrics["gated/num_missing_outcome"] == 1
     # episode return = R + 1[R >= g] sum r

@@ -43,9 +43,13 @@ def _kwargs(completions, completion_ids, prompts=None, **columns):
 
 
 def test_reward_functions_follow_trls_contract():
-    kw = _kwargs(["good", "bad", "?good", ""], [[1] * 3, [1] * 12, [1] * 18, [1] * 25],
-                 prompts=["a", "a", "b", "b"], reference_rewards=[[0.0, 1.0], [1.0], [None, 0.0], [0.0]],
-                 score=[0.5, None, 2.0, 1.0])
+    kw = _kwargs(
+        ["good", "bad", "?good", ""],
+        [[1] * 3, [1] * 12, [1] * 18, [1] * 25],
+        prompts=["a", "a", "b", "b"],
+        reference_rewards=[[0.0, 1.0], [1.0], [None, 0.0], [0.0]],
+        score=[0.5, None, 2.0, 1.0],
+    )
     funcs = [
         PARReward(correct),
         PARReward("score", reference_column="reference_rewards", k=2.0, name="par_score"),
@@ -59,13 +63,23 @@ def test_reward_functions_follow_trls_contract():
         assert all(v is None or isinstance(v, float) for v in out)
         clone = pickle.loads(pickle.dumps(f))
         assert clone.__name__ == f.__name__ and clone(**kw) == out
-    assert [f.__name__ for f in funcs] == ["par_correct", "par_score", "overlong_penalty", "group_length_penalty", "gated_parses"]
+    assert [f.__name__ for f in funcs] == [
+        "par_correct",
+        "par_score",
+        "overlong_penalty",
+        "group_length_penalty",
+        "gated_parses",
+    ]
 
 
 def test_reward_function_values():
-    kw = _kwargs(["good", "bad", "?good", ""], [[1] * 3, [1] * 12, [1] * 18, [1] * 25],
-                 prompts=["a", "a", "b", "b"], reference_rewards=[[0.0, 1.0], [1.0], [None, 0.0], [0.0]],
-                 score=[0.5, None, 2.0, 1.0])
+    kw = _kwargs(
+        ["good", "bad", "?good", ""],
+        [[1] * 3, [1] * 12, [1] * 18, [1] * 25],
+        prompts=["a", "a", "b", "b"],
+        reference_rewards=[[0.0, 1.0], [1.0], [None, 0.0], [0.0]],
+        score=[0.5, None, 2.0, 1.0],
+    )
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     par_out = PARReward(correct)(**kw)  # correct = [1, 0, 1, 0]
     np.testing.assert_allclose(par_out, [(sig(1) + sig(0)) / 2, sig(-1), sig(1), sig(0)])
@@ -102,15 +116,25 @@ def setup():
     torch.set_num_threads(1)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
+    )
     dataset = Dataset.from_dict({"prompt": ["find the key", "go left", "go right", "find the key"] * 4})
     return tokenizer, dataset
 
 
 def _model():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(WORDS), n_positions=64, n_embd=16, n_layer=2, n_head=2,
-                                  bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(WORDS),
+        n_positions=64,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
@@ -133,7 +157,14 @@ class TwoTurnRollout:
         good = self.tokenizer.convert_tokens_to_ids("good")
         obs = self.tokenizer.convert_tokens_to_ids(["obs"] * self.env_tokens)
         eos = self.tokenizer.eos_token_id
-        out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "env_mask": [], "turn_rewards": [], "anchors": []}
+        out = {
+            "prompt_ids": [],
+            "completion_ids": [],
+            "logprobs": None,
+            "env_mask": [],
+            "turn_rewards": [],
+            "anchors": [],
+        }
         if self.turn_ids:
             out["turn_ids"] = []
         for i, p in enumerate(prompts):
@@ -142,9 +173,15 @@ class TwoTurnRollout:
             for turn in range(2):
                 ctx = torch.tensor([ids + comp])
                 with torch.no_grad():
-                    gen = trainer.model.generate(ctx, attention_mask=torch.ones_like(ctx), max_new_tokens=3,
-                                                 min_new_tokens=3, do_sample=True, pad_token_id=0)
-                new = gen[0, ctx.shape[1]:].tolist()
+                    gen = trainer.model.generate(
+                        ctx,
+                        attention_mask=torch.ones_like(ctx),
+                        max_new_tokens=3,
+                        min_new_tokens=3,
+                        do_sample=True,
+                        pad_token_id=0,
+                    )
+                new = gen[0, ctx.shape[1] :].tolist()
                 if turn == 1 and self.finish is not None and self.finish(i):
                     new = new[:2] + [eos]
                 comp += new
@@ -156,7 +193,13 @@ class TwoTurnRollout:
                     mask += [0] * len(obs)
                     turns += [-1] * len(obs)
                     anchors.append(" ".join(map(str, new)))
-            fields = [("prompt_ids", ids), ("completion_ids", comp), ("env_mask", mask), ("turn_rewards", rewards), ("anchors", anchors)]
+            fields = [
+                ("prompt_ids", ids),
+                ("completion_ids", comp),
+                ("env_mask", mask),
+                ("turn_rewards", rewards),
+                ("anchors", anchors),
+            ]
             if self.turn_ids:
                 fields.append(("turn_ids", turns))
             for key, value in fields:
@@ -173,13 +216,32 @@ def _train(setup, trainer_cls, steps, *, config=None, rollout=None, inspect=None
     ``inspect(trainer, output_dir)`` runs before the output folder is deleted."""
     tokenizer, dataset = setup
     with tempfile.TemporaryDirectory() as d:
-        args = trl.GRPOConfig(output_dir=d, per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
-                              max_steps=steps, learning_rate=1e-3, logging_steps=1, report_to="none", use_cpu=True,
-                              save_strategy="no", beta=0.0, seed=0, **(config or {}))
+        args = trl.GRPOConfig(
+            output_dir=d,
+            per_device_train_batch_size=4,
+            num_generations=4,
+            max_completion_length=8,
+            max_steps=steps,
+            learning_rate=1e-3,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            beta=0.0,
+            seed=0,
+            **(config or {}),
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = trainer_cls(model=_model(), reward_funcs=[count_good], args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, rollout_func=rollout or TwoTurnRollout(tokenizer), **extra)
+            trainer = trainer_cls(
+                model=_model(),
+                reward_funcs=[count_good],
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                rollout_func=rollout or TwoTurnRollout(tokenizer),
+                **extra,
+            )
             trainer.train()
         if inspect is not None:
             inspect(trainer, d)
@@ -227,11 +289,21 @@ def test_per_turn_advantages_reach_the_loss(setup):
 def test_gigpo_advantage_fn_runs(setup):
     from creditlab.integrations.trl import CreditlabGRPOTrainer, GiGPOAdvantage
 
-    trainer = _train(setup, CreditlabGRPOTrainer, 1, advantage_fn=GiGPOAdvantage(anchor_column="anchors", turn_reward_column="turn_rewards"))
+    trainer = _train(
+        setup,
+        CreditlabGRPOTrainer,
+        1,
+        advantage_fn=GiGPOAdvantage(anchor_column="anchors", turn_reward_column="turn_rewards"),
+    )
     batch = trainer.creditlab_last["batch"]
     anchors = batch.columns["anchors"]
-    ref = cl.llm.gigpo(batch.rewards[:, 0].numpy(), np.array(batch.columns["turn_rewards"], float), anchors,
-                       batch.group_ids.numpy(), mask=None)
+    ref = cl.llm.gigpo(
+        batch.rewards[:, 0].numpy(),
+        np.array(batch.columns["turn_rewards"], float),
+        anchors,
+        batch.group_ids.numpy(),
+        mask=None,
+    )
     np.testing.assert_allclose(trainer.creditlab_last["turn_advantages"].numpy(), ref.advantages, atol=1e-6)
 
 
@@ -282,10 +354,16 @@ def _batch(rewards, turn_rewards, *, groups, turns, scale="group"):
 
     turns = torch.as_tensor(turns)
     t = int(turns.max())
-    return RolloutBatch(rewards=torch.tensor(rewards, dtype=torch.float64)[:, None], reward_names=["r"],
-                        reward_weights=torch.ones(1), group_ids=torch.as_tensor(groups),
-                        turn_mask=torch.arange(t)[None, :] < turns[:, None], num_turns=turns,
-                        columns={"turn_rewards": turn_rewards}, scale_rewards=scale)
+    return RolloutBatch(
+        rewards=torch.tensor(rewards, dtype=torch.float64)[:, None],
+        reward_names=["r"],
+        reward_weights=torch.ones(1),
+        group_ids=torch.as_tensor(groups),
+        turn_mask=torch.arange(t)[None, :] < turns[:, None],
+        num_turns=turns,
+        columns={"turn_rewards": turn_rewards},
+        scale_rewards=scale,
+    )
 
 
 def test_turn_rloo_scale_hand_example():
@@ -303,7 +381,9 @@ def test_turn_rloo_scale_hand_example():
     trl_grpo = 0.5 / (math.sqrt(0.5) + 1e-4)
     assert abs(scaled[0, 0] - trl_grpo) < 1e-4
     # "trl" (the default) follows the batch's scale_rewards
-    follows = TurnRLOOAdvantage(turn_reward_column="turn_rewards")(_batch([1.0, 0.0], [[], []], groups=[0, 0], turns=[1, 1]))
+    follows = TurnRLOOAdvantage(turn_reward_column="turn_rewards")(
+        _batch([1.0, 0.0], [[], []], groups=[0, 0], turns=[1, 1])
+    )
     np.testing.assert_allclose(follows.advantages, scaled)
     # "batch": two groups, the std over every valid turn advantage of the batch
     # group 0: outcomes 1, 0 -> +1, -1; group 1: outcomes 3, 1 -> +2, -2; std(ddof=1) of [1, -1, 2, -2] = sqrt(10/3)
@@ -335,14 +415,24 @@ def test_trainer_scaling_follows_grpo_config(setup):
     """Defect 8 in the trainer: scale_rewards='none' trains on raw turn_rloo, an explicit scale wins."""
     from creditlab.integrations.trl import CreditlabGRPOTrainer, TurnRLOOAdvantage
 
-    for config, scale, expected in ((dict(scale_rewards="none"), "trl", "none"), (dict(scale_rewards="none"), "group", "group"),
-                                    (dict(scale_rewards="batch"), "trl", "batch")):
-        trainer = _train(setup, CreditlabGRPOTrainer, 1, config=config,
-                         advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards", scale=scale))
+    for config, scale, expected in (
+        (dict(scale_rewards="none"), "trl", "none"),
+        (dict(scale_rewards="none"), "group", "group"),
+        (dict(scale_rewards="batch"), "trl", "batch"),
+    ):
+        trainer = _train(
+            setup,
+            CreditlabGRPOTrainer,
+            1,
+            config=config,
+            advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards", scale=scale),
+        )
         batch = trainer.creditlab_last["batch"]
         turn_r = np.array(batch.columns["turn_rewards"], dtype=float)
         ref = scaled_turn_rloo_reference(turn_r, batch.rewards[:, 0].numpy(), batch.group_ids.numpy(), expected)
-        np.testing.assert_allclose(trainer.creditlab_last["turn_advantages"].numpy(), ref, atol=1e-5, err_msg=str(config))
+        np.testing.assert_allclose(
+            trainer.creditlab_last["turn_advantages"].numpy(), ref, atol=1e-5, err_msg=str(config)
+        )
 
 
 @needs_trl
@@ -354,8 +444,14 @@ def test_mask_truncated_completions_keeps_the_turns(setup):
 
     tokenizer, _ = setup
     rollout = TwoTurnRollout(tokenizer, finish=lambda i: i % 2 == 0)
-    trainer = _train(setup, CreditlabGRPOTrainer, 2, rollout=rollout, config=dict(mask_truncated_completions=True, scale_rewards="none"),
-                     advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards"))
+    trainer = _train(
+        setup,
+        CreditlabGRPOTrainer,
+        2,
+        rollout=rollout,
+        config=dict(mask_truncated_completions=True, scale_rewards="none"),
+        advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards"),
+    )
     last = trainer.creditlab_last
     batch = last["batch"]
     assert batch.truncated.tolist() == [False, True, False, True]
@@ -377,8 +473,14 @@ def test_mask_truncated_completions_same_update_as_stock_trl(setup):
     tokenizer, _ = setup
     kw = dict(config=dict(mask_truncated_completions=True))
     stock = _train(setup, trl.GRPOTrainer, 2, rollout=TwoTurnRollout(tokenizer, finish=lambda i: i % 2 == 0), **kw)
-    ours = _train(setup, CreditlabGRPOTrainer, 2, rollout=TwoTurnRollout(tokenizer, finish=lambda i: i % 2 == 0),
-                  advantage_fn=TRLFormulaGRPO(True), **kw)
+    ours = _train(
+        setup,
+        CreditlabGRPOTrainer,
+        2,
+        rollout=TwoTurnRollout(tokenizer, finish=lambda i: i % 2 == 0),
+        advantage_fn=TRLFormulaGRPO(True),
+        **kw,
+    )
     for key in ("loss", "grad_norm"):
         a = [h[key] for h in stock.state.log_history if key in h]
         b = [h[key] for h in ours.state.log_history if key in h]
@@ -404,8 +506,14 @@ def test_completion_table_shows_the_trained_advantages(setup):
         files = sorted(glob.glob(f"{folder}/completions/*.parquet"))
         seen["table"] = pd.read_parquet(files[-1])
 
-    trainer = _train(setup, CreditlabGRPOTrainer, 1, config=dict(log_completions=True), inspect=inspect,
-                     advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards"))
+    trainer = _train(
+        setup,
+        CreditlabGRPOTrainer,
+        1,
+        config=dict(log_completions=True),
+        inspect=inspect,
+        advantage_fn=TurnRLOOAdvantage(turn_reward_column="turn_rewards"),
+    )
     last = trainer.creditlab_last
     tok, mask = last["token_advantages"].numpy(), last["model_mask"].numpy()
     trained = (tok * mask).sum(1) / mask.sum(1)  # tokens 0-2 of turn 0 and 5-7 of turn 1: the mean of the two turns
@@ -413,7 +521,9 @@ def test_completion_table_shows_the_trained_advantages(setup):
     np.testing.assert_allclose(list(trainer._logs["advantages"]), trained, atol=1e-6)
     table = seen["table"]
     np.testing.assert_allclose(table["advantage"].to_numpy(), trained, atol=1e-6)
-    np.testing.assert_allclose(np.stack(table["turn_advantages"].to_numpy()), last["turn_advantages"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(table["turn_advantages"].to_numpy()), last["turn_advantages"].numpy(), atol=1e-6
+    )
 
 
 @needs_trl
@@ -426,12 +536,18 @@ def test_explicit_turn_ids_split_adjacent_model_turns(setup):
     fn = TurnRLOOAdvantage(turn_reward_column="turn_rewards", scale="none")
     with pytest.raises(cl.errors.ShapeError, match="2 per-turn rewards .* 1 turns"):
         _train(setup, CreditlabGRPOTrainer, 1, rollout=TwoTurnRollout(tokenizer, env_tokens=0), advantage_fn=fn)
-    trainer = _train(setup, CreditlabGRPOTrainer, 1, rollout=TwoTurnRollout(tokenizer, env_tokens=0, turn_ids=True), advantage_fn=fn)
+    trainer = _train(
+        setup, CreditlabGRPOTrainer, 1, rollout=TwoTurnRollout(tokenizer, env_tokens=0, turn_ids=True), advantage_fn=fn
+    )
     last = trainer.creditlab_last
     assert last["batch"].num_turns.tolist() == [2, 2, 2, 2]
     assert last["turn_ids"].numpy().tolist() == [[0, 0, 0, 1, 1, 1]] * 4
-    ref = cl.llm.turn_rloo(np.array(last["batch"].columns["turn_rewards"], float), last["batch"].group_ids.numpy(), mask=None,
-                           outcomes=last["batch"].rewards[:, 0].numpy()).advantages
+    ref = cl.llm.turn_rloo(
+        np.array(last["batch"].columns["turn_rewards"], float),
+        last["batch"].group_ids.numpy(),
+        mask=None,
+        outcomes=last["batch"].rewards[:, 0].numpy(),
+    ).advantages
     np.testing.assert_allclose(last["token_advantages"].numpy(), np.repeat(ref, 3, axis=1), atol=1e-6)
 
 
@@ -447,12 +563,15 @@ class BadTurnIds(TwoTurnRollout):
 
 
 @needs_trl
-@pytest.mark.parametrize("bad, error, match", [
-    (lambda ids: ids[:-1], "ShapeError", "one per completion token"),
-    (lambda ids: [1 if v == 0 else v for v in ids], "DataFormatError", "must number the turns 0, 1, 2"),
-    (lambda ids: [2 if v == 1 else v for v in ids], "DataFormatError", "must number the turns 0, 1, 2"),
-    (lambda ids: [1 - v if v >= 0 else v for v in ids], "DataFormatError", "in order"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (lambda ids: ids[:-1], "ShapeError", "one per completion token"),
+        (lambda ids: [1 if v == 0 else v for v in ids], "DataFormatError", "must number the turns 0, 1, 2"),
+        (lambda ids: [2 if v == 1 else v for v in ids], "DataFormatError", "must number the turns 0, 1, 2"),
+        (lambda ids: [1 - v if v >= 0 else v for v in ids], "DataFormatError", "in order"),
+    ],
+)
 def test_bad_turn_ids_are_named_errors(setup, bad, error, match):
     from creditlab.integrations.trl import CreditlabGRPOTrainer, TurnRLOOAdvantage
 
@@ -473,12 +592,16 @@ def test_untested_trl_version_fails_clearly(setup, monkeypatch):
 
     assert check_trl_version() == trl.__version__  # the installed one is tested
     monkeypatch.setattr(trl, "__version__", "1.17.0")
-    with pytest.raises(cl.errors.DependencyVersionError, match=r"tested with trl>=1\.16\.0,<1\.17; trl 1\.17\.0 is installed"):
+    with pytest.raises(
+        cl.errors.DependencyVersionError, match=r"tested with trl>=1\.16\.0,<1\.17; trl 1\.17\.0 is installed"
+    ):
         _train(setup, CreditlabGRPOTrainer, 1, advantage_fn=TurnRLOOAdvantage())
     with pytest.warns(cl.errors.CreditlabWarning, match="trl 1.17.0 is installed"):
         check_trl_version(allow_untested=True)
     monkeypatch.setattr(trl.GRPOTrainer, "_calculate_rewards", lambda self, inputs: None)
-    with pytest.raises(cl.errors.DependencyVersionError, match="_calculate_rewards is missing or its signature changed"):
+    with pytest.raises(
+        cl.errors.DependencyVersionError, match="_calculate_rewards is missing or its signature changed"
+    ):
         check_trl_version(allow_untested=True)
     assert TRL_VERSIONS_TESTED == ">=1.16.0,<1.17"
 

@@ -54,8 +54,16 @@ class TwoTurnChat:
         ids = torch.tensor([[end] * (width - len(c)) + c for c in contexts])
         attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
         with torch.no_grad():
-            gen = model.generate(ids, attention_mask=attn, max_new_tokens=TURN_TOKENS, do_sample=True, temperature=1.0,
-                                 top_k=50, eos_token_id=end, pad_token_id=end)
+            gen = model.generate(
+                ids,
+                attention_mask=attn,
+                max_new_tokens=TURN_TOKENS,
+                do_sample=True,
+                temperature=1.0,
+                top_k=50,
+                eos_token_id=end,
+                pad_token_id=end,
+            )
         out = []
         for row in gen[:, width:].tolist():
             out.append(row[: row.index(end) + 1] if end in row else row)
@@ -66,7 +74,9 @@ class TwoTurnChat:
         tok = self.tokenizer
         n = len(prompts)
         convs = [list(p) for p in prompts]
-        prompt_ids = [tok(self._template(c, add_generation_prompt=True), add_special_tokens=False)["input_ids"] for c in convs]
+        prompt_ids = [
+            tok(self._template(c, add_generation_prompt=True), add_special_tokens=False)["input_ids"] for c in convs
+        ]
         comp = [[] for _ in range(n)]
         env_mask = [[] for _ in range(n)]
         turn_ids = [[] for _ in range(n)]
@@ -86,21 +96,40 @@ class TwoTurnChat:
                 if turn == 0:
                     # the environment's tokens: what the template puts between the model's tokens so
                     # far and the next assistant turn (closing the answer first if it was cut off)
-                    after = self._template(convs[i] + [{"role": "user", "content": FOLLOW_UP}], add_generation_prompt=True)
+                    after = self._template(
+                        convs[i] + [{"role": "user", "content": FOLLOW_UP}], add_generation_prompt=True
+                    )
                     rendered = tok.decode(prompt_ids[i] + comp[i])
                     assert after.startswith(rendered), (rendered, after)
-                    env = tok(after[len(rendered):], add_special_tokens=False)["input_ids"]
+                    env = tok(after[len(rendered) :], add_special_tokens=False)["input_ids"]
                     comp[i] += env
                     env_mask[i] += [0] * len(env)
                     turn_ids[i] += [-1] * len(env)
                     convs[i] = convs[i] + [{"role": "user", "content": FOLLOW_UP}]
                     anchors[i].append(text.strip().lower())
-        self.records = [{"messages": convs[i], "texts": texts[i], "prompt_ids": prompt_ids[i], "completion_ids": comp[i],
-                         "env_mask": env_mask[i], "turn_ids": turn_ids[i], "rewards": rewards[i], "anchors": anchors[i]}
-                        for i in range(n)]
+        self.records = [
+            {
+                "messages": convs[i],
+                "texts": texts[i],
+                "prompt_ids": prompt_ids[i],
+                "completion_ids": comp[i],
+                "env_mask": env_mask[i],
+                "turn_ids": turn_ids[i],
+                "rewards": rewards[i],
+                "anchors": anchors[i],
+            }
+            for i in range(n)
+        ]
         self.seconds += time.perf_counter() - t0
-        return {"prompt_ids": prompt_ids, "completion_ids": comp, "logprobs": None, "env_mask": env_mask, "turn_ids": turn_ids,
-                "turn_rewards": rewards, "anchors": anchors}
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": comp,
+            "logprobs": None,
+            "env_mask": env_mask,
+            "turn_ids": turn_ids,
+            "turn_rewards": rewards,
+            "anchors": anchors,
+        }
 
 
 def names_a_colour(completions, **kwargs):
@@ -115,17 +144,38 @@ def _run(folder, advantage_fn, **config):
 
     torch.manual_seed(0)
     model, tokenizer = load_real(folder)
-    before = {k: v.detach().clone() for k, v in model.named_parameters() if k.endswith("layers.0.self_attn.q_proj.weight")}
+    before = {
+        k: v.detach().clone() for k, v in model.named_parameters() if k.endswith("layers.0.self_attn.q_proj.weight")
+    }
     rollout = TwoTurnChat(tokenizer)
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS] * 4})
     with tempfile.TemporaryDirectory() as d:
-        args = trl.GRPOConfig(output_dir=d, per_device_train_batch_size=4, num_generations=2, max_completion_length=64,
-                              max_steps=1, learning_rate=1e-5, logging_steps=1, report_to="none", use_cpu=True,
-                              save_strategy="no", beta=0.0, seed=0, **config)
+        args = trl.GRPOConfig(
+            output_dir=d,
+            per_device_train_batch_size=4,
+            num_generations=2,
+            max_completion_length=64,
+            max_steps=1,
+            learning_rate=1e-5,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            beta=0.0,
+            seed=0,
+            **config,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = CreditlabGRPOTrainer(model=model, reward_funcs=[names_a_colour], args=args, train_dataset=dataset,
-                                           processing_class=tokenizer, rollout_func=rollout, advantage_fn=advantage_fn)
+            trainer = CreditlabGRPOTrainer(
+                model=model,
+                reward_funcs=[names_a_colour],
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                rollout_func=rollout,
+                advantage_fn=advantage_fn,
+            )
             t0 = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - t0
@@ -146,7 +196,7 @@ def _check_tokens(trainer, rollout, tokenizer):
         # what TRL trains on is the chat template's own rendering of the conversation
         rendered = tokenizer.apply_chat_template(rec["messages"], tokenize=False)
         decoded = tokenizer.decode(rec["prompt_ids"] + rec["completion_ids"])
-        assert rendered.startswith(decoded) and rendered[len(decoded):] in ("", "<|im_end|>\n", "\n")
+        assert rendered.startswith(decoded) and rendered[len(decoded) :] in ("", "<|im_end|>\n", "\n")
         n = len(rec["completion_ids"])
         env = np.array(rec["env_mask"], bool)
         ids = np.array(rec["turn_ids"])
@@ -164,7 +214,9 @@ def _check_tokens(trainer, rollout, tokenizer):
 def test_turn_rloo_one_step_on_the_real_model(real_model_folder, one_torch_thread):  # noqa: F811
     from creditlab.integrations.trl import TurnRLOOAdvantage
 
-    trainer, rollout, tokenizer, seconds, changed = _run(real_model_folder, TurnRLOOAdvantage(turn_reward_column="turn_rewards"))
+    trainer, rollout, tokenizer, seconds, changed = _run(
+        real_model_folder, TurnRLOOAdvantage(turn_reward_column="turn_rewards")
+    )
     _check_tokens(trainer, rollout, tokenizer)
     # the trained turn advantages: turn_rloo on the recorded turn rewards + TRL's reward on the last
     # turn, divided by the group's std (scale_rewards="group"), computed here from the rollout's records
@@ -188,8 +240,10 @@ def test_gigpo_one_step_on_the_real_model_with_masked_truncations(real_model_fol
     from creditlab.integrations.trl import GiGPOAdvantage
 
     trainer, rollout, tokenizer, seconds, changed = _run(
-        real_model_folder, GiGPOAdvantage(anchor_column="anchors", turn_reward_column="turn_rewards"),
-        mask_truncated_completions=True)
+        real_model_folder,
+        GiGPOAdvantage(anchor_column="anchors", turn_reward_column="turn_rewards"),
+        mask_truncated_completions=True,
+    )
     _check_tokens(trainer, rollout, tokenizer)
     recs = rollout.records
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -198,10 +252,13 @@ def test_gigpo_one_step_on_the_real_model_with_masked_truncations(real_model_fol
     # truncated samples keep both turns (and their place in the group statistics)
     assert trainer.creditlab_last["batch"].num_turns.tolist() == [2, 2, 2, 2]
     outcome = np.array(names_a_colour([r["texts"][0] + " " + r["texts"][1] for r in recs]))
-    ref = cl.llm.gigpo(outcome, np.array([r["rewards"] for r in recs]), [r["anchors"] for r in recs],
-                       np.array([0, 0, 1, 1]), mask=None)
+    ref = cl.llm.gigpo(
+        outcome, np.array([r["rewards"] for r in recs]), [r["anchors"] for r in recs], np.array([0, 0, 1, 1]), mask=None
+    )
     np.testing.assert_allclose(trainer.creditlab_last["turn_advantages"].numpy(), ref.advantages, atol=1e-5)
     trained = ~truncated[:, None] & (np.abs(ref.advantages) > 0)
     assert changed == bool(trained.any())
-    print(f"\nreal-model GRPO step (gigpo, mask_truncated_completions): {seconds:.1f} s, rollout {rollout.seconds:.1f} s, "
-          f"truncated {int(truncated.sum())}/4")
+    print(
+        f"\nreal-model GRPO step (gigpo, mask_truncated_completions): {seconds:.1f} s, rollout {rollout.seconds:.1f} s, "
+        f"truncated {int(truncated.sum())}/4"
+    )

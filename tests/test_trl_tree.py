@@ -21,8 +21,12 @@ def _batch(paths, rewards, groups, turns):
     t = max(turns)
     r = torch.tensor(rewards, dtype=torch.float32)[:, None]
     return RolloutBatch(
-        rewards=r, reward_names=["r"], reward_weights=torch.ones(1), group_ids=torch.tensor(groups),
-        turn_mask=torch.arange(t)[None, :] < torch.tensor(turns)[:, None], num_turns=torch.tensor(turns),
+        rewards=r,
+        reward_names=["r"],
+        reward_weights=torch.ones(1),
+        group_ids=torch.tensor(groups),
+        turn_mask=torch.arange(t)[None, :] < torch.tensor(turns)[:, None],
+        num_turns=torch.tensor(turns),
         columns={"tree_path": paths},
     )
 
@@ -37,8 +41,12 @@ def test_tree_advantage_per_turn():
     # a (0.5) vs d (1): -0.5, +0.5; b/c: +-1; x alone at the top of group 1: 0, y/z: -+1
     np.testing.assert_allclose(out.advantages, [[-0.5, 1.0], [-0.5, -1.0], [0.5, 0.0], [0.0, -1.0], [0.0, 1.0]])
     rl = TreeAdvantage("treerl", leaf_scale="none")(batch)
-    np.testing.assert_allclose(rl.advantages, treerl(Forest.from_paths(paths, [1.0, 0.0, 1.0, 0.0, 1.0], group_ids=[0, 0, 0, 1, 1]),
-                                                     leaf_scale="none").advantages)
+    np.testing.assert_allclose(
+        rl.advantages,
+        treerl(
+            Forest.from_paths(paths, [1.0, 0.0, 1.0, 0.0, 1.0], group_ids=[0, 0, 0, 1, 1]), leaf_scale="none"
+        ).advantages,
+    )
     with pytest.raises(ValueError, match="turns of model tokens"):
         TreeAdvantage()(_batch(paths, [1.0, 0.0, 1.0, 0.0, 1.0], [0, 0, 0, 1, 1], [2, 2, 2, 2, 2]))
     with pytest.raises(KeyError, match="tree_path"):
@@ -72,8 +80,10 @@ class TreeRollout:
     def _turn(self, model, ctx):
         x = torch.tensor([ctx])
         with torch.no_grad():
-            gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=3, min_new_tokens=3, do_sample=True, pad_token_id=0)
-        return gen[0, x.shape[1]:].tolist()
+            gen = model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=3, min_new_tokens=3, do_sample=True, pad_token_id=0
+            )
+        return gen[0, x.shape[1] :].tolist()
 
     def __call__(self, prompts, trainer):
         obs = self.tokenizer.convert_tokens_to_ids(["obs", "obs"])
@@ -107,26 +117,55 @@ def test_tree_advantages_reach_the_tokens_in_a_grpo_step():
     torch.set_num_threads(1)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
+    )
     dataset = Dataset.from_dict({"prompt": ["find the key", "go left"] * 4})
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(WORDS), n_positions=64, n_embd=16, n_layer=2, n_head=2,
-                                  bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(WORDS),
+        n_positions=64,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     with tempfile.TemporaryDirectory() as d:
-        args = trl.GRPOConfig(output_dir=d, per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
-                              max_steps=1, learning_rate=1e-3, logging_steps=1, report_to="none", use_cpu=True,
-                              save_strategy="no", beta=0.0, seed=0)
+        args = trl.GRPOConfig(
+            output_dir=d,
+            per_device_train_batch_size=4,
+            num_generations=4,
+            max_completion_length=8,
+            max_steps=1,
+            learning_rate=1e-3,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            beta=0.0,
+            seed=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = CreditlabGRPOTrainer(model=transformers.GPT2LMHeadModel(cfg), reward_funcs=[count_good], args=args,
-                                           train_dataset=dataset, processing_class=tokenizer,
-                                           rollout_func=TreeRollout(tokenizer), advantage_fn=TreeAdvantage())
+            trainer = CreditlabGRPOTrainer(
+                model=transformers.GPT2LMHeadModel(cfg),
+                reward_funcs=[count_good],
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                rollout_func=TreeRollout(tokenizer),
+                advantage_fn=TreeAdvantage(),
+            )
             trainer.train()
     last = trainer.creditlab_last
     batch = last["batch"]
     paths = batch.columns["tree_path"]
     assert len({p[0] for p in paths}) == 2 and paths[0][0] == paths[1][0]  # two first turns, each shared by two samples
-    ref = tree_rloo(Forest.from_paths(paths, batch.rewards[:, 0].double().numpy(), group_ids=batch.group_ids.numpy())).advantages
+    ref = tree_rloo(
+        Forest.from_paths(paths, batch.rewards[:, 0].double().numpy(), group_ids=batch.group_ids.numpy())
+    ).advantages
     np.testing.assert_allclose(last["turn_advantages"].numpy(), ref, atol=1e-6)
     tokens = last["token_advantages"].numpy()
     np.testing.assert_allclose(tokens[:, :3], np.repeat(ref[:, :1], 3, axis=1), atol=1e-6)

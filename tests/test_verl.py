@@ -94,7 +94,9 @@ def test_single_turn_outcome_agrees_with_verls_rloo():
     lengths = rng.integers(1, length + 1, size=bs)
     rm = torch.from_numpy((np.arange(length)[None, :] < lengths[:, None]).astype(np.int64))
     tl = torch.zeros(bs, length)
-    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(rng.integers(0, 3, size=bs).astype(np.float32))
+    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(
+        rng.integers(0, 3, size=bs).astype(np.float32)
+    )
     index = np.array([f"p{i // 4}" for i in range(bs)], dtype=object)
     ours, _ = cv.compute_turn_rloo_advantage(tl, rm, index=index)
     theirs, _ = core.compute_rloo_outcome_advantage(tl, rm, index)
@@ -123,12 +125,18 @@ def _verl_agent_loop(scores, step_rewards, anchors, index, traj, mode, cross_all
     step = defaultdict(list)
     for i in range(n):
         step[(index[i], anchors[i])].append(step_rewards[i])
-    return np.array([norm(scores[i], id2score[index[i]]) + norm(step_rewards[i], step[(index[i], anchors[i])]) for i in range(n)])
+    return np.array(
+        [norm(scores[i], id2score[index[i]]) + norm(step_rewards[i], step[(index[i], anchors[i])]) for i in range(n)]
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(1, 4), mode=st.sampled_from(["mean_norm", "mean_std_norm"]),
-       stats=st.sampled_from(["trajectory", "step"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_groups=st.integers(1, 4),
+    mode=st.sampled_from(["mean_norm", "mean_std_norm"]),
+    stats=st.sampled_from(["trajectory", "step"]),
+)
 def test_gigpo_rows_match_verl_agent(seed, n_groups, mode, stats):
     rng = np.random.default_rng(seed)
     rows = []
@@ -143,8 +151,16 @@ def test_gigpo_rows_match_verl_agent(seed, n_groups, mode, stats):
     rm = torch.ones(bs, length)
     tl = torch.zeros(bs, length, dtype=torch.float64)
     tl[:, -1] = torch.tensor(scores.astype(float))
-    adv, same = cv.compute_gigpo_advantage(tl, rm, index=index, anchor_obs=anchors, traj_index=traj,
-                                          step_rewards=torch.tensor(step_r.astype(float)), mode=mode, episode_stats=stats)
+    adv, same = cv.compute_gigpo_advantage(
+        tl,
+        rm,
+        index=index,
+        anchor_obs=anchors,
+        traj_index=traj,
+        step_rewards=torch.tensor(step_r.astype(float)),
+        mode=mode,
+        episode_stats=stats,
+    )
     ref = _verl_agent_loop(scores.astype(float), step_r.astype(float), anchors, index, traj, mode, stats == "step")
     np.testing.assert_allclose(adv[:, 0].numpy(), ref, atol=1e-9)
     assert adv is same and torch.all(adv == adv[:, :1])
@@ -190,7 +206,12 @@ def test_registered_in_real_verl_and_called_like_compute_advantage():
     from verl.trainer.config import AlgoConfig
 
     tl, rm, _ = _rollouts(np.random.default_rng(1), 8, 3)
-    adv, ret = fn(token_level_rewards=tl, response_mask=rm, config=AlgoConfig(gamma=1.0), index=np.array(["a", "b"] * 4, dtype=object))
+    adv, ret = fn(
+        token_level_rewards=tl,
+        response_mask=rm,
+        config=AlgoConfig(gamma=1.0),
+        index=np.array(["a", "b"] * 4, dtype=object),
+    )
     assert adv.shape == tl.shape and torch.all(adv[rm == 0] == 0)
 
 
@@ -232,7 +253,9 @@ def test_tree_estimator_on_verl_rows_equals_the_library_function():
     torch.testing.assert_close(adv2, adv)
     rl, _ = cv.compute_tree_advantage(tl, rm, index=index, config={"tree_method": "treerl"}, tree_path=paths)
     ref_rl = treerl(Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index)).advantages
-    np.testing.assert_allclose(rl[:, [0, 3]].numpy(), ref_rl * np.array([[1, 1], [1, 1], [1, 0], [1, 1], [1, 1]]), atol=1e-6)
+    np.testing.assert_allclose(
+        rl[:, [0, 3]].numpy(), ref_rl * np.array([[1, 1], [1, 1], [1, 0], [1, 1], [1, 1]]), atol=1e-6
+    )
 
 
 def test_tree_grpo_needs_only_tree_uid():
@@ -241,7 +264,9 @@ def test_tree_grpo_needs_only_tree_uid():
     tl, rm, index, paths = _tree_rows()
     uid = np.array(["t0", "t0", "t1", "t2", "t2"], dtype=object)
     adv, _ = cv.compute_tree_advantage(tl, rm, index=index, tree_uid=uid, tree_method="tree_grpo")
-    ref = tree_grpo(Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index, tree_ids=uid)).advantages[:, 0]
+    ref = tree_grpo(
+        Forest.from_paths(list(paths), [1.0, 0.0, 1.0, 0.0, 0.0], group_ids=index, tree_ids=uid)
+    ).advantages[:, 0]
     np.testing.assert_allclose(adv[:, 0].numpy(), ref, atol=1e-6)
     assert torch.all(adv[rm.bool()] == adv[:, :1].expand_as(adv)[rm.bool()])
 

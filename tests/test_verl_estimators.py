@@ -104,7 +104,9 @@ def test_grpo_passk_equals_verl(seed, n_groups, norm):
     tl, mask, index, scores, lengths = _batch(rng, n_groups, values=(0.0, 0.25, 0.5, 1.0, 1.5, 3.0))
     from verl.trainer.config import AlgoConfig
 
-    theirs, _ = core.compute_grpo_passk_outcome_advantage(tl, mask, index, config=AlgoConfig(norm_adv_by_std_in_grpo=norm))
+    theirs, _ = core.compute_grpo_passk_outcome_advantage(
+        tl, mask, index, config=AlgoConfig(norm_adv_by_std_in_grpo=norm)
+    )
     ours = cla.grpo_passk(scores, index, std_scale="group" if norm else "none")
     np.testing.assert_allclose(ours.advantages, _per_row(theirs, lengths), atol=1e-5)
 
@@ -174,7 +176,13 @@ def _otb_inputs(rng, n_groups, holes):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(1, 5), tail=st.booleans(), use_is=st.booleans(), holes=st.booleans())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_groups=st.integers(1, 5),
+    tail=st.booleans(),
+    use_is=st.booleans(),
+    holes=st.booleans(),
+)
 def test_optimal_token_baseline_equals_verl(kernel_backend, seed, n_groups, tail, use_is, holes):
     rng = np.random.default_rng(seed)
     tl, mask, index, old_lp, spsq, rho = _otb_inputs(rng, n_groups, holes=holes)
@@ -217,7 +225,9 @@ def test_tree_grpo_equals_tree_grpos_two_verl_grpo_calls(seed, n_groups):
     lengths = rng.integers(1, 7, size=bs)
     mask = torch.from_numpy((np.arange(6)[None, :] < lengths[:, None]).astype(np.float32))
     tl = torch.zeros(bs, 6)
-    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(rng.integers(0, 3, size=bs).astype(np.float32))
+    tl[torch.arange(bs), torch.from_numpy(lengths - 1)] = torch.from_numpy(
+        rng.integers(0, 3, size=bs).astype(np.float32)
+    )
     a, _ = core.compute_grpo_outcome_advantage(tl, mask, index)
     b, _ = core.compute_grpo_outcome_advantage(tl, mask, tree_uid)
     ours, _ = compute_tree_advantage(tl, mask, index, tree_uid=tree_uid, tree_method="tree_grpo")

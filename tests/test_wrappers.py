@@ -130,12 +130,18 @@ def test_vector_twin_matches_single_env(mode, delay):
             else:
                 assert r[i] == 0.0
     for i, s in enumerate(scripts):
-        wrap = (lambda s=s: EpisodicReward(Scripted(s))) if delay is None else (lambda s=s: DelayedReward(Scripted(s), delay))
+        wrap = (
+            (lambda s=s: EpisodicReward(Scripted(s)))
+            if delay is None
+            else (lambda s=s: DelayedReward(Scripted(s), delay))
+        )
         assert streams[i] == _single_stream(wrap, len(streams[i]))
 
 
 def test_vector_disabled_autoreset_and_reset_mask():
-    vec = SyncVectorEnv([lambda: Scripted((1.0, 2.0)), lambda: Scripted((1.0, 1.0, 1.0))], autoreset_mode=AutoresetMode.DISABLED)
+    vec = SyncVectorEnv(
+        [lambda: Scripted((1.0, 2.0)), lambda: Scripted((1.0, 1.0, 1.0))], autoreset_mode=AutoresetMode.DISABLED
+    )
     venv = VectorEpisodicReward(vec)
     venv.reset(seed=0)
     a = np.zeros(2, dtype=int)

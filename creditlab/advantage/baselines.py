@@ -97,9 +97,13 @@ def remax(
         from .._steps import step_inputs
 
         s = step_inputs(rewards, mask=mask)
-        b_vals, b_present = as_scores(greedy_rewards, "greedy_rewards", nan_is_missing=nan_is_missing, device=s.rewards.device)
+        b_vals, b_present = as_scores(
+            greedy_rewards, "greedy_rewards", nan_is_missing=nan_is_missing, device=s.rewards.device
+        )
         if b_vals.shape != (s.shape[0],):
-            raise ShapeError(f"greedy_rewards has shape {tuple(b_vals.shape)}; expected ({s.shape[0]},), one per row of rewards")
+            raise ShapeError(
+                f"greedy_rewards has shape {tuple(b_vals.shape)}; expected ({s.shape[0]},), one per row of rewards"
+            )
         zeros = torch.zeros(s.shape[0], dtype=s.rewards.dtype, device=s.rewards.device)
         g = _kernels.returns_scan(s.rewards, None, torch.ones_like(zeros), s.lengths, zeros, 1.0).out
         adv = s.zero_pad(g - b_vals.to(g.dtype)[:, None])
@@ -115,9 +119,13 @@ def remax(
     check_nonempty(r.shape[0], "rewards")
     b_vals, b_present = as_scores(greedy_rewards, "greedy_rewards", nan_is_missing=nan_is_missing, device=r.device)
     if b_vals.shape != r.shape:
-        raise ShapeError(f"greedy_rewards has shape {tuple(b_vals.shape)} but rewards has {tuple(r.shape)}; expected one baseline per sample")
+        raise ShapeError(
+            f"greedy_rewards has shape {tuple(b_vals.shape)} but rewards has {tuple(r.shape)}; expected one baseline per sample"
+        )
     ok = p & b_present
-    adv = torch.where(ok, r.to(torch.float64) - b_vals.to(torch.float64), torch.zeros((), dtype=torch.float64, device=r.device))
+    adv = torch.where(
+        ok, r.to(torch.float64) - b_vals.to(torch.float64), torch.zeros((), dtype=torch.float64, device=r.device)
+    )
     n_ok = int(ok.sum())
     metrics = {
         "num_episodes": float(r.shape[0]),
@@ -190,7 +198,9 @@ def opo(
     dead = stats.constant.index_select(0, groups.index) | ~p
     adv = torch.where(dead, torch.zeros_like(adv), adv)
     metrics = _group_metrics(r, p, stats, groups, adv)
-    metrics["opo/baseline_shift_abs_mean"] = float(shift[stats.count > 1].abs().mean()) if bool((stats.count > 1).any()) else 0.0
+    metrics["opo/baseline_shift_abs_mean"] = (
+        float(shift[stats.count > 1].abs().mean()) if bool((stats.count > 1).any()) else 0.0
+    )
     _warn_degenerate(metrics)
     return AdvantageOutput(backend.out(_finite_output(adv.to(r.dtype))), None, metrics)
 
@@ -252,7 +262,9 @@ def grpo_passk(
     neg = torch.full((), -math.inf, dtype=torch.float64, device=r.device)
     x = torch.where(p, r64, neg)
     g = groups.index
-    top = torch.full((groups.num_groups,), -math.inf, dtype=torch.float64, device=r.device).scatter_reduce(0, g, x, reduce="amax")
+    top = torch.full((groups.num_groups,), -math.inf, dtype=torch.float64, device=r.device).scatter_reduce(
+        0, g, x, reduce="amax"
+    )
     is_top = p & (x == top.index_select(0, g))
     idx = torch.arange(n, device=r.device)
     first = torch.full((groups.num_groups,), n, dtype=torch.int64, device=r.device).scatter_reduce(
@@ -450,11 +462,21 @@ def optimal_token_baseline(
     b, length = r.shape
     check_nonempty(b, "token_rewards")
     dev = r.device
-    m = as_mask(response_mask, "response_mask", (b, length), device=dev, prefix=False, allow_empty_rows=True, like="token_rewards")
+    m = as_mask(
+        response_mask,
+        "response_mask",
+        (b, length),
+        device=dev,
+        prefix=False,
+        allow_empty_rows=True,
+        like="token_rewards",
+    )
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
     lp = as_float(log_probs, "log_probs", shape=(b, length), device=dev, finite=False)
     sp = as_float(sum_pi_squared, "sum_pi_squared", shape=(b, length), device=dev, finite=False)
-    rho = None if is_weights is None else as_float(is_weights, "is_weights", shape=(b, length), device=dev, finite=False)
+    rho = (
+        None if is_weights is None else as_float(is_weights, "is_weights", shape=(b, length), device=dev, finite=False)
+    )
     from .. import _kernels
     from ._otb_kernel import kernels
 
@@ -464,9 +486,19 @@ def optimal_token_baseline(
         ret64 = np.empty((b, length))
         rho_np = rho.contiguous().numpy() if rho is not None else np.zeros((1, 1))
         err, i, j, sums = k(
-            r.contiguous().numpy(), m.contiguous().numpy(), lp.contiguous().numpy(), sp.contiguous().numpy(), rho_np,
-            rho is not None, groups.index.contiguous().numpy(), groups.num_groups, align == "policy_token",
-            bool(handle_zero_tail), float(eps), adv64, ret64,
+            r.contiguous().numpy(),
+            m.contiguous().numpy(),
+            lp.contiguous().numpy(),
+            sp.contiguous().numpy(),
+            rho_np,
+            rho is not None,
+            groups.index.contiguous().numpy(),
+            groups.num_groups,
+            align == "policy_token",
+            bool(handle_zero_tail),
+            float(eps),
+            adv64,
+            ret64,
         )
         if err:
             _otb_error(err, i, j, r, lp, sp, rho)
@@ -660,7 +692,9 @@ def _run_remax(episodes, *, key: str = "greedy_reward") -> AdvantageOutput:
 def _run_opo(episodes, *, key: str = "length") -> AdvantageOutput:
     r, p, meta = _scores(episodes)
     lengths = _per_episode(episodes, key, default=_np(episodes.lengths).astype(np.float64))
-    return _to_steps(episodes, opo(_np(r), _np(episodes.group_ids), lengths, present=None if p is None else _np(p)), meta)
+    return _to_steps(
+        episodes, opo(_np(r), _np(episodes.group_ids), lengths, present=None if p is None else _np(p)), meta
+    )
 
 
 @register_method(
@@ -673,7 +707,9 @@ def _run_opo(episodes, *, key: str = "length") -> AdvantageOutput:
 )
 def _run_passk(episodes, *, std_scale: Literal["group", "none"] = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = _scores(episodes)
-    out = grpo_passk(_np(r), _np(episodes.group_ids), std_scale=std_scale, eps=eps, present=None if p is None else _np(p))
+    out = grpo_passk(
+        _np(r), _np(episodes.group_ids), std_scale=std_scale, eps=eps, present=None if p is None else _np(p)
+    )
     return _to_steps(episodes, out, meta)
 
 
@@ -687,7 +723,9 @@ def _run_passk(episodes, *, std_scale: Literal["group", "none"] = "group", eps: 
 )
 def _run_gpg(episodes, *, f_norm: float = 1.0) -> AdvantageOutput:
     r, p, meta = _scores(episodes)
-    return _to_steps(episodes, gpg(_np(r), _np(episodes.group_ids), f_norm=f_norm, present=None if p is None else _np(p)), meta)
+    return _to_steps(
+        episodes, gpg(_np(r), _np(episodes.group_ids), f_norm=f_norm, present=None if p is None else _np(p)), meta
+    )
 
 
 @register_method(
@@ -700,7 +738,9 @@ def _run_gpg(episodes, *, f_norm: float = 1.0) -> AdvantageOutput:
 )
 def _run_maxrl(episodes, *, eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = _scores(episodes)
-    return _to_steps(episodes, maxrl(_np(r), _np(episodes.group_ids), eps=eps, present=None if p is None else _np(p)), meta)
+    return _to_steps(
+        episodes, maxrl(_np(r), _np(episodes.group_ids), eps=eps, present=None if p is None else _np(p)), meta
+    )
 
 
 @register_method(
@@ -715,10 +755,16 @@ def _run_otb(episodes, *, handle_zero_tail: bool = True, eps: float = 1e-8) -> A
     """Steps are tokens: per-step rewards, ``log_probs`` and ``sum_pi_squared`` extras."""
     for key in ("log_probs", "sum_pi_squared"):
         if key not in episodes.extras:
-            raise MissingColumnError(f"method 'optimal_token_baseline' needs a per-token {key!r} column (episodes.extras[{key!r}])")
+            raise MissingColumnError(
+                f"method 'optimal_token_baseline' needs a per-token {key!r} column (episodes.extras[{key!r}])"
+            )
     out = optimal_token_baseline(
-        episodes.rewards, episodes.mask, _np(episodes.group_ids), episodes.extras["log_probs"],
-        episodes.extras["sum_pi_squared"], handle_zero_tail=handle_zero_tail, eps=eps,
+        episodes.rewards,
+        episodes.mask,
+        _np(episodes.group_ids),
+        episodes.extras["log_probs"],
+        episodes.extras["sum_pi_squared"],
+        handle_zero_tail=handle_zero_tail,
+        eps=eps,
     )
     return out
-

@@ -312,7 +312,9 @@ def gdpo(
     n, k = c.shape
     check_nonempty(n, "components")
     if k == 0:
-        raise EmptyBatchError(f"components has shape {tuple(c.shape)}: K = 0 reward components; GDPO needs at least one column")
+        raise EmptyBatchError(
+            f"components has shape {tuple(c.shape)}: K = 0 reward components; GDPO needs at least one column"
+        )
     w = _weights(weights, k, c.device)
     groups = as_group_index(group_ids, "group_ids", n, device=c.device)
     # One segment pass for all K components: slot = group * K + k.
@@ -367,7 +369,9 @@ def sum_then_normalize(
     n, k = c.shape
     check_nonempty(n, "components")
     if k == 0:
-        raise EmptyBatchError(f"components has shape {tuple(c.shape)}: K = 0 reward components; expected at least one column")
+        raise EmptyBatchError(
+            f"components has shape {tuple(c.shape)}: K = 0 reward components; expected at least one column"
+        )
     w = _weights(weights, k, c.device)
     summed = (c.to(torch.float64) * w[None, :]).sum(dim=1).to(c.dtype)
     any_present = p.any(dim=1)
@@ -407,7 +411,9 @@ def combine_step_episode(
     """
     step_weight = check_real(step_weight, "step_weight")
     s = step_inputs(step_advantages, mask=mask, rewards_name="step_advantages")
-    e = as_float(episode_advantages, "episode_advantages", shape=(s.shape[0],), dtype=s.rewards.dtype, device=s.rewards.device)
+    e = as_float(
+        episode_advantages, "episode_advantages", shape=(s.shape[0],), dtype=s.rewards.dtype, device=s.rewards.device
+    )
     out = s.zero_pad(e[:, None] + float(step_weight) * s.rewards)
     return s.backend.out(out)
 
@@ -601,42 +607,67 @@ def _warn(message: str, stacklevel: int = 3) -> None:
 _GROUP_NEEDS = ("outcomes|components|rewards", "group_ids")
 
 
-@register_method("grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
-                 summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
-                 source="Shao et al. 2024, arXiv 2402.03300")
+@register_method(
+    "grpo",
+    family="advantage",
+    kind="advantages",
+    needs=_GROUP_NEEDS,
+    summary="Group-relative z-score of the episode outcome (std by group/batch/none)",
+    source="Shao et al. 2024, arXiv 2402.03300",
+)
 def _run_grpo(episodes, *, std_scale: StdScale = "group", eps: float = 1e-6) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, grpo(r, episodes.group_ids, std_scale=std_scale, eps=eps, present=p), meta)
 
 
-@register_method("dr_grpo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
-                 summary="Dr. GRPO: outcome minus group mean, no std division",
-                 source="Liu et al. 2025, arXiv 2503.20783")
+@register_method(
+    "dr_grpo",
+    family="advantage",
+    kind="advantages",
+    needs=_GROUP_NEEDS,
+    summary="Dr. GRPO: outcome minus group mean, no std division",
+    source="Liu et al. 2025, arXiv 2503.20783",
+)
 def _run_dr_grpo(episodes) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, dr_grpo(r, episodes.group_ids, present=p), meta)
 
 
-@register_method("rloo", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
-                 summary="REINFORCE leave-one-out baseline within each group",
-                 source="Ahmadian et al. 2024, arXiv 2402.14740")
+@register_method(
+    "rloo",
+    family="advantage",
+    kind="advantages",
+    needs=_GROUP_NEEDS,
+    summary="REINFORCE leave-one-out baseline within each group",
+    source="Ahmadian et al. 2024, arXiv 2402.14740",
+)
 def _run_rloo(episodes) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     return episode_output_to_steps(episodes, rloo(r, episodes.group_ids, present=p), meta)
 
 
-@register_method("reinforce_pp", family="advantage", kind="advantages", needs=("rewards|outcomes|components",),
-                 summary="REINFORCE++: returns-to-go whitened over the whole batch",
-                 source="Hu 2025, arXiv 2501.03262")
+@register_method(
+    "reinforce_pp",
+    family="advantage",
+    kind="advantages",
+    needs=("rewards|outcomes|components",),
+    summary="REINFORCE++: returns-to-go whitened over the whole batch",
+    source="Hu 2025, arXiv 2501.03262",
+)
 def _run_reinforce_pp(episodes, *, gamma: float = 1.0, eps: float = 1e-8) -> AdvantageOutput:
     r, meta = step_rewards(episodes)
     out = reinforce_pp(r, mask=episodes.mask, gamma=gamma, eps=eps)
     return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})
 
 
-@register_method("reinforce_pp_baseline", family="advantage", kind="advantages", needs=_GROUP_NEEDS,
-                 summary="REINFORCE++-baseline: group mean subtracted, batch whitening",
-                 source="Hu 2025, arXiv 2501.03262")
+@register_method(
+    "reinforce_pp_baseline",
+    family="advantage",
+    kind="advantages",
+    needs=_GROUP_NEEDS,
+    summary="REINFORCE++-baseline: group mean subtracted, batch whitening",
+    source="Hu 2025, arXiv 2501.03262",
+)
 def _run_reinforce_pp_baseline(episodes, *, eps: float = 1e-8, length_weighted: bool = False) -> AdvantageOutput:
     r, p, meta = episode_scores(episodes)
     w = episodes.lengths if length_weighted else None
@@ -644,23 +675,45 @@ def _run_reinforce_pp_baseline(episodes, *, eps: float = 1e-8, length_weighted: 
     return episode_output_to_steps(episodes, out, meta)
 
 
-@register_method("gdpo", family="normalization", kind="advantages", needs=("components", "group_ids"),
-                 summary="GDPO: each reward component normalized in its group, weighted sum, batch norm",
-                 source="Liu et al. 2026, arXiv 2601.05242")
+@register_method(
+    "gdpo",
+    family="normalization",
+    kind="advantages",
+    needs=("components", "group_ids"),
+    summary="GDPO: each reward component normalized in its group, weighted sum, batch norm",
+    source="Liu et al. 2026, arXiv 2601.05242",
+)
 def _run_gdpo(episodes, *, weights=None, eps: float = 1e-4, batch_norm: bool = True) -> AdvantageOutput:
     out = gdpo(
-        episodes.components, episodes.group_ids, weights=weights, eps=eps, batch_norm=batch_norm,
-        names=episodes.component_names, present=episodes.component_present,
+        episodes.components,
+        episodes.group_ids,
+        weights=weights,
+        eps=eps,
+        batch_norm=batch_norm,
+        names=episodes.component_names,
+        present=episodes.component_present,
     )
     return episode_output_to_steps(episodes, out, {"input/score_from_components": 1.0})
 
 
-@register_method("sum_then_normalize", family="normalization", kind="advantages", needs=("components", "group_ids"),
-                 summary="Weighted sum of reward components, then GRPO normalization",
-                 source="TRL multi_objective_aggregation='sum_then_normalize'")
-def _run_sum_then_normalize(episodes, *, weights=None, std_scale: StdScale = "group", eps: float = 1e-4) -> AdvantageOutput:
+@register_method(
+    "sum_then_normalize",
+    family="normalization",
+    kind="advantages",
+    needs=("components", "group_ids"),
+    summary="Weighted sum of reward components, then GRPO normalization",
+    source="TRL multi_objective_aggregation='sum_then_normalize'",
+)
+def _run_sum_then_normalize(
+    episodes, *, weights=None, std_scale: StdScale = "group", eps: float = 1e-4
+) -> AdvantageOutput:
     out = sum_then_normalize(
-        episodes.components, episodes.group_ids, weights=weights, std_scale=std_scale, eps=eps,
-        names=episodes.component_names, present=episodes.component_present,
+        episodes.components,
+        episodes.group_ids,
+        weights=weights,
+        std_scale=std_scale,
+        eps=eps,
+        names=episodes.component_names,
+        present=episodes.component_present,
     )
     return episode_output_to_steps(episodes, out, {"input/score_from_components": 1.0})

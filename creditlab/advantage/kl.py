@@ -42,7 +42,23 @@ from ..registry import register_method
 
 __all__ = ["KL_KINDS", "kl_penalty", "kl_in_reward", "kl_in_loss", "adaptive_kl_coef"]
 
-KL_KINDS = ("k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl", "full", "k1+", "kl+", "abs+", "k2+", "mse+", "k3+", "low_var_kl+")
+KL_KINDS = (
+    "k1",
+    "kl",
+    "abs",
+    "k2",
+    "mse",
+    "k3",
+    "low_var_kl",
+    "full",
+    "k1+",
+    "kl+",
+    "abs+",
+    "k2+",
+    "mse+",
+    "k3+",
+    "low_var_kl+",
+)
 
 AggMode = Literal["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
@@ -84,7 +100,9 @@ def kl_penalty(log_probs: ArrayLike, ref_log_probs: ArrayLike, *, kind: str = "k
     ref, _ = _tensor(ref_log_probs, "ref_log_probs")
     ref = ref.to(device=lp.device)
     if lp.shape != ref.shape:
-        raise ShapeError(f"ref_log_probs has shape {tuple(ref.shape)} but log_probs has {tuple(lp.shape)}; expected the same")
+        raise ShapeError(
+            f"ref_log_probs has shape {tuple(ref.shape)} but log_probs has {tuple(lp.shape)}; expected the same"
+        )
     if kind == "full":
         if lp.ndim < 1 or lp.shape[-1] < 2:
             raise ShapeError(
@@ -148,11 +166,20 @@ def kl_in_reward(
     """
     coef = check_real(coef, "coef")
     if kind == "full":
-        raise RangeError("kind='full' needs full-vocabulary log-probs; compute kl_penalty(..., kind='full') and subtract it")
+        raise RangeError(
+            "kind='full' needs full-vocabulary log-probs; compute kl_penalty(..., kind='full') and subtract it"
+        )
     r = as_float(token_rewards, "token_rewards", ndim=2, finite=False)
     shape = shape_bt(r)
-    m, lengths = mask_and_lengths(response_mask, "response_mask", shape, device=r.device, prefix=False, allow_empty_rows=True,
-                                  like="token_rewards")
+    m, lengths = mask_and_lengths(
+        response_mask,
+        "response_mask",
+        shape,
+        device=r.device,
+        prefix=False,
+        allow_empty_rows=True,
+        like="token_rewards",
+    )
     lp = as_float(log_probs, "log_probs", shape=shape, device=r.device, finite=False)
     ref = as_float(ref_log_probs, "ref_log_probs", shape=shape, device=r.device, dtype=lp.dtype, finite=False)
     check_finite(r, "token_rewards", where=m, hint=" on policy tokens")
@@ -167,7 +194,11 @@ def kl_in_reward(
     out = torch.add(r, kld, alpha=-coef)
     row_n = lengths.to(torch.float64)
     per_row = row_kl / (row_n + 1e-8)
-    metrics = {"kl/mean": float(per_row.mean()), "kl/coef": float(coef), "kl/token_mean": float(row_kl.sum() / row_n.sum().clamp(min=1))}
+    metrics = {
+        "kl/mean": float(per_row.mean()),
+        "kl/coef": float(coef),
+        "kl/token_mean": float(row_kl.sum() / row_n.sum().clamp(min=1)),
+    }
     return RewardOutput(out if isinstance(token_rewards, torch.Tensor) else out.numpy(), metrics)
 
 
@@ -200,9 +231,19 @@ def kl_in_loss(
     """
     coef = check_real(coef, "coef")
     if not isinstance(log_probs, torch.Tensor):
-        raise DtypeError("kl_in_loss needs log_probs as a torch tensor with gradient (a loss term); use kl_penalty for arrays")
+        raise DtypeError(
+            "kl_in_loss needs log_probs as a torch tensor with gradient (a loss term); use kl_penalty for arrays"
+        )
     k = kl_penalty(log_probs, torch.as_tensor(ref_log_probs, device=log_probs.device), kind=kind)
-    m = as_mask(response_mask, "response_mask", tuple(k.shape), device=k.device, prefix=False, allow_empty_rows=True, like="log_probs")
+    m = as_mask(
+        response_mask,
+        "response_mask",
+        tuple(k.shape),
+        device=k.device,
+        prefix=False,
+        allow_empty_rows=True,
+        like="log_probs",
+    )
     mf = m.to(k.dtype)
     masked = k * mf
     if agg == "token-mean":
@@ -261,6 +302,14 @@ def _run_kl_in_reward(episodes, *, coef: float = 0.001, kind: str = "k1") -> Rew
 
     for key in ("log_probs", "ref_log_probs"):
         if key not in episodes.extras:
-            raise MissingColumnError(f"method 'kl_in_reward' needs a per-step {key!r} column (episodes.extras[{key!r}])")
-    return kl_in_reward(episodes.rewards, episodes.extras["log_probs"], episodes.extras["ref_log_probs"], episodes.mask,
-                        coef=coef, kind=kind)
+            raise MissingColumnError(
+                f"method 'kl_in_reward' needs a per-step {key!r} column (episodes.extras[{key!r}])"
+            )
+    return kl_in_reward(
+        episodes.rewards,
+        episodes.extras["log_probs"],
+        episodes.extras["ref_log_probs"],
+        episodes.mask,
+        coef=coef,
+        kind=kind,
+    )

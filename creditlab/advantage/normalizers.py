@@ -86,7 +86,11 @@ class CrossTaskEMANormalizer:
             tasks = GroupIndex(torch.zeros(n, dtype=torch.int64, device=r.device), 1)
             keys = {0: "*"}
         task_stats = group_stats(r, p, tasks, unbiased=self.unbiased)
-        overall = float(group_stats(r, p, GroupIndex(torch.zeros(n, dtype=torch.int64, device=r.device), 1), unbiased=self.unbiased).std[0])
+        overall = float(
+            group_stats(
+                r, p, GroupIndex(torch.zeros(n, dtype=torch.int64, device=r.device), 1), unbiased=self.unbiased
+            ).std[0]
+        )
         sigma = torch.zeros(tasks.num_groups, dtype=torch.float64, device=r.device)
         for slot, key in keys.items():
             batch_std = float(task_stats.std[slot])
@@ -156,9 +160,14 @@ def _task_keys(task_ids: ArrayLike, tasks: GroupIndex) -> dict[int, str]:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("ctan", family="normalization", kind="advantages", needs=("outcomes|components|rewards", "group_ids"),
-                 summary="Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
-                 source="RaPO, Overcoming Catastrophic Forgetting in Visual Continual Learning with RFT")
+@register_method(
+    "ctan",
+    family="normalization",
+    kind="advantages",
+    needs=("outcomes|components|rewards", "group_ids"),
+    summary="Cross-task EMA normalization: group-centred, divided by an EMA of the batch std",
+    source="RaPO, Overcoming Catastrophic Forgetting in Visual Continual Learning with RFT",
+)
 def _run_ctan(episodes, *, beta: float = 0.999, eps: float = 1e-4, per_task: bool = False) -> AdvantageOutput:
     """A fresh normalizer on one batch (the EMA starts from this batch's spread)."""
     r, p, meta = episode_scores(episodes)

@@ -61,7 +61,12 @@ def discounted_returns(
     """
     gamma = check_unit(gamma, "gamma")
     s = step_inputs(
-        rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value, check_rewards=False
+        rewards,
+        mask=mask,
+        discounts=discounts,
+        terminated=terminated,
+        bootstrap_value=bootstrap_value,
+        check_rewards=False,
     )
     res = _kernels.returns_scan(s.rewards, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma)
     if not math.isfinite(res.stats["sum_rewards"]):  # NaN/inf in a valid reward reaches the kernel's sums
@@ -113,12 +118,21 @@ def gae(
     gamma = check_unit(gamma, "gamma")
     lambda_ = check_unit(lambda_, "lambda_")
     s = step_inputs(
-        rewards, mask=mask, discounts=discounts, terminated=terminated, bootstrap_value=bootstrap_value, check_rewards=False
+        rewards,
+        mask=mask,
+        discounts=discounts,
+        terminated=terminated,
+        bootstrap_value=bootstrap_value,
+        check_rewards=False,
     )
     if not _same_shape(values, s):
         _values_error(values, s)
-    v = as_float(values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False).contiguous()
-    res = _kernels.gae_scan(s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_, s.num_valid)
+    v = as_float(
+        values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False
+    ).contiguous()
+    res = _kernels.gae_scan(
+        s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_, s.num_valid
+    )
     _check_outputs(res, s, values=v)
     metrics = _metrics_from_sums(res.stats, s.shape[0], res, s)
     return AdvantageOutput(s.backend.out(res.out), s.backend.out(res.returns), metrics)
@@ -186,7 +200,9 @@ def _same_shape(values: ArrayLike, s) -> bool:
     if values is None:
         from ..errors import ShapeError
 
-        raise ShapeError("values is None; gae needs V(s_t) for every step (use monte_carlo for returns without a critic)")
+        raise ShapeError(
+            "values is None; gae needs V(s_t) for every step (use monte_carlo for returns without a critic)"
+        )
     shape = tuple(getattr(values, "shape", ()) or ())
     if not shape and isinstance(values, (list, tuple)):
         return True  # let the converter report details
@@ -212,7 +228,12 @@ def _check_outputs(res: _kernels.ScanResult, s: Steps, *, values: torch.Tensor |
     range are an overflow (:func:`_check_overflow`).
     """
     st = res.stats
-    if not (math.isfinite(st["sum_adv"]) and math.isfinite(st["sum_adv2"]) and math.isfinite(st["sum_ret"]) and math.isfinite(st["sum_ret2"])):
+    if not (
+        math.isfinite(st["sum_adv"])
+        and math.isfinite(st["sum_adv2"])
+        and math.isfinite(st["sum_ret"])
+        and math.isfinite(st["sum_ret2"])
+    ):
         where = None if s.full else s.mask
         check_finite(s.rewards, "rewards", where=where, hint=" on valid steps")
         if values is not None:
@@ -220,7 +241,9 @@ def _check_outputs(res: _kernels.ScanResult, s: Steps, *, values: torch.Tensor |
     _check_overflow(st["sum_adv2"], s, res.out, st["sum_ret2"], res.returns)
 
 
-def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None = None, out2: torch.Tensor | None = None) -> None:
+def _check_overflow(
+    sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None = None, out2: torch.Tensor | None = None
+) -> None:
     """Finite inputs can still give outputs past the dtype's range (rewards near 1e308 summed over
     steps, or float32 returns past 3.4e38): raise instead of returning inf/NaN.
 
@@ -239,7 +262,9 @@ def _check_overflow(sum_sq: float, s, out: torch.Tensor, sum_sq2: float | None =
             )
 
 
-def _metrics_from_sums(stats: dict[str, float], num_episodes: int, res: _kernels.ScanResult, s: Steps) -> dict[str, float]:
+def _metrics_from_sums(
+    stats: dict[str, float], num_episodes: int, res: _kernels.ScanResult, s: Steps
+) -> dict[str, float]:
     n = stats["n"]
     if n == 0:
         return {"num_episodes": float(num_episodes), "num_steps": 0.0}
@@ -275,18 +300,28 @@ def _metrics_from_sums(stats: dict[str, float], num_episodes: int, res: _kernels
 # ---------------------------------------------------------------------- registry adapters
 
 
-@register_method("gae", family="advantage", kind="advantages", needs=("rewards|outcomes|components", "values"),
-                 summary="Generalized advantage estimation; termination cuts, truncation bootstraps",
-                 source="Schulman et al. 2016, arXiv 1506.02438")
+@register_method(
+    "gae",
+    family="advantage",
+    kind="advantages",
+    needs=("rewards|outcomes|components", "values"),
+    summary="Generalized advantage estimation; termination cuts, truncation bootstraps",
+    source="Schulman et al. 2016, arXiv 1506.02438",
+)
 def _run_gae(episodes, *, gamma: float = 0.99, lambda_: float = 0.95) -> AdvantageOutput:
     r, meta = step_rewards(episodes)
     out = gae(r, episodes.values, gamma=gamma, lambda_=lambda_, **step_kwargs(episodes))
     return AdvantageOutput(out.advantages, out.returns, {**out.metrics, **meta})
 
 
-@register_method("monte_carlo", family="advantage", kind="advantages", needs=("rewards|outcomes|components", "values?"),
-                 summary="Discounted return-to-go minus the value baseline (0 without values)",
-                 source="Sutton & Barto; REINFORCE")
+@register_method(
+    "monte_carlo",
+    family="advantage",
+    kind="advantages",
+    needs=("rewards|outcomes|components", "values?"),
+    summary="Discounted return-to-go minus the value baseline (0 without values)",
+    source="Sutton & Barto; REINFORCE",
+)
 def _run_monte_carlo(episodes, *, gamma: float = 0.99) -> AdvantageOutput:
     r, meta = step_rewards(episodes)
     out = monte_carlo(r, episodes.values, gamma=gamma, **step_kwargs(episodes))

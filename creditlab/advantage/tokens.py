@@ -26,7 +26,9 @@ def broadcast_to_steps(episode_values: ArrayLike, mask: ArrayLike) -> ArrayLike:
     v = as_float(episode_values, "episode_values", ndim=1)
     m_raw = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(mask, "mask")))
     if m_raw.ndim != 2 or m_raw.shape[0] != v.shape[0]:
-        raise ShapeError(f"mask has shape {tuple(m_raw.shape)} but episode_values has {v.shape[0]} episodes; expected [{v.shape[0]}, T]")
+        raise ShapeError(
+            f"mask has shape {tuple(m_raw.shape)} but episode_values has {v.shape[0]} episodes; expected [{v.shape[0]}, T]"
+        )
     m = as_mask(mask, "mask", shape_bt(m_raw), device=v.device)
     return backend.out(torch.where(m, v[:, None], torch.zeros((), dtype=v.dtype, device=v.device)))
 
@@ -74,8 +76,18 @@ def broadcast_to_tokens(
         raise DtypeError(f"turn_ids must be an integer array [B, L]; got dtype {tid.dtype}")
     tid = tid.to(device=v.device, dtype=torch.int64)
     if tid.ndim != 2 or tid.shape[0] != b:
-        raise ShapeError(f"turn_ids has shape {tuple(tid.shape)}; expected [{b}, L] (one row per episode of step_values)")
-    rm = as_mask(response_mask, "response_mask", shape_bt(tid), device=v.device, prefix=False, allow_empty_rows=True, like="turn_ids")
+        raise ShapeError(
+            f"turn_ids has shape {tuple(tid.shape)}; expected [{b}, L] (one row per episode of step_values)"
+        )
+    rm = as_mask(
+        response_mask,
+        "response_mask",
+        shape_bt(tid),
+        device=v.device,
+        prefix=False,
+        allow_empty_rows=True,
+        like="turn_ids",
+    )
     on = rm
     bad = on & ((tid < 0) | (tid >= t))
     if bool(bad.any()):

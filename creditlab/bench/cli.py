@@ -26,32 +26,71 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
     src = p.add_mutually_exclusive_group()
     src.add_argument("--suite", choices=list_suites(), help="a built-in suite (default smoke: a few minutes)")
-    src.add_argument("--config", metavar="FILE", help="a suite file (YAML or JSON; see docs/bench.md); "
-                     "`--suite NAME --show-config` prints a built-in one to start from")
-    src.add_argument("--env-id", metavar="ID", help="benchmark one environment: a Gymnasium id or 'module:Class' "
-                     "(PPO with the defaults in docs/bench.md; --reward, --steps, --methods, --seeds, --normalize, --import)")
-    p.add_argument("--reward", default="episodic", help="with --env-id: how the reward is hidden, 'episodic' or 'delayed:K' "
-                   "(default episodic)")
-    p.add_argument("--normalize", action="store_true", help="with --env-id: VecNormalize observations and rewards (MuJoCo-style tasks)")
-    add_list_option(p, "--import", dest="imports", metavar="MODULES",
-                    help="with --env-id: comma-separated modules to import first (they register custom env ids), in every worker")
-    p.add_argument("--show-config", action="store_true", help="print the suite as a YAML file (after --methods/--tasks/--seeds/--steps) and exit")
-    add_list_option(p, "--methods", help="comma-separated credit methods (registry names); the anchors "
-                    "episodic and dense are always added. Default: the suite's methods")
+    src.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a suite file (YAML or JSON; see docs/bench.md); "
+        "`--suite NAME --show-config` prints a built-in one to start from",
+    )
+    src.add_argument(
+        "--env-id",
+        metavar="ID",
+        help="benchmark one environment: a Gymnasium id or 'module:Class' "
+        "(PPO with the defaults in docs/bench.md; --reward, --steps, --methods, --seeds, --normalize, --import)",
+    )
+    p.add_argument(
+        "--reward",
+        default="episodic",
+        help="with --env-id: how the reward is hidden, 'episodic' or 'delayed:K' (default episodic)",
+    )
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="with --env-id: VecNormalize observations and rewards (MuJoCo-style tasks)",
+    )
+    add_list_option(
+        p,
+        "--import",
+        dest="imports",
+        metavar="MODULES",
+        help="with --env-id: comma-separated modules to import first (they register custom env ids), in every worker",
+    )
+    p.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the suite as a YAML file (after --methods/--tasks/--seeds/--steps) and exit",
+    )
+    add_list_option(
+        p,
+        "--methods",
+        help="comma-separated credit methods (registry names); the anchors "
+        "episodic and dense are always added. Default: the suite's methods",
+    )
     add_list_option(p, "--tasks", help="comma-separated task names of the suite (default: all)")
-    p.add_argument("--seeds", nargs="+", metavar="N|A,B", help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's")
+    p.add_argument(
+        "--seeds", nargs="+", metavar="N|A,B", help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's"
+    )
     p.add_argument("--steps", type=int, help="override every task's training budget (environment steps per run)")
     p.add_argument("--out", help=f"sweep folder (default {_DEFAULT_OUT}); re-running the same command resumes")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ray-address", help="join an existing Ray cluster (e.g. ray://head:10001) instead of starting a local Ray")
+    g.add_argument(
+        "--ray-address", help="join an existing Ray cluster (e.g. ray://head:10001) instead of starting a local Ray"
+    )
     g.add_argument("--no-ray", action="store_true", help="run every run in this process, one after another")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's cores); one run per CPU")
+    p.add_argument(
+        "--num-cpus", type=int, help="CPUs of the local Ray (default: this machine's cores); one run per CPU"
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    add_list_option(p, "--track", metavar="TRACKERS",
-                    help="per-run logs in each run's folder: tensorboard (event files; `tensorboard --logdir DIR/runs`) "
-                         "and/or wandb (offline unless WANDB_MODE=online; `wandb sync` uploads later)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no live display: one plain line per finished run (for logs and CI)")
+    add_list_option(
+        p,
+        "--track",
+        metavar="TRACKERS",
+        help="per-run logs in each run's folder: tensorboard (event files; `tensorboard --logdir DIR/runs`) "
+        "and/or wandb (offline unless WANDB_MODE=online; `wandb sync` uploads later)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no live display: one plain line per finished run (for logs and CI)"
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
 
 
@@ -79,15 +118,26 @@ def _resolve_suite(args: argparse.Namespace):
 
         return load_suite(args.config)
     if args.env_id:
-        return env_suite(args.env_id, reward=args.reward, steps=args.steps or 100_000, normalize=args.normalize,
-                         imports=tuple(args.imports or ()))
+        return env_suite(
+            args.env_id,
+            reward=args.reward,
+            steps=args.steps or 100_000,
+            normalize=args.normalize,
+            imports=tuple(args.imports or ()),
+        )
     if args.reward != "episodic" or args.normalize or args.imports:
         raise CreditlabError("--reward, --normalize and --import go with --env-id; in a suite file they are task keys")
     return get_suite(args.suite or "smoke")
 
 
-def env_suite(env_id: str, *, reward: str = "episodic", steps: int = 100_000, normalize: bool = False,
-              imports: tuple[str, ...] = ()):
+def env_suite(
+    env_id: str,
+    *,
+    reward: str = "episodic",
+    steps: int = 100_000,
+    normalize: bool = False,
+    imports: tuple[str, ...] = (),
+):
     """A one-task suite for ``creditlab bench --env-id ID``: PPO (8 envs x 256 steps, batch 64, 10 epochs,
     lr 3e-4, gae_lambda 0.95, gamma 0.99), evaluation every tenth of the budget on 10 episodes, the
     anchors plus ``uniform`` and ``rrd``, 5 seeds."""
@@ -96,13 +146,38 @@ def env_suite(env_id: str, *, reward: str = "episodic", steps: int = 100_000, no
     from .config import suite_from_dict
 
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", env_id.split(":")[-1]).strip("_").lower() or "env"
-    agent = {"algo": "ppo", "n_envs": 8, "normalize": normalize,
-             "hyperparams": {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3.0e-4, "gae_lambda": 0.95,
-                             "gamma": 0.99}}
-    task = {"name": name, "env": env_id, "reward": reward, "steps": steps, "eval_every": max(1, steps // 10),
-            "eval_episodes": 10, "agent": agent, "imports": list(imports)}
-    return suite_from_dict({"name": name, "description": f"creditlab bench --env-id {env_id} --reward {reward}", "seeds": 5,
-                            "tasks": [task], "methods": ["uniform", "rrd"]})
+    agent = {
+        "algo": "ppo",
+        "n_envs": 8,
+        "normalize": normalize,
+        "hyperparams": {
+            "n_steps": 256,
+            "batch_size": 64,
+            "n_epochs": 10,
+            "learning_rate": 3.0e-4,
+            "gae_lambda": 0.95,
+            "gamma": 0.99,
+        },
+    }
+    task = {
+        "name": name,
+        "env": env_id,
+        "reward": reward,
+        "steps": steps,
+        "eval_every": max(1, steps // 10),
+        "eval_episodes": 10,
+        "agent": agent,
+        "imports": list(imports),
+    }
+    return suite_from_dict(
+        {
+            "name": name,
+            "description": f"creditlab bench --env-id {env_id} --reward {reward}",
+            "seeds": 5,
+            "tasks": [task],
+            "methods": ["uniform", "rrd"],
+        }
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -131,7 +206,9 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.dry_run:
         for r in runs:
             print(f"{r.run_id}\t{r.task.total_steps} steps")
-        print(f"{len(runs)} runs, {sum(r.task.total_steps for r in runs):,} environment steps -> {out}", file=sys.stderr)
+        print(
+            f"{len(runs)} runs, {sum(r.task.total_steps for r in runs):,} environment steps -> {out}", file=sys.stderr
+        )
         return 0
     t0 = time.perf_counter()
     if args.no_ray:
@@ -145,11 +222,17 @@ def run_bench(args: argparse.Namespace) -> int:
                 "or pass --no-ray"
             ) from exc
     meta = {"suite": suite.name, "command": " ".join(sys.argv), "executor": executor.name}
-    console.print(f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
-                  f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
-                  f"{executor.name} ({executor.slots} parallel) -> {out}", soft_wrap=True)
-    display = SweepLog(runs, console=console) if args.no_progress else SweepProgress(runs, slots=executor.slots, console=console,
-                                                                                       title=f"bench {suite.name}")
+    console.print(
+        f"[bold]creditlab bench[/bold] suite [cyan]{suite.name}[/cyan]: {len(runs)} runs "
+        f"({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds) on "
+        f"{executor.name} ({executor.slots} parallel) -> {out}",
+        soft_wrap=True,
+    )
+    display = (
+        SweepLog(runs, console=console)
+        if args.no_progress
+        else SweepProgress(runs, slots=executor.slots, console=console, title=f"bench {suite.name}")
+    )
     try:
         with display:
             summary = run_sweep(runs, out, executor=executor, on_event=display, meta=meta, track=track)
@@ -161,13 +244,18 @@ def run_bench(args: argparse.Namespace) -> int:
         return 130
     finally:
         executor.close()
-    console.print(f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "
-                  f"{len(summary.failed)} failed, in {summary.seconds / 60:.1f} min")
+    console.print(
+        f"{len(summary.done)} runs finished, {len(summary.skipped)} were already done, "
+        f"{len(summary.failed)} failed, in {summary.seconds / 60:.1f} min"
+    )
     if "tensorboard" in track:
         console.print(f"TensorBoard: tensorboard --logdir {out / 'runs'}", soft_wrap=True, highlight=False)
     if "wandb" in track:
-        console.print(f"W&B runs (offline unless WANDB_MODE=online): wandb sync {out / 'runs'}/*/*/*/wandb/offline-run-*",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"W&B runs (offline unless WANDB_MODE=online): wandb sync {out / 'runs'}/*/*/*/wandb/offline-run-*",
+            soft_wrap=True,
+            highlight=False,
+        )
     if not args.no_report:
         from .report import write_report
 
@@ -178,9 +266,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="sweep folder written by `creditlab bench --out DIR`, or the runs.jsonl table a report wrote")
-    p.add_argument("--out", help="where to write report.md, report.html, runs.jsonl and figures/ (default DIR/report, rewritten on "
-                   "every run; beside a runs.jsonl table; another folder that already holds a report needs --force)")
+    p.add_argument(
+        "dir", help="sweep folder written by `creditlab bench --out DIR`, or the runs.jsonl table a report wrote"
+    )
+    p.add_argument(
+        "--out",
+        help="where to write report.md, report.html, runs.jsonl and figures/ (default DIR/report, rewritten on "
+        "every run; beside a runs.jsonl table; another folder that already holds a report needs --force)",
+    )
     p.add_argument("--title", help="report title")
     p.add_argument("--intro", default="", help="a paragraph placed under the title")
     add_force_option(p)
@@ -196,9 +289,19 @@ def run_report(args: argparse.Namespace) -> int:
         inside = Path(args.out).resolve().is_relative_to(src_dir)
         check_output_dir(args.out, produces=() if inside else _REPORT_FILES, force=args.force)
     paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
-    print(f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']}, raw results in {paths['runs']})", file=sys.stderr)
+    print(
+        f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']}, raw results in {paths['runs']})",
+        file=sys.stderr,
+    )
     return 0
 
 
-bench = Command("bench", "run a benchmark suite: every credit method against the episodic and dense anchors", _bench_args, run_bench)
-report = Command("report", "write the Markdown + HTML report (tables, learning curves) of a benchmark folder", _report_args, run_report)
+bench = Command(
+    "bench", "run a benchmark suite: every credit method against the episodic and dense anchors", _bench_args, run_bench
+)
+report = Command(
+    "report",
+    "write the Markdown + HTML report (tables, learning curves) of a benchmark folder",
+    _report_args,
+    run_report,
+)

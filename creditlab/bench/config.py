@@ -65,7 +65,17 @@ from typing import Any
 from ..errors import CreditlabError
 from .suites import _ALGOS, _FAMILIES, ANCHORS, AgentConfig, Suite, TaskSpec, parse_reward_mode
 
-__all__ = ["ConfigError", "get_suite", "list_suites", "load_suite", "suite_from_dict", "suite_to_dict", "dump_suite", "builtin_suites", "builtin_suite_path"]
+__all__ = [
+    "ConfigError",
+    "get_suite",
+    "list_suites",
+    "load_suite",
+    "suite_from_dict",
+    "suite_to_dict",
+    "dump_suite",
+    "builtin_suites",
+    "builtin_suite_path",
+]
 
 
 class ConfigError(CreditlabError, ValueError):
@@ -74,14 +84,32 @@ class ConfigError(CreditlabError, ValueError):
 
 _SUITE_KEYS = {"name", "description", "seeds", "agents", "tasks", "methods", "expected_minutes"}
 _AGENT_KEYS = {"algo", "hyperparams", "n_envs", "normalize", "policy"}
-_TASK_KEYS = {"name", "env", "family", "reward", "steps", "eval_every", "eval_episodes", "agent", "env_kwargs", "imports",
-              "dense_twin", "solve_threshold", "bsuite_settings", "notes", "contexts", "state_key"}
+_TASK_KEYS = {
+    "name",
+    "env",
+    "family",
+    "reward",
+    "steps",
+    "eval_every",
+    "eval_episodes",
+    "agent",
+    "env_kwargs",
+    "imports",
+    "dense_twin",
+    "solve_threshold",
+    "bsuite_settings",
+    "notes",
+    "contexts",
+    "state_key",
+}
 _METHOD_KEYS = {"name", "method", "params", "tasks", "only_tasks"}
 
 
 def _keys(data: Any, allowed: set[str], path: str, required: Sequence[str] = ()) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or 'the suite'}: expected a mapping with keys {', '.join(sorted(allowed))}; got {type(data).__name__}")
+        raise ConfigError(
+            f"{path or 'the suite'}: expected a mapping with keys {', '.join(sorted(allowed))}; got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{_join(path, unknown[0])}: unknown key; allowed keys here: {', '.join(sorted(allowed))}")
@@ -113,21 +141,32 @@ def _int(value: Any, path: str, minimum: int = 1) -> int:
 def _agent(data: Any, path: str, named: Mapping[str, AgentConfig]) -> AgentConfig:
     if isinstance(data, str):
         if data not in named:
-            raise ConfigError(f"{path}: no agent named {data!r}; define it under `agents` (defined: {', '.join(sorted(named)) or 'none'})")
+            raise ConfigError(
+                f"{path}: no agent named {data!r}; define it under `agents` (defined: {', '.join(sorted(named)) or 'none'})"
+            )
         return named[data]
     d = _keys(data, _AGENT_KEYS, path, required=("algo", "hyperparams"))
     algo = d["algo"]
     if algo not in _ALGOS:
         raise ConfigError(f"{_join(path, 'algo')}: expected one of {', '.join(repr(a) for a in _ALGOS)}; got {algo!r}")
-    hp = _typed(d["hyperparams"], (Mapping,), _join(path, "hyperparams"), "a mapping of SB3 constructor arguments (gamma required)")
+    hp = _typed(
+        d["hyperparams"],
+        (Mapping,),
+        _join(path, "hyperparams"),
+        "a mapping of SB3 constructor arguments (gamma required)",
+    )
     gamma = hp.get("gamma")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-        raise ConfigError(f"{_join(path, 'hyperparams.gamma')}: expected a number in [0, 1] (the task's discount is part of its "
-                          f"protocol); got {gamma!r}")
+        raise ConfigError(
+            f"{_join(path, 'hyperparams.gamma')}: expected a number in [0, 1] (the task's discount is part of its "
+            f"protocol); got {gamma!r}"
+        )
     n_envs = _int(d.get("n_envs", 8), _join(path, "n_envs"))
     normalize = d.get("normalize", False)
     if normalize not in (True, False, "obs"):
-        raise ConfigError(f"{_join(path, 'normalize')}: expected true (observations and rewards), false or 'obs'; got {normalize!r}")
+        raise ConfigError(
+            f"{_join(path, 'normalize')}: expected true (observations and rewards), false or 'obs'; got {normalize!r}"
+        )
     policy = _typed(d.get("policy", "MlpPolicy"), (str,), _join(path, "policy"), "an SB3 policy name")
     return _wrap(path, lambda: AgentConfig(algo, dict(hp), n_envs=n_envs, normalize=normalize, policy=policy))
 
@@ -147,7 +186,9 @@ def _task(data: Any, path: str, named: Mapping[str, AgentConfig]) -> TaskSpec:
     env = _typed(d["env"], (str,), _join(path, "env"), "a Gymnasium id or 'module:Class'")
     family = d.get("family", "gymnasium")
     if family not in _FAMILIES:
-        raise ConfigError(f"{_join(path, 'family')}: expected one of {', '.join(repr(f) for f in _FAMILIES)}; got {family!r}")
+        raise ConfigError(
+            f"{_join(path, 'family')}: expected one of {', '.join(repr(f) for f in _FAMILIES)}; got {family!r}"
+        )
     reward = d.get("reward", "episodic")
     try:
         parse_reward_mode(reward, where=_join(path, "reward"))
@@ -157,7 +198,9 @@ def _task(data: Any, path: str, named: Mapping[str, AgentConfig]) -> TaskSpec:
     eval_every = _int(d["eval_every"], _join(path, "eval_every"))
     eval_episodes = _int(d.get("eval_episodes", 10), _join(path, "eval_episodes"))
     agent = _agent(d["agent"], _join(path, "agent"), named)
-    env_kwargs = _typed(d.get("env_kwargs", {}), (Mapping,), _join(path, "env_kwargs"), "a mapping of gymnasium.make arguments")
+    env_kwargs = _typed(
+        d.get("env_kwargs", {}), (Mapping,), _join(path, "env_kwargs"), "a mapping of gymnasium.make arguments"
+    )
     imports = _typed(d.get("imports", []), (list, tuple), _join(path, "imports"), "a list of module names")
     for i, mod in enumerate(imports):
         _typed(mod, (str,), f"{_join(path, 'imports')}[{i}]", "a module name")
@@ -165,7 +208,9 @@ def _task(data: Any, path: str, named: Mapping[str, AgentConfig]) -> TaskSpec:
     solve = d.get("solve_threshold")
     if solve is not None:
         _typed(solve, (int, float), _join(path, "solve_threshold"), "a number or null")
-    settings = _typed(d.get("bsuite_settings", []), (list, tuple), _join(path, "bsuite_settings"), "a list of bsuite ids")
+    settings = _typed(
+        d.get("bsuite_settings", []), (list, tuple), _join(path, "bsuite_settings"), "a list of bsuite ids"
+    )
     notes = _typed(d.get("notes", ""), (str,), _join(path, "notes"), "text")
     contexts = d.get("contexts")
     if contexts is not None:
@@ -173,11 +218,27 @@ def _task(data: Any, path: str, named: Mapping[str, AgentConfig]) -> TaskSpec:
     state_key = d.get("state_key")
     if state_key is not None:
         _typed(state_key, (str,), _join(path, "state_key"), "one of pos, pos_dir, full, obs")
-    return _wrap(path, lambda: TaskSpec(name, env, family, steps, eval_every, agent, eval_episodes=eval_episodes,
-                                        env_kwargs=dict(env_kwargs), dense_twin=dense_twin,
-                                        solve_threshold=None if solve is None else float(solve),
-                                        bsuite_settings=tuple(settings), notes=notes, reward=reward, imports=tuple(imports),
-                                        contexts=contexts, state_key=state_key))
+    return _wrap(
+        path,
+        lambda: TaskSpec(
+            name,
+            env,
+            family,
+            steps,
+            eval_every,
+            agent,
+            eval_episodes=eval_episodes,
+            env_kwargs=dict(env_kwargs),
+            dense_twin=dense_twin,
+            solve_threshold=None if solve is None else float(solve),
+            bsuite_settings=tuple(settings),
+            notes=notes,
+            reward=reward,
+            imports=tuple(imports),
+            contexts=contexts,
+            state_key=state_key,
+        ),
+    )
 
 
 def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
@@ -210,7 +271,9 @@ def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
         md = _keys(m, _METHOD_KEYS, path, required=("name",))
         mname = _typed(md["name"], (str,), _join(path, "name"), "a method name")
         if mname in ANCHORS:
-            raise ConfigError(f"{_join(path, 'name')}: the anchors {', '.join(ANCHORS)} take no parameters; got {mname!r}")
+            raise ConfigError(
+                f"{_join(path, 'name')}: the anchors {', '.join(ANCHORS)} take no parameters; got {mname!r}"
+            )
         if mname in methods:
             raise ConfigError(f"{_join(path, 'name')}: method {mname!r} is listed twice")
         methods.append(mname)
@@ -221,20 +284,36 @@ def suite_from_dict(data: Any, *, check_methods: bool = True) -> Suite:
         tp = _typed(md.get("tasks", {}), (Mapping,), _join(path, "tasks"), "a mapping task name -> parameters")
         for tname, tparams in tp.items():
             if tname not in task_names:
-                raise ConfigError(f"{_join(path, 'tasks')}.{tname}: no such task; tasks are {', '.join(sorted(task_names))}")
+                raise ConfigError(
+                    f"{_join(path, 'tasks')}.{tname}: no such task; tasks are {', '.join(sorted(task_names))}"
+                )
             _typed(tparams, (Mapping,), f"{_join(path, 'tasks')}.{tname}", "a mapping of parameters")
         per_task[mname] = {str(k): dict(v) for k, v in tp.items()}
         if "only_tasks" in md:
             only = _typed(md["only_tasks"], (list, tuple), _join(path, "only_tasks"), "a list of task names")
             for j, tname in enumerate(only):
                 if tname not in task_names:
-                    raise ConfigError(f"{_join(path, 'only_tasks')}[{j}]: no task named {tname!r}; tasks are {', '.join(sorted(task_names))}")
+                    raise ConfigError(
+                        f"{_join(path, 'only_tasks')}[{j}]: no task named {tname!r}; tasks are {', '.join(sorted(task_names))}"
+                    )
             only_tasks[mname] = tuple(only)
     description = _typed(d.get("description", ""), (str,), "description", "text")
     minutes = d.get("expected_minutes")
-    suite = _wrap("", lambda: Suite(name, description, tasks=tasks, methods=tuple(methods), seeds=seeds, method_params=params,
-                                    expected_minutes=minutes, variants=variants, task_params=per_task,
-                                    only_tasks=only_tasks))
+    suite = _wrap(
+        "",
+        lambda: Suite(
+            name,
+            description,
+            tasks=tasks,
+            methods=tuple(methods),
+            seeds=seeds,
+            method_params=params,
+            expected_minutes=minutes,
+            variants=variants,
+            task_params=per_task,
+            only_tasks=only_tasks,
+        ),
+    )
     if check_methods:
         from .suites import check_method_names
 
@@ -284,7 +363,9 @@ def builtin_suite_path(name: str) -> Path:
     """The packaged YAML file of a built-in suite."""
     path = Path(str(resources.files("creditlab.bench") / "configs" / f"{name}.yaml"))
     if not path.is_file():
-        raise ConfigError(f"no built-in suite named {name!r}; choose one of {', '.join(builtin_suites())} or pass --config FILE")
+        raise ConfigError(
+            f"no built-in suite named {name!r}; choose one of {', '.join(builtin_suites())} or pass --config FILE"
+        )
     return path
 
 
@@ -300,11 +381,24 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
     """The suite file form of a :class:`Suite` (agents written inline)."""
     tasks = []
     for t in suite.tasks:
-        agent = {"algo": t.agent.algo, "n_envs": t.agent.n_envs, "normalize": t.agent.normalize, "hyperparams": dict(t.agent.hyperparams)}
+        agent = {
+            "algo": t.agent.algo,
+            "n_envs": t.agent.n_envs,
+            "normalize": t.agent.normalize,
+            "hyperparams": dict(t.agent.hyperparams),
+        }
         if t.agent.policy != "MlpPolicy":
             agent["policy"] = t.agent.policy
-        task: dict[str, Any] = {"name": t.name, "env": t.env_id, "family": t.family, "reward": t.reward, "steps": t.steps,
-                                "eval_every": t.eval_every, "eval_episodes": t.eval_episodes, "agent": agent}
+        task: dict[str, Any] = {
+            "name": t.name,
+            "env": t.env_id,
+            "family": t.family,
+            "reward": t.reward,
+            "steps": t.steps,
+            "eval_every": t.eval_every,
+            "eval_episodes": t.eval_episodes,
+            "agent": agent,
+        }
         if t.env_kwargs:
             task["env_kwargs"] = dict(t.env_kwargs)
         if t.imports:
@@ -340,8 +434,13 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
         else:
             methods.append(m)
     seeds: Any = len(suite.seeds) if suite.seeds == tuple(range(len(suite.seeds))) else list(suite.seeds)
-    out: dict[str, Any] = {"name": suite.name, "description": suite.description, "seeds": seeds, "tasks": tasks,
-                           "methods": methods}
+    out: dict[str, Any] = {
+        "name": suite.name,
+        "description": suite.description,
+        "seeds": seeds,
+        "tasks": tasks,
+        "methods": methods,
+    }
     if suite.expected_minutes is not None:
         out["expected_minutes"] = suite.expected_minutes
     return out

@@ -33,7 +33,9 @@ class InProcessExecutor:
     name = "in-process"
     slots = 1
 
-    def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any], on_start: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], on_start: Callable[[Any], None] | None = None
+    ) -> Iterator[tuple[Any, Any]]:
         for item in items:
             if on_start is not None:
                 on_start(item)
@@ -78,8 +80,12 @@ class RayExecutor:
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
-                                      "configure_logging": True}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+                "configure_logging": True,
+            }
             if address:
                 ray.init(address=address, **kwargs)
             else:
@@ -87,12 +93,18 @@ class RayExecutor:
                 # Ray lowers its workers' priority by 15 nice levels by default, which starves runs on a
                 # shared machine; keep the driver's niceness (run the driver under `nice` to yield).
                 os.environ.setdefault("RAY_worker_niceness", "0")
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir,
-                         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}, **kwargs)
+                ray.init(
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    _temp_dir=temp_dir,
+                    runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
+                    **kwargs,
+                )
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.address = address
 
-    def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any], on_start: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], on_start: Callable[[Any], None] | None = None
+    ) -> Iterator[tuple[Any, Any]]:
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
         pending: dict[Any, Any] = {}

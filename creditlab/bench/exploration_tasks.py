@@ -98,9 +98,15 @@ def deep_sea_size(bsuite_id: str) -> int:
     return int(kwargs["size"])
 
 
-def make_exploration_env(task_id: str, *, num_contexts: int | None = None, context_seed: int = 0,
-                         key: str | Callable[[Any], Any] | None = None, seed: int | None = None,
-                         env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+def make_exploration_env(
+    task_id: str,
+    *,
+    num_contexts: int | None = None,
+    context_seed: int = 0,
+    key: str | Callable[[Any], Any] | None = None,
+    seed: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> gym.Env:
     """An exploration task by id: a MiniGrid id, or a bsuite ``deep_sea/K`` id.
 
     ``key`` defaults to ``"pos"`` for MiniGrid and ``"obs"`` (the one-hot cell) for deep_sea;
@@ -109,21 +115,27 @@ def make_exploration_env(task_id: str, *, num_contexts: int | None = None, conte
     """
     if task_id.startswith("deep_sea/"):
         if num_contexts is not None:
-            raise RangeError("deep_sea has a single context (its action mapping is fixed by bsuite's sweep); leave num_contexts=None")
+            raise RangeError(
+                "deep_sea has a single context (its action mapping is fixed by bsuite's sweep); leave num_contexts=None"
+            )
         from .bsuite_tasks import make_bsuite_env
 
         if env_kwargs:
             raise RangeError("deep_sea takes no env_kwargs (its settings come from bsuite's sweep)")
         return StateKeyWrapper(make_bsuite_env(task_id, seed=seed), key or "obs")
     if task_id.startswith("MiniGrid-"):
-        return make_minigrid_env(task_id, num_contexts=num_contexts, context_seed=context_seed, key=key or "pos", env_kwargs=env_kwargs)
+        return make_minigrid_env(
+            task_id, num_contexts=num_contexts, context_seed=context_seed, key=key or "pos", env_kwargs=env_kwargs
+        )
     raise RangeError(f"exploration task ids are MiniGrid ids or 'deep_sea/K'; got {task_id!r}")
 
 
 # ------------------------------------------------------------------------------ deep_sea scoring
 
 
-def deep_sea_solved_episode(bad: Sequence[bool], *, threshold: float = 0.9, num_episodes: int = DEEP_SEA_EPISODES) -> int | None:
+def deep_sea_solved_episode(
+    bad: Sequence[bool], *, threshold: float = 0.9, num_episodes: int = DEEP_SEA_EPISODES
+) -> int | None:
     """First episode (1-based, within ``num_episodes``) whose running fraction of bad episodes is < threshold.
 
     Args:
@@ -164,7 +176,9 @@ def deep_sea_score(bad_by_size: Mapping[int, Sequence[bool]], *, forgiveness: fl
 # ------------------------------------------------------------------------------ training-episode metrics
 
 
-def steps_to_success(timesteps: Sequence[float], returns: Sequence[float], *, rate: float = 0.5, window: int = 100) -> float:
+def steps_to_success(
+    timesteps: Sequence[float], returns: Sequence[float], *, rate: float = 0.5, window: int = 100
+) -> float:
     """Environment steps at which the success rate over the last ``window`` training episodes first
     reaches ``rate`` (NaN if never). Success is a positive return (MiniGrid pays ``1 - 0.9 t/T``
     on reaching the goal, 0 otherwise; deep_sea pays > 0 only for the treasure).

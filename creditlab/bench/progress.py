@@ -20,7 +20,6 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-
 __all__ = ["SweepProgress", "SweepLog", "format_seconds"]
 
 
@@ -44,8 +43,15 @@ def format_seconds(seconds: float | None) -> str:
 class SweepProgress:
     """Consumes :class:`SweepEvent` s and renders a live panel; use as ``on_event`` in a ``with`` block."""
 
-    def __init__(self, runs, *, slots: int = 1, console: Console | None = None, prior_steps_per_second: float = 2000.0,
-                 title: str = "creditlab bench"):
+    def __init__(
+        self,
+        runs,
+        *,
+        slots: int = 1,
+        console: Console | None = None,
+        prior_steps_per_second: float = 2000.0,
+        title: str = "creditlab bench",
+    ):
         self.steps = {r.run_id: r.task.total_steps for r in runs}
         self.slots = max(1, slots)
         self.prior = prior_steps_per_second
@@ -97,7 +103,8 @@ class SweepProgress:
         bar = ProgressBar(total=max(1, self.total), completed=finished + len(self.failed), width=40)
         table = Table.grid(padding=(0, 2))
         table.add_row(
-            Text(self.title, style="bold"), bar,
+            Text(self.title, style="bold"),
+            bar,
             Text(f"{finished}/{self.total} done", style="green"),
             Text(f"{len(self.running)} running", style="cyan"),
             Text(f"{len(self.failed)} failed", style="red" if self.failed else "dim"),
@@ -149,7 +156,9 @@ class SweepLog:
             self.total = event.total
             self.finished = event.skipped
             if event.skipped:
-                self.console.print(f"{event.skipped} of {event.total} runs already finished in this folder: skipped", highlight=False)
+                self.console.print(
+                    f"{event.skipped} of {event.total} runs already finished in this folder: skipped", highlight=False
+                )
         elif event.kind in ("done", "failed") and event.run is not None:
             self.finished += 1
             payload = event.payload or {}
@@ -157,10 +166,20 @@ class SweepLog:
             if event.kind == "done":
                 ret = (payload.get("metrics") or {}).get("final_return")
                 what = f"final return {ret:.4g}" if isinstance(ret, (int, float)) else "done"
-                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} done: {what} ({took})", highlight=False, markup=False, soft_wrap=True)
+                self.console.print(
+                    f"[{self.finished}/{self.total}] {event.run.run_id} done: {what} ({took})",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
             else:
-                self.console.print(f"[{self.finished}/{self.total}] {event.run.run_id} FAILED: {payload.get('error', 'crashed')} "
-                                   "(traceback in its error.json)", highlight=False, markup=False, soft_wrap=True)
+                self.console.print(
+                    f"[{self.finished}/{self.total}] {event.run.run_id} FAILED: {payload.get('error', 'crashed')} "
+                    "(traceback in its error.json)",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
 
     def __enter__(self):
         return self

@@ -118,7 +118,9 @@ def verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
 def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Mean and std over seeds on the first seed's x grid (other seeds interpolated)."""
     grid = np.asarray(max(curves, key=lambda c: len(c["x"]))["x"], dtype=np.float64)
-    ys = np.array([np.interp(grid, np.asarray(c["x"], dtype=np.float64), np.asarray(c["mean"], dtype=np.float64)) for c in curves])
+    ys = np.array(
+        [np.interp(grid, np.asarray(c["x"], dtype=np.float64), np.asarray(c["mean"], dtype=np.float64)) for c in curves]
+    )
     with warnings.catch_warnings():  # a grid point no seed has a value at stays NaN (not plotted)
         warnings.simplefilter("ignore", RuntimeWarning)
         mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
@@ -128,8 +130,13 @@ def _curve_stats(curves: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ aggregation
 
 
-def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Mapping[str, Any]] = (), title: str = "creditlab benchmark",
-                 requested: Sequence[str] = ()) -> Report:
+def build_report(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    failures: Sequence[Mapping[str, Any]] = (),
+    title: str = "creditlab benchmark",
+    requested: Sequence[str] = (),
+) -> Report:
     """Aggregate finished runs (parsed ``result.json`` dicts) into tables and curves.
 
     Example:
@@ -175,9 +182,15 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         for m in methods:
             row.append(_fmt(*_mean_std(vals(t, m, "final_return"))))
         rows.append(row)
-    report.tables.append(Table("final_return", "Final true return (deterministic evaluation, mean ± std over seeds)",
-                               ["task"] + methods, rows,
-                               "Evaluated on the hidden per-step reward. bsuite tasks: mean over settings."))
+    report.tables.append(
+        Table(
+            "final_return",
+            "Final true return (deterministic evaluation, mean ± std over seeds)",
+            ["task"] + methods,
+            rows,
+            "Evaluated on the hidden per-step reward. bsuite tasks: mean over settings.",
+        )
+    )
 
     # verdicts vs baseline
     rows = []
@@ -189,13 +202,26 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                 continue
             bm, _, _ = _mean_std(base)
             mm, _, _ = _mean_std(mv)
-            rows.append([t, m, f"{mm - bm:+.1f}" if np.isfinite(mm - bm) else "n/a", per_task_verdict(mv, base),
-                         ", ".join(str(s) for s in seeds(t, m))])
-    report.tables.append(Table("verdict", "Against the episodic baseline (final true return)",
-                               ["task", "method", "difference of means", "verdict", "seeds"], rows,
-                               f"A verdict needs at least {MIN_SEEDS_FOR_VERDICT} seeds on both sides; then 'better' / 'worse' "
-                               "only when the difference exceeds twice its standard error (Welch), otherwise the method "
-                               "does not beat the baseline on this evidence. Fewer seeds: 'too few seeds'."))
+            rows.append(
+                [
+                    t,
+                    m,
+                    f"{mm - bm:+.1f}" if np.isfinite(mm - bm) else "n/a",
+                    per_task_verdict(mv, base),
+                    ", ".join(str(s) for s in seeds(t, m)),
+                ]
+            )
+    report.tables.append(
+        Table(
+            "verdict",
+            "Against the episodic baseline (final true return)",
+            ["task", "method", "difference of means", "verdict", "seeds"],
+            rows,
+            f"A verdict needs at least {MIN_SEEDS_FOR_VERDICT} seeds on both sides; then 'better' / 'worse' "
+            "only when the difference exceeds twice its standard error (Welch), otherwise the method "
+            "does not beat the baseline on this evidence. Fewer seeds: 'too few seeds'.",
+        )
+    )
 
     # normalized score
     rows = []
@@ -215,19 +241,26 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
             scores = [(v - e) / (d - e) for v in per_seed if v is not None]
             row.append(_fmt(*_mean_std(scores), digits=2))
         rows.append(row)
-    report.tables.append(Table("normalized", "Normalized score (method − episodic) / (dense − episodic)",
-                               ["task"] + others + ["dense"], rows,
-                               "0 = episodic baseline, 1 = dense oracle; per seed against the anchors' means. "
-                               "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
-                               "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
-                               "ratio would only amplify noise."))
+    report.tables.append(
+        Table(
+            "normalized",
+            "Normalized score (method − episodic) / (dense − episodic)",
+            ["task"] + others + ["dense"],
+            rows,
+            "0 = episodic baseline, 1 = dense oracle; per seed against the anchors' means. "
+            "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
+            "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
+            "ratio would only amplify noise.",
+        )
+    )
 
     _add_aggregates(report, by, tasks, others, task_cfg)
 
     # AUC
     rows = [[t] + [_fmt(*_mean_std(vals(t, m, "auc"))) for m in methods] for t in tasks]
-    report.tables.append(Table("auc", "Area under the evaluation curve (average true return over training)",
-                               ["task"] + methods, rows))
+    report.tables.append(
+        Table("auc", "Area under the evaluation curve (average true return over training)", ["task"] + methods, rows)
+    )
 
     # credit quality
     rows = []
@@ -239,11 +272,17 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                 continue
             row.append(_fmt(*_mean_std(vals(t, m, "credit/corr_hidden")), digits=2))
         rows.append(row)
-    report.tables.append(Table("credit", "Credit quality: correlation of the per-step reward the agent trained on with the hidden reward",
-                               ["task"] + methods, rows,
-                               "Pearson correlation over training steps. The episodic baseline's value is that of the "
-                               "delayed reward itself. n/a where the hidden reward is constant (CartPole pays +1 per step), "
-                               "so no correlation is defined."))
+    report.tables.append(
+        Table(
+            "credit",
+            "Credit quality: correlation of the per-step reward the agent trained on with the hidden reward",
+            ["task"] + methods,
+            rows,
+            "Pearson correlation over training steps. The episodic baseline's value is that of the "
+            "delayed reward itself. n/a where the hidden reward is constant (CartPole pays +1 per step), "
+            "so no correlation is defined.",
+        )
+    )
 
     # wall time
     rows = []
@@ -254,9 +293,15 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
             mt, _, n = _mean_std(vals(t, m, "time/train_seconds"))
             row.append(f"{mt:.0f} s ({(mt / base - 1) * 100:+.0f}%)" if n and nb and base > 0 else "n/a")
         rows.append(row)
-    report.tables.append(Table("walltime", "Training wall time (mean per run) and overhead vs the episodic baseline",
-                               ["task", "episodic"] + [m for m in methods if m != "episodic"], rows,
-                               "Evaluation time excluded. Runs shared the machine with other runs."))
+    report.tables.append(
+        Table(
+            "walltime",
+            "Training wall time (mean per run) and overhead vs the episodic baseline",
+            ["task", "episodic"] + [m for m in methods if m != "episodic"],
+            rows,
+            "Evaluation time excluded. Runs shared the machine with other runs.",
+        )
+    )
 
     # steps to solve
     solve_tasks = [t for t in tasks if task_cfg[t].get("solve_threshold") is not None]
@@ -272,8 +317,14 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                 solved = [x for x in v if x is not None and np.isfinite(x)]
                 row.append(f"{len(solved)}/{len(v)} solved" + (f", median {np.median(solved):,.0f}" if solved else ""))
             rows.append(row)
-        report.tables.append(Table("solve", "Steps to solve (first evaluation at or above the threshold)",
-                                   ["task", "threshold"] + methods, rows))
+        report.tables.append(
+            Table(
+                "solve",
+                "Steps to solve (first evaluation at or above the threshold)",
+                ["task", "threshold"] + methods,
+                rows,
+            )
+        )
 
     # natively sparse tasks: training success
     sparse = [t for t in tasks if any("success_rate_last" in r["metrics"] for m in methods for r in by.get((t, m), []))]
@@ -288,23 +339,37 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
                     row.append("n/a")
                     continue
                 hit = [x for x in steps if np.isfinite(x)]
-                row.append(f"{_fmt(*_mean_std(rate), digits=2)}; 50% by {len(hit)}/{len(steps)}"
-                           + (f" (median {np.median(hit):,.0f})" if hit else ""))
+                row.append(
+                    f"{_fmt(*_mean_std(rate), digits=2)}; 50% by {len(hit)}/{len(steps)}"
+                    + (f" (median {np.median(hit):,.0f})" if hit else "")
+                )
             rows.append(row)
-        report.tables.append(Table("success", "Training success on natively sparse tasks",
-                                   ["task"] + methods, rows,
-                                   "Success rate of the last 10% of training episodes (a positive return), mean ± std over "
-                                   "seeds; then how many seeds reached 50% success over 100 consecutive training episodes, "
-                                   "and the median steps it took."))
+        report.tables.append(
+            Table(
+                "success",
+                "Training success on natively sparse tasks",
+                ["task"] + methods,
+                rows,
+                "Success rate of the last 10% of training episodes (a positive return), mean ± std over "
+                "seeds; then how many seeds reached 50% success over 100 consecutive training episodes, "
+                "and the median steps it took.",
+            )
+        )
 
     # bsuite
     bs_tasks = [t for t in tasks if task_cfg[t].get("family") == "bsuite"]
     if bs_tasks:
         rows = [[t] + [_fmt(*_mean_std(vals(t, m, "bsuite/score")), digits=2) for m in methods] for t in bs_tasks]
-        report.tables.append(Table("bsuite", "bsuite scores (bsuite's own analysis on the training log)",
-                                   ["experiment"] + methods, rows,
-                                   "umbrella_length: fraction of settings with average regret < 0.5; discounting_chain: "
-                                   "clip(1 − 10 (1.1 − average return), 0, 1). Reduced sweeps, see the task table."))
+        report.tables.append(
+            Table(
+                "bsuite",
+                "bsuite scores (bsuite's own analysis on the training log)",
+                ["experiment"] + methods,
+                rows,
+                "umbrella_length: fraction of settings with average regret < 0.5; discounting_chain: "
+                "clip(1 − 10 (1.1 − average return), 0, 1). Reduced sweeps, see the task table.",
+            )
+        )
 
     # task configuration
     rows = []
@@ -315,38 +380,76 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
         settings = ", ".join(s.split("/")[-1] for s in c.get("bsuite_settings", [])) or "-"
         all_seeds = sorted({r["seed"] for (tt, _), rs in by.items() if tt == t for r in rs})
         env = c["env_id"]
-        extras = [f"reward {c['reward']}" if c.get("reward", "episodic") != "episodic" else "",
-                  f"{c['contexts']} levels per run" if c.get("contexts") else "",
-                  f"state key {c['state_key']}" if c.get("state_key") else ""]
+        extras = [
+            f"reward {c['reward']}" if c.get("reward", "episodic") != "episodic" else "",
+            f"{c['contexts']} levels per run" if c.get("contexts") else "",
+            f"state key {c['state_key']}" if c.get("state_key") else "",
+        ]
         env += "".join(f"; {x}" for x in extras if x)
-        rows.append([t, env, f"{c['steps']:,}", str(c["agent"]["hyperparams"]["gamma"]),
-                     f"{agent['algo'].upper()} ({agent['n_envs']} envs{_vecnorm(agent['normalize'])}); {hp}",
-                     f"every {c['eval_every']:,} steps, {c['eval_episodes']} episodes", settings,
-                     ", ".join(map(str, all_seeds)), c.get("notes", "")])
-    report.tables.append(Table("tasks", "Tasks, budgets and recorded hyperparameters",
-                               ["task", "environment", "steps/run", "gamma", "agent", "evaluation", "bsuite ids", "seeds", "notes"], rows))
+        rows.append(
+            [
+                t,
+                env,
+                f"{c['steps']:,}",
+                str(c["agent"]["hyperparams"]["gamma"]),
+                f"{agent['algo'].upper()} ({agent['n_envs']} envs{_vecnorm(agent['normalize'])}); {hp}",
+                f"every {c['eval_every']:,} steps, {c['eval_episodes']} episodes",
+                settings,
+                ", ".join(map(str, all_seeds)),
+                c.get("notes", ""),
+            ]
+        )
+    report.tables.append(
+        Table(
+            "tasks",
+            "Tasks, budgets and recorded hyperparameters",
+            ["task", "environment", "steps/run", "gamma", "agent", "evaluation", "bsuite ids", "seeds", "notes"],
+            rows,
+        )
+    )
 
     # method parameters
     rows = []
     for m in others:
-        cfgs = {json.dumps(r.get("method_config") or {}, sort_keys=True, default=str) for (_, mm), rs in by.items() if mm == m for r in rs}
+        cfgs = {
+            json.dumps(r.get("method_config") or {}, sort_keys=True, default=str)
+            for (_, mm), rs in by.items()
+            if mm == m
+            for r in rs
+        }
         for cfg in sorted(cfgs):
             data = json.loads(cfg)
             own = data.get("assigner") or data.get("bonus") or {}
             assigner = ", ".join(f"{k}={v}" for k, v in sorted(own.items()))
-            integration = ", ".join(f"{k}={v}" for k, v in sorted((data.get("integration") or data.get("callback") or {}).items())) or "defaults"
+            integration = (
+                ", ".join(
+                    f"{k}={v}" for k, v in sorted((data.get("integration") or data.get("callback") or {}).items())
+                )
+                or "defaults"
+            )
             name = m if not data.get("method") else f"{m} ({data['method']})"
             rows.append([name, assigner or "defaults", integration])
     if rows:
-        report.tables.append(Table("methods", "Methods and their parameters", ["method", "assigner / bonus parameters",
-                                   "SB3 callback parameters"], rows,
-                                   "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3 "
-                                   "(credit assigners: CreditAssignmentCallback / CreditReplayBuffer; exploration bonuses: "
-                                   "ExplorationBonusCallback)."))
+        report.tables.append(
+            Table(
+                "methods",
+                "Methods and their parameters",
+                ["method", "assigner / bonus parameters", "SB3 callback parameters"],
+                rows,
+                "Registry defaults plus the suite's overrides; attached with creditlab.integrations.sb3 "
+                "(credit assigners: CreditAssignmentCallback / CreditReplayBuffer; exploration bonuses: "
+                "ExplorationBonusCallback).",
+            )
+        )
 
     if failures:
-        rows = [[f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"] for f in failures]
-        report.tables.append(Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows))
+        rows = [
+            [f.get("run_id", "?"), str(f.get("error", "")).splitlines()[0][:160] if f.get("error") else "crashed"]
+            for f in failures
+        ]
+        report.tables.append(
+            Table("failures", "Runs that crashed (traceback in their error.json)", ["run", "error"], rows)
+        )
 
     # requested in the manifest but neither finished nor crashed (sweep interrupted or still running)
     seen = {r.get("run_id") for r in results} | {f.get("run_id") for f in failures}
@@ -357,9 +460,15 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
             task, method, seed = rid.split("/")
             groups[(task, method)].append(seed.removeprefix("seed"))
         rows = [[t, m, ", ".join(sorted(sd, key=int))] for (t, m), sd in groups.items()]
-        report.tables.append(Table("missing", f"Requested runs not finished ({len(missing)} of {len(requested)})",
-                                   ["task", "method", "seeds"], rows,
-                                   "The sweep was stopped before these runs finished; re-run the same command to resume."))
+        report.tables.append(
+            Table(
+                "missing",
+                f"Requested runs not finished ({len(missing)} of {len(requested)})",
+                ["task", "method", "seeds"],
+                rows,
+                "The sweep was stopped before these runs finished; re-run the same command to resume.",
+            )
+        )
 
     # curves
     for t in tasks:
@@ -373,9 +482,16 @@ def build_report(results: Sequence[Mapping[str, Any]], *, failures: Sequence[Map
     # provenance
     commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in results})
     versions = (results[0].get("versions") or {}) if results else {}
-    report.summary.update({"runs": len(results), "failed": len(failures), "commits": commits, "versions": versions,
-                           "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
-                           "hosts": sorted({r.get("host", "?") for r in results})})
+    report.summary.update(
+        {
+            "runs": len(results),
+            "failed": len(failures),
+            "commits": commits,
+            "versions": versions,
+            "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in results)),
+            "hosts": sorted({r.get("host", "?") for r in results}),
+        }
+    )
     return report
 
 
@@ -383,7 +499,9 @@ def _vecnorm(normalize: Any) -> str:
     return {True: ", VecNormalize", "obs": ", VecNormalize (observations)"}.get(normalize, "")
 
 
-def _per_seed(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], task: str, method: str, key: str = "final_return") -> dict[int, float]:
+def _per_seed(
+    by: Mapping[tuple[str, str], list[Mapping[str, Any]]], task: str, method: str, key: str = "final_return"
+) -> dict[int, float]:
     out: dict[int, float] = {}
     for r in by.get((task, method), []):
         v = r["metrics"].get(key)
@@ -392,8 +510,12 @@ def _per_seed(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], task: str, 
     return out
 
 
-def normalized_by_task(by: Mapping[tuple[str, str], list[Mapping[str, Any]]], tasks: Sequence[str], methods: Sequence[str],
-                       task_cfg: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, str]]:
+def normalized_by_task(
+    by: Mapping[tuple[str, str], list[Mapping[str, Any]]],
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    task_cfg: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, str]]:
     """Per-seed normalized scores ``method -> task -> {seed: score}`` on the tasks where the dense oracle
     beats the episodic baseline beyond noise, and the other tasks with the reason they are left out."""
     scores: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
@@ -431,7 +553,9 @@ def _add_aggregates(report: Report, by, tasks, others, task_cfg) -> None:
     poi_tasks: dict[str, list[str]] = {}
     for m in others + ["dense"]:
         common = [t for t in tasks if raw[m].get(t) and raw["episodic"].get(t)]
-        pair = score_matrices({m: {t: raw[m][t] for t in common}, "episodic": {t: raw["episodic"][t] for t in common}}, common)
+        pair = score_matrices(
+            {m: {t: raw[m][t] for t in common}, "episodic": {t: raw["episodic"][t] for t in common}}, common
+        )
         if m in pair and "episodic" in pair:
             poi.update(improvement_probabilities({m: pair[m].scores, "episodic": pair["episodic"].scores}, "episodic"))
             poi_tasks[m] = common
@@ -442,24 +566,55 @@ def _add_aggregates(report: Report, by, tasks, others, task_cfg) -> None:
         p = poi.get(m)
         if e is None and p is None:
             continue
-        rows.append([m, str(len(agg_tasks)) if mat is not None else "0", str(len(mat.seeds)) if mat is not None else "-",
-                     e["iqm"].format() if e else "n/a", e["mean"].format() if e else "n/a",
-                     e["optimality_gap"].format() if e else "n/a",
-                     p.format() if p else ("-" if m == "episodic" else "n/a")])
-    note = ("Normalized scores: 0 = episodic baseline, 1 = dense oracle, per run against the anchors' means. IQM "
-            "(interquartile mean) and optimality gap (1 - mean of min(score, 1)) over every run of every task, with "
-            "95% stratified-bootstrap confidence intervals (rliable, 2,000 resamples, runs resampled within tasks). "
-            "P(> episodic): probability that a run of the method beats a run of the baseline on the same task "
-            "(Mann-Whitney, averaged over tasks; raw final returns, so natively sparse tasks count too).")
+        rows.append(
+            [
+                m,
+                str(len(agg_tasks)) if mat is not None else "0",
+                str(len(mat.seeds)) if mat is not None else "-",
+                e["iqm"].format() if e else "n/a",
+                e["mean"].format() if e else "n/a",
+                e["optimality_gap"].format() if e else "n/a",
+                p.format() if p else ("-" if m == "episodic" else "n/a"),
+            ]
+        )
+    note = (
+        "Normalized scores: 0 = episodic baseline, 1 = dense oracle, per run against the anchors' means. IQM "
+        "(interquartile mean) and optimality gap (1 - mean of min(score, 1)) over every run of every task, with "
+        "95% stratified-bootstrap confidence intervals (rliable, 2,000 resamples, runs resampled within tasks). "
+        "P(> episodic): probability that a run of the method beats a run of the baseline on the same task "
+        "(Mann-Whitney, averaged over tasks; raw final returns, so natively sparse tasks count too)."
+    )
     if excluded:
-        note += " Left out of the normalized aggregates: " + "; ".join(f"{t} ({why})" for t, why in excluded.items()) + "."
+        note += (
+            " Left out of the normalized aggregates: " + "; ".join(f"{t} ({why})" for t, why in excluded.items()) + "."
+        )
     if rows:
-        report.tables.append(Table("aggregate", "Aggregate over tasks (rliable)",
-                                   ["method", "tasks", "runs per task", "IQM normalized score", "mean normalized score",
-                                    "optimality gap", "P(> episodic)"], rows, note))
-    report.summary["aggregate"] = {"tasks": agg_tasks, "excluded": excluded, "estimates": estimates, "poi": poi,
-                                   "poi_tasks": poi_tasks, "matrices": {m: v.scores for m, v in mats.items()},
-                                   "seeds": {m: v.seeds for m, v in mats.items()}}
+        report.tables.append(
+            Table(
+                "aggregate",
+                "Aggregate over tasks (rliable)",
+                [
+                    "method",
+                    "tasks",
+                    "runs per task",
+                    "IQM normalized score",
+                    "mean normalized score",
+                    "optimality gap",
+                    "P(> episodic)",
+                ],
+                rows,
+                note,
+            )
+        )
+    report.summary["aggregate"] = {
+        "tasks": agg_tasks,
+        "excluded": excluded,
+        "estimates": estimates,
+        "poi": poi,
+        "poi_tasks": poi_tasks,
+        "matrices": {m: v.scores for m, v in mats.items()},
+        "seeds": {m: v.seeds for m, v in mats.items()},
+    }
     report.summary["headline"] = headline(report, others)
 
 
@@ -474,8 +629,10 @@ def headline(report: Report, others: Sequence[str]) -> str:
             return "No task separates the dense oracle from the episodic baseline at this budget, so this run supports no ranking of methods."
         best = max(poi, key=lambda m: poi[m].point)
         p = poi[best]
-        return (f"No task separates the dense oracle from the episodic baseline at this budget; by probability of improvement "
-                f"the strongest method is {best} (P(> episodic) = {p.format()}).")
+        return (
+            f"No task separates the dense oracle from the episodic baseline at this budget; by probability of improvement "
+            f"the strongest method is {best} (P(> episodic) = {p.format()})."
+        )
     best = max(cands, key=lambda m: est[m]["iqm"].point)
     iqm = est[best]["iqm"]
     tasks = agg.get("tasks") or []
@@ -484,10 +641,16 @@ def headline(report: Report, others: Sequence[str]) -> str:
         verdict_text = "beats the episodic baseline" + (" and reaches the dense oracle" if iqm.high >= 1.0 else "")
     else:
         verdict_text = "does not beat the episodic baseline beyond the bootstrap noise"
-    few = f" With {n_seeds} seeds per task the intervals are wide; treat the ranking as tentative." if n_seeds < MIN_SEEDS_FOR_VERDICT else ""
-    return (f"Across {len(tasks)} task{'s' if len(tasks) != 1 else ''} where the dense oracle separates from the baseline "
-            f"({', '.join(tasks)}), the best method is {best}: IQM normalized score {iqm.format()} "
-            f"(0 = episodic baseline, 1 = dense oracle); it {verdict_text}.{few}")
+    few = (
+        f" With {n_seeds} seeds per task the intervals are wide; treat the ranking as tentative."
+        if n_seeds < MIN_SEEDS_FOR_VERDICT
+        else ""
+    )
+    return (
+        f"Across {len(tasks)} task{'s' if len(tasks) != 1 else ''} where the dense oracle separates from the baseline "
+        f"({', '.join(tasks)}), the best method is {best}: IQM normalized score {iqm.format()} "
+        f"(0 = episodic baseline, 1 = dense oracle); it {verdict_text}.{few}"
+    )
 
 
 # ------------------------------------------------------------------------------ figures
@@ -525,12 +688,20 @@ def _draw(report: Report, task: str, colors: Mapping[str, str], plt) -> bytes:
         for m, c in report.curves[task].items():
             n = int(c["n"])
             style = "--" if m in ANCHORS else "-"
-            ax.plot(c["x"], c["mean"], style, color=colors[m], label=f"{m} ({n} seed{'s' if n != 1 else ''})", linewidth=1.8)
+            ax.plot(
+                c["x"], c["mean"], style, color=colors[m], label=f"{m} ({n} seed{'s' if n != 1 else ''})", linewidth=1.8
+            )
             if n > 1:
-                ax.fill_between(c["x"], c["mean"] - c["std"], c["mean"] + c["std"], color=colors[m], alpha=0.15, linewidth=0)
+                ax.fill_between(
+                    c["x"], c["mean"] - c["std"], c["mean"] + c["std"], color=colors[m], alpha=0.15, linewidth=0
+                )
         ax.set_title(task)
         ax.set_xlabel(report.x_names.get(task, "environment steps"))
-        ax.set_ylabel("true return (evaluation)" if "setting" not in report.x_names.get(task, "") else "true return (training episodes)")
+        ax.set_ylabel(
+            "true return (evaluation)"
+            if "setting" not in report.x_names.get(task, "")
+            else "true return (training episodes)"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
@@ -558,7 +729,10 @@ def plot_aggregates(report: Report) -> dict[str, bytes]:
             methods = [m for m in report.methods if m in est]
             fig, axes = plt.subplots(1, 2, figsize=(9.0, 0.45 * len(methods) + 1.4), dpi=100)
             try:
-                for ax, key, label in ((axes[0], "iqm", "IQM normalized score"), (axes[1], "optimality_gap", "optimality gap")):
+                for ax, key, label in (
+                    (axes[0], "iqm", "IQM normalized score"),
+                    (axes[1], "optimality_gap", "optimality gap"),
+                ):
                     for i, m in enumerate(methods):
                         e = est[m][key]
                         ax.barh(i, e.high - e.low, left=e.low, height=0.6, color=colors[m], alpha=0.6)
@@ -580,7 +754,9 @@ def plot_aggregates(report: Report) -> dict[str, bytes]:
                 fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
                 try:
                     for m in [x for x in report.methods if x in profiles]:
-                        ax.plot(taus, profiles[m], "--" if m in ANCHORS else "-", color=colors[m], label=m, linewidth=1.8)
+                        ax.plot(
+                            taus, profiles[m], "--" if m in ANCHORS else "-", color=colors[m], label=m, linewidth=1.8
+                        )
                         ax.fill_between(taus, cis[m][0], cis[m][1], color=colors[m], alpha=0.15, linewidth=0)
                     ax.set_xlabel("normalized score τ (0 = episodic, 1 = dense)")
                     ax.set_ylabel("fraction of runs with score > τ")
@@ -624,8 +800,12 @@ def _png(fig) -> bytes:
 
 def _md_table(t: Table) -> str:
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-    lines = [f"### {t.title}", "", "| " + " | ".join(esc(c) for c in t.columns) + " |",
-             "| " + " | ".join("---" for _ in t.columns) + " |"]
+    lines = [
+        f"### {t.title}",
+        "",
+        "| " + " | ".join(esc(c) for c in t.columns) + " |",
+        "| " + " | ".join("---" for _ in t.columns) + " |",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
     if t.note:
         lines += ["", f"_{t.note}_"]
@@ -651,27 +831,53 @@ th{background:#f3f3f3} table.text td{text-align:left} td:first-child,th:first-ch
 
 
 def _order(report: Report) -> list[Table]:
-    order = ["aggregate", "final_return", "normalized", "verdict", "auc", "credit", "success", "walltime", "solve", "bsuite", "tasks", "methods", "failures", "missing"]
+    order = [
+        "aggregate",
+        "final_return",
+        "normalized",
+        "verdict",
+        "auc",
+        "credit",
+        "success",
+        "walltime",
+        "solve",
+        "bsuite",
+        "tasks",
+        "methods",
+        "failures",
+        "missing",
+    ]
     return sorted(report.tables, key=lambda t: order.index(t.key) if t.key in order else len(order))
 
 
 def _provenance_lines(report: Report) -> list[str]:
     s = report.summary
-    regen = "Raw results: runs.jsonl (one line per run); regenerate this report with `creditlab report runs.jsonl --out .`."
+    regen = (
+        "Raw results: runs.jsonl (one line per run); regenerate this report with `creditlab report runs.jsonl --out .`."
+    )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(s.get("versions", {}).items()))
-    return [f"Runs: {s.get('runs', 0)} finished, {s.get('failed', 0)} failed; total run time {s.get('wall_seconds', 0) / 60:.1f} min "
-            f"(summed over runs); hosts: {', '.join(s.get('hosts', []))}.",
-            f"creditlab commit(s): {', '.join(s.get('commits', []))}.", f"Versions: {versions}.", regen]
+    return [
+        f"Runs: {s.get('runs', 0)} finished, {s.get('failed', 0)} failed; total run time {s.get('wall_seconds', 0) / 60:.1f} min "
+        f"(summed over runs); hosts: {', '.join(s.get('hosts', []))}.",
+        f"creditlab commit(s): {', '.join(s.get('commits', []))}.",
+        f"Versions: {versions}.",
+        regen,
+    ]
 
 
-def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "", aggregate_figures: Mapping[str, str] | None = None) -> str:
+def render_markdown(
+    report: Report, figures: Mapping[str, str], intro: str = "", aggregate_figures: Mapping[str, str] | None = None
+) -> str:
     parts = [f"# {report.title}", ""]
     if report.summary.get("headline"):
         parts += [f"**{report.summary['headline']}**", ""]
     if intro:
         parts += [intro, ""]
-    parts += [f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} "
-              "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward).", ""]
+    parts += [
+        f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} "
+        "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward).",
+        "",
+    ]
     tables = _order(report)
     if tables and tables[0].key == "aggregate":
         parts.append(_md_table(tables.pop(0)))
@@ -687,12 +893,16 @@ def render_markdown(report: Report, figures: Mapping[str, str], intro: str = "",
     return "\n".join(parts) + "\n"
 
 
-def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "", aggregate_pngs: Mapping[str, bytes] | None = None) -> str:
+def render_html(
+    report: Report, pngs: Mapping[str, bytes], intro: str = "", aggregate_pngs: Mapping[str, bytes] | None = None
+) -> str:
     agg_figs = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
         for n, b in (aggregate_pngs or {}).items()
     )
-    head = f'<p><strong>{html.escape(report.summary["headline"])}</strong></p>' if report.summary.get("headline") else ""
+    head = (
+        f"<p><strong>{html.escape(report.summary['headline'])}</strong></p>" if report.summary.get("headline") else ""
+    )
     figs = "".join(
         f'<figure><img alt="learning curves {html.escape(t)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
         for t, b in pngs.items()
@@ -711,8 +921,9 @@ def render_html(report: Report, pngs: Mapping[str, bytes], intro: str = "", aggr
     )
 
 
-def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None,
-                 intro: str = "") -> dict[str, Path]:
+def write_report(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None, intro: str = ""
+) -> dict[str, Path]:
     """Write ``report.md`` (+ ``figures/*.png``), a self-contained ``report.html`` and the packed raw
     results ``runs.jsonl`` (one line per run) for a sweep.
 
@@ -731,12 +942,18 @@ def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     store: Any = read_packed(sweep_dir) if packed else ResultsStore(sweep_dir)
     results = store.load_results()
     if not results:
-        raise CreditlabError(f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json "
-                             "or a table written by `creditlab report DIR`)")
+        raise CreditlabError(
+            f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json "
+            "or a table written by `creditlab report DIR`)"
+        )
     manifest = store.manifest()
     suite = manifest.get("suite")
-    report = build_report(results, failures=store.load_failures(), requested=list(manifest.get("runs", {})),
-                          title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"))
+    report = build_report(
+        results,
+        failures=store.load_failures(),
+        requested=list(manifest.get("runs", {})),
+        title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"),
+    )
     out = Path(out_dir) if out_dir is not None else (store.root.parent if packed else store.root / "report")
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)

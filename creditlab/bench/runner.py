@@ -38,9 +38,28 @@ from .executors import InProcessExecutor, RunCrashed
 from .store import ResultsStore
 from .suites import RunSpec
 
-__all__ = ["execute_run", "run_sweep", "SweepEvent", "SweepSummary", "package_versions", "git_commit", "InProcessExecutor"]
+__all__ = [
+    "execute_run",
+    "run_sweep",
+    "SweepEvent",
+    "SweepSummary",
+    "package_versions",
+    "git_commit",
+    "InProcessExecutor",
+]
 
-_PACKAGES = ("creditlab", "torch", "numpy", "gymnasium", "stable-baselines3", "mujoco", "minigrid", "bsuite", "ray", "matplotlib")
+_PACKAGES = (
+    "creditlab",
+    "torch",
+    "numpy",
+    "gymnasium",
+    "stable-baselines3",
+    "mujoco",
+    "minigrid",
+    "bsuite",
+    "ray",
+    "matplotlib",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -64,7 +83,9 @@ def git_commit() -> dict[str, Any]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "creditlab"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "creditlab"], cwd=root, capture_output=True, text=True, timeout=10
+        )
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -78,8 +99,13 @@ def execute_run(config: Mapping[str, Any]) -> dict[str, Any]:
         both with ``versions``, ``git``, ``host``, ``pid``, ``started``, ``wall_seconds``.
     """
     started = time.time()
-    common: dict[str, Any] = {"versions": package_versions(), "git": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))}
+    common: dict[str, Any] = {
+        "versions": package_versions(),
+        "git": git_commit(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    }
     config = dict(config)
     tracking = config.pop("tracking", None)
     tracker = None
@@ -93,11 +119,22 @@ def execute_run(config: Mapping[str, Any]) -> dict[str, Any]:
         if tracker is not None:
             tracker.finish(out.metrics, steps=int(out.metrics.get("steps", 0)))
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-        failed = {**common, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                  "wall_seconds": time.time() - started}
+        failed = {
+            **common,
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "wall_seconds": time.time() - started,
+        }
         return {**failed, **_tracked_files(tracker, failed=True)}
-    return {**common, "status": "ok", "curve": out.curve, "metrics": out.metrics, "wall_seconds": time.time() - started,
-            **_tracked_files(tracker)}
+    return {
+        **common,
+        "status": "ok",
+        "curve": out.curve,
+        "metrics": out.metrics,
+        "wall_seconds": time.time() - started,
+        **_tracked_files(tracker),
+    }
 
 
 _FILES_KEY = "tracking_files"  # payload key of log files a remote worker returns (never stored in result.json)
@@ -109,9 +146,15 @@ def _tracker(tracking: Mapping[str, Any] | None, spec: RunSpec):
         return None
     from .tracking import RunTracker
 
-    return RunTracker(tracking["trackers"], tracking.get("dir"), project=tracking.get("project") or "creditlab-bench",
-                      name=spec.run_id, group=f"{spec.task.name}/{spec.method}", tags=(spec.task.name, spec.method),
-                      config={**spec.to_dict(), "config_hash": spec.config_hash()})
+    return RunTracker(
+        tracking["trackers"],
+        tracking.get("dir"),
+        project=tracking.get("project") or "creditlab-bench",
+        name=spec.run_id,
+        group=f"{spec.task.name}/{spec.method}",
+        tags=(spec.task.name, spec.method),
+        config={**spec.to_dict(), "config_hash": spec.config_hash()},
+    )
 
 
 def _tracked_files(tracker, *, failed: bool = False) -> dict[str, Any]:
@@ -183,6 +226,7 @@ def run_sweep(
 
         runs = list(runs)
         with SweepProgress(runs, slots=getattr(executor, "slots", 1)) as display:
+
             def both(event: SweepEvent) -> None:
                 display(event)
                 if on_event is not None:
@@ -210,8 +254,11 @@ def run_sweep(
         in_place = _shares_disk(executor)
         project = str((meta or {}).get("suite") or store.root.resolve().name)
         for item, r in zip(items, todo):
-            item["tracking"] = {"trackers": list(trackers), "project": f"creditlab-bench-{project}",
-                                "dir": str(store.run_dir(r).resolve()) if in_place else None}
+            item["tracking"] = {
+                "trackers": list(trackers),
+                "project": f"creditlab-bench-{project}",
+                "dir": str(store.run_dir(r).resolve()) if in_place else None,
+            }
 
     def started(item):
         emit(SweepEvent("start", by_id[_run_id(item)]))
@@ -221,7 +268,11 @@ def run_sweep(
         if isinstance(result, RunCrashed):
             result = {"status": "failed", "error": str(result), "traceback": result.traceback_text}
         elif isinstance(result, BaseException):
-            result = {"status": "failed", "error": repr(result), "traceback": "".join(traceback.format_exception(result))}
+            result = {
+                "status": "failed",
+                "error": repr(result),
+                "traceback": "".join(traceback.format_exception(result)),
+            }
         if _FILES_KEY in result:
             from .tracking import write_files
 

@@ -154,12 +154,14 @@ def aggregate_estimates(
         return {}
 
     def agg(x: np.ndarray) -> np.ndarray:
-        return np.array([
-            metrics.aggregate_iqm(x),
-            metrics.aggregate_mean(x),
-            metrics.aggregate_median(x),
-            metrics.aggregate_optimality_gap(x, gamma),
-        ])
+        return np.array(
+            [
+                metrics.aggregate_iqm(x),
+                metrics.aggregate_mean(x),
+                metrics.aggregate_median(x),
+                metrics.aggregate_optimality_gap(x, gamma),
+            ]
+        )
 
     with _seeded(seed):
         points, cis = rly.get_interval_estimates(dict(matrices), agg, reps=reps)
@@ -210,7 +212,10 @@ def improvement_probabilities(
         return {}
     with _seeded(seed):
         points, cis = rly.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
-    return {m: Estimate(float(np.ravel(points[m])[0]), float(np.ravel(cis[m])[0]), float(np.ravel(cis[m])[1])) for m in pairs}
+    return {
+        m: Estimate(float(np.ravel(points[m])[0]), float(np.ravel(cis[m])[0]), float(np.ravel(cis[m])[1]))
+        for m in pairs
+    }
 
 
 def performance_profiles(
@@ -226,8 +231,10 @@ def performance_profiles(
     return {k: np.asarray(v) for k, v in profiles.items()}, {k: np.asarray(v) for k, v in cis.items()}
 
 
-def per_task_verdict(method: Sequence[float], baseline: Sequence[float], *, min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> str:
-    """"better" / "worse" / "no better (within noise)" with >= ``min_seeds`` seeds on both sides, else "too few seeds".
+def per_task_verdict(
+    method: Sequence[float], baseline: Sequence[float], *, min_seeds: int = MIN_SEEDS_FOR_VERDICT
+) -> str:
+    """ "better" / "worse" / "no better (within noise)" with >= ``min_seeds`` seeds on both sides, else "too few seeds".
 
     The difference of means counts only if it exceeds twice its standard error (Welch).
 

@@ -39,7 +39,14 @@ from ..atomic import write_json, write_text
 from ..errors import CreditlabError
 from .suites import RunSpec
 
-__all__ = ["ResultsStore", "PackedResults", "read_packed", "ConfigMismatchError", "atomic_write_text", "atomic_write_json"]
+__all__ = [
+    "ResultsStore",
+    "PackedResults",
+    "read_packed",
+    "ConfigMismatchError",
+    "atomic_write_text",
+    "atomic_write_json",
+]
 
 
 class ConfigMismatchError(CreditlabError, ValueError):
@@ -81,7 +88,7 @@ class ResultsStore:
 
     # -- status
     def status(self, run: RunSpec) -> str:
-        """"done" (finished with this config), "failed" (last attempt crashed), "mismatch"
+        """ "done" (finished with this config), "failed" (last attempt crashed), "mismatch"
         (finished with another config) or "missing"."""
         folder = self.run_dir(run)
         result = _read_json(folder / "result.json")
@@ -107,7 +114,12 @@ class ResultsStore:
         old = _read_json(self.manifest_path) or {}
         entries = dict(old.get("runs", {}))
         for r in runs:
-            entries[r.run_id] = {"config_hash": r.config_hash(), "task": r.task.name, "method": r.method, "seed": r.seed}
+            entries[r.run_id] = {
+                "config_hash": r.config_hash(),
+                "task": r.task.name,
+                "method": r.method,
+                "seed": r.seed,
+            }
         manifest = {**old, **dict(meta), "runs": entries, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         manifest.setdefault("created", manifest["updated"])
         atomic_write_json(self.manifest_path, manifest)

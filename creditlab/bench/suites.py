@@ -105,7 +105,9 @@ class AgentConfig:
         hp = _freeze(self.hyperparams)
         gamma = hp.get("gamma")
         if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-            raise RangeError(f"AgentConfig.hyperparams['gamma'] must be a number in [0, 1] (record the task's discount); got {gamma!r}")
+            raise RangeError(
+                f"AgentConfig.hyperparams['gamma'] must be a number in [0, 1] (record the task's discount); got {gamma!r}"
+            )
         object.__setattr__(self, "hyperparams", hp)
 
     @property
@@ -179,13 +181,21 @@ class TaskSpec:
         parse_reward_mode(self.reward, where=f"task {self.name!r}: reward")
         if self.contexts is not None:
             if isinstance(self.contexts, bool) or not isinstance(self.contexts, int) or self.contexts < 1:
-                raise RangeError(f"TaskSpec.contexts must be an int >= 1 or None (unlimited); got {self.contexts!r} for task {self.name!r}")
+                raise RangeError(
+                    f"TaskSpec.contexts must be an int >= 1 or None (unlimited); got {self.contexts!r} for task {self.name!r}"
+                )
             if self.family != "minigrid":
-                raise RangeError(f"TaskSpec.contexts is for procedurally generated MiniGrid tasks; task {self.name!r} is {self.family!r}")
+                raise RangeError(
+                    f"TaskSpec.contexts is for procedurally generated MiniGrid tasks; task {self.name!r} is {self.family!r}"
+                )
         if self.state_key is not None and self.state_key not in _STATE_KEYS:
-            raise RangeError(f"TaskSpec.state_key must be one of {_STATE_KEYS} or None; got {self.state_key!r} for task {self.name!r}")
+            raise RangeError(
+                f"TaskSpec.state_key must be one of {_STATE_KEYS} or None; got {self.state_key!r} for task {self.name!r}"
+            )
         if not isinstance(self.env_id, str) or not self.env_id:
-            raise RangeError(f"TaskSpec.env_id must be a Gymnasium id or 'module:Class'; got {self.env_id!r} for task {self.name!r}")
+            raise RangeError(
+                f"TaskSpec.env_id must be a Gymnasium id or 'module:Class'; got {self.env_id!r} for task {self.name!r}"
+            )
         if self.family == "bsuite":
             if not self.bsuite_settings:
                 raise RangeError(f"bsuite task {self.name!r} needs bsuite_settings (e.g. ('{self.env_id}/0',))")
@@ -193,7 +203,9 @@ class TaskSpec:
             if bad:
                 raise RangeError(f"bsuite task {self.name!r}: settings {bad} are not ids of experiment {self.env_id!r}")
         elif self.bsuite_settings:
-            raise RangeError(f"TaskSpec.bsuite_settings is only for bsuite tasks; task {self.name!r} is {self.family!r}")
+            raise RangeError(
+                f"TaskSpec.bsuite_settings is only for bsuite tasks; task {self.name!r} is {self.family!r}"
+            )
 
     def with_steps(self, steps: int) -> TaskSpec:
         """The same task with another budget; the evaluation period scales with it (>= 1)."""
@@ -250,8 +262,13 @@ class RunSpec:
         task["agent"] = AgentConfig(**task["agent"])
         task["bsuite_settings"] = tuple(task.get("bsuite_settings", ()))
         task["imports"] = tuple(task.get("imports", ()))
-        return cls(task=TaskSpec(**task), method=data["method"], seed=data["seed"], method_params=data.get("method_params", {}),
-                   base_method=data.get("base_method"))
+        return cls(
+            task=TaskSpec(**task),
+            method=data["method"],
+            seed=data["seed"],
+            method_params=data.get("method_params", {}),
+            base_method=data.get("base_method"),
+        )
 
     def canonical(self) -> dict[str, Any]:
         """The configuration that decides the result: ``to_dict()`` without free text (``notes``) and
@@ -320,7 +337,11 @@ class Suite:
         object.__setattr__(self, "seeds", tuple(dict.fromkeys(self.seeds)))
         object.__setattr__(self, "method_params", {k: _freeze(v) for k, v in dict(self.method_params).items()})
         object.__setattr__(self, "variants", dict(self.variants))
-        object.__setattr__(self, "task_params", {m: {t: _freeze(p) for t, p in dict(v).items()} for m, v in dict(self.task_params).items()})
+        object.__setattr__(
+            self,
+            "task_params",
+            {m: {t: _freeze(p) for t, p in dict(v).items()} for m, v in dict(self.task_params).items()},
+        )
         object.__setattr__(self, "only_tasks", {m: tuple(v) for m, v in dict(self.only_tasks).items()})
         bad = [v for v in self.variants if v in ANCHORS]
         if bad:
@@ -333,7 +354,9 @@ class Suite:
             raise RangeError(f"suite {self.name!r} has duplicate task names {dupes}")
         missing = [a for a in ANCHORS if a not in self.methods]
         if missing:
-            raise RangeError(f"suite {self.name!r}: the anchors {list(ANCHORS)} are always part of a sweep; missing {missing}")
+            raise RangeError(
+                f"suite {self.name!r}: the anchors {list(ANCHORS)} are always part of a sweep; missing {missing}"
+            )
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise RangeError(f"suite {self.name!r}: seeds must be a non-empty list of ints >= 0; got {self.seeds!r}")
 
@@ -397,5 +420,3 @@ def check_method_names(methods: Sequence[str]) -> None:
             f"method(s) {unknown} are neither anchors {list(ANCHORS)} nor registered credit assigners or exploration "
             f"bonuses; registered: {sorted(assigners) or 'none'} (see `creditlab methods --family credit` / `--family exploration`)"
         )
-
-

@@ -61,8 +61,13 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
     if task.family == "minigrid" and (task.contexts is not None or task.state_key is not None):
         from .exploration_tasks import make_minigrid_env
 
-        return make_minigrid_env(task.env_id, num_contexts=task.contexts, context_seed=seed or 0, key=task.state_key or "pos",
-                                 env_kwargs=task.env_kwargs)
+        return make_minigrid_env(
+            task.env_id,
+            num_contexts=task.contexts,
+            context_seed=seed or 0,
+            key=task.state_key or "pos",
+            env_kwargs=task.env_kwargs,
+        )
     if task.family == "pettingzoo":  # a PettingZoo parallel env (a team), not a gym.Env
         from .multiagent import make_parallel_env
 
@@ -72,8 +77,9 @@ def make_env(task: TaskSpec, seed: int | None = None, setting: str | None = None
         from minigrid.wrappers import ImgObsWrapper
 
         env = ImgObsWrapper(gym.make(task.env_id, **task.env_kwargs))
-        return gym.wrappers.FlattenObservation(gym.wrappers.TransformObservation(env, lambda o: o.astype("float32"),
-                                                                              _float_box(env.observation_space)))
+        return gym.wrappers.FlattenObservation(
+            gym.wrappers.TransformObservation(env, lambda o: o.astype("float32"), _float_box(env.observation_space))
+        )
     from ..integrations.sb3.envs import env_factory
 
     env = env_factory(task.env_id, task.env_kwargs)()

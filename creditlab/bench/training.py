@@ -120,13 +120,17 @@ def _make_assigner(spec: RunSpec):
 
     method = get_method(spec.registry_name)
     if method.kind != "assigner" or method.factory is None:
-        raise RangeError(f"benchmark method {spec.method!r} must be an anchor {ANCHORS} or a credit assigner; it is a {method.kind} method")
+        raise RangeError(
+            f"benchmark method {spec.method!r} must be an anchor {ANCHORS} or a credit assigner; it is a {method.kind} method"
+        )
     params, integration = _assigner_params(spec)
     closers: list[Any] = []
     if spec.registry_name == "lare" and params.get("features") is None:
-        raise RangeError(f"method {spec.method!r} (lare) on task {spec.task.name!r} needs a feature source: set "
-                         "`features` (a program folder, an env id with hand-written factors, or 'module:function') "
-                         "in the suite's method parameters")
+        raise RangeError(
+            f"method {spec.method!r} (lare) on task {spec.task.name!r} needs a feature source: set "
+            "`features` (a program folder, an env id with hand-written factors, or 'module:function') "
+            "in the suite's method parameters"
+        )
     features = params.get("features")
     if isinstance(features, str) and _program_path(features) is not None:
         from ..programs.loaders import lare_features
@@ -159,10 +163,16 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
     if _family(spec) == "exploration":
         bonus = dict(spec.method_params)
         callback = {k: bonus.pop(k) for k in list(bonus) if k in _BONUS_PARAMS}
-        return {"bonus": {**dict(get_method(spec.registry_name).params), **bonus}, "callback": callback,
-                **({"method": spec.base_method} if spec.base_method else {})}
+        return {
+            "bonus": {**dict(get_method(spec.registry_name).params), **bonus},
+            "callback": callback,
+            **({"method": spec.base_method} if spec.base_method else {}),
+        }
     params, integration = _assigner_params(spec)
-    out: dict[str, Any] = {"assigner": {**dict(get_method(spec.registry_name).params), **params}, "integration": integration}
+    out: dict[str, Any] = {
+        "assigner": {**dict(get_method(spec.registry_name).params), **params},
+        "integration": integration,
+    }
     if spec.base_method:
         out["method"] = spec.base_method
     features = params.get("features")
@@ -260,8 +270,15 @@ def _callbacks(spec: RunSpec, state: dict[str, Any]) -> list[Any]:
 def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> dict[str, Any]:
     from ..integrations.sb3 import train
 
-    state: dict[str, Any] = {"regrets": [], "regret_seen": {}, "bad": [], "bad_seen": {}, "quality_streams": {}, "quality_episodes": [],
-                             "quality_left": _QUALITY_STEPS}
+    state: dict[str, Any] = {
+        "regrets": [],
+        "regret_seen": {},
+        "bad": [],
+        "bad_seen": {},
+        "quality_streams": {},
+        "quality_episodes": [],
+        "quality_left": _QUALITY_STEPS,
+    }
     assigner, integration, closers, bonus_cb = None, {}, [], None
     if _family(spec) == "exploration":
         bonus_cb = _make_bonus_callback(spec)
@@ -269,8 +286,13 @@ def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> d
         assigner, integration, closers = _make_assigner(spec)
     callbacks = _callbacks(spec, state) + ([bonus_cb] if bonus_cb is not None else [])
     try:
-        res = train(run_config(spec, setting, integration), assigner=assigner, callbacks=callbacks, envs=run_envs(spec.task),
-                    logger=tracker.logger(setting) if tracker is not None else None)
+        res = train(
+            run_config(spec, setting, integration),
+            assigner=assigner,
+            callbacks=callbacks,
+            envs=run_envs(spec.task),
+            logger=tracker.logger(setting) if tracker is not None else None,
+        )
     finally:
         for c in closers:
             c.close()
@@ -285,7 +307,9 @@ def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> d
     state["steps"] = int(res.model.num_timesteps)
     state["train_seconds"] = res.metrics["time/train_seconds"]
     state["eval_seconds"] = res.metrics["time/eval_seconds"]
-    state["credit_metrics"] = {k: v for k, v in res.metrics.items() if k.startswith(("credit/", "quality/"))} if assigner is not None else {}
+    state["credit_metrics"] = (
+        {k: v for k, v in res.metrics.items() if k.startswith(("credit/", "quality/"))} if assigner is not None else {}
+    )
     if assigner is not None and hasattr(assigner, "num_updates"):
         state["credit_metrics"]["credit/total_updates"] = float(assigner.num_updates)
     if bonus_cb is not None:
@@ -328,7 +352,12 @@ def _bonus_metrics(cb) -> dict[str, float]:
     hist = cb.history
     if not hist:
         return out
-    for key in ("exploration/bonus_mean", "exploration/intrinsic_mean", "exploration/episode_unique_states", "exploration/loss"):
+    for key in (
+        "exploration/bonus_mean",
+        "exploration/intrinsic_mean",
+        "exploration/episode_unique_states",
+        "exploration/loss",
+    ):
         vals = [float(h[key]) for h in hist if key in h and np.isfinite(h[key])]
         if vals:
             out[key] = float(np.mean(vals))
@@ -355,8 +384,12 @@ def _anchor_credit(method: str, episodes: list[list[tuple[float, float]]]) -> di
         true[b, : len(ep)] = arr[:, 1]
     mask = np.arange(seen.shape[1])[None, :] < lengths[:, None]
     q = credit_quality(seen, true, mask).metrics
-    return {"credit/corr_hidden": q["quality/pearson"], "quality/pearson": q["quality/pearson"],
-            "quality/spearman": q["quality/spearman"], "quality/decomposition_error": q["quality/decomposition_error"]}
+    return {
+        "credit/corr_hidden": q["quality/pearson"],
+        "quality/pearson": q["quality/pearson"],
+        "quality/spearman": q["quality/spearman"],
+        "quality/decomposition_error": q["quality/decomposition_error"],
+    }
 
 
 def train_run(spec: RunSpec, *, tracker: Any = None) -> RunOutput:
@@ -394,7 +427,7 @@ def train_run(spec: RunSpec, *, tracker: Any = None) -> RunOutput:
         metrics.update(curve_metrics(xs, means, solve_threshold=task.solve_threshold))
         metrics["final_return_std"] = float(stds[-1])
     if train_returns.size:
-        last = train_returns[-max(1, min(100, train_returns.size // 10 or 1)):]
+        last = train_returns[-max(1, min(100, train_returns.size // 10 or 1)) :]
         metrics["train_return_last"] = float(np.mean(last))
     if task.family == "minigrid":
         metrics.update(_success_metrics(states))
@@ -433,7 +466,12 @@ def _bsuite_curve(states, steps: int, bins: int = 10) -> dict[str, Any]:
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(arr, axis=0)
         std = np.nanstd(arr, axis=0)
-    return {"x": edges[1:].tolist(), "mean": mean.tolist(), "std": std.tolist(), "x_name": "environment steps per setting"}
+    return {
+        "x": edges[1:].tolist(),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "x_name": "environment steps per setting",
+    }
 
 
 def _success_metrics(states) -> dict[str, float]:
@@ -447,9 +485,11 @@ def _success_metrics(states) -> dict[str, float]:
         return {}
     steps = np.array([e[0] for e in eps], dtype=np.float64)
     returns = np.array([e[1] for e in eps], dtype=np.float64)
-    last = returns[int(returns.size * 0.9):]
-    return {"success_rate_last": float((last > 0).mean()) if last.size else float("nan"),
-            "steps_to_success": float(steps_to_success(steps, returns))}
+    last = returns[int(returns.size * 0.9) :]
+    return {
+        "success_rate_last": float((last > 0).mean()) if last.size else float("nan"),
+        "steps_to_success": float(steps_to_success(steps, returns)),
+    }
 
 
 def _bsuite_metrics(task: TaskSpec, settings, states) -> dict[str, float]:
@@ -470,5 +510,7 @@ def _bsuite_metrics(task: TaskSpec, settings, states) -> dict[str, float]:
         out = {"bsuite/score": bsuite_score(task.env_id, logs)}
     out["bsuite/episodes_per_setting"] = float(np.mean([len(s["episodes"]) for s in states]))
     if all("total_regret" in log for log in logs.values()):
-        out["bsuite/average_regret"] = float(np.mean([log["total_regret"][-1] / log["episode"][-1] for log in logs.values()]))
+        out["bsuite/average_regret"] = float(
+            np.mean([log["total_regret"][-1] / log["episode"][-1] for log in logs.values()])
+        )
     return out

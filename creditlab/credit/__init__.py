@@ -49,8 +49,18 @@ from .uniform import UniformAssigner, UniformConfig, uniform_rewards
 
 ASSIGNER_CLASSES = {
     cls.__name__: cls
-    for cls in (UniformAssigner, IRCRAssigner, RDAssigner, RRDAssigner, RUDDERAssigner, LaReAssigner,
-                TeamUniformAssigner, TeamRDAssigner, TeamRRDAssigner, TeamLaReAssigner)
+    for cls in (
+        UniformAssigner,
+        IRCRAssigner,
+        RDAssigner,
+        RRDAssigner,
+        RUDDERAssigner,
+        LaReAssigner,
+        TeamUniformAssigner,
+        TeamRDAssigner,
+        TeamRRDAssigner,
+        TeamLaReAssigner,
+    )
 }
 
 __all__ = [

@@ -131,7 +131,9 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def predict_flat(model: nn.Module, norm: RunningNorm, x: np.ndarray | torch.Tensor, *, chunk_size: int = 16384) -> np.ndarray:
+def predict_flat(
+    model: nn.Module, norm: RunningNorm, x: np.ndarray | torch.Tensor, *, chunk_size: int = 16384
+) -> np.ndarray:
     """Model output for flat inputs ``x[N, F]`` in chunks, without autograd. Returns float32[N]."""
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
     out = torch.empty(t.shape[0], dtype=torch.float32)

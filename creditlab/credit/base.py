@@ -168,7 +168,9 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
     return value
 
 
-def make_config(config_cls: type[AssignerConfig], config: Any = None, overrides: Mapping[str, Any] | None = None, *, who: str) -> Any:
+def make_config(
+    config_cls: type[AssignerConfig], config: Any = None, overrides: Mapping[str, Any] | None = None, *, who: str
+) -> Any:
     """The config an assigner is built with: ``config`` (an instance of exactly ``config_cls``, a
     mapping of its fields, or None for the defaults) with ``overrides`` applied.
 
@@ -183,12 +185,12 @@ def make_config(config_cls: type[AssignerConfig], config: Any = None, overrides:
         creditlab.errors.RangeError: UniformAssigner has no parameter 'subset_size'; its parameters are ['include_truncated']
     """
     overrides = dict(overrides or {})
-    if config is not None and not isinstance(config, config_cls | Mapping) or (
-        isinstance(config, AssignerConfig) and type(config) is not config_cls
+    if (
+        config is not None
+        and not isinstance(config, config_cls | Mapping)
+        or (isinstance(config, AssignerConfig) and type(config) is not config_cls)
     ):
-        raise DtypeError(
-            f"{who} takes a {config_cls.__name__} (or keyword arguments); got a {type(config).__name__}"
-        )
+        raise DtypeError(f"{who} takes a {config_cls.__name__} (or keyword arguments); got a {type(config).__name__}")
     if isinstance(config, Mapping):
         overrides = {**config, **overrides}
         config = None
@@ -257,7 +259,9 @@ def _np(x: Any) -> Any:
 def episode_arrays(episodes: Episodes) -> EpisodeArrays:
     """Read the per-episode fields every assigner needs (no copy for NumPy batches)."""
     if not isinstance(episodes, Episodes):
-        raise DtypeError(f"episodes must be a creditlab.Episodes; got {type(episodes).__name__}. Build one with Episodes.from_lists / from_padded.")
+        raise DtypeError(
+            f"episodes must be a creditlab.Episodes; got {type(episodes).__name__}. Build one with Episodes.from_lists / from_padded."
+        )
     mask = _np(episodes.mask).astype(bool, copy=False)
     lengths = mask.sum(axis=1).astype(np.int64)
     rewards = _np(episodes.rewards)

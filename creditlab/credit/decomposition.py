@@ -70,7 +70,9 @@ def rd_loss(predictions: Any, returns: Any, mask: Any) -> torch.Tensor:
     m = torch.as_tensor(mask, dtype=torch.bool)
     r = torch.as_tensor(returns, dtype=p.dtype)
     if p.shape != m.shape or r.shape != p.shape[:1]:
-        raise ShapeError(f"rd_loss: predictions {tuple(p.shape)}, mask {tuple(m.shape)} and returns {tuple(r.shape)} must be [B, T], [B, T], [B]")
+        raise ShapeError(
+            f"rd_loss: predictions {tuple(p.shape)}, mask {tuple(m.shape)} and returns {tuple(r.shape)} must be [B, T], [B, T], [B]"
+        )
     lengths = m.sum(1).to(p.dtype)
     total = torch.where(m, p, torch.zeros((), dtype=p.dtype)).sum(1)
     return (((total - r) / lengths) ** 2).mean()
@@ -104,7 +106,9 @@ def rrd_loss(predictions: Any, returns: Any, lengths: Any, *, bias_correction: b
     r = torch.as_tensor(returns, dtype=p.dtype)
     t = torch.as_tensor(lengths).to(p.dtype)
     if p.ndim != 2 or r.shape != p.shape[:1] or t.shape != p.shape[:1]:
-        raise ShapeError(f"rrd_loss: predictions {tuple(p.shape)}, returns {tuple(r.shape)}, lengths {tuple(t.shape)} must be [B, K], [B], [B]")
+        raise ShapeError(
+            f"rrd_loss: predictions {tuple(p.shape)}, returns {tuple(r.shape)}, lengths {tuple(t.shape)} must be [B, K], [B], [B]"
+        )
     k = p.shape[1]
     loss = ((r / t - p.mean(1)) ** 2).mean()
     if bias_correction and k > 1:
@@ -239,7 +243,9 @@ class _StepRewardModel(LearnedAssigner):
         pred = self.built_model(self.norm.normalize(torch.from_numpy(batch.inputs))).squeeze(-1)
         returns = torch.from_numpy(batch.returns).float()
         if isinstance(batch, StepSubsets):
-            return Loss(rrd_loss(pred, returns, torch.from_numpy(batch.lengths), bias_correction=self.config.bias_correction))
+            return Loss(
+                rrd_loss(pred, returns, torch.from_numpy(batch.lengths), bias_correction=self.config.bias_correction)
+            )
         return Loss(rd_loss(pred, returns, torch.from_numpy(batch.mask)))
 
     # ---------------------------------------------------------------- credit
@@ -252,7 +258,9 @@ class _StepRewardModel(LearnedAssigner):
             arr = episode_arrays(episodes)
             resid = np.where(arr.has_return, (arr.returns - rewards.sum(1)) / np.maximum(arr.lengths, 1), 0.0)
             rewards = np.where(mask, rewards + resid[:, None], 0.0)
-            metrics["credit/residual_abs_mean"] = float(np.abs(resid[arr.has_return]).mean()) if arr.has_return.any() else 0.0
+            metrics["credit/residual_abs_mean"] = (
+                float(np.abs(resid[arr.has_return]).mean()) if arr.has_return.any() else 0.0
+            )
         return rewards, mask
 
     def step_predictions(self, episodes: Episodes, metrics: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +282,10 @@ class _StepRewardModel(LearnedAssigner):
 
 
 @register_method(
-    "rd", family="credit", kind="assigner", needs=STEP_NEEDS,
+    "rd",
+    family="credit",
+    kind="assigner",
+    needs=STEP_NEEDS,
     summary="Return decomposition: MLP r(s, a, s'-s) whose per-step sum matches R (residual-corrected)",
     source="full-trajectory decomposition baseline (RRD/LaRe papers)",
 )
@@ -307,7 +318,10 @@ class RDAssigner(_StepRewardModel):
 
 
 @register_method(
-    "rrd", family="credit", kind="assigner", needs=STEP_NEEDS,
+    "rrd",
+    family="credit",
+    kind="assigner",
+    needs=STEP_NEEDS,
     summary="Randomized return decomposition: MLP r(s, a, s'-s), Monte Carlo K-step subsets (bias_correction for the unbiased variant)",
     source="Ren et al. 2022, arXiv 2111.13485",
 )
@@ -336,7 +350,10 @@ class RRDAssigner(_StepRewardModel):
 
 
 @register_method(
-    "lare", family="credit", kind="assigner", needs=STEP_NEEDS,
+    "lare",
+    family="credit",
+    kind="assigner",
+    needs=STEP_NEEDS,
     summary="LaRe: decoder on latent factors phi(s, a) (a feature function), RRD loss",
     source="Qu et al. 2025, arXiv 2412.11120",
 )
@@ -374,7 +391,9 @@ class LaReAssigner(_StepRewardModel):
         self.guard = (
             None
             if fn is None
-            else FeatureGuard(fn, on_nonfinite=cfg.on_nonfinite, clip=cfg.factor_clip, use_next_observations=cfg.use_next_observations)
+            else FeatureGuard(
+                fn, on_nonfinite=cfg.on_nonfinite, clip=cfg.factor_clip, use_next_observations=cfg.use_next_observations
+            )
         )
 
     @property
@@ -390,7 +409,9 @@ class LaReAssigner(_StepRewardModel):
             return super()._inputs(v, idx, metrics)
         o, a, n = self.step_arrays(v, idx)
         factors, m = self.guard(o, a, n)
-        metrics["credit/nonfinite_factors"] = metrics.get("credit/nonfinite_factors", 0.0) + m["credit/nonfinite_factors"]
+        metrics["credit/nonfinite_factors"] = (
+            metrics.get("credit/nonfinite_factors", 0.0) + m["credit/nonfinite_factors"]
+        )
         metrics["credit/num_factors"] = float(factors.shape[1])
         return factors
 
@@ -402,7 +423,10 @@ class LaReAssigner(_StepRewardModel):
         return config
 
     def extra_state(self) -> dict[str, Any]:
-        return {"has_features": self.guard is not None, "num_factors": None if self.guard is None else self.guard.num_factors}
+        return {
+            "has_features": self.guard is not None,
+            "num_factors": None if self.guard is None else self.guard.num_factors,
+        }
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         if self.guard is not None and state.get("num_factors") is not None:

@@ -32,7 +32,15 @@ from ..errors import CreditlabWarning, DtypeError, NonFiniteError, RangeError, S
 class FeatureValueWarning(CreditlabWarning):
     """A feature function returned values that were replaced (NaN/inf) or clipped (beyond ``clip``)."""
 
-__all__ = ["FeatureGuard", "FeatureValueWarning", "HAND_WRITTEN", "resolve_features", "hopper_features", "cartpole_features"]
+
+__all__ = [
+    "FeatureGuard",
+    "FeatureValueWarning",
+    "HAND_WRITTEN",
+    "resolve_features",
+    "hopper_features",
+    "cartpole_features",
+]
 
 
 class FeatureGuard:
@@ -69,7 +77,9 @@ class FeatureGuard:
         use_next_observations: bool = False,
     ):
         if not callable(fn):
-            raise DtypeError(f"features must be callable phi(observations, actions) -> factors; got {type(fn).__name__}")
+            raise DtypeError(
+                f"features must be callable phi(observations, actions) -> factors; got {type(fn).__name__}"
+            )
         if on_nonfinite not in ("guard", "raise"):
             raise RangeError(f"on_nonfinite must be 'guard' or 'raise'; got {on_nonfinite!r}")
         self.fn = fn
@@ -86,7 +96,9 @@ class FeatureGuard:
         n = observations.shape[0]
         if self.use_next:
             if next_observations is None:
-                raise ShapeError(f"feature function {self.name!r} needs next_observations, which the episodes do not provide")
+                raise ShapeError(
+                    f"feature function {self.name!r} needs next_observations, which the episodes do not provide"
+                )
             raw = self.fn(observations, actions, next_observations)
         else:
             raw = self.fn(observations, actions)
@@ -210,4 +222,6 @@ def resolve_features(spec: Any) -> Callable[..., Any] | None:
         raise RangeError(
             f"features {spec!r} is neither a hand-written set ({sorted(HAND_WRITTEN)}) nor an import path 'module:function'"
         )
-    raise DtypeError(f"features must be a callable, an env id of a hand-written set or 'module:function'; got {type(spec).__name__}")
+    raise DtypeError(
+        f"features must be a callable, an env id of a hand-written set or 'module:function'; got {type(spec).__name__}"
+    )

@@ -72,7 +72,15 @@ def ircr_rewards(
     g = np.full(c.shape, float(degenerate_value)) if degenerate else (c - float(c_min)) / span
     present = m & has[:, None]
     out = np.where(present, g[:, None], 0.0)
-    return RewardOutput(out, {"credit/ircr_degenerate": float(degenerate), "credit/ircr_c_min": float(c_min), "credit/ircr_c_max": float(c_max)}, present)
+    return RewardOutput(
+        out,
+        {
+            "credit/ircr_degenerate": float(degenerate),
+            "credit/ircr_c_min": float(c_min),
+            "credit/ircr_c_max": float(c_max),
+        },
+        present,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +101,10 @@ class IRCRConfig(AssignerConfig):
 
 
 @register_method(
-    "ircr", family="credit", kind="assigner", needs=("outcomes|rewards",),
+    "ircr",
+    family="credit",
+    kind="assigner",
+    needs=("outcomes|rewards",),
     summary="IRCR guidance reward: per-step average return min-max normalized over a buffer + top-K heap",
     source="Gangwani et al. 2020, arXiv 2010.12718",
 )
@@ -158,11 +169,20 @@ class IRCRAssigner(ConfiguredAssigner):
         arr = episode_arrays(episodes)
         credits = np.where(arr.has_return, arr.returns / np.maximum(arr.lengths, 1), 0.0)
         c_min, c_max = self.credit_range(credits[arr.has_return])
-        out = ircr_rewards(credits, arr.mask, c_min=c_min, c_max=c_max, has_return=arr.has_return, degenerate_value=self.config.degenerate_value)
+        out = ircr_rewards(
+            credits,
+            arr.mask,
+            c_min=c_min,
+            c_max=c_max,
+            has_return=arr.has_return,
+            degenerate_value=self.config.degenerate_value,
+        )
         dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
         backend = Backend.of(episodes.rewards)
         return RewardOutput(
-            backend.out(torch.from_numpy(out.rewards.astype(dtype))), out.metrics, backend.out(torch.from_numpy(out.present))
+            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
+            out.metrics,
+            backend.out(torch.from_numpy(out.present)),
         )
 
     def state_dict(self) -> dict[str, Any]:

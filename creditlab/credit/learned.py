@@ -90,7 +90,15 @@ from .base import (
 )
 from .store import EpisodeStore
 
-__all__ = ["LearnedConfig", "ReplayConfig", "LearnedAssigner", "Loss", "StepViews", "STEP_NEEDS", "UntrainedAssignerWarning"]
+__all__ = [
+    "LearnedConfig",
+    "ReplayConfig",
+    "LearnedAssigner",
+    "Loss",
+    "StepViews",
+    "STEP_NEEDS",
+    "UntrainedAssignerWarning",
+]
 
 STEP_NEEDS = ("observations", "actions", "outcomes|rewards")
 """The Episodes fields a learned assigner over (s, a[, s']) reads (registry ``needs``)."""
@@ -276,7 +284,9 @@ class LearnedAssigner(ConfiguredAssigner):
     @property
     def episode_store(self) -> EpisodeStore:
         """``store``, which every method whose config is a :class:`ReplayConfig` has."""
-        assert self.store is not None, f"{type(self).__name__} keeps no episode store (its config is not a ReplayConfig)"
+        assert self.store is not None, (
+            f"{type(self).__name__} keeps no episode store (its config is not a ReplayConfig)"
+        )
         return self.store
 
     # ---------------------------------------------------------------- step inputs
@@ -326,7 +336,9 @@ class LearnedAssigner(ConfiguredAssigner):
                     f"actions have {dims['action_dim']} values per step (one-hot for discrete actions) but this "
                     f"{who} was built for {self._dims['action_dim']}; pass num_actions= for discrete actions"
                 )
-        return StepViews(obs.reshape(b * t, -1), acts_flat, nobs, np.flatnonzero(mask.reshape(-1)), mask, n_act, metrics)
+        return StepViews(
+            obs.reshape(b * t, -1), acts_flat, nobs, np.flatnonzero(mask.reshape(-1)), mask, n_act, metrics
+        )
 
     @staticmethod
     def step_arrays(v: StepViews, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -374,7 +386,9 @@ class LearnedAssigner(ConfiguredAssigner):
         s = self.skipped
         parts = []
         if s["truncated"]:
-            parts.append(f"{s['truncated']} truncated (include_truncated=False; see creditlab.credit.base on time limits)")
+            parts.append(
+                f"{s['truncated']} truncated (include_truncated=False; see creditlab.credit.base on time limits)"
+            )
         if s["no_outcome"]:
             parts.append(f"{s['no_outcome']} without an outcome")
         if s["too_long"]:
@@ -497,9 +511,27 @@ class LearnedAssigner(ConfiguredAssigner):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` (of an assigner with the same architecture fields)."""
-        missing = sorted({"config", "dims", "in_dim", "model", "optimizer", "norm", "store", "num_updates", "counters", "rng", "torch_rng", "extra"} - set(state))
+        missing = sorted(
+            {
+                "config",
+                "dims",
+                "in_dim",
+                "model",
+                "optimizer",
+                "norm",
+                "store",
+                "num_updates",
+                "counters",
+                "rng",
+                "torch_rng",
+                "extra",
+            }
+            - set(state)
+        )
         if missing:
-            raise RangeError(f"state is missing keys {missing}; expected the dict from {type(self).__name__}.state_dict()")
+            raise RangeError(
+                f"state is missing keys {missing}; expected the dict from {type(self).__name__}.state_dict()"
+            )
         self._adopt_model_fields(state["config"])
         self._dims = None if state["dims"] is None else dict(state["dims"])
         self.norm.load_state_dict(state["norm"])
@@ -540,7 +572,9 @@ class LearnedAssigner(ConfiguredAssigner):
             self.config = dataclasses.replace(self.config, **adopt)
 
     def __repr__(self) -> str:
-        store = "" if self.store is None else f"store={self.store.num_episodes} episodes / {self.store.num_steps} steps, "
+        store = (
+            "" if self.store is None else f"store={self.store.num_episodes} episodes / {self.store.num_steps} steps, "
+        )
         return f"{type(self).__name__}({store}updates={self.num_updates})"
 
 
@@ -548,7 +582,9 @@ def _norm_value(v: Any) -> Any:
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
-def _reward_output(episodes: Episodes, rewards: np.ndarray, present: np.ndarray, metrics: dict[str, float]) -> RewardOutput:
+def _reward_output(
+    episodes: Episodes, rewards: np.ndarray, present: np.ndarray, metrics: dict[str, float]
+) -> RewardOutput:
     """Rewards in the float dtype and array kind of ``episodes.rewards`` (float32 for integers)."""
     dtype: type[np.floating] | np.dtype
     if episodes.is_torch:
@@ -564,4 +600,8 @@ def _reward_output(episodes: Episodes, rewards: np.ndarray, present: np.ndarray,
     )
 
 
-_TORCH_FLOATS: dict[Any, type[np.floating]] = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_TORCH_FLOATS: dict[Any, type[np.floating]] = {
+    torch.float16: np.float16,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+}

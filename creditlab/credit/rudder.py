@@ -138,7 +138,10 @@ class RUDDERConfig(ReplayConfig):
 
 
 @register_method(
-    "rudder", family="credit", kind="assigner", needs=STEP_NEEDS,
+    "rudder",
+    family="credit",
+    kind="assigner",
+    needs=STEP_NEEDS,
     summary="RUDDER: LSTM return predictions, rewards = prediction differences + residual",
     source="Arjona-Medina et al. 2019, arXiv 1806.07857",
 )
@@ -262,7 +265,9 @@ class RUDDERAssigner(LearnedAssigner):
             metrics["credit/gated"] = 1.0
         else:
             g = self.predict_returns(episodes)
-            red = rudder_redistribution(g, arr.returns, arr.mask, has_return=arr.has_return, residual=self.config.residual)
+            red = rudder_redistribution(
+                g, arr.returns, arr.mask, has_return=arr.has_return, residual=self.config.residual
+            )
             rewards = red.rewards
             metrics.update(red.metrics)
             metrics["credit/gated"] = 0.0

@@ -169,7 +169,9 @@ class EpisodeStore:
         if lens.shape != rets.shape:
             raise ShapeError(f"lengths has {lens.shape[0]} episodes but returns has {rets.shape[0]}")
         if int(lens.sum()) != x.shape[0] or (lens < 1).any():
-            raise ShapeError(f"lengths (sum {int(lens.sum())}, min {int(lens.min()) if lens.size else 0}) must be >= 1 and add up to the {x.shape[0]} input steps")
+            raise ShapeError(
+                f"lengths (sum {int(lens.sum())}, min {int(lens.min()) if lens.size else 0}) must be >= 1 and add up to the {x.shape[0]} input steps"
+            )
         if self._inputs is None:
             self._inputs = np.zeros((self.capacity, x.shape[1]), dtype=np.float32)
         elif x.shape[1] != self._inputs.shape[1]:

@@ -56,7 +56,10 @@ class UniformConfig(AssignerConfig):
 
 
 @register_method(
-    "uniform", family="credit", kind="assigner", needs=("outcomes|rewards",),
+    "uniform",
+    family="credit",
+    kind="assigner",
+    needs=("outcomes|rewards",),
     summary="Uniform redistribution: every step of an episode gets R / T",
     source="baseline in the IRCR and RRD papers",
 )
@@ -87,7 +90,9 @@ class UniformAssigner(ConfiguredAssigner):
         dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
         backend = Backend.of(episodes.rewards)
         return RewardOutput(
-            backend.out(torch.from_numpy(out.rewards.astype(dtype))), out.metrics, backend.out(torch.from_numpy(out.present))
+            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
+            out.metrics,
+            backend.out(torch.from_numpy(out.present)),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -105,5 +105,7 @@ def make_bonus(name: str, **params: Any) -> ExplorationBonus:
 
     method = get_method(name)
     if method.family != "exploration" or method.factory is None:
-        raise RangeError(f"{name!r} is a {method.family} method, not an exploration bonus; see list_methods(family='exploration')")
+        raise RangeError(
+            f"{name!r} is a {method.family} method, not an exploration bonus; see list_methods(family='exploration')"
+        )
     return method.factory(**params)

@@ -110,7 +110,9 @@ class Transitions(NamedTuple):
             next_keys = observation_keys(self.next_observations.reshape(t * e, -1)).reshape(t, e)
         if keys is None:
             if self.observations is None:
-                raise ShapeError("a count bonus needs keys or observations (to hash) for the first state of each episode")
+                raise ShapeError(
+                    "a count bonus needs keys or observations (to hash) for the first state of each episode"
+                )
             keys = observation_keys(self.observations.reshape(t * e, -1)).reshape(t, e)
         return self._replace(keys=keys, next_keys=next_keys)
 

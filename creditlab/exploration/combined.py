@@ -40,7 +40,9 @@ def _component(spec: Any, params: Mapping[str, Any], role: str) -> ExplorationBo
         raise DtypeError(f"{role} must be a registered bonus name or an ExplorationBonus; got {type(spec).__name__}")
     method = get_method(spec)
     if method.family != "exploration" or method.factory is None:
-        raise RangeError(f"{role}={spec!r} is a {method.family} method, not an exploration bonus (see creditlab methods --family exploration)")
+        raise RangeError(
+            f"{role}={spec!r} is a {method.family} method, not an exploration bonus (see creditlab methods --family exploration)"
+        )
     return method.factory(**dict(params))
 
 
@@ -114,7 +116,12 @@ class CombinedBonus(ExplorationBonus):
         b_ep, m_ep = self.episodic._compute(tr, memory[0])
         b_gl, m_gl = self.global_._compute(tr, memory[1])
         bonus = combine_bonuses(b_ep, b_gl, combine=self.config.combine, weight=self.config.weight)
-        metrics = {**m_ep, **m_gl, "exploration/episodic_mean": float(b_ep.mean()), "exploration/global_mean": float(b_gl.mean())}
+        metrics = {
+            **m_ep,
+            **m_gl,
+            "exploration/episodic_mean": float(b_ep.mean()),
+            "exploration/global_mean": float(b_gl.mean()),
+        }
         return np.asarray(bonus, dtype=np.float32), metrics
 
     def _fit(self, tr: Transitions, num_updates: int | None) -> dict[str, float]:
@@ -153,4 +160,3 @@ class SumBonus(CombinedBonus):
         """Parameters of :class:`SumBonus`: those of :class:`CombinedBonus`, ``combine`` defaulting to "sum"."""
 
         combine: str = "sum"
-

@@ -183,4 +183,3 @@ class GlobalCountBonus(ExplorationBonus):
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.table = {int(k): int(v) for k, v in state["table"].items()}
-

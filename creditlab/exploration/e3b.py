@@ -134,7 +134,9 @@ class E3BBonus(ExplorationBonus):
     def _build(self, obs_dim: int) -> None:
         if self.obs_dim is not None:
             if obs_dim != self.obs_dim:
-                raise ShapeError(f"observations have {obs_dim} features but the E3B encoder was built for {self.obs_dim}")
+                raise ShapeError(
+                    f"observations have {obs_dim} features but the E3B encoder was built for {self.obs_dim}"
+                )
             return
         cfg = self.config
         self.encoder = build_seeded(cfg.seed, lambda: make_mlp(obs_dim, cfg.hidden, cfg.embed_dim))
@@ -211,7 +213,9 @@ class E3BBonus(ExplorationBonus):
             return loss, metrics
 
         n = self.config.updates_per_fit if num_updates is None else num_updates
-        return train_minibatches(loss_fn, self.optimizer, x0.shape[0], num_updates=n, batch_size=self.config.batch_size, rng=self.rng)
+        return train_minibatches(
+            loss_fn, self.optimizer, x0.shape[0], num_updates=n, batch_size=self.config.batch_size, rng=self.rng
+        )
 
     def _bind_actions(self, acts: np.ndarray, discrete: bool) -> None:
         """Fix the action kind (and count or size) at the first fit; check later batches against it."""
@@ -230,7 +234,9 @@ class E3BBonus(ExplorationBonus):
             self.action_dim = int(acts.shape[1])
         if self.inverse is None:
             self._build_inverse()
-            self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr)
+            self.optimizer = torch.optim.Adam(
+                [*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr
+            )
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -258,5 +264,7 @@ class E3BBonus(ExplorationBonus):
             if state["inverse"] is not None:
                 self._build_inverse()
                 self.inverse.load_state_dict(state["inverse"])
-                self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr)
+                self.optimizer = torch.optim.Adam(
+                    [*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr
+                )
                 self.optimizer.load_state_dict(state["optimizer"])

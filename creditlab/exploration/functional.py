@@ -184,7 +184,9 @@ def sherman_morrison_step(cov_inverse: Any, phi: Any, mask: Any = None, *, inpla
     return EllipticalStep(be.out(b), cov_inverse if inplace else be.out(new))
 
 
-def sherman_morrison_kernel(cov_inverse: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sherman_morrison_kernel(
+    cov_inverse: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The unchecked batched step behind :func:`sherman_morrison_step`; updates ``cov_inverse`` in place.
 
     For callers that validated their tensors once (E3B's per-step loop). Returns

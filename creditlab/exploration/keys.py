@@ -115,7 +115,9 @@ def position_key(env: Any, *, direction: bool = False) -> int:
     u = _unwrapped(env)
     pos = getattr(u, "agent_pos", None)
     if pos is None:
-        raise DtypeError(f"position keys need env.unwrapped.agent_pos (MiniGrid); {type(u).__name__} has none. Use key='obs'.")
+        raise DtypeError(
+            f"position keys need env.unwrapped.agent_pos (MiniGrid); {type(u).__name__} has none. Use key='obs'."
+        )
     x, y = int(pos[0]), int(pos[1])
     key = x * 65536 + y
     if direction:
@@ -129,7 +131,9 @@ def full_state_key(env: Any) -> int:
     u = _unwrapped(env)
     fn = getattr(u, "hash", None)
     if not callable(fn):
-        raise DtypeError(f"full-state keys need env.unwrapped.hash() (MiniGrid); {type(u).__name__} has none. Use key='obs'.")
+        raise DtypeError(
+            f"full-state keys need env.unwrapped.hash() (MiniGrid); {type(u).__name__} has none. Use key='obs'."
+        )
     h = fn()
     return int(np.array(int(h, 16) & (2**64 - 1), dtype=np.uint64).view(np.int64)) if isinstance(h, str) else to_key(h)
 

@@ -72,7 +72,9 @@ class _RND:
     def build(self, obs_dim: int) -> None:
         if self.obs_dim is not None:
             if obs_dim != self.obs_dim:
-                raise RangeError(f"observations have {obs_dim} features but the RND networks were built for {self.obs_dim}")
+                raise RangeError(
+                    f"observations have {obs_dim} features but the RND networks were built for {self.obs_dim}"
+                )
             return
         cfg = self.cfg
 
@@ -102,8 +104,9 @@ class _RND:
             err = ((self.predictor(z[i]) - goal[i]) ** 2).sum(-1)
             return err.mean(), {"exploration/rnd_loss": float(err.mean().detach())}
 
-        return train_minibatches(loss_fn, self.optimizer, x.shape[0], num_updates=num_updates,
-                                 batch_size=self.cfg.batch_size, rng=self.rng)
+        return train_minibatches(
+            loss_fn, self.optimizer, x.shape[0], num_updates=num_updates, batch_size=self.cfg.batch_size, rng=self.rng
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -226,7 +229,7 @@ class NovelDBonus(ExplorationBonus):
         __doc__ = (
             "Parameters of :class:`NovelDBonus`.\n\n        Attributes:\n"
             "            alpha: scale of the novelty of the state left (NovelD: 0.5).\n"
-            "            gate: \"first_visit\" (pay only on the first visit of s' in the episode) or \"none\".\n"
+            '            gate: "first_visit" (pay only on the first visit of s\' in the episode) or "none".\n'
             "            (the other fields configure the RND networks, as in RNDBonus.Config)" + _RND_DOC
         )
         alpha: float = 0.5

@@ -50,7 +50,11 @@ def context_seeds(num_contexts: int | None, seed: int) -> list[int] | None:
     """
     if num_contexts is None:
         return None
-    if isinstance(num_contexts, bool) or not isinstance(num_contexts, (int, np.integer)) or not 1 <= num_contexts <= _SEED_POOL:
+    if (
+        isinstance(num_contexts, bool)
+        or not isinstance(num_contexts, (int, np.integer))
+        or not 1 <= num_contexts <= _SEED_POOL
+    ):
         raise RangeError(f"num_contexts must be an int in [1, {_SEED_POOL}] or None (unlimited); got {num_contexts!r}")
     rng = np.random.default_rng(int(seed))
     return [int(s) for s in rng.choice(_SEED_POOL, size=int(num_contexts), replace=False)]

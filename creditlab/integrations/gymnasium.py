@@ -77,7 +77,9 @@ class DelayedReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.R
         self._accumulated = 0.0
         self._steps = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
         self._accumulated = 0.0
         self._steps = 0
         return self.env.reset(seed=seed, options=options)
@@ -147,7 +149,9 @@ class VectorDelayedReward(VectorWrapper, gym.utils.RecordConstructorArgs):
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         which = np.ones(self.num_envs, dtype=bool)
         if options is not None and "reset_mask" in options:  # read before the env pops it
             which = np.asarray(options["reset_mask"], dtype=bool).copy()

@@ -124,7 +124,9 @@ class PARReward:
     Returns per sample a float in (0, 1), or None where the reward or every reference is missing.
     """
 
-    def __init__(self, reward: Source, *, reference_column: str = "reference_rewards", k: float = 1.0, name: str | None = None):
+    def __init__(
+        self, reward: Source, *, reference_column: str = "reference_rewards", k: float = 1.0, name: str | None = None
+    ):
         self.reward = reward
         self.reference_column = reference_column
         self.k = float(k)
@@ -137,7 +139,11 @@ class PARReward:
             raise KeyError(f"PARReward needs the reference scores in column {self.reference_column!r}")
         rows = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else [r] for r in refs]
         width = max((len(r) for r in rows), default=1)
-        ref = [[(None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)) for v in r] + [None] * (width - len(r)) for r in rows]
+        ref = [
+            [(None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)) for v in r]
+            + [None] * (width - len(r))
+            for r in rows
+        ]
         out = par(raw, ref, k=self.k)
         return _as_list(out.rewards, out.present)
 
@@ -158,7 +164,9 @@ class OverlongPenalty:
 
     def __call__(self, *, completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float | None]:
         lengths = [len(c) for c in completion_ids]
-        out = overlong_penalty(np.asarray(lengths, dtype=np.float64), max_length=self.max_length, cache_length=self.cache_length)
+        out = overlong_penalty(
+            np.asarray(lengths, dtype=np.float64), max_length=self.max_length, cache_length=self.cache_length
+        )
         return _as_list(out.rewards)
 
 
@@ -175,7 +183,14 @@ class GroupLengthPenalty:
         name: ``__name__`` (default ``group_length_penalty``).
     """
 
-    def __init__(self, *, correctness: Source | None = None, coef: float = 1.0, reference: str = "group", name: str = "group_length_penalty"):
+    def __init__(
+        self,
+        *,
+        correctness: Source | None = None,
+        coef: float = 1.0,
+        reference: str = "group",
+        name: str = "group_length_penalty",
+    ):
         self.correctness = correctness
         self.coef = float(coef)
         self.reference = reference
@@ -189,7 +204,9 @@ class GroupLengthPenalty:
         if self.correctness is not None:
             c = _evaluate(self.correctness, kwargs)
             correct = [None if v is None else float(v > 0) for v in c]
-        out = group_length_penalty(np.asarray(lengths, float), groups.reshape(-1), correct=correct, coef=self.coef, reference=self.reference)
+        out = group_length_penalty(
+            np.asarray(lengths, float), groups.reshape(-1), correct=correct, coef=self.coef, reference=self.reference
+        )
         return _as_list(out.rewards)
 
 
@@ -207,9 +224,18 @@ class GatedReward:
         name: ``__name__`` (default ``gated_<first level>``).
     """
 
-    def __init__(self, levels: Sequence[Source], gates: Sequence[float], *, weights: Sequence[float] | None = None, name: str | None = None):
+    def __init__(
+        self,
+        levels: Sequence[Source],
+        gates: Sequence[float],
+        *,
+        weights: Sequence[float] | None = None,
+        name: str | None = None,
+    ):
         if len(levels) < 1 or len(gates) != len(levels) - 1:
-            raise ValueError(f"GatedReward needs K >= 1 levels and K - 1 gates; got {len(levels)} levels and {len(gates)} gates")
+            raise ValueError(
+                f"GatedReward needs K >= 1 levels and K - 1 gates; got {len(levels)} levels and {len(gates)} gates"
+            )
         self.levels = list(levels)
         self.gates = [float(g) for g in gates]
         self.weights = None if weights is None else [float(w) for w in weights]
@@ -290,14 +316,17 @@ def _turn_rewards(batch: RolloutBatch, column: str | None) -> np.ndarray:
         vals = [0.0 if v is None else float(v) for v in (row or [])]
         k = int(mask[i].sum())
         if len(vals) > k:
-            raise ShapeError(f"sample {i} has {len(vals)} per-turn rewards in {column!r} but {k} turns of model tokens "
-                             "(turns are runs of env_mask == 1 unless the rollout returns a 'turn_ids' column)")
+            raise ShapeError(
+                f"sample {i} has {len(vals)} per-turn rewards in {column!r} but {k} turns of model tokens "
+                "(turns are runs of env_mask == 1 unless the rollout returns a 'turn_ids' column)"
+            )
         out[i, : len(vals)] = vals
     return out
 
 
-def scale_turn_advantages(advantages: np.ndarray, valid: np.ndarray, group_ids: np.ndarray, scale: str, *,
-                          eps: float = 1e-4) -> tuple[np.ndarray, dict[str, float]]:
+def scale_turn_advantages(
+    advantages: np.ndarray, valid: np.ndarray, group_ids: np.ndarray, scale: str, *, eps: float = 1e-4
+) -> tuple[np.ndarray, dict[str, float]]:
     """Divide per-turn advantages by their spread, as GRPO divides by the reward std.
 
     Args:
@@ -331,7 +360,9 @@ def scale_turn_advantages(advantages: np.ndarray, valid: np.ndarray, group_ids: 
         groups = np.repeat(np.asarray(group_ids).reshape(-1, 1), adv.shape[1], axis=1)
     else:
         groups = np.zeros(adv.shape, np.int64)
-    index = as_group_index(torch.from_numpy(np.ascontiguousarray(groups.reshape(-1))), "group_ids", adv.size, device=torch.device("cpu"))
+    index = as_group_index(
+        torch.from_numpy(np.ascontiguousarray(groups.reshape(-1))), "group_ids", adv.size, device=torch.device("cpu")
+    )
     stats = group_stats(torch.as_tensor(adv.reshape(-1)), torch.as_tensor(valid.reshape(-1)), index, unbiased=True)
     std = stats.std.numpy()[index.index.numpy()].reshape(adv.shape)
     out = np.where(valid, adv / (std + eps), 0.0)
@@ -356,8 +387,15 @@ class TurnRLOOAdvantage:
         eps: added to the std when scaling (TRL's 1e-4).
     """
 
-    def __init__(self, *, turn_reward_column: str | None = None, gamma: float = 1.0, baseline: str = "turn",
-                 scale: str = "trl", eps: float = 1e-4):
+    def __init__(
+        self,
+        *,
+        turn_reward_column: str | None = None,
+        gamma: float = 1.0,
+        baseline: str = "turn",
+        scale: str = "trl",
+        eps: float = 1e-4,
+    ):
         if scale not in SCALES:
             raise RangeError(f"TurnRLOOAdvantage scale must be one of {SCALES}; got {scale!r}")
         self.turn_reward_column = turn_reward_column
@@ -374,7 +412,9 @@ class TurnRLOOAdvantage:
         r = _turn_rewards(batch, self.turn_reward_column)
         mask = batch.turn_mask.cpu().numpy()
         groups = batch.group_ids.cpu().numpy()
-        out = turn_rloo(r, groups, mask=mask, gamma=self.gamma, outcomes=np.where(present, outcome, 0.0), baseline=self.baseline)
+        out = turn_rloo(
+            r, groups, mask=mask, gamma=self.gamma, outcomes=np.where(present, outcome, 0.0), baseline=self.baseline
+        )
         adv = np.where(present[:, None], out.advantages, 0.0)
         scale = batch.scale_rewards if self.scale == "trl" else self.scale
         adv, extra = scale_turn_advantages(adv, mask & present[:, None], groups, scale, eps=self.eps)
@@ -391,8 +431,16 @@ class GiGPOAdvantage:
     centres them); TRL's ``scale_rewards`` does not change it.
     """
 
-    def __init__(self, *, anchor_column: str = "anchors", turn_reward_column: str | None = None, gamma: float = 0.95,
-                 step_weight: float = 1.0, mode: str = "mean_std_norm", similarity: float | None = None):
+    def __init__(
+        self,
+        *,
+        anchor_column: str = "anchors",
+        turn_reward_column: str | None = None,
+        gamma: float = 0.95,
+        step_weight: float = 1.0,
+        mode: str = "mean_std_norm",
+        similarity: float | None = None,
+    ):
         self.anchor_column = anchor_column
         self.turn_reward_column = turn_reward_column
         self.kw = dict(gamma=float(gamma), step_weight=float(step_weight), mode=mode, similarity=similarity)
@@ -409,8 +457,14 @@ class GiGPOAdvantage:
         if self.anchor_column not in batch.columns:
             raise MissingColumnError(f"anchor column {self.anchor_column!r} not found; have {sorted(batch.columns)}")
         anchors = [list(a) for a in batch.columns[self.anchor_column]]
-        return gigpo([float(o) if p else None for o, p in zip(outcome, present)], r, anchors,
-                     batch.group_ids.cpu().numpy(), mask=mask, **self.kw)
+        return gigpo(
+            [float(o) if p else None for o, p in zip(outcome, present)],
+            r,
+            anchors,
+            batch.group_ids.cpu().numpy(),
+            mask=mask,
+            **self.kw,
+        )
 
 
 # ---------------------------------------------------------------------------------- the trainer
@@ -438,25 +492,32 @@ def check_trl_version(version: str | None = None, *, allow_untested: bool = Fals
     version = version or trl.__version__
     from trl import GRPOTrainer
 
-    expected = {"_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
-                "_generate_and_score_completions": ["self", "inputs"]}
+    expected = {
+        "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+        "_generate_and_score_completions": ["self", "inputs"],
+    }
     for name, params in expected.items():
         fn = getattr(GRPOTrainer, name, None)
         if fn is None or list(inspect.signature(fn).parameters) != params:
             raise DependencyVersionError(
                 f"trl {version}: GRPOTrainer.{name} is missing or its signature changed (expected {tuple(params)}); "
-                f"CreditlabGRPOTrainer needs trl{TRL_VERSIONS_TESTED}: pip install 'trl{TRL_VERSIONS_TESTED}'")
+                f"CreditlabGRPOTrainer needs trl{TRL_VERSIONS_TESTED}: pip install 'trl{TRL_VERSIONS_TESTED}'"
+            )
     if Version(version) not in SpecifierSet(TRL_VERSIONS_TESTED):
-        message = (f"CreditlabGRPOTrainer overrides two private methods of trl.GRPOTrainer and is tested with "
-                   f"trl{TRL_VERSIONS_TESTED}; trl {version} is installed. Install a tested version "
-                   f"(pip install 'trl{TRL_VERSIONS_TESTED}') or pass allow_untested_trl=True to try it anyway.")
+        message = (
+            f"CreditlabGRPOTrainer overrides two private methods of trl.GRPOTrainer and is tested with "
+            f"trl{TRL_VERSIONS_TESTED}; trl {version} is installed. Install a tested version "
+            f"(pip install 'trl{TRL_VERSIONS_TESTED}') or pass allow_untested_trl=True to try it anyway."
+        )
         if not allow_untested:
             raise DependencyVersionError(message)
         warnings.warn(message, CreditlabWarning, stacklevel=3)
     return version
 
 
-def _explicit_turn_ids(rows: Sequence[Any], structure: torch.Tensor, lengths: Sequence[int], column: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _explicit_turn_ids(
+    rows: Sequence[Any], structure: torch.Tensor, lengths: Sequence[int], column: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn ids from a ``rollout_func``'s per-token column: ``int64[B, L]`` (-1 off the model
     tokens) and turns per row. Each row has one id per completion token; on the model tokens
     (``structure``) the ids must number the turns 0, 1, 2, ... in order (each id used, never
@@ -467,10 +528,14 @@ def _explicit_turn_ids(rows: Sequence[Any], structure: torch.Tensor, lengths: Se
     on_all = structure.cpu()
     for i, row in enumerate(rows):
         if row is None or isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-            raise DataFormatError(f"sample {i}: {column!r} must be a list of turn indices, one per completion token; got {row!r}")
+            raise DataFormatError(
+                f"sample {i}: {column!r} must be a list of turn indices, one per completion token; got {row!r}"
+            )
         ids = torch.as_tensor([-1 if v is None else int(v) for v in row], dtype=torch.int64)
         if ids.numel() != lengths[i]:
-            raise ShapeError(f"sample {i}: {column!r} has {ids.numel()} entries; expected one per completion token ({lengths[i]})")
+            raise ShapeError(
+                f"sample {i}: {column!r} has {ids.numel()} entries; expected one per completion token ({lengths[i]})"
+            )
         on = on_all[i, : lengths[i]]
         model_ids = ids[on]
         if model_ids.numel():
@@ -478,7 +543,8 @@ def _explicit_turn_ids(rows: Sequence[Any], structure: torch.Tensor, lengths: Se
             if int(model_ids[0]) != 0 or bool(((steps != 0) & (steps != 1)).any()):
                 raise DataFormatError(
                     f"sample {i}: {column!r} on the model tokens (env_mask == 1) must number the turns 0, 1, 2, ... in "
-                    f"order; got {model_ids.unique_consecutive().tolist()}")
+                    f"order; got {model_ids.unique_consecutive().tolist()}"
+                )
             turns[i] = int(model_ids[-1]) + 1
         out[i, : lengths[i]] = torch.where(on, ids, torch.full_like(ids, -1))
     return out.to(structure.device), turns.to(structure.device)
@@ -510,8 +576,15 @@ def _build_trainer_class():
         advantages add a ``turn_advantages`` column.
         """
 
-        def __init__(self, *args: Any, advantage_fn: Callable[[RolloutBatch], Any], advantage_columns: Sequence[str] | None = None,
-                     turn_ids_column: str | None = "turn_ids", allow_untested_trl: bool = False, **kwargs: Any):
+        def __init__(
+            self,
+            *args: Any,
+            advantage_fn: Callable[[RolloutBatch], Any],
+            advantage_columns: Sequence[str] | None = None,
+            turn_ids_column: str | None = "turn_ids",
+            allow_untested_trl: bool = False,
+            **kwargs: Any,
+        ):
             check_trl_version(allow_untested=allow_untested_trl)
             super().__init__(*args, **kwargs)
             self.advantage_fn = advantage_fn
@@ -536,13 +609,16 @@ def _build_trainer_class():
             finally:
                 self.mask_truncated_completions = mask_truncated
             if self._creditlab_stash is None:  # pragma: no cover - TRL changed its call order
-                raise RuntimeError(f"CreditlabGRPOTrainer: rewards were not computed; tested with trl{TRL_VERSIONS_TESTED}")
+                raise RuntimeError(
+                    f"CreditlabGRPOTrainer: rewards were not computed; tested with trl{TRL_VERSIONS_TESTED}"
+                )
             stash, self._creditlab_stash = self._creditlab_stash, None
             output["advantages"] = self._creditlab_advantages(output, *stash, mask_truncated=mask_truncated)
             return output
 
-        def _creditlab_advantages(self, output, local_inputs, prompts, completions, completion_ids_list, rewards_per_func, *,
-                                  mask_truncated):
+        def _creditlab_advantages(
+            self, output, local_inputs, prompts, completions, completion_ids_list, rewards_per_func, *, mask_truncated
+        ):
             from accelerate.utils import gather_object
 
             from ..advantage.tokens import broadcast_to_tokens
@@ -558,14 +634,18 @@ def _build_trainer_class():
             column = self.turn_ids_column
             if column is not None and local_inputs and column in local_inputs[0]:
                 lengths = [len(ids) for ids in completion_ids_list]
-                turn_ids, local_turns = _explicit_turn_ids([x.get(column) for x in local_inputs], structure, lengths, column)
+                turn_ids, local_turns = _explicit_turn_ids(
+                    [x.get(column) for x in local_inputs], structure, lengths, column
+                )
             else:
                 turn_ids, local_turns = turn_ids_from_response_mask(structure)
             local_turns = local_turns.clamp(min=1)
             truncated = torch.zeros(len(completion_ids_list), dtype=torch.bool, device=device)
             if mask_truncated:  # TRL's masking, on the output
                 eos_and_pad = [*self.eos_token_ids, self._tokenizer.pad_token_id]
-                truncated = torch.tensor([len(ids) > 0 and ids[-1] not in eos_and_pad for ids in completion_ids_list], device=device)
+                truncated = torch.tensor(
+                    [len(ids) > 0 and ids[-1] not in eos_and_pad for ids in completion_ids_list], device=device
+                )
                 keep = (~truncated).unsqueeze(1).int()
                 output["completion_mask"] = output["completion_mask"] * keep
                 loss_mask = output["completion_mask"]
@@ -579,7 +659,11 @@ def _build_trainer_class():
             t = int(num_turns.max())
             keys = self.advantage_columns
             if keys is None:
-                keys = [k for k in (local_inputs[0] if local_inputs else {}) if k not in ("prompt", "completion", "completion_ids")]
+                keys = [
+                    k
+                    for k in (local_inputs[0] if local_inputs else {})
+                    if k not in ("prompt", "completion", "completion_ids")
+                ]
             columns = {k: gather_object([x.get(k) for x in local_inputs]) for k in keys}
             batch = RolloutBatch(
                 rewards=rewards_per_func,
@@ -597,9 +681,13 @@ def _build_trainer_class():
             result = self.advantage_fn(batch)
             metrics = getattr(result, "metrics", None) or {}
             adv = getattr(result, "advantages", result)
-            adv = torch.as_tensor(np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv, dtype=torch.float32, device=device)
+            adv = torch.as_tensor(
+                np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv, dtype=torch.float32, device=device
+            )
             if adv.ndim not in (1, 2) or adv.shape[0] != n:
-                raise ShapeError(f"advantage_fn returned shape {tuple(adv.shape)}; expected ({n},) or ({n}, turns): one row per sample")
+                raise ShapeError(
+                    f"advantage_fn returned shape {tuple(adv.shape)}; expected ({n},) or ({n}, turns): one row per sample"
+                )
             adv = torch.nan_to_num(adv, nan=0.0)
             start = self.accelerator.process_index * len(prompts)
             local = adv[start : start + len(prompts)]
@@ -613,7 +701,11 @@ def _build_trainer_class():
                 per_turn = local
                 tokens = broadcast_to_tokens(local, turn_ids, model_mask).to(torch.float32)
                 count = model_mask.sum(1)
-                logged = torch.where(count > 0, (tokens * model_mask).sum(1) / count.clamp(min=1), torch.zeros_like(count, dtype=tokens.dtype))
+                logged = torch.where(
+                    count > 0,
+                    (tokens * model_mask).sum(1) / count.clamp(min=1),
+                    torch.zeros_like(count, dtype=tokens.dtype),
+                )
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(float(value)):
                     self._metrics[mode][f"creditlab/{key}"].append(float(value))
@@ -621,8 +713,13 @@ def _build_trainer_class():
             self._metrics[mode]["creditlab/advantage_mean"].append(float(on.mean()) if on.numel() else 0.0)
             self._metrics[mode]["creditlab/turns_mean"].append(float(num_turns.float().mean()))
             self._log_trained_advantages(logged, per_turn if local.ndim == 2 else None, local_turns)
-            self.creditlab_last = {"batch": batch, "turn_advantages": per_turn, "token_advantages": tokens, "turn_ids": turn_ids,
-                                   "model_mask": model_mask}
+            self.creditlab_last = {
+                "batch": batch,
+                "turn_advantages": per_turn,
+                "token_advantages": tokens,
+                "turn_ids": turn_ids,
+                "model_mask": model_mask,
+            }
             return tokens
 
         def _log_trained_advantages(self, logged, per_turn, local_turns):

@@ -42,7 +42,14 @@ class TreeAdvantage:
     function returned None has a missing leaf reward.
     """
 
-    def __init__(self, method: str = "tree_rloo", *, path_column: str = "tree_path", tree_column: str | None = None, **method_kwargs: Any):
+    def __init__(
+        self,
+        method: str = "tree_rloo",
+        *,
+        path_column: str = "tree_path",
+        tree_column: str | None = None,
+        **method_kwargs: Any,
+    ):
         if method not in _METHODS:
             raise ValueError(f"method must be one of {sorted(_METHODS)}; got {method!r}")
         self.method = method

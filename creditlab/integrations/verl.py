@@ -145,24 +145,46 @@ def compute_gigpo_advantage(
     Returns:
         ``(advantages, advantages)`` float[bs, L] (verl-agent returns the same tensor twice).
     """
-    missing = [name for name, v in (("anchor_obs", anchor_obs), ("traj_index", traj_index), ("step_rewards", step_rewards)) if v is None]
+    missing = [
+        name
+        for name, v in (("anchor_obs", anchor_obs), ("traj_index", traj_index), ("step_rewards", step_rewards))
+        if v is None
+    ]
     if missing:
         raise MissingColumnError(
             f"creditlab_gigpo needs {missing} as keyword arguments (one per row, verl-agent's layout); stock verl's "
             "compute_advantage does not pass them, verl-agent's trainer does"
         )
     sub = _cfg(config, "gigpo", None)
-    w = step_advantage_w if step_advantage_w is not None else _cfg(sub, "step_advantage_w", _cfg(config, "step_advantage_w", 1.0))
+    w = (
+        step_advantage_w
+        if step_advantage_w is not None
+        else _cfg(sub, "step_advantage_w", _cfg(config, "step_advantage_w", 1.0))
+    )
     mode = mode or _cfg(sub, "mode", _cfg(config, "gigpo_mode", "mean_norm"))
     episode_stats = episode_stats or _cfg(sub, "episode_stats", "trajectory")
     rm = response_mask.to(token_level_rewards.dtype)
     bs = rm.shape[0]
     groups = _index(index, bs)
     scores = token_level_rewards.detach().sum(dim=-1)
-    sr = step_rewards.detach() if isinstance(step_rewards, torch.Tensor) else torch.as_tensor(np.asarray(step_rewards, dtype=np.float64))
+    sr = (
+        step_rewards.detach()
+        if isinstance(step_rewards, torch.Tensor)
+        else torch.as_tensor(np.asarray(step_rewards, dtype=np.float64))
+    )
     anchors = list(anchor_obs) if not isinstance(anchor_obs, np.ndarray) or anchor_obs.dtype == object else anchor_obs
-    out = gigpo_rows(scores, sr.to(scores.device, scores.dtype), anchors, groups, np.asarray(traj_index), step_weight=float(w),
-                     mode=mode, episode_stats=episode_stats, similarity=similarity, eps=epsilon)
+    out = gigpo_rows(
+        scores,
+        sr.to(scores.device, scores.dtype),
+        anchors,
+        groups,
+        np.asarray(traj_index),
+        step_weight=float(w),
+        mode=mode,
+        episode_stats=episode_stats,
+        similarity=similarity,
+        eps=epsilon,
+    )
     adv = out.advantages.to(token_level_rewards.dtype)[:, None] * rm
     return adv, adv
 
@@ -228,7 +250,9 @@ def compute_tree_advantage(
     uid = None if tree_uid is None else np.asarray(tree_uid, dtype=object)
     if tree_path is None:
         if method != "tree_grpo":
-            raise MissingColumnError(f"creditlab_tree with tree_method={method!r} needs tree_path ([bs] lists of node ids, root first)")
+            raise MissingColumnError(
+                f"creditlab_tree with tree_method={method!r} needs tree_path ([bs] lists of node ids, root first)"
+            )
         if uid is None:
             raise MissingColumnError("creditlab_tree with tree_method='tree_grpo' needs tree_uid (or tree_path)")
         forest = Forest.from_paths([[("row", i)] for i in range(bs)], scores, group_ids=groups, tree_ids=uid)
@@ -257,7 +281,9 @@ def compute_tree_advantage(
         for i, spans in enumerate(np.asarray(tree_span, dtype=object)):
             spans = [int(x) for x in spans]
             if len(spans) != depth[i] or sum(spans) > length or min(spans, default=0) < 0:
-                raise RangeError(f"tree_span[{i}] = {spans}: expected {int(depth[i])} non-negative counts summing to <= {length}")
+                raise RangeError(
+                    f"tree_span[{i}] = {spans}: expected {int(depth[i])} non-negative counts summing to <= {length}"
+                )
             ends = np.cumsum(spans)
             starts = ends - np.asarray(spans)
             for d, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
@@ -265,7 +291,11 @@ def compute_tree_advantage(
         turn_ids = torch.where(rm.cpu(), turn_ids, torch.full_like(turn_ids, -1))
     safe = turn_ids.clamp(min=0)
     vals = torch.gather(node_adv, 1, safe.clamp(max=node_adv.shape[1] - 1))
-    adv = torch.where(turn_ids >= 0, vals, torch.zeros_like(vals)).to(token_level_rewards.dtype).to(token_level_rewards.device)
+    adv = (
+        torch.where(turn_ids >= 0, vals, torch.zeros_like(vals))
+        .to(token_level_rewards.dtype)
+        .to(token_level_rewards.device)
+    )
     return adv, adv
 
 

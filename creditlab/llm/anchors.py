@@ -30,6 +30,7 @@ from ..errors import DtypeError, RangeError, ShapeError
 
 __all__ = ["anchor_ids", "canonical_key", "hash_ids"]
 
+
 def canonical_key(x: Any) -> Any:
     """A hashable stand-in for ``x`` that compares by value: arrays and lists become (nested)
     tuples of Python scalars, dicts sorted tuples.
@@ -96,7 +97,9 @@ def anchor_ids(
             f"anchors must be an int[B, T] array or a sequence of B sequences of hashable keys; got {type(anchors).__name__}"
         )
     if len(anchors) != b:
-        raise ShapeError(f"anchors has {len(anchors)} rows but the batch has {b} episodes; expected one row per episode")
+        raise ShapeError(
+            f"anchors has {len(anchors)} rows but the batch has {b} episodes; expected one row per episode"
+        )
     if isinstance(anchors, np.ndarray) and anchors.ndim == 2:
         if anchors.shape[1] < int(lengths.max(initial=0)):
             raise ShapeError(f"anchors has shape {anchors.shape}; expected [{b}, >= {int(lengths.max())}]")
@@ -128,7 +131,9 @@ def hash_ids(keys: list[Any]) -> tuple[np.ndarray, list[Any]]:
         ids = np.fromiter((table.setdefault(k, len(table)) for k in keys), dtype=np.int64, count=len(keys))
     except TypeError:  # an unhashable key somewhere: canonicalize everything
         table = {}
-        ids = np.fromiter((table.setdefault(canonical_key(k), len(table)) for k in keys), dtype=np.int64, count=len(keys))
+        ids = np.fromiter(
+            (table.setdefault(canonical_key(k), len(table)) for k in keys), dtype=np.int64, count=len(keys)
+        )
     by_id = list(table)
     none_id = table.get(None)
     if none_id is not None:
@@ -152,7 +157,9 @@ def _array_ids(anchors: Any, lengths: np.ndarray, num_steps: int) -> tuple[np.nd
         return inv.reshape(-1).astype(np.int64), list(uniq.tolist())
     if vals.dtype.kind == "f":
         if not np.all(np.isfinite(vals)):
-            raise DtypeError("anchors holds NaN or inf; anchor keys must be finite (or use None in a list for 'no anchor')")
+            raise DtypeError(
+                "anchors holds NaN or inf; anchor keys must be finite (or use None in a list for 'no anchor')"
+            )
     elif vals.dtype.kind not in "iub":
         raise DtypeError(f"anchors must hold integer or string keys; got dtype {vals.dtype}")
     uniq, inv = np.unique(vals, return_inverse=True)

@@ -157,9 +157,18 @@ def _inputs(student: ArrayLike, teacher: ArrayLike, response_mask: ArrayLike):
     s = as_float(student, "student_log_probs", ndim=2, finite=False).to(torch.float64)
     t = as_float(teacher, "teacher_log_probs", device=s.device, finite=False).to(torch.float64)
     if t.shape != s.shape:
-        raise ShapeError(f"teacher_log_probs has shape {tuple(t.shape)} but student_log_probs has {tuple(s.shape)}; expected the same")
-    m = as_mask(response_mask, "response_mask", shape_bt(s), device=s.device, prefix=False, allow_empty_rows=True,
-                like="student_log_probs")
+        raise ShapeError(
+            f"teacher_log_probs has shape {tuple(t.shape)} but student_log_probs has {tuple(s.shape)}; expected the same"
+        )
+    m = as_mask(
+        response_mask,
+        "response_mask",
+        shape_bt(s),
+        device=s.device,
+        prefix=False,
+        allow_empty_rows=True,
+        like="student_log_probs",
+    )
     check_finite(s, "student_log_probs", where=m, hint=" on policy tokens")
     check_finite(t, "teacher_log_probs", where=m, hint=" on policy tokens")
     for name, x in (("student_log_probs", s), ("teacher_log_probs", t)):
@@ -192,10 +201,18 @@ def _masked_returns(x: torch.Tensor, m: torch.Tensor, gamma: float) -> torch.Ten
     kind="advantages",
     source="slime --use-opd (apply_opd_kl_to_advantages); Tinker cookbook on-policy distillation",
 )
-def _run_opd(episodes, *, coef: float = 1.0, mode: Literal["token", "returns"] = "token", gamma: float = 1.0) -> AdvantageOutput:
+def _run_opd(
+    episodes, *, coef: float = 1.0, mode: Literal["token", "returns"] = "token", gamma: float = 1.0
+) -> AdvantageOutput:
     """Steps are tokens: the student's (``log_probs``) and teacher's log-probs as per-step extras."""
     for key in ("log_probs", "teacher_log_probs"):
         if key not in episodes.extras:
             raise MissingColumnError(f"method 'opd' needs a per-token {key!r} column (episodes.extras[{key!r}])")
-    return opd_advantages(episodes.extras["log_probs"], episodes.extras["teacher_log_probs"], episodes.mask,
-                          coef=coef, mode=mode, gamma=gamma)
+    return opd_advantages(
+        episodes.extras["log_probs"],
+        episodes.extras["teacher_log_probs"],
+        episodes.mask,
+        coef=coef,
+        mode=mode,
+        gamma=gamma,
+    )

@@ -126,7 +126,9 @@ def gigpo(
     dev = s.rewards.device
     if episode_rewards is None:
         if episode_present is not None:
-            raise RangeError("episode_present needs episode_rewards; with episode_rewards=None every episode has a reward")
+            raise RangeError(
+                "episode_present needs episode_rewards; with episode_rewards=None every episode has a reward"
+            )
         r_ep = s.rewards.to(torch.float64).sum(dim=1)
         present = torch.ones(b, dtype=torch.bool, device=dev)
     else:
@@ -134,13 +136,17 @@ def gigpo(
             episode_rewards, "episode_rewards", present=episode_present, nan_is_missing=nan_is_missing, device=dev
         )
         if r_ep.shape != (b,):
-            raise ShapeError(f"episode_rewards has shape {tuple(r_ep.shape)} but step_rewards has {b} episodes; expected ({b},)")
+            raise ShapeError(
+                f"episode_rewards has shape {tuple(r_ep.shape)} but step_rewards has {b} episodes; expected ({b},)"
+            )
     groups = as_group_index(group_ids, "group_ids", b, device=dev)
     returns = turn_returns(s.rewards, s.lengths, gamma)
     flat_b, flat_t = torch.nonzero(s.mask, as_tuple=True)  # row-major: episode 0's turns first
     ids, keys = anchor_ids(anchors, s.lengths.cpu().numpy(), t)
     steps = step_groups(groups.index[flat_b], ids, keys, similarity=similarity, similarity_fn=similarity_fn)
-    a_ep, ep_st = episode_advantages(r_ep, present, groups, s.lengths, mode=mode, episode_stats=episode_stats, eps=eps, unbiased=unbiased)
+    a_ep, ep_st = episode_advantages(
+        r_ep, present, groups, s.lengths, mode=mode, episode_stats=episode_stats, eps=eps, unbiased=unbiased
+    )
     g_flat = returns[flat_b, flat_t]
     a_step_flat, st = _normalize(g_flat, torch.ones_like(flat_b, dtype=torch.bool), steps, mode, eps, unbiased)
     a_step = torch.zeros((b, t), dtype=torch.float64, device=dev)
@@ -210,7 +216,9 @@ def gigpo_rows(
         a_ep, ep_st = group_normalize(r_rows, present, groups, scale=scale, eps=eps, unbiased=unbiased)
     else:
         b = int(ep_index.max()) + 1
-        first = torch.full((b,), n, dtype=torch.int64, device=dev).scatter_reduce(0, ep_index, torch.arange(n, device=dev), reduce="amin")
+        first = torch.full((b,), n, dtype=torch.int64, device=dev).scatter_reduce(
+            0, ep_index, torch.arange(n, device=dev), reduce="amin"
+        )
         ep_groups = GroupIndex(groups.index[first], groups.num_groups)
         ep_st = group_stats(r_rows[first], present[first], ep_groups, unbiased=unbiased)
         gi = groups.index
@@ -226,7 +234,9 @@ def gigpo_rows(
     else:
         ids, keys = hash_ids(anchors.tolist() if isinstance(anchors, np.ndarray) else list(anchors))
     steps = step_groups(groups.index, ids, keys, similarity=similarity, similarity_fn=similarity_fn)
-    a_step, st = group_normalize(g_ret, torch.ones(n, dtype=torch.bool, device=dev), steps, scale=scale, eps=eps, unbiased=unbiased)
+    a_step, st = group_normalize(
+        g_ret, torch.ones(n, dtype=torch.bool, device=dev), steps, scale=scale, eps=eps, unbiased=unbiased
+    )
     adv = a_ep + step_weight * a_step
     sizes = st.count[st.count > 0].to(torch.float64)
     metrics = {
@@ -345,7 +355,9 @@ def _finite(x: float, name: str) -> float:
     return v
 
 
-def _metrics(a_ep, a_step, st: GroupStats, steps: GroupIndex, ep_st: GroupStats, groups, present, w, b, n) -> dict[str, float]:
+def _metrics(
+    a_ep, a_step, st: GroupStats, steps: GroupIndex, ep_st: GroupStats, groups, present, w, b, n
+) -> dict[str, float]:
     sizes = st.count[st.count > 0].to(torch.float64)
     in_shared = (st.count[steps.index] > 1) if n else torch.zeros(0, dtype=torch.bool)
     ep_abs = float(a_ep[present].abs().mean()) if bool(present.any()) else 0.0
@@ -372,9 +384,14 @@ def _metrics(a_ep, a_step, st: GroupStats, steps: GroupIndex, ep_st: GroupStats,
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("gigpo", family="llm", kind="advantages", needs=("rewards", "group_ids", "extras.anchors"),
-                 summary="GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
-                 source="Feng et al. 2025, arXiv 2505.10978")
+@register_method(
+    "gigpo",
+    family="llm",
+    kind="advantages",
+    needs=("rewards", "group_ids", "extras.anchors"),
+    summary="GiGPO: episode-group advantage + anchor-state step-group advantage per turn",
+    source="Feng et al. 2025, arXiv 2505.10978",
+)
 def _run_gigpo(
     episodes,
     *,
@@ -390,6 +407,15 @@ def _run_gigpo(
         raise MissingColumnError("method 'gigpo' needs per-turn anchor-state keys in episodes.extras['anchors']")
     o, p = outcomes_or_none(episodes)
     return gigpo(
-        o, episodes.rewards, episodes.extras["anchors"], episodes.group_ids, mask=episodes.mask, gamma=gamma,
-        step_weight=step_weight, mode=mode, episode_stats=episode_stats, similarity=similarity, episode_present=p,
+        o,
+        episodes.rewards,
+        episodes.extras["anchors"],
+        episodes.group_ids,
+        mask=episodes.mask,
+        gamma=gamma,
+        step_weight=step_weight,
+        mode=mode,
+        episode_stats=episode_stats,
+        similarity=similarity,
+        episode_present=p,
     )

@@ -133,7 +133,9 @@ def igpo(
     flat_b, flat_t = torch.nonzero(m, as_tuple=True)
     r_flat = rewards[flat_b, flat_t]
     turn_groups = GroupIndex(groups.index[flat_b], groups.num_groups)
-    z_flat, st = group_normalize(r_flat, torch.ones_like(flat_b, dtype=torch.bool), turn_groups, scale=True, eps=eps, unbiased=unbiased)
+    z_flat, st = group_normalize(
+        r_flat, torch.ones_like(flat_b, dtype=torch.bool), turn_groups, scale=True, eps=eps, unbiased=unbiased
+    )
     z = torch.zeros((b, t), dtype=torch.float64, device=p.device)
     z[flat_b, flat_t] = z_flat
     adv = _kernels.reverse_scan(z.contiguous(), (gamma * m.to(torch.float64)).contiguous(), lengths)
@@ -203,15 +205,24 @@ def _gain_abs_mean(rewards, m, lengths) -> float:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("igpo", family="llm", kind="advantages", needs=("outcomes", "group_ids", "extras.belief_log_probs"),
-                 summary="IGPO: per-turn information gain in the answer's probability, group-z-scored, returns-to-go",
-                 source="Wang et al. 2025, arXiv 2510.14967")
+@register_method(
+    "igpo",
+    family="llm",
+    kind="advantages",
+    needs=("outcomes", "group_ids", "extras.belief_log_probs"),
+    summary="IGPO: per-turn information gain in the answer's probability, group-z-scored, returns-to-go",
+    source="Wang et al. 2025, arXiv 2510.14967",
+)
 def _run_igpo(episodes, *, gamma: float = 1.0, outcome_weight: float = 1.0) -> AdvantageOutput:
     """Beliefs ``log p(answer | history after turn t)`` in ``episodes.extras["belief_log_probs"]``, float[B, T+1]."""
     episodes.require("outcomes", "group_ids", method="igpo")
     if "belief_log_probs" not in episodes.extras:
         raise MissingColumnError("method 'igpo' needs episodes.extras['belief_log_probs'], float[B, T+1]")
     return igpo(
-        episodes.extras["belief_log_probs"], outcomes_or_zero(episodes), episodes.group_ids, mask=episodes.mask,
-        gamma=gamma, outcome_weight=outcome_weight,
+        episodes.extras["belief_log_probs"],
+        outcomes_or_zero(episodes),
+        episodes.group_ids,
+        mask=episodes.mask,
+        gamma=gamma,
+        outcome_weight=outcome_weight,
     )

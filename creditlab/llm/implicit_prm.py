@@ -73,7 +73,9 @@ def token_log_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
         float[B, L] (column 0 is 0: the first token has no prediction). Differentiable.
     """
     if logits.ndim != 3 or logits.shape[:2] != input_ids.shape:
-        raise ShapeError(f"logits has shape {tuple(logits.shape)}; expected [B, L, V] with [B, L] = {tuple(input_ids.shape)}")
+        raise ShapeError(
+            f"logits has shape {tuple(logits.shape)}; expected [B, L, V] with [B, L] = {tuple(input_ids.shape)}"
+        )
     lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = lp.gather(-1, input_ids[:, 1:, None].long()).squeeze(-1)
     return F.pad(picked, (1, 0))
@@ -105,7 +107,9 @@ def implicit_token_rewards(
     beta = check_positive(beta, "beta")
     backend = Backend.of(policy_log_probs, ref_log_probs)
     lp = as_float(policy_log_probs, "policy_log_probs", ndim=2, finite=False)
-    ref = as_float(ref_log_probs, "ref_log_probs", shape=tuple(lp.shape), dtype=lp.dtype, device=lp.device, finite=False)
+    ref = as_float(
+        ref_log_probs, "ref_log_probs", shape=tuple(lp.shape), dtype=lp.dtype, device=lp.device, finite=False
+    )
     rm = as_mask(response_mask, "response_mask", shape_bt(lp), device=lp.device, prefix=False, allow_empty_rows=True)
     check_finite(lp, "policy_log_probs", where=rm, hint=" on a response token")
     check_finite(ref, "ref_log_probs", where=rm, hint=" on a response token")
@@ -202,13 +206,19 @@ def oprl_dpo_loss(
     better = same & (r[:, None] > r[None, :])
     if pairs == "best_worst":
         big = torch.finfo(r.dtype).max
-        hi = torch.full((groups.num_groups,), -big, dtype=r.dtype, device=r.device).scatter_reduce(0, groups.index, r, reduce="amax")
-        lo = torch.full((groups.num_groups,), big, dtype=r.dtype, device=r.device).scatter_reduce(0, groups.index, r, reduce="amin")
+        hi = torch.full((groups.num_groups,), -big, dtype=r.dtype, device=r.device).scatter_reduce(
+            0, groups.index, r, reduce="amax"
+        )
+        lo = torch.full((groups.num_groups,), big, dtype=r.dtype, device=r.device).scatter_reduce(
+            0, groups.index, r, reduce="amin"
+        )
         idx = torch.arange(n, device=r.device)
         first_hi = torch.full((groups.num_groups,), n, device=r.device).scatter_reduce(
-            0, groups.index, torch.where(r == hi[groups.index], idx, torch.full_like(idx, n)), reduce="amin")
+            0, groups.index, torch.where(r == hi[groups.index], idx, torch.full_like(idx, n)), reduce="amin"
+        )
         first_lo = torch.full((groups.num_groups,), n, device=r.device).scatter_reduce(
-            0, groups.index, torch.where(r == lo[groups.index], idx, torch.full_like(idx, n)), reduce="amin")
+            0, groups.index, torch.where(r == lo[groups.index], idx, torch.full_like(idx, n)), reduce="amin"
+        )
         keep = torch.zeros_like(better)
         ok = (first_hi < n) & (first_lo < n) & (hi > lo)
         keep[first_hi[ok], first_lo[ok]] = True
@@ -275,7 +285,9 @@ def prime_advantages(
     a_out = torch.where(k > 1, st_o.centered * k / (k - 1).clamp(min=1), torch.zeros_like(o))
     # process: per-sample mean token reward, leave-one-out over the group
     rbar = x.sum(dim=1) / ntok.clamp(min=1)
-    sum_rbar = torch.zeros(groups.num_groups, dtype=torch.float64, device=tr.device).index_add_(0, groups.index, rbar)[groups.index]
+    sum_rbar = torch.zeros(groups.num_groups, dtype=torch.float64, device=tr.device).index_add_(0, groups.index, rbar)[
+        groups.index
+    ]
     if leave_one_out == "paper":
         rt = x - ((sum_rbar - rbar) / (k - 1).clamp(min=1))[:, None]
     else:
@@ -348,8 +360,13 @@ def oprl_advantages(
     else:
         a_ep, _ = group_normalize(o, ones, groups, scale=mode == "mean_std_norm", eps=eps)
     fb, ft = torch.nonzero(m, as_tuple=True)
-    a_flat, st_s = group_normalize(r[fb, ft].to(torch.float64), torch.ones_like(fb, dtype=torch.bool),
-                                   GroupIndex(groups.index[fb], groups.num_groups), scale=True, eps=eps)
+    a_flat, st_s = group_normalize(
+        r[fb, ft].to(torch.float64),
+        torch.ones_like(fb, dtype=torch.bool),
+        GroupIndex(groups.index[fb], groups.num_groups),
+        scale=True,
+        eps=eps,
+    )
     a_step = torch.zeros((b, t), dtype=torch.float64, device=r.device)
     a_step[fb, ft] = a_flat
     adv = torch.where(m, a_ep[:, None] + float(step_weight) * a_step, torch.zeros_like(a_step))
@@ -413,7 +430,13 @@ class ImplicitPRM:
         ref = copy.deepcopy(policy).eval()
         return ImplicitPRM(prm, ref, **kwargs)
 
-    def log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, model: torch.nn.Module | None = None) -> torch.Tensor:
+    def log_probs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
         """float[B, L] per-token log-probs under ``model`` (default: the PRM), with grad."""
         net = self.model if model is None else model
         out = net(input_ids=input_ids, attention_mask=attention_mask)
@@ -437,9 +460,13 @@ class ImplicitPRM:
                 lp = self.log_probs(input_ids, attention_mask)
         finally:
             self.model.train(was_training)
-        return implicit_token_rewards(lp, self._ref(input_ids, attention_mask, ref_log_probs), response_mask, beta=self.beta).rewards
+        return implicit_token_rewards(
+            lp, self._ref(input_ids, attention_mask, ref_log_probs), response_mask, beta=self.beta
+        ).rewards
 
-    def turn_rewards(self, input_ids, attention_mask, response_mask, turn_ids, *, ref_log_probs=None, num_turns=None) -> torch.Tensor:
+    def turn_rewards(
+        self, input_ids, attention_mask, response_mask, turn_ids, *, ref_log_probs=None, num_turns=None
+    ) -> torch.Tensor:
         """float[B, T] -- OPRL turn rewards (sum of the turn's token rewards; no grad)."""
         tok = self.token_rewards(input_ids, attention_mask, response_mask, ref_log_probs=ref_log_probs)
         return turn_values_from_tokens(tok, turn_ids, response_mask, num_turns=num_turns)
@@ -521,13 +548,24 @@ def _ttarget(outcomes: Any, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("oprl", family="llm", kind="advantages", needs=("rewards", "outcomes", "group_ids"),
-                 summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
-                 source="Liu et al. 2025, arXiv 2509.19199")
-def _run_oprl(episodes, *, step_weight: float = 1.0, mode: Literal["mean_std_norm", "mean_norm", "rloo"] = "mean_std_norm") -> AdvantageOutput:
+@register_method(
+    "oprl",
+    family="llm",
+    kind="advantages",
+    needs=("rewards", "outcomes", "group_ids"),
+    summary="OPRL/iStar: group-normalized outcome + group-normalized implicit turn rewards",
+    source="Liu et al. 2025, arXiv 2509.19199",
+)
+def _run_oprl(
+    episodes, *, step_weight: float = 1.0, mode: Literal["mean_std_norm", "mean_norm", "rloo"] = "mean_std_norm"
+) -> AdvantageOutput:
     """The per-turn implicit rewards are ``episodes.rewards``; a missing outcome counts as 0."""
     episodes.require("outcomes", "group_ids", method="oprl")
     return oprl_advantages(
-        episodes.rewards, outcomes_or_zero(episodes), episodes.group_ids, mask=episodes.mask, step_weight=step_weight,
+        episodes.rewards,
+        outcomes_or_zero(episodes),
+        episodes.group_ids,
+        mask=episodes.mask,
+        step_weight=step_weight,
         mode=mode,
     )

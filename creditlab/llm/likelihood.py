@@ -72,7 +72,9 @@ def _messages(prompt: Any) -> list[dict[str, Any]]:
         return [{"role": "user", "content": prompt}]
     if isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) and "role" in m for m in prompt):
         return list(prompt)
-    raise ShapeError(f"a prompt must be a string or a list of chat messages ({{'role', 'content'}} dicts); got {type(prompt).__name__}")
+    raise ShapeError(
+        f"a prompt must be a string or a list of chat messages ({{'role', 'content'}} dicts); got {type(prompt).__name__}"
+    )
 
 
 def _text(response: Any, name: str) -> str:
@@ -93,7 +95,9 @@ def _context(tokenizer: Any, prompt: Any, response: str, answer_prefix: str, cha
         )
         at = rendered.find(_SENTINEL)
         if at < 0:  # pragma: no cover - a template that rewrites message contents
-            raise ShapeError("the tokenizer's chat template does not reproduce the assistant message; pass chat_template=False")
+            raise ShapeError(
+                "the tokenizer's chat template does not reproduce the assistant message; pass chat_template=False"
+            )
         return rendered[:at] + response + answer_prefix
     if not isinstance(prompt, str):
         raise ShapeError("chat_template=False needs string prompts")
@@ -142,7 +146,9 @@ def reference_log_likelihood(
 
     n = len(prompts)
     if len(responses) != n or len(references) != n:
-        raise ShapeError(f"prompts, responses and references must have one entry per sample; got {n}, {len(responses)} and {len(references)}")
+        raise ShapeError(
+            f"prompts, responses and references must have one entry per sample; got {n}, {len(responses)} and {len(references)}"
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise RangeError(f"batch_size must be an int >= 1; got {batch_size!r}")
     if chat_template is None:
@@ -160,7 +166,7 @@ def reference_log_likelihood(
             raise ShapeError(f"references[{i}] must be a string or None; got {type(ref).__name__}")
         ctx = _context(tokenizer, prompts[i], _text(responses[i], f"responses[{i}]"), answer_prefix, chat_template)
         stripped = ctx.rstrip(" ")
-        ans_text = ctx[len(stripped):] + ref
+        ans_text = ctx[len(stripped) :] + ref
         ctx_ids = tokenizer(stripped, add_special_tokens=not chat_template)["input_ids"]
         ans_ids = tokenizer(ans_text, add_special_tokens=False)["input_ids"]
         if not ans_ids:
@@ -169,7 +175,9 @@ def reference_log_likelihood(
             # a model needs one token before the first scored one
             bos = getattr(tokenizer, "bos_token_id", None)
             if bos is None:
-                raise ShapeError(f"sample {i}: the context before the reference is empty and the tokenizer has no BOS token")
+                raise ShapeError(
+                    f"sample {i}: the context before the reference is empty and the tokenizer has no BOS token"
+                )
             ctx_ids = [bos]
         contexts.append(list(ctx_ids))
         answers.append(list(ans_ids))
@@ -195,8 +203,12 @@ def reference_log_likelihood(
                     ids[r, width - len(s) :] = torch.tensor(s)
                     attn[r, width - len(s) :] = 1
                 pos = (attn.cumsum(1) - 1).clamp(min=0)
-                logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos.to(device),
-                               logits_to_keep=keep).logits[:, -keep:]
+                logits = model(
+                    input_ids=ids.to(device),
+                    attention_mask=attn.to(device),
+                    position_ids=pos.to(device),
+                    logits_to_keep=keep,
+                ).logits[:, -keep:]
                 logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # column c predicts token width - keep + 1 + c
                 target = ids[:, width - keep + 1 :].to(device)
                 picked = logp.gather(-1, target[..., None]).squeeze(-1).double().cpu().numpy()
@@ -240,13 +252,23 @@ def _scorer(model: str, cache_dir: str | None):
 
 
 @register_method(
-    "reference_likelihood", family="llm", kind="rewards",
+    "reference_likelihood",
+    family="llm",
+    kind="rewards",
     summary="log p(reference answer | prompt, response) under a scoring LM (sum or per-token mean), on each episode's last step",
     needs=("extras.prompt", "extras.response", "extras.reference"),
     source="VR-CLI (Gurung & Lapata 2025, arXiv 2503.22828); RLPR (Yu et al. 2025, arXiv 2506.18254)",
 )
-def run_reference_likelihood(episodes: Any, *, model: str = "smollm2", reduce: str = "sum", answer_prefix: str = "\nAnswer: ",
-                             chat_template: bool | None = None, batch_size: int = 8, cache_dir: str | None = None) -> RewardOutput:
+def run_reference_likelihood(
+    episodes: Any,
+    *,
+    model: str = "smollm2",
+    reduce: str = "sum",
+    answer_prefix: str = "\nAnswer: ",
+    chat_template: bool | None = None,
+    batch_size: int = 8,
+    cache_dir: str | None = None,
+) -> RewardOutput:
     """Registry adapter: one text per episode in ``extras`` (``prompt``, ``response``, ``reference``,
     each ``[B]``; a None reference = no reward); the reward goes on the episode's last valid step.
 
@@ -264,9 +286,16 @@ def run_reference_likelihood(episodes: Any, *, model: str = "smollm2", reduce: s
             raise ShapeError(f"extras[{key!r}] has shape {col.shape}; expected one text per episode ({b},)")
         texts[key] = [None if v is None else str(v) for v in col.tolist()]
     lm = _scorer(model, cache_dir)
-    out = reference_log_likelihood(lm.model, lm.tokenizer, texts["prompt"], [t or "" for t in texts["response"]],
-                                   texts["reference"], answer_prefix=answer_prefix, chat_template=chat_template,
-                                   batch_size=batch_size)
+    out = reference_log_likelihood(
+        lm.model,
+        lm.tokenizer,
+        texts["prompt"],
+        [t or "" for t in texts["response"]],
+        texts["reference"],
+        answer_prefix=answer_prefix,
+        chat_template=chat_template,
+        batch_size=batch_size,
+    )
     per_episode = likelihood_rewards(out, reduce=reduce)
     rewards = np.zeros(mask.shape)
     last = mask.sum(1) - 1
@@ -276,6 +305,9 @@ def run_reference_likelihood(episodes: Any, *, model: str = "smollm2", reduce: s
         import torch
 
         device = episodes.rewards.device
-        return RewardOutput(torch.as_tensor(rewards, dtype=episodes.rewards.dtype, device=device), per_episode.metrics,
-                            torch.as_tensor(present, device=device))
+        return RewardOutput(
+            torch.as_tensor(rewards, dtype=episodes.rewards.dtype, device=device),
+            per_episode.metrics,
+            torch.as_tensor(present, device=device),
+        )
     return RewardOutput(rewards, per_episode.metrics, present)

@@ -60,11 +60,18 @@ def mc_values(continuation_returns: ArrayLike, mask: ArrayLike | None = None) ->
         raise ShapeError("continuation_returns must have a last axis of K continuations")
     known = ~torch.isnan(x)
     if mask is not None:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask, device=x.device).to(torch.bool)
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask, device=x.device).to(
+            torch.bool
+        )
         if m.shape != x.shape:
             raise ShapeError(f"mask has shape {tuple(m.shape)} but continuation_returns has {tuple(x.shape)}")
         known &= m
-    check_finite(x, "continuation_returns", where=known, hint=" (NaN marks a continuation that was not sampled; inf is never accepted)")
+    check_finite(
+        x,
+        "continuation_returns",
+        where=known,
+        hint=" (NaN marks a continuation that was not sampled; inf is never accepted)",
+    )
     n = known.sum(-1)
     total = torch.where(known, x, torch.zeros_like(x)).sum(-1)
     v = torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, float("nan")))
@@ -115,7 +122,9 @@ def vine_advantages(
     filled = _kernels.reverse_scan(x.contiguous(), coef.contiguous(), s.lengths)  # V_k, V_T = 0
     nxt = torch.zeros_like(filled)
     nxt[:, :-1] = filled[:, 1:]
-    nxt = torch.where(torch.arange(s.shape[1], device=r.device)[None, :] < (s.lengths - 1)[:, None], nxt, torch.zeros_like(nxt))
+    nxt = torch.where(
+        torch.arange(s.shape[1], device=r.device)[None, :] < (s.lengths - 1)[:, None], nxt, torch.zeros_like(nxt)
+    )
     adv = s.zero_pad(r + gamma * nxt - filled)
     n_valid = float(s.lengths.sum())
     metrics = {
@@ -235,7 +244,9 @@ def spo_advantages(
     # previous known value for each known token: shift the known values right within the row
     idx = torch.where(known, cols.expand(b, length), torch.full((b, length), -1, device=pv.device))
     prev_idx = torch.cummax(torch.cat([torch.full((b, 1), -1, device=pv.device), idx[:, :-1]], dim=1), dim=1).values
-    prev_val = torch.where(prev_idx >= 0, torch.gather(vals, 1, prev_idx.clamp(min=0)), base0[:, None].expand(b, length))
+    prev_val = torch.where(
+        prev_idx >= 0, torch.gather(vals, 1, prev_idx.clamp(min=0)), base0[:, None].expand(b, length)
+    )
     own = torch.where(known & ~torch.isnan(prev_val), vals - prev_val, torch.zeros_like(vals))
     own = torch.where(known, own, torch.zeros_like(own))
     # every token takes the advantage of the next known token (backward fill)
@@ -284,7 +295,9 @@ def _run_vineppo(episodes, *, gamma: float = 1.0) -> AdvantageOutput:
     elif "mc_returns" in episodes.extras:
         v = mc_values(episodes.extras["mc_returns"])[0]
     else:
-        raise MissingColumnError("method 'vineppo' needs episodes.extras['mc_values'] ([B, T]) or ['mc_returns'] ([B, T, K])")
+        raise MissingColumnError(
+            "method 'vineppo' needs episodes.extras['mc_values'] ([B, T]) or ['mc_returns'] ([B, T, K])"
+        )
     r = _np(episodes.rewards).astype(np.float64).copy()
     if episodes.outcomes is not None:
         o = np.where(_np(episodes.outcome_present), _np(episodes.outcomes), 0.0)
@@ -314,8 +327,14 @@ def _run_spo(episodes, *, prob_mask: bool = True, prob_threshold: float = 0.9) -
         pv = _np(episodes.extras["prompt_value"]).astype(np.float64)
         prompt = pv[:, 0] if pv.ndim == 2 else pv
     lp = _np(episodes.extras["log_probs"]) if prob_mask and "log_probs" in episodes.extras else None
-    out = spo_advantages(scores, _np(episodes.extras["prefix_values"]).astype(np.float64), mask=_np(episodes.mask),
-                         prompt_values=prompt, log_probs=lp, prob_threshold=prob_threshold)
+    out = spo_advantages(
+        scores,
+        _np(episodes.extras["prefix_values"]).astype(np.float64),
+        mask=_np(episodes.mask),
+        prompt_values=prompt,
+        log_probs=lp,
+        prob_threshold=prob_threshold,
+    )
     return _batch_kind(episodes, out)
 
 

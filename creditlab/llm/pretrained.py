@@ -83,9 +83,13 @@ def shipped_model_path() -> Path:
     try:
         path = Path(str(distribution(_SHIPPED_DIST).locate_file(_SHIPPED_FILE)))
     except PackageNotFoundError:
-        raise ModelNotFoundError(f"model {SHIPPED_MODEL!r} needs the {_SHIPPED_DIST!r} package; install it with: {INSTALL_HINT}") from None
+        raise ModelNotFoundError(
+            f"model {SHIPPED_MODEL!r} needs the {_SHIPPED_DIST!r} package; install it with: {INSTALL_HINT}"
+        ) from None
     if not path.is_file():
-        raise ModelNotFoundError(f"the {_SHIPPED_DIST!r} package is installed but {path} is missing; reinstall it: {INSTALL_HINT}")
+        raise ModelNotFoundError(
+            f"the {_SHIPPED_DIST!r} package is installed but {path} is missing; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -100,7 +104,9 @@ def resolve_source(source: str | os.PathLike) -> tuple[Path, str | None]:
     if path.is_dir() and (path / "config.json").is_file():
         return path, None
     if not path.exists():
-        raise ModelNotFoundError(f"model source {str(source)!r}: no such file or folder; expected {SHIPPED_MODEL!r}, a .gguf file or a transformers model folder")
+        raise ModelNotFoundError(
+            f"model source {str(source)!r}: no such file or folder; expected {SHIPPED_MODEL!r}, a .gguf file or a transformers model folder"
+        )
     raise ModelNotFoundError(f"model source {str(source)!r} is neither a .gguf file nor a folder with a config.json")
 
 
@@ -143,7 +149,9 @@ def _convert(folder: Path, gguf_file: str, target: Path) -> None:
         # transformers dequantized every weight (no GGUF kernels on CPU): drop the quantizer so the
         # folder is a plain float32 model that saves, trains and reloads like any other
         if any(type(m).__name__.startswith("Gguf") for m in model.modules()):  # pragma: no cover - GGUF kernels present
-            raise CreditlabError(f"{gguf_file}: transformers kept GGUF-packed layers; creditlab needs the dequantized float32 model")
+            raise CreditlabError(
+                f"{gguf_file}: transformers kept GGUF-packed layers; creditlab needs the dequantized float32 model"
+            )
         setattr(model, "hf_quantizer", None)  # noqa: B010 (nn.Module.__setattr__ types values as Tensor | Module)
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
@@ -159,7 +167,9 @@ def _convert(folder: Path, gguf_file: str, target: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def model_folder(source: str | os.PathLike = SHIPPED_MODEL, *, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+def model_folder(
+    source: str | os.PathLike = SHIPPED_MODEL, *, cache_dir: str | os.PathLike | None = None
+) -> tuple[Path, bool]:
     """A transformers folder for ``source`` without loading the model: a folder source as it is, a
     GGUF file converted once into the cache. Returns ``(folder, converted_now)``."""
     folder, gguf_file = resolve_source(source)

@@ -107,15 +107,30 @@ def process_turn_rewards(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("process_turn_rewards", family="llm", kind="rewards", needs=("rewards", "outcomes?"),
-                 summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
-                 source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548")
+@register_method(
+    "process_turn_rewards",
+    family="llm",
+    kind="rewards",
+    needs=("rewards", "outcomes?"),
+    summary="Per-turn process scores through Clip/Delta (and a G-RA gate), outcome on the last turn",
+    source="Gao et al. 2024, arXiv 2410.15115; arXiv 2508.10548",
+)
 def _run_process_turn_rewards(
-    episodes, *, transform: Literal["clip", "delta", "clip_delta", "none"] = "delta", eta: float = 0.5, gate: float | None = None
+    episodes,
+    *,
+    transform: Literal["clip", "delta", "clip_delta", "none"] = "delta",
+    eta: float = 0.5,
+    gate: float | None = None,
 ) -> RewardOutput:
     """The per-turn process scores are ``episodes.rewards`` (``reward_present`` marks missing ones)."""
     o, p = outcomes_or_none(episodes)
     return process_turn_rewards(
-        episodes.rewards, o, mask=episodes.mask, transform=transform, eta=eta, gate=gate,
-        present=episodes.reward_present, outcome_present=p,
+        episodes.rewards,
+        o,
+        mask=episodes.mask,
+        transform=transform,
+        eta=eta,
+        gate=gate,
+        present=episodes.reward_present,
+        outcome_present=p,
     )

@@ -65,7 +65,10 @@ class SPAConfig(LearnedConfig):
 
 
 @register_method(
-    "spa", family="llm", kind="assigner", needs=("observations", "outcomes|rewards"),
+    "spa",
+    family="llm",
+    kind="assigner",
+    needs=("observations", "outcomes|rewards"),
     summary="SPA-RL progress estimator: learned per-turn contributions summing to the outcome, + grounding",
     source="Wang et al. 2025, arXiv 2505.20732",
 )
@@ -135,7 +138,9 @@ class SPAProgressEstimator(LearnedAssigner):
 
     # ------------------------------------------------------------------ learning
 
-    def update(self, features: Any, outcomes: ArrayLike | None = None, *, mask: ArrayLike | None = None) -> dict[str, float]:
+    def update(
+        self, features: Any, outcomes: ArrayLike | None = None, *, mask: ArrayLike | None = None
+    ) -> dict[str, float]:
         """One gradient step on a batch; returns ``{"spa/loss": ..}``.
 
         Args:
@@ -183,7 +188,12 @@ class SPAProgressEstimator(LearnedAssigner):
         batch, metrics = self._training_batch(features, outcomes, mask)
         if batch is None:
             self._check_starved()
-            return {**metrics, "spa/epochs": 0.0, "credit/updates": 0.0, "credit/total_updates": float(self.num_updates)}
+            return {
+                **metrics,
+                "spa/epochs": 0.0,
+                "credit/updates": 0.0,
+                "credit/total_updates": float(self.num_updates),
+            }
         x, r, m = batch
         b = x.shape[0]
         size = b if batch_size is None else max(1, min(int(batch_size), b))
@@ -201,7 +211,9 @@ class SPAProgressEstimator(LearnedAssigner):
             "credit/total_updates": float(self.num_updates),
         }
 
-    def _minibatches(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor, epochs: int, size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _minibatches(
+        self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor, epochs: int, size: int
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         b = x.shape[0]
         for _ in range(epochs):
             perm = torch.randperm(b, generator=self.torch_rng) if size < b else torch.arange(b)
@@ -261,7 +273,9 @@ class SPAProgressEstimator(LearnedAssigner):
 
     # ------------------------------------------------------------------ internals
 
-    def _training_batch(self, features: Any, outcomes: Any, mask: Any) -> tuple[tuple[torch.Tensor, ...] | None, dict[str, float]]:
+    def _training_batch(
+        self, features: Any, outcomes: Any, mask: Any
+    ) -> tuple[tuple[torch.Tensor, ...] | None, dict[str, float]]:
         """(x, r, m) to train on and the ``store/skipped_*`` counts; an Episodes batch gives its
         complete trajectories (None when it has none)."""
         metrics: dict[str, float] = {}
@@ -293,7 +307,9 @@ class SPAProgressEstimator(LearnedAssigner):
                 raise RangeError("the estimator has not been trained yet; call fit() or update() first")
             self._build(d)
         if d != self.config.feature_dim:
-            raise ShapeError(f"features has D = {d} per turn but the estimator was built with feature_dim = {self.config.feature_dim}")
+            raise ShapeError(
+                f"features has D = {d} per turn but the estimator was built with feature_dim = {self.config.feature_dim}"
+            )
         m = as_mask(mask, "mask", (b, t), device=x.device)
         r = None
         if need_target:

@@ -150,21 +150,29 @@ def turn_values_from_tokens(
             raise RangeError("include_masked is only defined for reduce='sum'")
         filled = torch.cummax(ids, dim=1).values
         if bool((rm & (tid < filled)).any()):
-            raise RangeError("turn_ids must be non-decreasing along each row to attach masked tokens to the preceding turn")
+            raise RangeError(
+                "turn_ids must be non-decreasing along each row to attach masked tokens to the preceding turn"
+            )
         ids = filled
     use = ids >= 0
     # One slot per (row, turn) plus a trash slot for unused tokens: no boolean indexing.
     trash = b * t
-    flat = torch.where(use, torch.arange(b, device=x.device)[:, None] * t + ids, torch.full_like(ids, trash)).reshape(-1)
+    flat = torch.where(use, torch.arange(b, device=x.device)[:, None] * t + ids, torch.full_like(ids, trash)).reshape(
+        -1
+    )
     if reduce == "last":
         pos = torch.arange(n_tok, device=x.device).expand(b, n_tok).reshape(-1)
-        last = torch.full((trash + 1,), -1, dtype=torch.int64, device=x.device).scatter_reduce(0, flat, pos, reduce="amax")[:trash]
+        last = torch.full((trash + 1,), -1, dtype=torch.int64, device=x.device).scatter_reduce(
+            0, flat, pos, reduce="amax"
+        )[:trash]
         ok = last >= 0
         rows = torch.arange(trash, device=x.device) // max(t, 1)
         vals = x[rows, last.clamp(min=0)].to(torch.float64)
         out = torch.where(ok, vals, torch.zeros((), dtype=torch.float64, device=x.device))
     else:
-        out = torch.zeros(trash + 1, dtype=torch.float64, device=x.device).index_add_(0, flat, x.reshape(-1).to(torch.float64))[:trash]
+        out = torch.zeros(trash + 1, dtype=torch.float64, device=x.device).index_add_(
+            0, flat, x.reshape(-1).to(torch.float64)
+        )[:trash]
         if reduce == "mean":
             cnt = torch.bincount(flat, minlength=trash + 1)[:trash].to(torch.float64)
             out = out / cnt.clamp(min=1)
@@ -198,7 +206,9 @@ def _turn_token_inputs(turn_values, turn_ids, response_mask):
     b, t = v.shape
     tid_raw = turn_ids.detach() if isinstance(turn_ids, torch.Tensor) else torch.from_numpy(np.asarray(turn_ids))
     if tid_raw.ndim != 2 or tid_raw.shape[0] != b:
-        raise ShapeError(f"turn_ids has shape {tuple(tid_raw.shape)}; expected [{b}, L] (one row per row of turn_values)")
+        raise ShapeError(
+            f"turn_ids has shape {tuple(tid_raw.shape)}; expected [{b}, L] (one row per row of turn_values)"
+        )
     tid, rm = _ids_and_mask(tid_raw, response_mask, tuple(tid_raw.shape), v.device)
     bad = rm & (tid >= t)
     if bool(bad.any()):

@@ -138,16 +138,22 @@ class Forest:
             raise EmptyBatchError("node_ids is empty; expected at least one node")
         parents = list(parent_ids.tolist() if isinstance(parent_ids, np.ndarray) else parent_ids)
         if len(parents) != m:
-            raise ShapeError(f"parent_ids has {len(parents)} entries but node_ids has {m}; expected one parent per node")
+            raise ShapeError(
+                f"parent_ids has {len(parents)} entries but node_ids has {m}; expected one parent per node"
+            )
         index: dict[Any, int] = {}
         for i, n in enumerate(ids):
             if n is None:
                 raise DataFormatError(f"node_ids[{i}] is None; every node needs an id")
             try:
                 if n in index:
-                    raise DataFormatError(f"node id {n!r} appears twice (node_ids[{index[n]}] and node_ids[{i}]); ids must be unique")
+                    raise DataFormatError(
+                        f"node id {n!r} appears twice (node_ids[{index[n]}] and node_ids[{i}]); ids must be unique"
+                    )
             except TypeError as exc:
-                raise DtypeError(f"node_ids[{i}] is not hashable ({type(n).__name__}); use strings or integers") from exc
+                raise DtypeError(
+                    f"node_ids[{i}] is not hashable ({type(n).__name__}); use strings or integers"
+                ) from exc
             index[n] = i
         parent = np.empty(m, dtype=np.int64)
         for i, p in enumerate(parents):
@@ -173,8 +179,21 @@ class Forest:
         t_dense, num_trees = _dense(g_dense * (int(tree.max()) + 1) + tree)
         paths, path_mask = _paths(leaf_nodes, parent, depth)
         backend = Backend.of(rewards if isinstance(rewards, torch.Tensor) else None)
-        return Forest(ids, parent, g_dense, t_dense, depth, leaf_nodes, values, present, paths, path_mask,
-                      num_groups, num_trees, backend)
+        return Forest(
+            ids,
+            parent,
+            g_dense,
+            t_dense,
+            depth,
+            leaf_nodes,
+            values,
+            present,
+            paths,
+            path_mask,
+            num_groups,
+            num_trees,
+            backend,
+        )
 
     @staticmethod
     def from_paths(
@@ -241,7 +260,9 @@ class Forest:
                     if parent[j] != prev:
                         was = "the prompt" if parent[j] < 0 else repr(ids[parent[j]])
                         now = "the prompt" if prev < 0 else repr(ids[prev])
-                        raise DataFormatError(f"node {n!r} follows {was} in one row and {now} in paths[{r}]; a node has one parent")
+                        raise DataFormatError(
+                            f"node {n!r} follows {was} in one row and {now} in paths[{r}]; a node has one parent"
+                        )
                     if group[j] != g:
                         raise GroupError(f"node {n!r} is in rows of different groups ({group[j]!r} and {g!r})")
                     if tree[j] != t:
@@ -254,18 +275,35 @@ class Forest:
         has_child[par[par >= 0]] = True
         if has_child[leaf_of_row].any():
             r = int(np.flatnonzero(has_child[leaf_of_row])[0])
-            raise DataFormatError(f"paths[{r}] ends at node {ids[leaf_of_row[r]]!r}, which another row continues; rows must end at leaves")
+            raise DataFormatError(
+                f"paths[{r}] ends at node {ids[leaf_of_row[r]]!r}, which another row continues; rows must end at leaves"
+            )
         if np.unique(leaf_of_row).shape[0] != r_count:
             vals, counts = np.unique(leaf_of_row, return_counts=True)
-            raise DataFormatError(f"leaf {ids[int(vals[counts > 1][0])]!r} ends more than one row; each leaf is one row")
+            raise DataFormatError(
+                f"leaf {ids[int(vals[counts > 1][0])]!r} ends more than one row; each leaf is one row"
+            )
         depth = _depths(par, ids)
         g_dense, num_groups = _dense_objects(group)
         t_dense, num_trees = _dense(g_dense * (len(set(map(repr, tree))) + 1) + _dense_objects(tree)[0])
         paths_arr, path_mask = _paths(leaf_of_row, par, depth)
         rv = r_vals.to(torch.float64).numpy().copy()
         rp = r_present.numpy().copy()
-        return Forest(ids, par, g_dense, t_dense, depth, leaf_of_row, np.where(rp, rv, 0.0), rp, paths_arr, path_mask,
-                      num_groups, num_trees, Backend.of(rewards))
+        return Forest(
+            ids,
+            par,
+            g_dense,
+            t_dense,
+            depth,
+            leaf_of_row,
+            np.where(rp, rv, 0.0),
+            rp,
+            paths_arr,
+            path_mask,
+            num_groups,
+            num_trees,
+            Backend.of(rewards),
+        )
 
     # ------------------------------------------------------------------ node statistics
 
@@ -303,7 +341,9 @@ def _depths(parent: np.ndarray, ids: list[Any]) -> np.ndarray:
             break
         depth[ready] = depth[parent[ready]] + 1
     i = int(np.flatnonzero(depth < 0)[0])
-    raise DataFormatError(f"node {ids[i]!r} is on a cycle of parent links (it never reaches a segment that starts from the prompt)")
+    raise DataFormatError(
+        f"node {ids[i]!r} is on a cycle of parent links (it never reaches a segment that starts from the prompt)"
+    )
 
 
 def _root_of(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -314,7 +354,9 @@ def _root_of(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return root
 
 
-def _inherited(ids: Any, name: str, parent: np.ndarray, depth: np.ndarray, node_ids: list[Any], default: np.ndarray) -> np.ndarray:
+def _inherited(
+    ids: Any, name: str, parent: np.ndarray, depth: np.ndarray, node_ids: list[Any], default: np.ndarray
+) -> np.ndarray:
     if ids is None:
         return default
     vals = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
@@ -325,7 +367,9 @@ def _inherited(ids: Any, name: str, parent: np.ndarray, depth: np.ndarray, node_
     bad = child[codes[child] != codes[parent[child]]]
     if bad.size:
         i = int(bad[0])
-        raise GroupError(f"node {node_ids[i]!r} has {name} {vals[i]!r} but its parent {node_ids[parent[i]]!r} has {vals[parent[i]]!r}")
+        raise GroupError(
+            f"node {node_ids[i]!r} has {name} {vals[i]!r} but its parent {node_ids[parent[i]]!r} has {vals[parent[i]]!r}"
+        )
     return codes.astype(np.int64)
 
 
@@ -436,7 +480,9 @@ class TreeAdvantageOutput(NamedTuple):
     metrics: dict[str, float]
 
 
-def _output(forest: Forest, per_node: np.ndarray | None, per_row_node: np.ndarray, extra: dict[str, float]) -> TreeAdvantageOutput:
+def _output(
+    forest: Forest, per_node: np.ndarray | None, per_row_node: np.ndarray, extra: dict[str, float]
+) -> TreeAdvantageOutput:
     adv = np.where(forest.path_mask, per_row_node, 0.0)
     credit = np.bincount(forest.paths[forest.path_mask], weights=adv[forest.path_mask], minlength=forest.num_nodes)
     valid = adv[forest.path_mask]
@@ -473,7 +519,11 @@ def _on_paths(forest: Forest, node_values: np.ndarray) -> np.ndarray:
 def _group_leaf_stats(forest: Forest):
     """GroupStats of the row rewards by prompt group (float64, exact zeros in constant groups)."""
     g = forest.group[forest.leaves]
-    return group_stats(torch.from_numpy(forest.rewards), torch.from_numpy(forest.present), GroupIndex(torch.from_numpy(g), forest.num_groups)), g
+    return group_stats(
+        torch.from_numpy(forest.rewards),
+        torch.from_numpy(forest.present),
+        GroupIndex(torch.from_numpy(g), forest.num_groups),
+    ), g
 
 
 def _sibling_stats(forest: Forest, v: np.ndarray, count: np.ndarray):
@@ -528,7 +578,10 @@ def tree_rloo(forest: Forest) -> TreeAdvantageOutput:
             par = forest.parent[take]
             adv[take] = np.where(par >= 0, adv[np.maximum(par, 0)], 0.0)
     n_single = int(((k < 2) & (count > 0) & (forest.parent < 0)).sum())
-    extra = {"tree/num_inherited": float((inherit & (forest.parent >= 0)).sum()), "tree/num_alone_at_root": float(n_single)}
+    extra = {
+        "tree/num_inherited": float((inherit & (forest.parent >= 0)).sum()),
+        "tree/num_alone_at_root": float(n_single),
+    }
     return _output(forest, adv, _on_paths(forest, adv), extra)
 
 
@@ -591,7 +644,10 @@ def treerl(
         adv = adv / np.sqrt(np.maximum(count, 1))
     live = (count > 0) & (n_g[forest.group] >= 2)
     adv = np.where(live, adv, 0.0)
-    extra = {"groups/num_singleton": float(((n_g == 1)).sum()), "groups/num_zero_std": float((st.constant.numpy() & (n_g > 1)).sum())}
+    extra = {
+        "groups/num_singleton": float((n_g == 1).sum()),
+        "groups/num_zero_std": float((st.constant.numpy() & (n_g > 1)).sum()),
+    }
     return _output(forest, adv, _on_paths(forest, adv), extra)
 
 
@@ -688,7 +744,9 @@ def tree_grpo(
 # ------------------------------------------------------------------------------------ tokens
 
 
-def tree_token_layout(forest: Forest, token_counts: Any, policy_masks: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def tree_token_layout(
+    forest: Forest, token_counts: Any, policy_masks: Sequence[Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The token layout of the training rows: each row is its nodes' token spans, root first.
 
     Args:
@@ -709,18 +767,28 @@ def tree_token_layout(forest: Forest, token_counts: Any, policy_masks: Sequence[
         ([[0, 0, 1, -1, -1], [0, 0, 1, 1, 1]], [3, 5])
     """
     counts = np.asarray(token_counts)
-    if counts.shape != (forest.num_nodes,) or counts.dtype.kind not in "iu" and not (counts.dtype.kind == "f" and np.all(counts == np.round(counts))):
-        raise ShapeError(f"token_counts must be {forest.num_nodes} non-negative integers (one per node); got shape {counts.shape}")
+    if (
+        counts.shape != (forest.num_nodes,)
+        or counts.dtype.kind not in "iu"
+        and not (counts.dtype.kind == "f" and np.all(counts == np.round(counts)))
+    ):
+        raise ShapeError(
+            f"token_counts must be {forest.num_nodes} non-negative integers (one per node); got shape {counts.shape}"
+        )
     counts = counts.astype(np.int64)
     if (counts < 0).any():
         raise RangeError(f"token_counts[{int(np.flatnonzero(counts < 0)[0])}] is negative")
     if policy_masks is not None:
         if len(policy_masks) != forest.num_nodes:
-            raise ShapeError(f"policy_masks has {len(policy_masks)} entries; expected one per node ({forest.num_nodes})")
+            raise ShapeError(
+                f"policy_masks has {len(policy_masks)} entries; expected one per node ({forest.num_nodes})"
+            )
         pm = [np.asarray(x, dtype=bool).reshape(-1) for x in policy_masks]
         for i, x in enumerate(pm):
             if x.shape[0] != counts[i]:
-                raise ShapeError(f"policy_masks[{i}] has {x.shape[0]} entries but node {forest.node_ids[i]!r} has {counts[i]} tokens")
+                raise ShapeError(
+                    f"policy_masks[{i}] has {x.shape[0]} entries but node {forest.node_ids[i]!r} has {counts[i]} tokens"
+                )
     else:
         pm = None
     row_len = np.where(forest.path_mask, counts[np.maximum(forest.paths, 0)], 0).sum(1)
@@ -751,16 +819,31 @@ def tree_token_layout(forest: Forest, token_counts: Any, policy_masks: Sequence[
 def _episodes_forest(ep) -> Forest:
     if "node_ids" not in ep.extras:
         raise MissingColumnError("tree methods need the node id of every step in episodes.extras['node_ids'] ([B, T])")
-    ids = np.asarray(ep.extras["node_ids"].detach().cpu().numpy() if isinstance(ep.extras["node_ids"], torch.Tensor) else ep.extras["node_ids"])
+    ids = np.asarray(
+        ep.extras["node_ids"].detach().cpu().numpy()
+        if isinstance(ep.extras["node_ids"], torch.Tensor)
+        else ep.extras["node_ids"]
+    )
     mask = np.asarray(ep.mask.detach().cpu().numpy() if isinstance(ep.mask, torch.Tensor) else ep.mask).astype(bool)
     if ep.outcomes is not None:
-        o = np.asarray(ep.outcomes.detach().cpu().numpy() if isinstance(ep.outcomes, torch.Tensor) else ep.outcomes, dtype=np.float64)
-        pres = np.asarray(ep.outcome_present.detach().cpu().numpy() if isinstance(ep.outcome_present, torch.Tensor) else ep.outcome_present)
+        o = np.asarray(
+            ep.outcomes.detach().cpu().numpy() if isinstance(ep.outcomes, torch.Tensor) else ep.outcomes,
+            dtype=np.float64,
+        )
+        pres = np.asarray(
+            ep.outcome_present.detach().cpu().numpy()
+            if isinstance(ep.outcome_present, torch.Tensor)
+            else ep.outcome_present
+        )
         rewards: list[float | None] | np.ndarray = [float(x) if q else None for x, q in zip(o.tolist(), pres.tolist())]
     else:
         r = ep.returns()
         rewards = np.asarray(r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else r, dtype=np.float64)
-    g = None if ep.group_ids is None else np.asarray(ep.group_ids.detach().cpu().numpy() if isinstance(ep.group_ids, torch.Tensor) else ep.group_ids)
+    g = (
+        None
+        if ep.group_ids is None
+        else np.asarray(ep.group_ids.detach().cpu().numpy() if isinstance(ep.group_ids, torch.Tensor) else ep.group_ids)
+    )
     t = None
     if "tree_ids" in ep.extras:
         t = np.asarray(ep.extras["tree_ids"])[:, 0]
@@ -781,28 +864,67 @@ def _steps(ep, out: TreeAdvantageOutput) -> AdvantageOutput:
 _TREE_NEEDS = ("outcomes|rewards", "extras.node_ids", "group_ids?")
 
 
-@register_method("tree_rloo", family="llm", summary="Tree advantages: node value minus the leave-one-out mean of its siblings (unbiased)",
-                 needs=_TREE_NEEDS, kind="advantages", source="creditlab; cf. TreeRL arXiv 2506.11902, TreeRPO arXiv 2506.05183")
+@register_method(
+    "tree_rloo",
+    family="llm",
+    summary="Tree advantages: node value minus the leave-one-out mean of its siblings (unbiased)",
+    needs=_TREE_NEEDS,
+    kind="advantages",
+    source="creditlab; cf. TreeRL arXiv 2506.11902, TreeRPO arXiv 2506.05183",
+)
 def _run_tree_rloo(episodes) -> AdvantageOutput:
     return _steps(episodes, tree_rloo(_episodes_forest(episodes)))
 
 
-@register_method("treerl", family="llm", summary="TreeRL: global + local tree advantage from LOO-centred leaves, / sqrt(#leaves)",
-                 needs=_TREE_NEEDS, kind="advantages", source="Hou et al. 2025, arXiv 2506.11902 (THUDM/TreeRL)")
-def _run_treerl(episodes, *, global_weight: float = 1.0, local_weight: float = 1.0, leaf_centering: Literal["loo", "mean", "none"] = "loo",
-                leaf_scale: Literal["sqrt", "none"] = "sqrt") -> AdvantageOutput:
-    out = treerl(_episodes_forest(episodes), global_weight=global_weight, local_weight=local_weight,
-                 leaf_centering=leaf_centering, leaf_scale=leaf_scale)
+@register_method(
+    "treerl",
+    family="llm",
+    summary="TreeRL: global + local tree advantage from LOO-centred leaves, / sqrt(#leaves)",
+    needs=_TREE_NEEDS,
+    kind="advantages",
+    source="Hou et al. 2025, arXiv 2506.11902 (THUDM/TreeRL)",
+)
+def _run_treerl(
+    episodes,
+    *,
+    global_weight: float = 1.0,
+    local_weight: float = 1.0,
+    leaf_centering: Literal["loo", "mean", "none"] = "loo",
+    leaf_scale: Literal["sqrt", "none"] = "sqrt",
+) -> AdvantageOutput:
+    out = treerl(
+        _episodes_forest(episodes),
+        global_weight=global_weight,
+        local_weight=local_weight,
+        leaf_centering=leaf_centering,
+        leaf_scale=leaf_scale,
+    )
     return _steps(episodes, out)
 
 
-@register_method("tree_grpo", family="llm", summary="Tree-GRPO: row z-score across the prompt's trees plus within its tree",
-                 needs=_TREE_NEEDS, kind="advantages", source="Ji et al. 2025, arXiv 2509.21240 (AMAP-ML/Tree-GRPO)")
-def _run_tree_grpo(episodes, *, across: bool = True, within: bool = True, sequential: bool = False, eps: float = 1e-6) -> AdvantageOutput:
-    return _steps(episodes, tree_grpo(_episodes_forest(episodes), across=across, within=within, sequential=sequential, eps=eps))
+@register_method(
+    "tree_grpo",
+    family="llm",
+    summary="Tree-GRPO: row z-score across the prompt's trees plus within its tree",
+    needs=_TREE_NEEDS,
+    kind="advantages",
+    source="Ji et al. 2025, arXiv 2509.21240 (AMAP-ML/Tree-GRPO)",
+)
+def _run_tree_grpo(
+    episodes, *, across: bool = True, within: bool = True, sequential: bool = False, eps: float = 1e-6
+) -> AdvantageOutput:
+    return _steps(
+        episodes, tree_grpo(_episodes_forest(episodes), across=across, within=within, sequential=sequential, eps=eps)
+    )
 
 
-@register_method("treerpo", family="llm", summary="TreeRPO: node value (mean leaf reward below) z-scored among its siblings",
-                 needs=_TREE_NEEDS, kind="advantages", source="Yang et al. 2025, arXiv 2506.05183")
+@register_method(
+    "treerpo",
+    family="llm",
+    summary="TreeRPO: node value (mean leaf reward below) z-scored among its siblings",
+    needs=_TREE_NEEDS,
+    kind="advantages",
+    source="Yang et al. 2025, arXiv 2506.05183",
+)
 def _run_treerpo(episodes, *, std_scale: Literal["group", "none"] = "group", eps: float = 1e-6) -> AdvantageOutput:
     return _steps(episodes, treerpo(_episodes_forest(episodes), std_scale=std_scale, eps=eps))

@@ -122,13 +122,15 @@ def turn_rloo(
     adv = torch.where(n > 1, g64 - others, torch.zeros_like(g64))
     if scale == "group":
         ep = g64[:, 0]
-        mean = torch.zeros(groups.num_groups, dtype=torch.float64, device=dev).index_add_(0, groups.index, ep) / count.clamp(min=1)
+        mean = torch.zeros(groups.num_groups, dtype=torch.float64, device=dev).index_add_(
+            0, groups.index, ep
+        ) / count.clamp(min=1)
         dev2 = (ep - mean[groups.index]) ** 2
         var = torch.zeros(groups.num_groups, dtype=torch.float64, device=dev).index_add_(0, groups.index, dev2)
         std = torch.sqrt(var / (count - 1).clamp(min=1))[groups.index] + eps
         adv = adv / torch.where(std > 0, std, torch.ones_like(std))[:, None]
     adv = s.zero_pad(adv)
-    single = (count == 1)
+    single = count == 1
     valid = adv[s.mask]
     metrics = {
         "num_episodes": float(b),
@@ -146,13 +148,22 @@ def turn_rloo(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("turn_rloo", family="llm", kind="advantages", needs=("rewards", "group_ids"),
-                 summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
-                 source="creditlab; cf. verl-project/verl#7244")
+@register_method(
+    "turn_rloo",
+    family="llm",
+    kind="advantages",
+    needs=("rewards", "group_ids"),
+    summary="Turn-level returns-to-go minus a leave-one-out group baseline (unbiased for any turn counts)",
+    source="creditlab; cf. verl-project/verl#7244",
+)
 def _run_turn_rloo(episodes, *, gamma: float = 1.0, baseline: Literal["turn", "episode"] = "turn") -> AdvantageOutput:
     """A missing outcome counts as 0 on the last turn."""
     episodes.require("group_ids", method="turn_rloo")
     return turn_rloo(
-        episodes.rewards, episodes.group_ids, mask=episodes.mask, gamma=gamma, outcomes=outcomes_or_zero(episodes),
+        episodes.rewards,
+        episodes.group_ids,
+        mask=episodes.mask,
+        gamma=gamma,
+        outcomes=outcomes_or_zero(episodes),
         baseline=baseline,
     )

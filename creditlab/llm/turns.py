@@ -170,6 +170,7 @@ class TurnBatch:
             if len(tr["rewards"]) == 0:
                 raise EmptyBatchError(f"trajectory {i} has no turn")
         r, m = pad([list(tr["rewards"]) for tr in trajectories])
+
         def get(k: str) -> list[Any]:
             return [tr.get(k) for tr in trajectories]
 
@@ -225,7 +226,9 @@ class TurnBatch:
         r = _numpy(rewards).astype(np.float64)
         gid = np.asarray(group_ids)
         if r.shape != (n,) or gid.shape != (n,):
-            raise ShapeError(f"group_ids, traj_ids and rewards must all be [N]; got {gid.shape}, {traj.shape}, {r.shape}")
+            raise ShapeError(
+                f"group_ids, traj_ids and rewards must all be [N]; got {gid.shape}, {traj.shape}, {r.shape}"
+            )
         # a trajectory id is unique within its group: key on (group, traj)
         _, gkey = np.unique(gid.astype(str) if gid.dtype.kind in "USO" else gid, return_inverse=True)
         _, tkey = np.unique(traj.astype(str) if traj.dtype.kind in "USO" else traj, return_inverse=True)
@@ -258,7 +261,9 @@ class TurnBatch:
             if o_rows.shape != (n,):
                 raise ShapeError(f"outcomes has shape {o_rows.shape}; expected ({n},)")
             if not np.all(present):
-                raise DataFormatError("row outcomes cannot be None; drop the column or give every row the episode outcome")
+                raise DataFormatError(
+                    "row outcomes cannot be None; drop the column or give every row the episode outcome"
+                )
             o = o_rows[first]
             if np.any(o_rows != o[ep]):
                 raise DataFormatError("rows of one trajectory have different outcomes")

@@ -240,17 +240,77 @@ class OutputLimit(ValueError):
 _state = {"untrusted": False, "allowed_code": set(), "compiling": False}
 
 _BLOCK_PREFIXES = (
-    "socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-    "os.system", "os.kill", "os.killpg", "os.startfile", "os.remove", "os.rename", "os.rmdir",
-    "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink", "os.truncate", "os.chdir",
-    "os.chflags", "os.setxattr", "os.removexattr", "os.utime", "os.putenv", "os.unsetenv",
-    "shutil.", "ctypes.", "pty.", "sys._getframe", "sys._current_frames", "sys.settrace",
-    "sys.setprofile", "sys._current_exceptions", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-    "function.__new__", "code.__new__", "marshal.", "pickle.", "urllib.", "http.", "ftplib.",
-    "smtplib.", "poplib.", "imaplib.", "nntplib.", "telnetlib.", "webbrowser.", "builtins.input",
-    "resource.setrlimit", "resource.prlimit", "signal.", "cpython.", "sqlite3.", "mmap.",
-    "socket", "syslog.", "msvcrt.", "winreg.", "object.__getattr__", "object.__setattr__",
-    "object.__delattr__", "setopencode", "os.listdir", "os.scandir", "glob.", "fcntl.", "tempfile.",
+    "socket.",
+    "subprocess.",
+    "os.exec",
+    "os.spawn",
+    "os.posix_spawn",
+    "os.fork",
+    "os.forkpty",
+    "os.system",
+    "os.kill",
+    "os.killpg",
+    "os.startfile",
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "os.chmod",
+    "os.chown",
+    "os.link",
+    "os.symlink",
+    "os.truncate",
+    "os.chdir",
+    "os.chflags",
+    "os.setxattr",
+    "os.removexattr",
+    "os.utime",
+    "os.putenv",
+    "os.unsetenv",
+    "shutil.",
+    "ctypes.",
+    "pty.",
+    "sys._getframe",
+    "sys._current_frames",
+    "sys.settrace",
+    "sys.setprofile",
+    "sys._current_exceptions",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "function.__new__",
+    "code.__new__",
+    "marshal.",
+    "pickle.",
+    "urllib.",
+    "http.",
+    "ftplib.",
+    "smtplib.",
+    "poplib.",
+    "imaplib.",
+    "nntplib.",
+    "telnetlib.",
+    "webbrowser.",
+    "builtins.input",
+    "resource.setrlimit",
+    "resource.prlimit",
+    "signal.",
+    "cpython.",
+    "sqlite3.",
+    "mmap.",
+    "socket",
+    "syslog.",
+    "msvcrt.",
+    "winreg.",
+    "object.__getattr__",
+    "object.__setattr__",
+    "object.__delattr__",
+    "setopencode",
+    "os.listdir",
+    "os.scandir",
+    "glob.",
+    "fcntl.",
+    "tempfile.",
 )
 _ALLOWED_IMPORTS = ("math", "numpy", "cmath")
 
@@ -304,14 +364,69 @@ def _safe_builtins(printer) -> dict:
     import builtins
 
     names = [
-        "abs", "all", "any", "ascii", "bin", "bool", "bytes", "callable", "chr", "complex", "dict",
-        "divmod", "enumerate", "filter", "float", "format", "frozenset", "hash", "hex", "int",
-        "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord",
-        "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple",
-        "zip", "True", "False", "None", "NotImplemented", "Ellipsis",
-        "ArithmeticError", "AssertionError", "AttributeError", "Exception", "FloatingPointError",
-        "IndexError", "KeyError", "LookupError", "NotImplementedError", "OverflowError",
-        "RuntimeError", "StopIteration", "TypeError", "ValueError", "ZeroDivisionError",
+        "abs",
+        "all",
+        "any",
+        "ascii",
+        "bin",
+        "bool",
+        "bytes",
+        "callable",
+        "chr",
+        "complex",
+        "dict",
+        "divmod",
+        "enumerate",
+        "filter",
+        "float",
+        "format",
+        "frozenset",
+        "hash",
+        "hex",
+        "int",
+        "isinstance",
+        "issubclass",
+        "iter",
+        "len",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "oct",
+        "ord",
+        "pow",
+        "range",
+        "repr",
+        "reversed",
+        "round",
+        "set",
+        "slice",
+        "sorted",
+        "str",
+        "sum",
+        "tuple",
+        "zip",
+        "True",
+        "False",
+        "None",
+        "NotImplemented",
+        "Ellipsis",
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "Exception",
+        "FloatingPointError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "NotImplementedError",
+        "OverflowError",
+        "RuntimeError",
+        "StopIteration",
+        "TypeError",
+        "ValueError",
+        "ZeroDivisionError",
     ]
     safe = {n: getattr(builtins, n) for n in names}
     real_import = builtins.__import__
@@ -547,7 +662,13 @@ def main() -> int:
                 fn = namespace.get(header["entry"])
                 if not callable(fn):
                     raise NameError(f"the program defines no function {header['entry']!r}")
-                reply = {"seq": seq, "ok": True, "seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(), "stdout": printer.take()}
+                reply = {
+                    "seq": seq,
+                    "ok": True,
+                    "seconds": time.perf_counter() - t0,
+                    "cpu": _cpu_seconds(),
+                    "stdout": printer.take(),
+                }
                 _send(out_fd, reply)
             elif op == "call":
                 if fn is None:
@@ -559,8 +680,15 @@ def main() -> int:
                 finally:
                     _state["untrusted"] = False
                 specs = [{"name": n, "shape": list(a.shape)} for n, a in zip(names, outs)]
-                reply = {"seq": seq, "ok": True, "arrays": specs, "structure": structure,
-                         "seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(), "stdout": printer.take()}
+                reply = {
+                    "seq": seq,
+                    "ok": True,
+                    "arrays": specs,
+                    "structure": structure,
+                    "seconds": time.perf_counter() - t0,
+                    "cpu": _cpu_seconds(),
+                    "stdout": printer.take(),
+                }
                 _send(out_fd, reply, outs)
             else:
                 raise ValueError(f"unknown op {op!r}")
@@ -573,8 +701,19 @@ def main() -> int:
                 kind = "output"
             etype, msg, tb = _format_error(exc)
             try:
-                _send(out_fd, {"seq": seq, "ok": False, "kind": kind, "type": etype, "message": msg,
-                               "traceback": tb, "cpu": _cpu_seconds(), "stdout": printer.take()})
+                _send(
+                    out_fd,
+                    {
+                        "seq": seq,
+                        "ok": False,
+                        "kind": kind,
+                        "type": etype,
+                        "message": msg,
+                        "traceback": tb,
+                        "cpu": _cpu_seconds(),
+                        "stdout": printer.take(),
+                    },
+                )
             except BaseException:  # noqa: BLE001
                 return 3
 

@@ -1,8 +1,8 @@
 """``creditlab program``: generate, check and evaluate LLM-written programs.
 
-    creditlab program generate SPEC --out DIR [--kind factors|reward] [--model M] [--base-url URL]
-    creditlab program check FILE [--spec SPEC | --obs-dim N --act-dim M]
-    creditlab program eval FILE --episodes DATA [--out FILE]
+creditlab program generate SPEC --out DIR [--kind factors|reward] [--model M] [--base-url URL]
+creditlab program check FILE [--spec SPEC | --obs-dim N --act-dim M]
+creditlab program eval FILE --episodes DATA [--out FILE]
 """
 
 from __future__ import annotations
@@ -20,39 +20,77 @@ _GENERATED = ("program.py", "program.json", "provenance.json")
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds per sandboxed call (default 10)")
-    p.add_argument("--memory-mb", type=float, default=1024.0, help="address-space limit of the sandbox worker (default 1024)")
+    p.add_argument(
+        "--memory-mb", type=float, default=1024.0, help="address-space limit of the sandbox worker (default 1024)"
+    )
 
 
 def _args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="program_command", metavar="SUBCOMMAND")
-    g = sub.add_parser("generate", help="ask an LLM for a program from a task spec; validate, select, save with provenance")
+    g = sub.add_parser(
+        "generate", help="ask an LLM for a program from a task spec; validate, select, save with provenance"
+    )
     g.add_argument("spec", help="task spec file (.yaml/.yml/.json); see docs/programs.md")
-    g.add_argument("--out", required=True, help="output folder: program.py, program.json, provenance.json (existing ones need --force)")
-    g.add_argument("--kind", choices=["factors", "reward"], default="factors",
-                   help="factors: LaRe latent factors (default); reward: dense reward code (Eureka/Text2Reward/Auto MC-Reward)")
-    g.add_argument("--style", choices=["eureka", "text2reward", "auto_mc"], default="eureka", help="prompt style for --kind reward")
+    g.add_argument(
+        "--out",
+        required=True,
+        help="output folder: program.py, program.json, provenance.json (existing ones need --force)",
+    )
+    g.add_argument(
+        "--kind",
+        choices=["factors", "reward"],
+        default="factors",
+        help="factors: LaRe latent factors (default); reward: dense reward code (Eureka/Text2Reward/Auto MC-Reward)",
+    )
+    g.add_argument(
+        "--style", choices=["eureka", "text2reward", "auto_mc"], default="eureka", help="prompt style for --kind reward"
+    )
     g.add_argument("--model", help="model name (else CREDITLAB_LLM_MODEL)")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (else CREDITLAB_LLM_BASE_URL / OPENAI_BASE_URL)")
-    g.add_argument("--cache-dir", help="response cache folder (default: CREDITLAB_LLM_CACHE or ~/.cache/creditlab/llm); '' disables it")
-    g.add_argument("--cache-scope", help="share cached answers between endpoints under this name (default: answers are cached per "
-                   "endpoint URL, so two servers with the same model name never replay each other's answers)")
-    g.add_argument("--n", type=int, default=5, help="candidates (LaRe n) or samples per iteration (Eureka K); default 5")
+    g.add_argument(
+        "--cache-dir",
+        help="response cache folder (default: CREDITLAB_LLM_CACHE or ~/.cache/creditlab/llm); '' disables it",
+    )
+    g.add_argument(
+        "--cache-scope",
+        help="share cached answers between endpoints under this name (default: answers are cached per "
+        "endpoint URL, so two servers with the same model name never replay each other's answers)",
+    )
+    g.add_argument(
+        "--n", type=int, default=5, help="candidates (LaRe n) or samples per iteration (Eureka K); default 5"
+    )
     g.add_argument("--rounds", type=int, default=5, help="repair rounds per candidate (default 5)")
     g.add_argument("--no-merge", action="store_true", help="LaRe: skip the self-verification merge turn")
     g.add_argument("--iterations", type=int, default=1, help="reward refinement iterations (default 1)")
     g.add_argument("--critic", action="store_true", help="reward: Auto MC-Reward critic reviews each passing program")
-    g.add_argument("--analyzer", action="store_true", help="reward: Auto MC-Reward trajectory analyzer in the reflection")
-    g.add_argument("--env-id", help="reward: Gymnasium id for selection by short PPO runs (default: the spec's env_id); "
-                   "'none': no training, the first passing program is chosen")
+    g.add_argument(
+        "--analyzer", action="store_true", help="reward: Auto MC-Reward trajectory analyzer in the reflection"
+    )
+    g.add_argument(
+        "--env-id",
+        help="reward: Gymnasium id for selection by short PPO runs (default: the spec's env_id); "
+        "'none': no training, the first passing program is chosen",
+    )
     g.add_argument("--timesteps", type=int, default=20000, help="reward: PPO steps per candidate (default 20000)")
-    g.add_argument("--max-cost", type=float, help="stop requesting once this cost is spent (needs --price-in/--price-out)")
+    g.add_argument(
+        "--max-cost", type=float, help="stop requesting once this cost is spent (needs --price-in/--price-out)"
+    )
     g.add_argument("--price-in", type=float, default=0.0, help="price per million prompt tokens")
     g.add_argument("--price-out", type=float, default=0.0, help="price per million completion tokens")
     g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     g.add_argument("--max-tokens", type=int, help="completion length limit per answer (default: the endpoint's)")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates (default 1.0, as the papers)")
-    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)")
-    g.add_argument("--no-progress", action="store_true", help="no live progress line on stderr (candidates, LLM answers, repairs)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature of the candidates (default 1.0, as the papers)",
+    )
+    g.add_argument(
+        "--request-timeout", type=float, default=120.0, help="seconds allowed for one HTTP request (default 120)"
+    )
+    g.add_argument(
+        "--no-progress", action="store_true", help="no live progress line on stderr (candidates, LLM answers, repairs)"
+    )
     _sandbox_args(g)
     add_force_option(g)
     c = sub.add_parser("check", help="static and sandboxed validation of a program file, with the reasons")
@@ -66,7 +104,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     e = sub.add_parser("eval", help="per-step factors or rewards of a program for a dataset of episodes")
     e.add_argument("file", help="program.py (or a folder holding one)")
     e.add_argument("--episodes", required=True, help="episodes file (.parquet/.jsonl) with 'obs' and 'action' columns")
-    e.add_argument("--out", help="output file (.parquet/.jsonl): the input rows plus factor_<i> or program_reward (+ component.<name>)")
+    e.add_argument(
+        "--out",
+        help="output file (.parquet/.jsonl): the input rows plus factor_<i> or program_reward (+ component.<name>)",
+    )
     e.add_argument("--kind", choices=["factors", "reward"])
     _sandbox_args(e)
     add_force_option(e)
@@ -98,23 +139,51 @@ def _generate(args: argparse.Namespace) -> int:
     check_output_dir(args.out, produces=_GENERATED, force=args.force)
     spec = load_spec(args.spec)
     env_id = _selection_env_id(args.env_id, spec.env_id) if args.kind == "reward" else None
-    llm = LLMConfig(model=args.model, base_url=args.base_url, cache_dir=args.cache_dir, cache_scope=args.cache_scope,
-                    max_cost=args.max_cost, price_input=args.price_in, price_output=args.price_out,
-                    max_concurrency=args.concurrency, max_tokens=args.max_tokens, timeout=args.request_timeout)
+    llm = LLMConfig(
+        model=args.model,
+        base_url=args.base_url,
+        cache_dir=args.cache_dir,
+        cache_scope=args.cache_scope,
+        max_cost=args.max_cost,
+        price_input=args.price_in,
+        price_output=args.price_out,
+        max_concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        timeout=args.request_timeout,
+    )
     client = LLMClient(llm)
     config = _config(args)
     if args.kind == "factors":
-        result = generate_lare_factors(spec, client, n_candidates=args.n, merge=not args.no_merge, repair_rounds=args.rounds, config=config,
-                                       temperature=args.temperature, progress=not args.no_progress)
+        result = generate_lare_factors(
+            spec,
+            client,
+            n_candidates=args.n,
+            merge=not args.no_merge,
+            repair_rounds=args.rounds,
+            config=config,
+            temperature=args.temperature,
+            progress=not args.no_progress,
+        )
     else:
         trainer = None
         if env_id:
             from .training import PPOTrainAndScore
 
             trainer = PPOTrainAndScore(env_id, spec=spec, total_timesteps=args.timesteps, config=config)
-        result = refine_reward(spec, client, trainer, style=args.style, iterations=args.iterations, samples=args.n,
-                               repair_rounds=args.rounds, critic=args.critic, analyzer=args.analyzer, config=config,
-                               temperature=args.temperature, progress=not args.no_progress)
+        result = refine_reward(
+            spec,
+            client,
+            trainer,
+            style=args.style,
+            iterations=args.iterations,
+            samples=args.n,
+            repair_rounds=args.rounds,
+            critic=args.critic,
+            analyzer=args.analyzer,
+            config=config,
+            temperature=args.temperature,
+            progress=not args.no_progress,
+        )
     out = result.save(args.out)
     _print_generation(result, out)
     return 0 if result.program is not None else 1
@@ -135,8 +204,10 @@ def _selection_env_id(flag: str | None, spec_env_id: str | None) -> str | None:
         gym.spec(env_id)
     except gym.error.Error as exc:
         where = "--env-id" if flag else "the spec's env_id"
-        raise CreditlabError(f"{where} {env_id!r} is not a registered Gymnasium environment ({exc}); pass --env-id none to "
-                             "choose the first passing program without training") from None
+        raise CreditlabError(
+            f"{where} {env_id!r} is not a registered Gymnasium environment ({exc}); pass --env-id none to "
+            "choose the first passing program without training"
+        ) from None
     return env_id
 
 
@@ -156,7 +227,9 @@ def _print_generation(result: Any, out: str) -> None:
         problem = "" if c.ok else (c.error or (last.problems[0] if last and last.problems else ""))
         if c.score is not None:
             status += f" (fitness {c.score.fitness:.4g})"
-        table.add_row(str(c.index), c.role, str(len(c.attempts)), status, escape(printable(problem, one_line=True, limit=200)))
+        table.add_row(
+            str(c.index), c.role, str(len(c.attempts)), status, escape(printable(problem, one_line=True, limit=200))
+        )
     con = Console(stderr=True)
     con.print(table)
     m = result.metrics
@@ -202,7 +275,9 @@ def _check(args: argparse.Namespace) -> int:
     else:
         # Program-provided text (problems, component names) is escaped: one line each, no terminal control.
         status = "PASSED" if report.ok else f"REJECTED ({report.failure_kind} at stage {report.stage})"
-        print(f"{printable(args.file, one_line=True)}: {prog.kind} program ({prog.entry}), origin {prog.origin}: {status}")
+        print(
+            f"{printable(args.file, one_line=True)}: {prog.kind} program ({prog.entry}), origin {prog.origin}: {status}"
+        )
         for p in report.problems:
             print(f"  problem: {printable(p, one_line=True, limit=4000)}")
         for n in report.notes:
@@ -212,7 +287,9 @@ def _check(args: argparse.Namespace) -> int:
         if report.ok and report.component_names:
             print(f"  components: {printable(', '.join(report.component_names), one_line=True)}")
         if report.layers:
-            print("  sandbox layers: " + printable("; ".join(f"{k} {v}" for k, v in report.layers.items()), one_line=True))
+            print(
+                "  sandbox layers: " + printable("; ".join(f"{k} {v}" for k, v in report.layers.items()), one_line=True)
+            )
     return 0 if report.ok else 1
 
 
@@ -265,4 +342,6 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-program = Command("program", "LLM-written reward / latent-factor programs: generate, check, eval (sandboxed)", _args, run_program)
+program = Command(
+    "program", "LLM-written reward / latent-factor programs: generate, check, eval (sandboxed)", _args, run_program
+)

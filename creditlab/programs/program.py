@@ -142,7 +142,9 @@ def load_program(path: str | os.PathLike, *, kind: str | None = None) -> Program
         stored = meta.get("sha256")
         actual = hashlib.sha256(_strip_header(code).encode("utf-8")).hexdigest()
         if stored and stored not in (actual, hashlib.sha256(code.encode("utf-8")).hexdigest()):
-            raise DataFormatError(f"{code_path} does not match the sha256 recorded in {meta_path}; it was edited after saving")
+            raise DataFormatError(
+                f"{code_path} does not match the sha256 recorded in {meta_path}; it was edited after saving"
+            )
     k = kind or meta.get("kind") or _infer_kind(code, code_path)
     if k not in KINDS:
         raise RangeError(f"{code_path}: unknown kind {k!r}; expected one of {sorted(KINDS)}")

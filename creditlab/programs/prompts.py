@@ -63,7 +63,9 @@ def _task_block(spec: TaskSpec, *, next_obs: bool = False) -> str:
         parts.append(f"Episodes: {spec.episode}")
     if spec.success:
         parts.append(f"Success: {spec.success}")
-    parts.append(f"observation is a float array of shape [B, {spec.obs_dim}] (B steps, one per row):\n{spec.describe_observation()}")
+    parts.append(
+        f"observation is a float array of shape [B, {spec.obs_dim}] (B steps, one per row):\n{spec.describe_observation()}"
+    )
     if next_obs:
         parts.append("next_observation has the same layout and holds the observation after the action.")
     parts.append(f"action is a float array of shape [B, {spec.act_dim}]:\n{spec.describe_action()}")
@@ -181,10 +183,15 @@ def reward_messages(spec: TaskSpec, *, style: str = "eureka", examples: Sequence
     )
     env = _task_block(spec, next_obs=True)
     if style == "text2reward":
-        env += "\n\nThe same layout as Python attributes (index the arrays by these columns):\n" + _pythonic_abstraction(spec)
+        env += (
+            "\n\nThe same layout as Python attributes (index the arrays by these columns):\n"
+            + _pythonic_abstraction(spec)
+        )
     shots = ""
     if examples:
-        shots = "\n\nExamples of reward code for other tasks:\n" + "\n\n".join(f"```python\n{e.strip()}\n```" for e in examples)
+        shots = "\n\nExamples of reward code for other tasks:\n" + "\n\n".join(
+            f"```python\n{e.strip()}\n```" for e in examples
+        )
     tips = """Tips:
 - Return the total reward and each of its parts: `return reward, {"name": part, ...}` with float arrays of
   shape [B]. Name the parts after what they measure.
@@ -206,7 +213,9 @@ action is [B, {spec.act_dim}]). Put the code in one ```python block.
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def reflection_message(fitness: Sequence[float], components: Mapping[str, Sequence[float]], *, analysis: str = "") -> dict[str, str]:
+def reflection_message(
+    fitness: Sequence[float], components: Mapping[str, Sequence[float]], *, analysis: str = ""
+) -> dict[str, str]:
     """Eureka's reward reflection: each component's and the fitness's values during training.
 
     Args:
@@ -275,8 +284,10 @@ infinite or of the wrong shape; do the signs reward progress and penalize failur
 inconsistent with the task or easy to exploit (rewarding a behaviour that does not solve the task)?
 Answer with one JSON object: {{"ok": true or false, "issues": [short descriptions of real problems]}}.
 Set "ok" to false only for problems that would make learning fail or reward the wrong behaviour."""
-    return [{"role": "system", "content": "You are a careful reviewer of reward functions for reinforcement learning."},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": "You are a careful reviewer of reward functions for reinforcement learning."},
+        {"role": "user", "content": user},
+    ]
 
 
 def analyzer_messages(spec: TaskSpec, episodes: Sequence[Mapping[str, Any]]) -> Messages:
@@ -294,8 +305,10 @@ These episodes of the current policy failed the task:
 State the most likely causes of failure, as visible in the data (for example: stopped short of the
 target, moved away from it, spent too much effort), and suggest concrete changes to the reward function.
 Answer with one JSON object: {{"causes": ["..."], "suggestions": ["..."]}}."""
-    return [{"role": "system", "content": "You analyze reinforcement-learning trajectories to find why an agent fails."},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": "You analyze reinforcement-learning trajectories to find why an agent fails."},
+        {"role": "user", "content": user},
+    ]
 
 
 # ---------------------------------------------------------------------- CALM
@@ -308,11 +321,15 @@ def subgoal_messages(spec: TaskSpec, *, max_subgoals: int = 6) -> Messages:
 Decompose the task into at most {max_subgoals} elementary subgoals that an agent achieves in order,
 each one recognizable from a single transition (observation, action, next observation).
 Answer with one JSON object: {{"subgoals": [{{"name": "short_snake_case", "description": "..."}}, ...]}}."""
-    return [{"role": "system", "content": "You decompose reinforcement-learning tasks into subgoals."},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": "You decompose reinforcement-learning tasks into subgoals."},
+        {"role": "user", "content": user},
+    ]
 
 
-def subgoal_check_messages(spec: TaskSpec, subgoals: Sequence[Mapping[str, str]], obs: Any, action: Any, next_obs: Any) -> Messages:
+def subgoal_check_messages(
+    spec: TaskSpec, subgoals: Sequence[Mapping[str, str]], obs: Any, action: Any, next_obs: Any
+) -> Messages:
     """CALM step 2: was any subgoal achieved in this transition? (JSON list of names)."""
     listed = "\n".join(f"- {g['name']}: {g.get('description', '')}" for g in subgoals)
     act_text = spec.describe_values(action, var="action")
@@ -328,8 +345,10 @@ Transition:
 
 Which subgoals were achieved by this transition (true in the next observation and not before)?
 Answer with one JSON object: {{"achieved": [names of achieved subgoals, possibly empty]}}."""
-    return [{"role": "system", "content": "You judge whether an agent achieved subgoals, from numbers only."},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": "You judge whether an agent achieved subgoals, from numbers only."},
+        {"role": "user", "content": user},
+    ]
 
 
 # ---------------------------------------------------------------------- parsing answers
@@ -416,7 +435,9 @@ def extract_code(text: str, entry: str) -> str:
         if pattern.search(c):
             code = c.strip("\n") + "\n"
             return _dedent_block(code)
-    raise ResponseFormatError(f"the answer holds no code defining {entry}(...); put the complete function in the answer")
+    raise ResponseFormatError(
+        f"the answer holds no code defining {entry}(...); put the complete function in the answer"
+    )
 
 
 def _strip_fence(s: str) -> str:

@@ -138,13 +138,23 @@ class SandboxConfig:
     python: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "cpu_seconds", "total_cpu_seconds", "memory_mb", "output_mb", "file_mb", "tmpfs_mb",
-                     "startup_timeout"):
+        for name in (
+            "timeout",
+            "cpu_seconds",
+            "total_cpu_seconds",
+            "memory_mb",
+            "output_mb",
+            "file_mb",
+            "tmpfs_mb",
+            "startup_timeout",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
                 raise RangeError(f"SandboxConfig.{name} must be a positive number; got {v!r}")
         if self.memory_mb < 256:
-            raise RangeError(f"SandboxConfig.memory_mb must be >= 256 (Python + NumPy need ~150 MB); got {self.memory_mb}")
+            raise RangeError(
+                f"SandboxConfig.memory_mb must be >= 256 (Python + NumPy need ~150 MB); got {self.memory_mb}"
+            )
         for name, low in (("max_open_files", 16), ("stdout_chars", 0), ("header_kb", 4)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -194,13 +204,17 @@ def _view(python: str | None) -> _View:
     exe = os.path.realpath(python or sys.executable)
     if not os.path.isfile(exe):
         raise FileNotFoundError(f"the sandbox interpreter {exe!r} does not exist")
-    query = ("import json, sys, sysconfig; print(json.dumps([sysconfig.get_paths()['stdlib'], "
-             "sysconfig.get_config_var('DESTSHARED') or '', sys.version_info[:2]]))")
+    query = (
+        "import json, sys, sysconfig; print(json.dumps([sysconfig.get_paths()['stdlib'], "
+        "sysconfig.get_config_var('DESTSHARED') or '', sys.version_info[:2]]))"
+    )
     out = subprocess.run([exe, "-I", "-S", "-c", query], capture_output=True, text=True, timeout=60, check=True)
     stdlib, dynload, version = json.loads(out.stdout)
     if tuple(version) != sys.version_info[:2]:
-        raise RangeError(f"the sandbox interpreter {exe} is Python {version[0]}.{version[1]}; NumPy here is built for "
-                         f"{sys.version_info[0]}.{sys.version_info[1]}")
+        raise RangeError(
+            f"the sandbox interpreter {exe} is Python {version[0]}.{version[1]}; NumPy here is built for "
+            f"{sys.version_info[0]}.{sys.version_info[1]}"
+        )
     np_dir = os.path.dirname(np.__file__)
     np_libs = os.path.join(os.path.dirname(np_dir), "numpy.libs")
     elf = [exe]
@@ -209,7 +223,11 @@ def _view(python: str | None) -> _View:
     if os.path.isdir(np_libs):
         elf += [os.path.join(np_libs, f) for f in os.listdir(np_libs)]
     if dynload and os.path.isdir(dynload):
-        elf += [os.path.join(dynload, f) for f in sorted(os.listdir(dynload)) if f.endswith(".so") and not _DYNLOAD_SKIP.match(f)]
+        elf += [
+            os.path.join(dynload, f)
+            for f in sorted(os.listdir(dynload))
+            if f.endswith(".so") and not _DYNLOAD_SKIP.match(f)
+        ]
     libs = _shared_libraries(elf)
     binds: list[tuple[str, str]] = [(exe, exe), (stdlib, stdlib)]
     if dynload and not dynload.startswith(stdlib.rstrip("/") + "/"):
@@ -224,9 +242,16 @@ def _view(python: str | None) -> _View:
     if os.path.isfile("/etc/ld.so.cache"):
         binds.append(("/etc/ld.so.cache", "/etc/ld.so.cache"))
     binds.append((WORKER, SANDBOX_WORKER))
-    hide = tuple(os.path.join(stdlib, d) for d in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(stdlib, d)))
-    reads = tuple(dict.fromkeys(dst if dst != SANDBOX_SITE + "/numpy" else SANDBOX_SITE for _, dst in binds
-                                if not dst.startswith(SANDBOX_SITE + "/numpy.libs")))
+    hide = tuple(
+        os.path.join(stdlib, d) for d in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(stdlib, d))
+    )
+    reads = tuple(
+        dict.fromkeys(
+            dst if dst != SANDBOX_SITE + "/numpy" else SANDBOX_SITE
+            for _, dst in binds
+            if not dst.startswith(SANDBOX_SITE + "/numpy.libs")
+        )
+    )
     return _View(exe, tuple(binds), hide, reads, len(libs))
 
 
@@ -235,7 +260,9 @@ def _shared_libraries(files: list[str]) -> set[str]:
     ldd = shutil.which("ldd") or ("/usr/bin/ldd" if os.path.exists("/usr/bin/ldd") else None)
     if ldd is None:
         raise SandboxUnavailableError("the sandbox needs `ldd` (Debian: libc-bin) to find the libraries NumPy loads")
-    out = subprocess.run([ldd, *files], capture_output=True, text=True, timeout=120, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [ldd, *files], capture_output=True, text=True, timeout=120, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+    )
     libs: set[str] = set()
     for line in out.stdout.splitlines():
         line = line.strip()
@@ -260,40 +287,153 @@ def _bubblewrap(path: str | None) -> tuple[str | None, str]:
     try:
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
         probe = subprocess.run(
-            [exe, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--die-with-parent",
-             "--ro-bind", "/", "/", "--", true],
-            capture_output=True, text=True, timeout=30)
+            [
+                exe,
+                "--unshare-all",
+                "--unshare-user",
+                "--uid",
+                "65534",
+                "--gid",
+                "65534",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--",
+                true,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"bubblewrap at {exe} does not run: {exc}"
     if probe.returncode != 0:
         msg = (probe.stderr.strip() or f"exit code {probe.returncode}")[-300:]
-        return None, (f"bubblewrap cannot create namespaces here ({msg}); unprivileged user namespaces may be disabled "
-                      "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces, or an AppArmor policy)")
+        return None, (
+            f"bubblewrap cannot create namespaces here ({msg}); unprivileged user namespaces may be disabled "
+            "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces, or an AppArmor policy)"
+        )
     return exe, version or "bubblewrap"
 
 
 # Syscalls the worker needs (x86_64 and aarch64 names; libseccomp skips the ones an arch lacks).
 # Run time: Python + NumPy computing, files in the private folder, the two pipes, signals to itself.
 _RUNTIME_SYSCALLS = (
-    "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64", "close", "lseek",
-    "fstat", "newfstatat", "stat", "lstat", "statx", "fstatfs", "statfs", "access", "faccessat", "faccessat2",
-    "openat", "open", "getdents64", "getcwd", "readlink", "readlinkat", "mkdir", "mkdirat", "unlink", "unlinkat",
-    "rmdir", "rename", "renameat", "renameat2", "chdir", "fchdir", "ftruncate", "fsync", "fdatasync", "dup", "dup2", "dup3",
-    "fcntl", "pipe2", "poll", "ppoll", "select", "pselect6",
-    "mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mincore",
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "rt_sigpending", "rt_sigtimedwait",
-    "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid", "getresgid",
-    "getrusage", "getrlimit", "times", "sysinfo", "uname", "getrandom",
-    "clock_gettime", "clock_getres", "clock_nanosleep", "gettimeofday", "nanosleep", "time",
-    "futex", "futex_waitv", "set_robust_list", "get_robust_list", "sched_yield", "sched_getaffinity",
-    "exit", "exit_group", "restart_syscall",
+    "read",
+    "readv",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "write",
+    "writev",
+    "pwrite64",
+    "close",
+    "lseek",
+    "fstat",
+    "newfstatat",
+    "stat",
+    "lstat",
+    "statx",
+    "fstatfs",
+    "statfs",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "openat",
+    "open",
+    "getdents64",
+    "getcwd",
+    "readlink",
+    "readlinkat",
+    "mkdir",
+    "mkdirat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "chdir",
+    "fchdir",
+    "ftruncate",
+    "fsync",
+    "fdatasync",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "pipe2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "brk",
+    "mincore",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "getpid",
+    "gettid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getgroups",
+    "getresuid",
+    "getresgid",
+    "getrusage",
+    "getrlimit",
+    "times",
+    "sysinfo",
+    "uname",
+    "getrandom",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "gettimeofday",
+    "nanosleep",
+    "time",
+    "futex",
+    "futex_waitv",
+    "set_robust_list",
+    "get_robust_list",
+    "sched_yield",
+    "sched_getaffinity",
+    "exit",
+    "exit_group",
+    "restart_syscall",
 )
 # Start-up only (bubblewrap's filter): exec of the interpreter, the worker's own confinement steps.
 _STARTUP_SYSCALLS = _RUNTIME_SYSCALLS + (
-    "execve", "arch_prctl", "set_tid_address", "rseq", "prctl", "seccomp", "chdir", "close_range",
-    "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self", "setrlimit",
-    "wait4", "waitid",  # bubblewrap's pid-1 reaper runs under this filter too
-    "setgroups", "setresuid", "setresgid", "capget", "capset",  # the switch from ns root to the sandbox uid
+    "execve",
+    "arch_prctl",
+    "set_tid_address",
+    "rseq",
+    "prctl",
+    "seccomp",
+    "chdir",
+    "close_range",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+    "setrlimit",
+    "wait4",
+    "waitid",  # bubblewrap's pid-1 reaper runs under this filter too
+    "setgroups",
+    "setresuid",
+    "setresgid",
+    "capget",
+    "capset",  # the switch from ns root to the sandbox uid
 )
 _LIBSECCOMP_HINT = "pip install pyseccomp (and the libseccomp2 library: apt-get install libseccomp2)"
 
@@ -336,7 +476,11 @@ def _seccomp_filters() -> tuple[bytes | None, bytes | None, str]:
                 out.append(fh.read())
             count = allowed + 6
         version = getattr(sc, "__version__", "")
-        return out[0], out[1], f"on (allow-list of {count} syscalls compiled by libseccomp{' via pyseccomp ' + version if version else ''}; EPERM otherwise)"
+        return (
+            out[0],
+            out[1],
+            f"on (allow-list of {count} syscalls compiled by libseccomp{' via pyseccomp ' + version if version else ''}; EPERM otherwise)",
+        )
     except Exception as exc:  # noqa: BLE001  (a broken libseccomp install)
         return None, None, f"libseccomp failed to compile the filter ({type(exc).__name__}: {exc}): {_LIBSECCOMP_HINT}"
 
@@ -372,7 +516,8 @@ def _plan(cfg: SandboxConfig) -> tuple[dict[str, str], list[str]]:
 
 def _refusal(missing: list[str]) -> SandboxUnavailableError:
     return SandboxUnavailableError(
-        "the sandbox refuses to run untrusted code without its kernel isolation; missing: " + "; ".join(missing)
+        "the sandbox refuses to run untrusted code without its kernel isolation; missing: "
+        + "; ".join(missing)
         + ". Install what is missing (scripts/install.sh does), or accept a weaker sandbox explicitly with "
         "SandboxConfig(allow_degraded=True) (see docs/programs.md, threat model)"
     )
@@ -714,8 +859,10 @@ class _Worker:
                 argv, extra_child, extra_parent, uid_layer = self._bwrap_argv(view, worker_cfg, startup_bpf, root)
                 child_fds += extra_child
                 parent_ends += extra_parent
-                layers["filesystem"] = (f"on (read-only: interpreter, stdlib, NumPy, {view.libraries} shared libraries; "
-                                        f"private {cfg.tmpfs_mb:g} MB tmpfs; no /proc, no /dev)")
+                layers["filesystem"] = (
+                    f"on (read-only: interpreter, stdlib, NumPy, {view.libraries} shared libraries; "
+                    f"private {cfg.tmpfs_mb:g} MB tmpfs; no /proc, no /dev)"
+                )
                 layers["uid"] = uid_layer
                 layers["no_new_privs"] = "on (bubblewrap; all capabilities dropped)"
                 env = None
@@ -751,7 +898,9 @@ class _Worker:
             self.close()
             raise ProgramError("protocol", "the sandbox worker did not send its ready message")
         reported = header.get("layers")
-        if not isinstance(reported, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in reported.items()):
+        if not isinstance(reported, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in reported.items()
+        ):
             self.close()
             raise ProgramError("protocol", "the sandbox worker sent a malformed ready message")
         worker_layers = {k[:40]: v[:200] for k, v in list(reported.items())[:16]}
@@ -781,13 +930,28 @@ class _Worker:
         # untrusted byte, which clears every capability (the runtime filter has no set*id calls).
         ids = ["--uid", "0", "--gid", "0"] if map_ids else ["--uid", str(cfg.uid), "--gid", str(cfg.gid)]
         caps = ["--cap-drop", "ALL"] + (["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if map_ids else [])
-        argv = [exe, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
-                "--unshare-cgroup-try", *ids, "--hostname", "sandbox", "--die-with-parent", "--new-session", *caps,
-                "--clearenv"]
+        argv = [
+            exe,
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            *ids,
+            "--hostname",
+            "sandbox",
+            "--die-with-parent",
+            "--new-session",
+            *caps,
+            "--clearenv",
+        ]
         for k, v in _clean_env(SANDBOX_TMP).items():
             argv += ["--setenv", k, v]
-        parents = sorted({str(q) for _, dst in view.binds for q in Path(dst).parents if str(q) != "/"},
-                         key=lambda d: (d.count("/"), d))
+        parents = sorted(
+            {str(q) for _, dst in view.binds for q in Path(dst).parents if str(q) != "/"},
+            key=lambda d: (d.count("/"), d),
+        )
         for folder in parents:  # bubblewrap would create the parents of file mounts as 0700
             argv += ["--perms", "0755", "--dir", folder]
         for src, dst in view.binds:
@@ -795,8 +959,16 @@ class _Worker:
         for folder in view.hide:
             argv += ["--perms", "0555", "--size", "4096", "--tmpfs", folder, "--remount-ro", folder]
         # the private tmpfs: owned by the sandbox uid, or (as root, created by ns root) writable by it
-        argv += ["--perms", "1777" if map_ids else "0700", "--size", str(int(cfg.tmpfs_mb * 1024 * 1024)), "--tmpfs", SANDBOX_TMP,
-                 "--chdir", SANDBOX_TMP]
+        argv += [
+            "--perms",
+            "1777" if map_ids else "0700",
+            "--size",
+            str(int(cfg.tmpfs_mb * 1024 * 1024)),
+            "--tmpfs",
+            SANDBOX_TMP,
+            "--chdir",
+            SANDBOX_TMP,
+        ]
         child: list[int] = []
         parent: list[int] = []
         if startup_bpf is not None:
@@ -915,7 +1087,10 @@ class _Worker:
             kind = "startup" if what == "start" else "crash"
             reason = f"the sandbox worker exited (code {code}) during {what}"
             if code == 128 + signal.SIGKILL and what == "call":  # bubblewrap reports its child's signal as 128+n
-                kind, reason = "cpu", f"the sandbox worker was killed by SIGKILL during {what} (CPU hard limit or out of memory)"
+                kind, reason = (
+                    "cpu",
+                    f"the sandbox worker was killed by SIGKILL during {what} (CPU hard limit or out of memory)",
+                )
             elif code == 128 + signal.SIGXCPU and what == "call":
                 kind, reason = "cpu", "the program exceeded its CPU time limit and was killed"
         if tail:
@@ -976,21 +1151,35 @@ class _Worker:
         poller.register(self.fds[1], select.POLLIN)
         return any(ev & select.POLLIN for _, ev in poller.poll(0))
 
-    def receive(self, deadline: float, *, what: str, max_bytes: int = 0, seq: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    def receive(
+        self, deadline: float, *, what: str, max_bytes: int = 0, seq: int = 0
+    ) -> tuple[dict, dict[str, np.ndarray]]:
         """Read one reply; anything malformed kills the worker and raises ``ProgramError('protocol')``."""
         try:
             return self._receive(deadline, what, max_bytes, seq)
         except _Protocol as exc:
             self.close()
-            raise ProgramError("protocol", f"the sandbox worker sent a malformed reply during {what} ({exc}); "
-                                           "it was killed") from None
+            raise ProgramError(
+                "protocol", f"the sandbox worker sent a malformed reply during {what} ({exc}); it was killed"
+            ) from None
         except ProgramError:
             raise
-        except (ValueError, TypeError, KeyError, OverflowError, MemoryError, RecursionError, UnicodeError,
-                struct.error, IndexError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            OverflowError,
+            MemoryError,
+            RecursionError,
+            UnicodeError,
+            struct.error,
+            IndexError,
+        ) as exc:
             self.close()
-            raise ProgramError("protocol", f"the sandbox worker sent a malformed reply during {what} "
-                                           f"({type(exc).__name__}); it was killed") from None
+            raise ProgramError(
+                "protocol",
+                f"the sandbox worker sent a malformed reply during {what} ({type(exc).__name__}); it was killed",
+            ) from None
 
     def _receive(self, deadline: float, what: str, max_bytes: int, seq: int) -> tuple[dict, dict[str, np.ndarray]]:
         cfg = self.config

@@ -100,8 +100,13 @@ class Attempt:
     completion: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "response": self.response, "code": self.code, "report": self.report.to_dict(),
-                "completion": self.completion}
+        return {
+            "round": self.round,
+            "response": self.response,
+            "code": self.code,
+            "report": self.report.to_dict(),
+            "completion": self.completion,
+        }
 
 
 @dataclass
@@ -163,9 +168,17 @@ class GenerationResult(NamedTuple):
 
 
 def _completion_record(c: Completion) -> dict[str, Any]:
-    return {"model": c.model, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "cost": c.cost, "cached": c.cached, "seconds": round(c.seconds, 4), "key": c.key,
-            "finish_reason": c.finish_reason, "retries": c.retries}
+    return {
+        "model": c.model,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "cost": c.cost,
+        "cached": c.cached,
+        "seconds": round(c.seconds, 4),
+        "key": c.key,
+        "finish_reason": c.finish_reason,
+        "retries": c.retries,
+    }
 
 
 def develop_candidate(
@@ -228,13 +241,27 @@ def develop_candidate(
             ok, issues = review(code)
             cand.critic.append({"round": rnd, "ok": ok, "issues": issues})
             if not ok:
-                report = ValidationReport(ok=False, stage="critic", problems=["A reviewer found problems:"] + [f"- {i}" for i in issues],
-                                          failure_kind="critic", num_factors=report.num_factors,
-                                          component_names=report.component_names, layers=report.layers)
+                report = ValidationReport(
+                    ok=False,
+                    stage="critic",
+                    problems=["A reviewer found problems:"] + [f"- {i}" for i in issues],
+                    failure_kind="critic",
+                    num_factors=report.num_factors,
+                    component_names=report.component_names,
+                    layers=report.layers,
+                )
         cand.attempts.append(Attempt(rnd, comp.text, code, report, _completion_record(comp)))
         if on_progress is not None:
-            on_progress(GenerationEvent("attempt", candidate=index, role=role, round=rnd, ok=report.ok,
-                                        failure=None if report.ok else report.failure_kind))
+            on_progress(
+                GenerationEvent(
+                    "attempt",
+                    candidate=index,
+                    role=role,
+                    round=rnd,
+                    ok=report.ok,
+                    failure=None if report.ok else report.failure_kind,
+                )
+            )
         if report.ok:
             cand.program = Program(
                 code=code,
@@ -244,8 +271,14 @@ def develop_candidate(
                 num_factors=report.num_factors if kind == "factors" else None,
                 component_names=tuple(report.component_names),
                 origin="generated",
-                meta={"model": comp.model, "spec": spec.name if spec is not None else None, "role": role,
-                      "candidate": index, "repair_rounds_used": rnd, "notes": report.notes},
+                meta={
+                    "model": comp.model,
+                    "spec": spec.name if spec is not None else None,
+                    "role": role,
+                    "candidate": index,
+                    "repair_rounds_used": rnd,
+                    "notes": report.notes,
+                },
             )
             break
         msgs = msgs + [{"role": "assistant", "content": comp.text}, repair_message(report.feedback())]
@@ -262,8 +295,15 @@ def _parallel(fn: Callable[[int], Candidate], n: int, workers: int) -> list[Cand
         return list(pool.map(fn, range(n)))
 
 
-def _provenance(spec: TaskSpec, client: LLMClient, method: str, params: dict[str, Any], candidates: list[Candidate],
-                chosen: Candidate | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _provenance(
+    spec: TaskSpec,
+    client: LLMClient,
+    method: str,
+    params: dict[str, Any],
+    candidates: list[Candidate],
+    chosen: Candidate | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     cfg = client.config
     return {
         "creditlab_version": __version__,
@@ -271,12 +311,21 @@ def _provenance(spec: TaskSpec, client: LLMClient, method: str, params: dict[str
         "method": method,
         "params": params,
         "spec": spec.to_dict(),
-        "llm": {"model": cfg.model, "base_url": _public_url(cfg.base_url), "price_input": cfg.price_input,
-                "price_output": cfg.price_output},
+        "llm": {
+            "model": cfg.model,
+            "base_url": _public_url(cfg.base_url),
+            "price_input": cfg.price_input,
+            "price_output": cfg.price_output,
+        },
         "usage": client.metrics,
         "candidates": [c.to_dict() for c in candidates],
-        "chosen": None if chosen is None else {"index": chosen.index, "role": chosen.role,
-                                                "code_sha256": chosen.program.sha256 if chosen.program else None},
+        "chosen": None
+        if chosen is None
+        else {
+            "index": chosen.index,
+            "role": chosen.role,
+            "code_sha256": chosen.program.sha256 if chosen.program else None,
+        },
         **(extra or {}),
     }
 
@@ -355,18 +404,39 @@ def generate_lare_factors(
     emit, display = progress_callback(on_progress, progress, f"LaRe factors for {spec.name}")
     if display is not None:
         with display:
-            return generate_lare_factors(spec, client, n_candidates=n_candidates, temperature=temperature, merge=merge,
-                                         merge_temperature=merge_temperature, repair_rounds=repair_rounds, config=config,
-                                         probe_rows=probe_rows, seed=seed, on_progress=emit)
+            return generate_lare_factors(
+                spec,
+                client,
+                n_candidates=n_candidates,
+                temperature=temperature,
+                merge=merge,
+                merge_temperature=merge_temperature,
+                repair_rounds=repair_rounds,
+                config=config,
+                probe_rows=probe_rows,
+                seed=seed,
+                on_progress=emit,
+            )
     t0 = time.perf_counter()
     probe = spec.probe_batch(probe_rows, seed)
     base = lare_messages(spec)
     emit(GenerationEvent("plan", total=n_candidates))
 
     def one(i: int) -> Candidate:
-        return develop_candidate(client, base, "factors", probe, index=i, role="sample", sample=i,
-                                 temperature=temperature, repair_rounds=repair_rounds, config=config, spec=spec,
-                                 on_progress=emit)
+        return develop_candidate(
+            client,
+            base,
+            "factors",
+            probe,
+            index=i,
+            role="sample",
+            sample=i,
+            temperature=temperature,
+            repair_rounds=repair_rounds,
+            config=config,
+            spec=spec,
+            on_progress=emit,
+        )
 
     cands = _parallel(one, n_candidates, client.config.max_concurrency)
     passing = [c for c in cands if c.ok]
@@ -374,9 +444,20 @@ def generate_lare_factors(
     merged: Candidate | None = None
     if merge and len(passing) >= 2:
         emit(GenerationEvent("plan", total=n_candidates + 1))
-        merged = develop_candidate(client, lare_merge_messages(spec, [c.final_response for c in passing]), "factors", probe,
-                                   index=len(cands), role="merge", sample=0, temperature=merge_temperature,
-                                   repair_rounds=repair_rounds, config=config, spec=spec, on_progress=emit)
+        merged = develop_candidate(
+            client,
+            lare_merge_messages(spec, [c.final_response for c in passing]),
+            "factors",
+            probe,
+            index=len(cands),
+            role="merge",
+            sample=0,
+            temperature=merge_temperature,
+            repair_rounds=repair_rounds,
+            config=config,
+            spec=spec,
+            on_progress=emit,
+        )
         cands.append(merged)
         if merged.ok:
             chosen = merged
@@ -387,8 +468,15 @@ def generate_lare_factors(
     metrics["programs/merged"] = float(chosen is not None and chosen.role == "merge")
     metrics["programs/fallback_raw"] = float(chosen is None)
     metrics["programs/seconds"] = time.perf_counter() - t0
-    params = {"n_candidates": n_candidates, "temperature": temperature, "merge": merge, "merge_temperature": merge_temperature,
-              "repair_rounds": repair_rounds, "probe_rows": probe_rows, "seed": seed}
+    params = {
+        "n_candidates": n_candidates,
+        "temperature": temperature,
+        "merge": merge,
+        "merge_temperature": merge_temperature,
+        "repair_rounds": repair_rounds,
+        "probe_rows": probe_rows,
+        "seed": seed,
+    }
     prov = _provenance(spec, client, "lare", params, cands, chosen, {"metrics": metrics})
     emit(GenerationEvent("done", candidate=chosen.index if chosen else -1, ok=chosen is not None))
     return GenerationResult(chosen.program if chosen else None, cands, metrics, prov)
@@ -397,7 +485,9 @@ def generate_lare_factors(
 # ---------------------------------------------------------------------- Auto MC-Reward helpers
 
 
-def critic_review(client: LLMClient, spec: TaskSpec, code: str, *, temperature: float = 0.0) -> tuple[bool, list[str], str]:
+def critic_review(
+    client: LLMClient, spec: TaskSpec, code: str, *, temperature: float = 0.0
+) -> tuple[bool, list[str], str]:
     """Auto MC-Reward's reward critic: ``(ok, issues, raw answer)``; an unreadable answer counts as ok.
 
     Raises:
@@ -408,13 +498,21 @@ def critic_review(client: LLMClient, spec: TaskSpec, code: str, *, temperature: 
         obj = parse_json_answer(comp.text)
     except ResponseFormatError:
         return True, [], comp.text
-    issues = [str(i)[:500] for i in obj.get("issues", []) if str(i).strip()] if isinstance(obj.get("issues"), list) else []
+    issues = (
+        [str(i)[:500] for i in obj.get("issues", []) if str(i).strip()] if isinstance(obj.get("issues"), list) else []
+    )
     ok = bool(obj.get("ok", not issues))
     return ok, issues, comp.text
 
 
-def analyze_trajectories(client: LLMClient, spec: TaskSpec, episodes: Sequence[Mapping[str, Any]], *,
-                         max_episodes: int = 5, temperature: float = 0.3) -> dict[str, Any]:
+def analyze_trajectories(
+    client: LLMClient,
+    spec: TaskSpec,
+    episodes: Sequence[Mapping[str, Any]],
+    *,
+    max_episodes: int = 5,
+    temperature: float = 0.3,
+) -> dict[str, Any]:
     """Auto MC-Reward's trajectory analyzer: causes of failure and suggested reward changes.
 
     Args:
@@ -437,8 +535,9 @@ def analyze_trajectories(client: LLMClient, spec: TaskSpec, episodes: Sequence[M
     return {"causes": strs(obj.get("causes")), "suggestions": strs(obj.get("suggestions")), "text": comp.text}
 
 
-def summarize_episode(spec: TaskSpec, obs: Any, act: Any, rewards: Any, *, components: Mapping[str, Any] | None = None,
-                      points: int = 4) -> dict[str, Any]:
+def summarize_episode(
+    spec: TaskSpec, obs: Any, act: Any, rewards: Any, *, components: Mapping[str, Any] | None = None, points: int = 4
+) -> dict[str, Any]:
     """A compact, JSON-friendly summary of one episode for the trajectory analyzer.
 
     Args:
@@ -452,7 +551,9 @@ def summarize_episode(spec: TaskSpec, obs: Any, act: Any, rewards: Any, *, compo
     a = np.asarray(act, dtype=np.float64).reshape(len(act), -1)
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     if o.ndim != 2 or a.shape[0] != r.shape[0] or o.shape[0] not in (r.shape[0], r.shape[0] + 1):
-        raise ShapeError(f"summarize_episode needs obs[T(+1), o], act[T, a], rewards[T]; got {o.shape}, {a.shape}, {r.shape}")
+        raise ShapeError(
+            f"summarize_episode needs obs[T(+1), o], act[T, a], rewards[T]; got {o.shape}, {a.shape}, {r.shape}"
+        )
     t = r.shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(points, t)).round().astype(int))
     out: dict[str, Any] = {
@@ -460,8 +561,15 @@ def summarize_episode(spec: TaskSpec, obs: Any, act: Any, rewards: Any, *, compo
         "return": round(float(r.sum()), 4),
         "start": spec.describe_values(o[0]),
         "end": spec.describe_values(o[-1]),
-        "steps": [{"t": int(i), "obs": spec.describe_values(o[i]), "action": spec.describe_values(a[i], var="action"),
-                   "reward": round(float(r[i]), 4)} for i in idx],
+        "steps": [
+            {
+                "t": int(i),
+                "obs": spec.describe_values(o[i]),
+                "action": spec.describe_values(a[i], var="action"),
+                "reward": round(float(r[i]), 4),
+            }
+            for i in idx
+        ],
     }
     if components:
         out["component_sums"] = {k: round(float(np.sum(v)), 4) for k, v in components.items()}
@@ -522,14 +630,29 @@ def refine_reward(
     emit, display = progress_callback(on_progress, progress, f"reward programs for {spec.name}")
     if display is not None:
         with display:
-            return refine_reward(spec, client, train_and_score, style=style, iterations=iterations, samples=samples,
-                                 temperature=temperature, repair_rounds=repair_rounds, critic=critic, analyzer=analyzer,
-                                 examples=examples, config=config, probe_rows=probe_rows, seed=seed, on_progress=emit)
+            return refine_reward(
+                spec,
+                client,
+                train_and_score,
+                style=style,
+                iterations=iterations,
+                samples=samples,
+                temperature=temperature,
+                repair_rounds=repair_rounds,
+                critic=critic,
+                analyzer=analyzer,
+                examples=examples,
+                config=config,
+                probe_rows=probe_rows,
+                seed=seed,
+                on_progress=emit,
+            )
     t0 = time.perf_counter()
     probe = spec.probe_batch(probe_rows, seed)
     base = designer_messages(spec) if style == "auto_mc" else reward_messages(spec, style=style, examples=examples)
     review = None
     if critic:
+
         def review(code: str) -> tuple[bool, list[str]]:
             try:
                 ok, issues, _ = critic_review(client, spec, code)
@@ -545,9 +668,21 @@ def refine_reward(
         emit(GenerationEvent("plan", total=(it + 1) * samples))
 
         def one(j: int, conv=conversation, it=it) -> Candidate:
-            return develop_candidate(client, conv, "reward", probe, index=it * samples + j, role=f"iteration{it}",
-                                     sample=j, temperature=temperature, repair_rounds=repair_rounds, config=config,
-                                     review=review, spec=spec, on_progress=emit)
+            return develop_candidate(
+                client,
+                conv,
+                "reward",
+                probe,
+                index=it * samples + j,
+                role=f"iteration{it}",
+                sample=j,
+                temperature=temperature,
+                repair_rounds=repair_rounds,
+                config=config,
+                review=review,
+                spec=spec,
+                on_progress=emit,
+            )
 
         cands = _parallel(one, samples, client.config.max_concurrency)
         all_cands += cands
@@ -567,15 +702,25 @@ def refine_reward(
                 continue
             emit(GenerationEvent("scored", candidate=c.index, role=c.role, ok=True, fitness=float(c.score.fitness)))
             scored.append(c)
-        record: dict[str, Any] = {"iteration": it, "candidates": [c.index for c in cands], "passed": [c.index for c in cands if c.ok],
-                                  "fitness": {c.index: (c.score.fitness if c.score else None) for c in scored}}
+        record: dict[str, Any] = {
+            "iteration": it,
+            "candidates": [c.index for c in cands],
+            "passed": [c.index for c in cands if c.ok],
+            "fitness": {c.index: (c.score.fitness if c.score else None) for c in scored},
+        }
         if not scored:
             record["note"] = "no candidate passed; the next round samples again from the same prompt"
             rounds.append(record)
             continue
-        it_best = max(scored, key=lambda c: c.score.fitness if c.score is not None else -np.inf) if train_and_score else scored[0]
+        it_best = (
+            max(scored, key=lambda c: c.score.fitness if c.score is not None else -np.inf)
+            if train_and_score
+            else scored[0]
+        )
         record["best"] = it_best.index
-        if best is None or (it_best.score is not None and best.score is not None and it_best.score.fitness > best.score.fitness):
+        if best is None or (
+            it_best.score is not None and best.score is not None and it_best.score.fitness > best.score.fitness
+        ):
             best = it_best
         if train_and_score is None:
             rounds.append(record)
@@ -587,8 +732,10 @@ def refine_reward(
             except LLMError as exc:
                 res = {"causes": [], "suggestions": [], "text": f"(analysis unavailable: {exc})"}
             record["analysis"] = res
-            parts = [f"Likely causes: {'; '.join(res['causes'])}" if res["causes"] else "",
-                     f"Suggestions: {'; '.join(res['suggestions'])}" if res["suggestions"] else ""]
+            parts = [
+                f"Likely causes: {'; '.join(res['causes'])}" if res["causes"] else "",
+                f"Suggestions: {'; '.join(res['suggestions'])}" if res["suggestions"] else "",
+            ]
             analysis = "\n".join(p for p in parts if p) or res.get("text", "")
         reflection = reflection_message(it_best.score.fitness_curve, it_best.score.components, analysis=analysis)
         record["reflection"] = reflection["content"]
@@ -599,10 +746,21 @@ def refine_reward(
     metrics["programs/seconds"] = time.perf_counter() - t0
     if best is not None and best.score is not None:
         metrics["programs/best_fitness"] = float(best.score.fitness)
-    metrics["programs/failed_in_training"] = float(sum(c.error is not None and c.program is not None for c in all_cands))
-    params = {"style": style, "iterations": iterations, "samples": samples, "temperature": temperature,
-              "repair_rounds": repair_rounds, "critic": critic, "analyzer": analyzer, "probe_rows": probe_rows, "seed": seed,
-              "selection": "train_and_score" if train_and_score is not None else "first passing candidate"}
+    metrics["programs/failed_in_training"] = float(
+        sum(c.error is not None and c.program is not None for c in all_cands)
+    )
+    params = {
+        "style": style,
+        "iterations": iterations,
+        "samples": samples,
+        "temperature": temperature,
+        "repair_rounds": repair_rounds,
+        "critic": critic,
+        "analyzer": analyzer,
+        "probe_rows": probe_rows,
+        "seed": seed,
+        "selection": "train_and_score" if train_and_score is not None else "first passing candidate",
+    }
     prov = _provenance(spec, client, f"reward/{style}", params, all_cands, best, {"rounds": rounds, "metrics": metrics})
     emit(GenerationEvent("done", candidate=best.index if best else -1, ok=best is not None))
     return GenerationResult(best.program if best else None, all_cands, metrics, prov)
@@ -611,8 +769,9 @@ def refine_reward(
 # ---------------------------------------------------------------------- CALM
 
 
-def calm_subgoals(client: LLMClient, spec: TaskSpec, *, max_subgoals: int = 6, temperature: float = 0.3,
-                  repair_rounds: int = 2) -> list[dict[str, str]]:
+def calm_subgoals(
+    client: LLMClient, spec: TaskSpec, *, max_subgoals: int = 6, temperature: float = 0.3, repair_rounds: int = 2
+) -> list[dict[str, str]]:
     """CALM step 1: the task's elementary subgoals, ``[{"name", "description"}, ...]``.
 
     Raises:
@@ -633,7 +792,12 @@ def calm_subgoals(client: LLMClient, spec: TaskSpec, *, max_subgoals: int = 6, t
                 if not name or name in seen:
                     continue
                 seen.add(name)
-                goals.append({"name": name[:64], "description": str(g.get("description", "")).strip()[:300] if isinstance(g, dict) else ""})
+                goals.append(
+                    {
+                        "name": name[:64],
+                        "description": str(g.get("description", "")).strip()[:300] if isinstance(g, dict) else "",
+                    }
+                )
             if not goals:
                 raise ResponseFormatError("the subgoals list has no named subgoal")
             return goals
@@ -658,8 +822,16 @@ class CalmLabels(NamedTuple):
     metrics: dict[str, float]
 
 
-def calm_label_transitions(client: LLMClient, spec: TaskSpec, subgoals: Sequence[Mapping[str, str]], obs: Any, act: Any,
-                           next_obs: Any, *, temperature: float = 0.0) -> CalmLabels:
+def calm_label_transitions(
+    client: LLMClient,
+    spec: TaskSpec,
+    subgoals: Sequence[Mapping[str, str]],
+    obs: Any,
+    act: Any,
+    next_obs: Any,
+    *,
+    temperature: float = 0.0,
+) -> CalmLabels:
     """CALM step 2: ask, for each transition (s, a, s'), which subgoals it achieved.
 
     One LLM request per transition, concurrent up to ``max_concurrency`` and cached (so relabeling
@@ -674,10 +846,14 @@ def calm_label_transitions(client: LLMClient, spec: TaskSpec, subgoals: Sequence
     if a.ndim == 1:
         a = a[:, None]
     if o.ndim != 2 or no.shape != o.shape or a.shape[0] != o.shape[0]:
-        raise ShapeError(f"obs/next_obs must be [N, obs_dim] and act [N, act_dim]; got {o.shape}, {no.shape}, {a.shape}")
+        raise ShapeError(
+            f"obs/next_obs must be [N, obs_dim] and act [N, act_dim]; got {o.shape}, {no.shape}, {a.shape}"
+        )
     names = [str(g["name"]) for g in subgoals]
-    reqs = [{"messages": subgoal_check_messages(spec, subgoals, o[i], a[i], no[i]), "temperature": temperature}
-            for i in range(o.shape[0])]
+    reqs = [
+        {"messages": subgoal_check_messages(spec, subgoals, o[i], a[i], no[i]), "temperature": temperature}
+        for i in range(o.shape[0])
+    ]
     results = client.complete_many(reqs)
     achieved = np.zeros((o.shape[0], len(names)), dtype=bool)
     unparsed = failed = 0

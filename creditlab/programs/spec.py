@@ -95,8 +95,20 @@ class TaskSpec:
         if not isinstance(data, dict):
             raise SpecError(f"{source}: a spec must be a mapping (YAML/JSON object); got {type(data).__name__}")
         known = {
-            "name", "goal", "observation", "action", "obs_dim", "act_dim", "action_type", "num_actions",
-            "constraints", "episode", "success", "env_id", "notes", "extra",
+            "name",
+            "goal",
+            "observation",
+            "action",
+            "obs_dim",
+            "act_dim",
+            "action_type",
+            "num_actions",
+            "constraints",
+            "episode",
+            "success",
+            "env_id",
+            "notes",
+            "extra",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -114,7 +126,9 @@ class TaskSpec:
         num_actions = data.get("num_actions")
         if action_type == "discrete":
             if not isinstance(num_actions, int) or num_actions < 2:
-                raise SpecError(f"{source}: a discrete action_type needs num_actions (an int >= 2); got {num_actions!r}")
+                raise SpecError(
+                    f"{source}: a discrete action_type needs num_actions (an int >= 2); got {num_actions!r}"
+                )
             if act_dim != 1:
                 raise SpecError(f"{source}: a discrete action is one integer (act_dim 1); got act_dim {act_dim}")
         constraints = data.get("constraints", []) or []
@@ -242,7 +256,9 @@ def _parse_dims(d: Any, where: str) -> tuple[int, int]:
     elif isinstance(d, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", d):
         parts = [int(x) for x in d.split("-")]
         lo, hi = parts[0], parts[-1]
-    elif isinstance(d, (list, tuple)) and len(d) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in d):
+    elif (
+        isinstance(d, (list, tuple)) and len(d) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in d)
+    ):
         lo, hi = d
     else:
         raise SpecError(f"{where}: dims must be an int, 'a-b' (inclusive) or [a, b]; got {d!r}")
@@ -280,8 +296,16 @@ def _blocks(raw: Any, field_name: str, source: str) -> tuple[DimBlock, ...]:
             if j in taken:
                 raise SpecError(f"{where}: dim {j} is already described by {taken[j]!r}")
             taken[j] = name
-        out.append(DimBlock(start, stop, name.strip(), str(item.get("description", "")).strip(),
-                            None if lo is None else float(lo), None if hi is None else float(hi)))
+        out.append(
+            DimBlock(
+                start,
+                stop,
+                name.strip(),
+                str(item.get("description", "")).strip(),
+                None if lo is None else float(lo),
+                None if hi is None else float(hi),
+            )
+        )
     return tuple(sorted(out, key=lambda b: b.start))
 
 

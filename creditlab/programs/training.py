@@ -106,13 +106,27 @@ class PPOTrainAndScore:
         """The runner's :class:`~creditlab.integrations.sb3.RunConfig` of one program's training."""
         from ..integrations.sb3 import RunConfig
 
-        kwargs: dict[str, Any] = {"n_steps": max(16, min(2048, self.total_timesteps // (self.n_envs * 2) or 16)), "batch_size": 64}
+        kwargs: dict[str, Any] = {
+            "n_steps": max(16, min(2048, self.total_timesteps // (self.n_envs * 2) or 16)),
+            "batch_size": 64,
+        }
         kwargs.update(self.ppo_kwargs)
         fields = {k: kwargs.pop(k) for k in _CONFIG_FIELDS if k in kwargs}
         seed = kwargs.pop("seed", self.seed)
-        return RunConfig(self.env, algo="ppo", reward="dense", total_timesteps=self.total_timesteps, n_envs=self.n_envs,
-                         seed=seed, algo_kwargs=kwargs, eval_every=max(1, self.total_timesteps // self.checkpoints),
-                         eval_at_start=False, eval_episodes=self.eval_episodes, eval_trajectories=True, **fields)
+        return RunConfig(
+            self.env,
+            algo="ppo",
+            reward="dense",
+            total_timesteps=self.total_timesteps,
+            n_envs=self.n_envs,
+            seed=seed,
+            algo_kwargs=kwargs,
+            eval_every=max(1, self.total_timesteps // self.checkpoints),
+            eval_at_start=False,
+            eval_episodes=self.eval_episodes,
+            eval_trajectories=True,
+            **fields,
+        )
 
     def __call__(self, program: Program) -> TrainScore:
         from ..integrations.sb3 import train
@@ -143,10 +157,14 @@ class PPOTrainAndScore:
         if self.success is not None:
             failed = [e for e in episodes if not self.success(e)]
         else:
-            failed = [e for e, r in zip(episodes, returns) if r < np.median(returns)] or ([] if returns.size > 1 else episodes)
+            failed = [e for e, r in zip(episodes, returns) if r < np.median(returns)] or (
+                [] if returns.size > 1 else episodes
+            )
         if self.spec is not None:
             summaries = [summarize_episode(self.spec, e["obs"], e["act"], e["rewards"]) for e in failed]
         else:
-            summaries = [{"length": int(len(e["rewards"])), "return": round(float(e["rewards"].sum()), 4)} for e in failed]
+            summaries = [
+                {"length": int(len(e["rewards"])), "return": round(float(e["rewards"].sum()), 4)} for e in failed
+            ]
         metrics = {"train/steps": float(wrappers[0].steps), "train/eval_return_mean": float(returns.mean())}
         return TrainScore(curve[-1], curve, comps, summaries, metrics)

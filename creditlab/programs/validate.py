@@ -45,20 +45,85 @@ ALLOWED_IMPORTS = ("math", "numpy")
 
 FORBIDDEN_NAMES = frozenset(
     {
-        "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "dir", "getattr",
-        "setattr", "delattr", "hasattr", "input", "breakpoint", "help", "exit", "quit", "memoryview",
-        "type", "object", "super", "classmethod", "staticmethod", "property", "id", "__builtins__",
-        "__loader__", "__spec__", "__file__", "__name__", "bytearray", "license", "credits", "copyright",
+        "open",
+        "exec",
+        "eval",
+        "compile",
+        "__import__",
+        "globals",
+        "locals",
+        "vars",
+        "dir",
+        "getattr",
+        "setattr",
+        "delattr",
+        "hasattr",
+        "input",
+        "breakpoint",
+        "help",
+        "exit",
+        "quit",
+        "memoryview",
+        "type",
+        "object",
+        "super",
+        "classmethod",
+        "staticmethod",
+        "property",
+        "id",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+        "__file__",
+        "__name__",
+        "bytearray",
+        "license",
+        "credits",
+        "copyright",
     }
 )
 
 FORBIDDEN_ATTRIBUTES = frozenset(
     {
-        "load", "loads", "save", "savez", "savez_compressed", "savetxt", "loadtxt", "fromfile", "tofile",
-        "memmap", "genfromtxt", "fromregex", "ctypes", "ctypeslib", "lib", "f2py", "distutils", "testing",
-        "DataSource", "dump", "dumps", "system", "popen", "setbufsize", "seterrcall", "show_config",
-        "show_runtime", "info", "lookfor", "source", "get_include", "byte_bounds", "__array_interface__",
-        "add_docstring", "add_newdoc", "char", "rec", "exceptions", "typing",
+        "load",
+        "loads",
+        "save",
+        "savez",
+        "savez_compressed",
+        "savetxt",
+        "loadtxt",
+        "fromfile",
+        "tofile",
+        "memmap",
+        "genfromtxt",
+        "fromregex",
+        "ctypes",
+        "ctypeslib",
+        "lib",
+        "f2py",
+        "distutils",
+        "testing",
+        "DataSource",
+        "dump",
+        "dumps",
+        "system",
+        "popen",
+        "setbufsize",
+        "seterrcall",
+        "show_config",
+        "show_runtime",
+        "info",
+        "lookfor",
+        "source",
+        "get_include",
+        "byte_bounds",
+        "__array_interface__",
+        "add_docstring",
+        "add_newdoc",
+        "char",
+        "rec",
+        "exceptions",
+        "typing",
     }
 )
 
@@ -168,7 +233,10 @@ def check_static(code: str, *, entry: str | None = None, min_args: int = 0) -> l
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
             if node.level or mod.split(".")[0] not in ALLOWED_IMPORTS:
-                add(node, f"import from {('.' * node.level) + mod!r} is not allowed (allowed: {', '.join(ALLOWED_IMPORTS)})")
+                add(
+                    node,
+                    f"import from {('.' * node.level) + mod!r} is not allowed (allowed: {', '.join(ALLOWED_IMPORTS)})",
+                )
             elif any(part in FORBIDDEN_ATTRIBUTES or part.startswith("_") for part in mod.split(".")[1:]):
                 add(node, f"import from {mod!r} is not allowed (file, memory or test utilities)")
             for alias in node.names:
@@ -183,14 +251,25 @@ def check_static(code: str, *, entry: str | None = None, min_args: int = 0) -> l
                 add(node, f"name {node.id!r} is not allowed (dunder names reach interpreter internals)")
         elif isinstance(node, ast.Attribute):
             if node.attr.startswith("_"):
-                add(node, f"attribute {node.attr!r} is not allowed (names starting with '_' reach interpreter internals)")
+                add(
+                    node,
+                    f"attribute {node.attr!r} is not allowed (names starting with '_' reach interpreter internals)",
+                )
             elif node.attr in FORBIDDEN_ATTRIBUTES:
-                add(node, f"attribute {node.attr!r} is not allowed (it reads/writes files, exposes memory or runs other code)")
+                add(
+                    node,
+                    f"attribute {node.attr!r} is not allowed (it reads/writes files, exposes memory or runs other code)",
+                )
         elif isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)):
             add(node, f"{type(node).__name__} is not allowed; write plain functions")
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             add(node, f"'{type(node).__name__.lower()}' statements are not allowed")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value and len(node.value) < 200:
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "__" in node.value
+            and len(node.value) < 200
+        ):
             if any(tok.startswith("__") and tok.endswith("__") for tok in node.value.replace(".", " ").split()):
                 add(node, "strings naming dunder attributes are not allowed")
     modules = set()
@@ -224,7 +303,9 @@ def check_static(code: str, *, entry: str | None = None, min_args: int = 0) -> l
             n_pos = len(args.posonlyargs) + len(args.args)
             if n_pos < min_args and args.vararg is None:
                 problems.append(
-                    StaticProblem(fns[-1].lineno, 0, f"{entry} takes {n_pos} positional argument(s); it must accept {min_args}")
+                    StaticProblem(
+                        fns[-1].lineno, 0, f"{entry} takes {n_pos} positional argument(s); it must accept {min_args}"
+                    )
                 )
     return problems
 
@@ -308,13 +389,19 @@ def check_program(
                 )
         if not problems:
             half = b // 2
-            parts = [prog.call(*[a[sl] for a in args], max_output_bytes=limit) for sl in (slice(0, half), slice(half, b))]
+            parts = [
+                prog.call(*[a[sl] for a in args], max_output_bytes=limit) for sl in (slice(0, half), slice(half, b))
+            ]
             for name, full in first.outputs.items():
                 try:
                     joined = np.concatenate([p.outputs[name].reshape(-1, *full.shape[1:]) for p in parts], axis=0)
                 except (KeyError, ValueError):
                     joined = None
-                if joined is None or joined.shape != full.shape or not np.allclose(joined, full, rtol=1e-6, atol=1e-9, equal_nan=True):
+                if (
+                    joined is None
+                    or joined.shape != full.shape
+                    or not np.allclose(joined, full, rtol=1e-6, atol=1e-9, equal_nan=True)
+                ):
                     problems.append(
                         f"{_label(name)} depends on other rows of the batch (splitting the batch changes it); "
                         "compute each row from its own observation and action only, with no statistics over the batch"
@@ -345,7 +432,9 @@ def _label(name: str) -> str:
     return "the total reward" if name == "reward" else name
 
 
-def _check_outputs(outputs: dict[str, np.ndarray], kind: str, b: int, max_factors: int) -> tuple[list[str], list[str], dict]:
+def _check_outputs(
+    outputs: dict[str, np.ndarray], kind: str, b: int, max_factors: int
+) -> tuple[list[str], list[str], dict]:
     problems: list[str] = []
     notes: list[str] = []
     info: dict[str, Any] = {}

@@ -49,7 +49,9 @@ def gated_accumulation(
     gate = check_real(gate, "gate")
     s = step_inputs(step_rewards, mask=mask, rewards_name="step_rewards")
     b = s.shape[0]
-    o, op = as_scores(outcomes, "outcomes", present=outcome_present, nan_is_missing=nan_is_missing, device=s.rewards.device)
+    o, op = as_scores(
+        outcomes, "outcomes", present=outcome_present, nan_is_missing=nan_is_missing, device=s.rewards.device
+    )
     if o.shape != (b,):
         raise ShapeError(f"outcomes has shape {tuple(o.shape)} but step_rewards has {b} episodes; expected ({b},)")
     o = o.to(s.rewards.dtype)
@@ -98,9 +100,16 @@ def gated_levels(
     g = as_float(gates, "gates", ndim=1, dtype=s.dtype, device=s.device)
     if g.shape != (max(k - 1, 0),):
         raise ShapeError(f"gates has shape {tuple(g.shape)}; expected ({k - 1},) for K = {k} levels")
-    w = torch.ones(k, dtype=s.dtype, device=s.device) if weights is None else as_float(weights, "weights", shape=(k,), dtype=s.dtype, device=s.device)
+    w = (
+        torch.ones(k, dtype=s.dtype, device=s.device)
+        if weights is None
+        else as_float(weights, "weights", shape=(k,), dtype=s.dtype, device=s.device)
+    )
     passed = p[:, :-1] & (s[:, :-1] >= g[None, :])
-    open_ = torch.cat([torch.ones((n, 1), dtype=torch.bool, device=s.device), torch.cumprod(passed.to(torch.int64), dim=1).bool()], dim=1)
+    open_ = torch.cat(
+        [torch.ones((n, 1), dtype=torch.bool, device=s.device), torch.cumprod(passed.to(torch.int64), dim=1).bool()],
+        dim=1,
+    )
     contrib = torch.where(open_ & p, s * w[None, :], torch.zeros_like(s))
     out = contrib.sum(dim=1)
     metrics = {f"gated/frac_open_level_{j}": float(open_[:, j].to(torch.float64).mean()) for j in range(k)}
@@ -110,9 +119,14 @@ def gated_levels(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("gated_accumulation", family="credit", kind="rewards", needs=("rewards", "outcomes"),
-                 summary="G-RA: step rewards count only if the outcome reaches the gate",
-                 source="arXiv 2508.10548")
+@register_method(
+    "gated_accumulation",
+    family="credit",
+    kind="rewards",
+    needs=("rewards", "outcomes"),
+    summary="G-RA: step rewards count only if the outcome reaches the gate",
+    source="arXiv 2508.10548",
+)
 def _run_gated_accumulation(episodes, *, gate: float = 1.0) -> RewardOutput:
     return gated_accumulation(
         episodes.rewards, episodes.outcomes, gate=gate, mask=episodes.mask, outcome_present=episodes.outcome_present

@@ -53,7 +53,10 @@ def overlong_penalty(lengths: ArrayLike, *, max_length: int, cache_length: int) 
     start = top - cache
     ramp = (start - n_len) / cache
     out = torch.where(n_len <= start, torch.zeros_like(n_len), torch.clamp(ramp, min=-1.0))
-    metrics = {"length/frac_overlong": float((n_len > top).to(torch.float64).mean()), "length/mean": float(n_len.mean())}
+    metrics = {
+        "length/frac_overlong": float((n_len > top).to(torch.float64).mean()),
+        "length/mean": float(n_len.mean()),
+    }
     return RewardOutput(backend.out(out), metrics)
 
 
@@ -115,7 +118,9 @@ def group_length_penalty(
     lo_i, hi_i = lo[groups.index], hi[groups.index]
     spread = hi_i - lo_i
     usable = torch.isfinite(spread) & (spread > 0)
-    lam = torch.where(usable, 0.5 - (ln - lo_i) / torch.where(usable, spread, torch.ones_like(spread)), torch.zeros_like(ln))
+    lam = torch.where(
+        usable, 0.5 - (ln - lo_i) / torch.where(usable, spread, torch.ones_like(spread)), torch.zeros_like(ln)
+    )
     lam = lam.clamp(-0.5, 0.5)  # responses outside the reference range (reference="correct") stay bounded
     out = float(coef) * torch.where(ok, lam, torch.clamp(lam, max=0.0))
     metrics = {"length/mean": float(ln.mean()), "length/penalty_mean": float(out.mean())}
@@ -132,18 +137,32 @@ def _episode_lengths(episodes, key: str):
     return episodes.lengths
 
 
-@register_method("overlong_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "extras.length?"),
-                 summary="DAPO soft overlong penalty added at the last step",
-                 source="Yu et al. 2025 (DAPO), arXiv 2503.14476")
-def _run_overlong_penalty(episodes, *, max_length: int = 512, cache_length: int = 128, key: str = "length") -> RewardOutput:
+@register_method(
+    "overlong_penalty",
+    family="shaping",
+    kind="rewards",
+    needs=("rewards|outcomes|components", "extras.length?"),
+    summary="DAPO soft overlong penalty added at the last step",
+    source="Yu et al. 2025 (DAPO), arXiv 2503.14476",
+)
+def _run_overlong_penalty(
+    episodes, *, max_length: int = 512, cache_length: int = 128, key: str = "length"
+) -> RewardOutput:
     penalty = overlong_penalty(_episode_lengths(episodes, key), max_length=max_length, cache_length=cache_length)
     return add_on_last_step(episodes, penalty)
 
 
-@register_method("group_length_penalty", family="shaping", kind="rewards", needs=("rewards|outcomes|components", "group_ids", "extras.length?"),
-                 summary="Length penalty relative to the group's (correct) responses",
-                 source="Kimi k1.5, arXiv 2501.12599")
-def _run_group_length_penalty(episodes, *, coef: float = 1.0, reference: str = "group", key: str = "length") -> RewardOutput:
+@register_method(
+    "group_length_penalty",
+    family="shaping",
+    kind="rewards",
+    needs=("rewards|outcomes|components", "group_ids", "extras.length?"),
+    summary="Length penalty relative to the group's (correct) responses",
+    source="Kimi k1.5, arXiv 2501.12599",
+)
+def _run_group_length_penalty(
+    episodes, *, coef: float = 1.0, reference: str = "group", key: str = "length"
+) -> RewardOutput:
     """Correct = an episode score above 0 (outcome, else the sum of components or rewards)."""
     r, p, meta = episode_scores(episodes)
     correct = to_numpy(r) > 0

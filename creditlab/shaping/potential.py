@@ -75,9 +75,14 @@ def potential_shaping(
 # ---------------------------------------------------------------------- registry adapter
 
 
-@register_method("potential_shaping", family="shaping", kind="rewards", needs=("rewards", "extras.potential"),
-                 summary="Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
-                 source="Ng, Harada & Russell 1999")
+@register_method(
+    "potential_shaping",
+    family="shaping",
+    kind="rewards",
+    needs=("rewards", "extras.potential"),
+    summary="Potential-based shaping gamma*Phi(s') - Phi(s); Phi = 0 at termination",
+    source="Ng, Harada & Russell 1999",
+)
 def _run_potential_shaping(episodes, *, gamma: float = 0.99, key: str = "potential") -> RewardOutput:
     """Phi(s_t) from the per-step column ``key``; Phi(s_T) of truncated episodes from
     ``bootstrap_potential`` read on each episode's last row."""
@@ -87,6 +92,10 @@ def _run_potential_shaping(episodes, *, gamma: float = 0.99, key: str = "potenti
     if "bootstrap_potential" in episodes.extras:
         boot = like(episodes, last_step_values(episodes, episodes.extras["bootstrap_potential"]))
     return potential_shaping(
-        episodes.rewards, episodes.extras[key], gamma=gamma, mask=episodes.mask, discounts=episodes.discounts,
+        episodes.rewards,
+        episodes.extras[key],
+        gamma=gamma,
+        mask=episodes.mask,
+        discounts=episodes.discounts,
         bootstrap_potential=boot,
     )

@@ -15,7 +15,11 @@ __all__ = ["clip_process_rewards", "delta_process_rewards"]
 def _read(scores: ArrayLike, mask: ArrayLike | None, present: ArrayLike | None, nan_is_missing: bool):
     backend = Backend.of(scores)
     shape = tuple(np.shape(scores)) if not hasattr(scores, "shape") else tuple(scores.shape)
-    m = as_mask(mask, "mask", (shape[0], shape[1]), device=torch.device("cpu"), like="scores") if len(shape) == 2 else None
+    m = (
+        as_mask(mask, "mask", (shape[0], shape[1]), device=torch.device("cpu"), like="scores")
+        if len(shape) == 2
+        else None
+    )
     s, p = as_scores(scores, "scores", present=present, nan_is_missing=nan_is_missing, ndim=2, where=m)
     check_nonempty(s.shape[0], "scores")
     if m is None:
@@ -102,15 +106,25 @@ def delta_process_rewards(
 # ---------------------------------------------------------------------- registry adapters
 
 
-@register_method("clip_process", family="shaping", kind="rewards", needs=("rewards",),
-                 summary="Clip PRM step scores: min(s - eta, 0), never positive",
-                 source="Gao et al. 2024, arXiv 2410.15115")
+@register_method(
+    "clip_process",
+    family="shaping",
+    kind="rewards",
+    needs=("rewards",),
+    summary="Clip PRM step scores: min(s - eta, 0), never positive",
+    source="Gao et al. 2024, arXiv 2410.15115",
+)
 def _run_clip_process(episodes, *, eta: float = 0.5) -> RewardOutput:
     return clip_process_rewards(episodes.rewards, eta=eta, mask=episodes.mask, present=episodes.reward_present)
 
 
-@register_method("delta_process", family="shaping", kind="rewards", needs=("rewards",),
-                 summary="Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
-                 source="Gao et al. 2024, arXiv 2410.15115")
+@register_method(
+    "delta_process",
+    family="shaping",
+    kind="rewards",
+    needs=("rewards",),
+    summary="Delta PRM step scores: s_k - s_{k+1}; return from step k equals s_k",
+    source="Gao et al. 2024, arXiv 2410.15115",
+)
 def _run_delta_process(episodes) -> RewardOutput:
     return delta_process_rewards(episodes.rewards, mask=episodes.mask, present=episodes.reward_present)

@@ -106,8 +106,12 @@ def run_one(method: str, seed: int, timesteps: int, eval_every: int) -> dict:
         **extra,
     }
     if phi is not None:
-        rec["sandbox"] = {"calls": phi.calls, "rows": phi.rows, "seconds": phi.seconds,
-                          "rows_per_second": phi.rows / phi.seconds if phi.seconds else None}
+        rec["sandbox"] = {
+            "calls": phi.calls,
+            "rows": phi.rows,
+            "seconds": phi.seconds,
+            "rows_per_second": phi.rows / phi.seconds if phi.seconds else None,
+        }
     return rec
 
 
@@ -116,20 +120,29 @@ def _save(path: Path, data: dict) -> None:
 
 
 def summarize(runs: list[dict]) -> str:
-    lines = ["| method | seeds | final eval return (mean +/- std over seeds) | per seed | credit quality (Pearson) | credit share of wall time | wall min/run |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| method | seeds | final eval return (mean +/- std over seeds) | per seed | credit quality (Pearson) | credit share of wall time | wall min/run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for method in ("lare", "lare_next", "rrd", "episodic", "dense"):
         rs = [r for r in runs if r["method"] == method]
         if not rs:
             continue
         finals = np.array([r["final_eval_return"] for r in rs])
-        pear = [q for r in rs if (q := r["metrics"].get("quality/pearson_last", r["metrics"].get("quality/pearson"))) is not None]
-        share = [r["metrics"].get("credit/overhead_pct") for r in rs if r["metrics"].get("credit/overhead_pct") is not None]
+        pear = [
+            q
+            for r in rs
+            if (q := r["metrics"].get("quality/pearson_last", r["metrics"].get("quality/pearson"))) is not None
+        ]
+        share = [
+            r["metrics"].get("credit/overhead_pct") for r in rs if r["metrics"].get("credit/overhead_pct") is not None
+        ]
         wall = np.mean([r["metrics"]["time/wall_seconds"] for r in rs]) / 60
         lines.append(
             f"| {method} | {len(rs)} | {finals.mean():.0f} +/- {finals.std():.0f} | {', '.join(f'{v:.0f}' for v in finals)} | "
-            f"{np.mean(pear):.2f} | {np.mean(share):.0f}% | {wall:.1f} |" if pear else
-            f"| {method} | {len(rs)} | {finals.mean():.0f} +/- {finals.std():.0f} | {', '.join(f'{v:.0f}' for v in finals)} | - | - | {wall:.1f} |"
+            f"{np.mean(pear):.2f} | {np.mean(share):.0f}% | {wall:.1f} |"
+            if pear
+            else f"| {method} | {len(rs)} | {finals.mean():.0f} +/- {finals.std():.0f} | {', '.join(f'{v:.0f}' for v in finals)} | - | - | {wall:.1f} |"
         )
     return "\n".join(lines)
 
@@ -152,15 +165,19 @@ def main() -> int:
     data["environment"] = {"versions": package_versions(), "git": git_commit()}
     for seed in args.seeds:
         for method in args.methods:
-            if any(r["method"] == method and r["seed"] == seed and r["timesteps"] == args.timesteps for r in data["runs"]):
+            if any(
+                r["method"] == method and r["seed"] == seed and r["timesteps"] == args.timesteps for r in data["runs"]
+            ):
                 continue
             t0 = time.perf_counter()
             rec = run_one(method, seed, args.timesteps, args.eval_every)
             data["runs"].append(rec)
             _save(out, data)
-            print(f"{method:9s} seed {seed}: final eval return {rec['final_eval_return']:8.1f}  "
-                  f"pearson {rec['metrics'].get('quality/pearson', float('nan')):.3f}  ({(time.perf_counter() - t0) / 60:.1f} min)",
-                  flush=True)
+            print(
+                f"{method:9s} seed {seed}: final eval return {rec['final_eval_return']:8.1f}  "
+                f"pearson {rec['metrics'].get('quality/pearson', float('nan')):.3f}  ({(time.perf_counter() - t0) / 60:.1f} min)",
+                flush=True,
+            )
     runs = [r for r in data["runs"] if r["timesteps"] == args.timesteps]
     print(summarize(runs))
     return 0

@@ -81,7 +81,13 @@ from ...episodes import Episodes
 from ...errors import DtypeError, RangeError
 from .. import TRUE_REWARD_KEY
 
-__all__ = ["CreditAssignmentCallback", "CreditMetricsCallback", "RecomputeAdvantages", "bounded_threads", "make_assigner"]
+__all__ = [
+    "CreditAssignmentCallback",
+    "CreditMetricsCallback",
+    "RecomputeAdvantages",
+    "bounded_threads",
+    "make_assigner",
+]
 
 
 def make_assigner(name: str, **params: Any) -> CreditAssigner:
@@ -90,7 +96,9 @@ def make_assigner(name: str, **params: Any) -> CreditAssigner:
 
     method = get_method(name)
     if method.kind != "assigner" or method.factory is None:
-        raise RangeError(f"{name!r} is a {method.kind} method, not a credit assigner; see list_methods(kind='assigner')")
+        raise RangeError(
+            f"{name!r} is a {method.kind} method, not a credit assigner; see list_methods(kind='assigner')"
+        )
     return method.factory(**params)
 
 
@@ -99,7 +107,9 @@ def check_torch_threads(torch_threads: int | None) -> int | None:
     if torch_threads is None:
         return None
     if isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
-        raise RangeError(f"torch_threads must be an int >= 1 or None (leave torch's setting alone); got {torch_threads!r}")
+        raise RangeError(
+            f"torch_threads must be an int >= 1 or None (leave torch's setting alone); got {torch_threads!r}"
+        )
     return torch_threads
 
 
@@ -323,7 +333,9 @@ class CreditAssignmentCallback(BaseCallback):
         t0 = time.perf_counter()
         if self._prev_obs is None:
             self._prev_obs = self._raw_obs()
-        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "next_obs", "reward", "true", "algo", "done", "timeout")}
+        self._rows: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("obs", "act", "next_obs", "reward", "true", "algo", "done", "timeout")
+        }
         self.total_seconds += time.perf_counter() - t0
 
     # ------------------------------------------------------------ per step
@@ -336,7 +348,9 @@ class CreditAssignmentCallback(BaseCallback):
         n, vn, key = self._n, self._vn, self.true_reward_key
         infos = loc["infos"]
         dones = np.asarray(loc["dones"], dtype=bool)
-        algo_reward = np.array(loc["rewards"], dtype=np.float64)  # a copy: SB3 adds the timeout bootstrap in place later
+        algo_reward = np.array(
+            loc["rewards"], dtype=np.float64
+        )  # a copy: SB3 adds the timeout bootstrap in place later
         raw_reward = np.array(vn.get_original_reward(), dtype=np.float64) if vn is not None else algo_reward
         new_obs = np.array(vn.get_original_obs() if vn is not None else loc["new_obs"], dtype=np.float32).reshape(n, -1)
         next_obs = new_obs
@@ -376,7 +390,9 @@ class CreditAssignmentCallback(BaseCallback):
         n_steps, n_envs = rows["done"].shape
         if n_steps != buf.buffer_size:  # rollout stopped early by another callback
             return
-        rows["act"] = encode_actions(rows["act"], self.model.action_space, n_steps * n_envs).reshape(n_steps, n_envs, -1)
+        rows["act"] = encode_actions(rows["act"], self.model.action_space, n_steps * n_envs).reshape(
+            n_steps, n_envs, -1
+        )
         data = {k: rows[k] for k in _Streams.FIELDS}
         ep, mask, complete, rt, re, new_prefix = _cut(data, rows["done"], self._streams.prefix)
         # Timeout flags of each episode's last step.
@@ -400,7 +416,10 @@ class CreditAssignmentCallback(BaseCallback):
             next_observations=ep["next_obs"],
             group_ids=group_ids,
         )
-        metrics: dict[str, float] = {"credit/complete_episodes": float(complete.sum()), "credit/episodes": float(len(lengths))}
+        metrics: dict[str, float] = {
+            "credit/complete_episodes": float(complete.sum()),
+            "credit/episodes": float(len(lengths)),
+        }
         # 1. Train on the complete episodes.
         self._update_credit += self.update_ratio * n_steps * n_envs
         n_updates = int(self._update_credit + 1e-9)
@@ -480,7 +499,6 @@ class CreditAssignmentCallback(BaseCallback):
         return np.clip(rewards * self._last_scale, -self.clip_reward, self.clip_reward)
 
 
-
 class CreditMetricsCallback(BaseCallback):
     """Log a :class:`CreditReplayBuffer`'s ``metrics`` to the SB3 logger after each rollout."""
 
@@ -512,5 +530,7 @@ class RecomputeAdvantages(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         t0 = time.perf_counter()
-        self.model.rollout_buffer.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])
+        self.model.rollout_buffer.compute_returns_and_advantage(
+            last_values=self.locals["values"], dones=self.locals["dones"]
+        )
         self.seconds += time.perf_counter() - t0

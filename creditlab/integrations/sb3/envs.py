@@ -57,7 +57,9 @@ def env_factory(env: EnvSource, env_kwargs: Mapping[str, Any] | None = None) -> 
     if callable(env) and not isinstance(env, str):
         return functools.partial(env, **kwargs) if kwargs else env
     if not isinstance(env, str) or not env:
-        raise RangeError(f"env must be a Gymnasium id, a 'module:Class' string or a zero-argument callable; got {env!r}")
+        raise RangeError(
+            f"env must be a Gymnasium id, a 'module:Class' string or a zero-argument callable; got {env!r}"
+        )
     if ":" not in env:
         return functools.partial(gym.make, env, **kwargs)
     module_name, _, attr = env.partition(":")
@@ -69,7 +71,9 @@ def env_factory(env: EnvSource, env_kwargs: Mapping[str, Any] | None = None) -> 
     if target is None:
         if attr in gym.registry:  # Gymnasium's "module:EnvId": the import registered the id
             return functools.partial(gym.make, attr, **kwargs)
-        raise RangeError(f"env {env!r}: module {module_name!r} has no attribute {attr!r} and {attr!r} is not a registered Gymnasium id")
+        raise RangeError(
+            f"env {env!r}: module {module_name!r} has no attribute {attr!r} and {attr!r} is not a registered Gymnasium id"
+        )
     if not callable(target):
         raise RangeError(f"env {env!r}: {attr!r} must be an environment class or factory; got {type(target).__name__}")
     return functools.partial(target, **kwargs)
@@ -141,8 +145,14 @@ def make_env(
         wrapper_class, wrapper_kwargs = wrap, {}
     # make_vec_env puts Monitor directly on the environment and the wrapper outside it, so the
     # Monitor's episode returns are true returns whatever the agent trains on.
-    venv: VecEnv = make_vec_env(env_factory(env, env_kwargs), n_envs=n_envs, seed=seed, wrapper_class=wrapper_class,
-                                wrapper_kwargs=wrapper_kwargs, vec_env_cls=DummyVecEnv)
+    venv: VecEnv = make_vec_env(
+        env_factory(env, env_kwargs),
+        n_envs=n_envs,
+        seed=seed,
+        wrapper_class=wrapper_class,
+        wrapper_kwargs=wrapper_kwargs,
+        vec_env_cls=DummyVecEnv,
+    )
     if vec_env_wrapper is not None:
         try:
             venv = vec_env_wrapper(venv)

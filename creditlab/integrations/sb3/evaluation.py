@@ -78,8 +78,14 @@ class TrajectoryRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._rew.append(float(reward))
         self._infos.append(info)
         if terminated or truncated:
-            self.finished.append({"obs": np.stack(self._obs), "act": np.stack(self._act),
-                                  "rewards": np.asarray(self._rew), "infos": list(self._infos)})
+            self.finished.append(
+                {
+                    "obs": np.stack(self._obs),
+                    "act": np.stack(self._act),
+                    "rewards": np.asarray(self._rew),
+                    "infos": list(self._infos),
+                }
+            )
         return obs, reward, terminated, truncated, info
 
 
@@ -148,8 +154,14 @@ class Evaluator:
             return rec
 
         n = min(episodes, 10) if n_envs is None else n_envs
-        self.env = make_env(env, n_envs=n, reward="dense", seed=self.seed, env_kwargs=env_kwargs,
-                            env_wrapper=record if trajectories else None)
+        self.env = make_env(
+            env,
+            n_envs=n,
+            reward="dense",
+            seed=self.seed,
+            env_kwargs=env_kwargs,
+            env_wrapper=record if trajectories else None,
+        )
         if normalize_observations:
             self.env = VecNormalize(self.env, training=False, norm_obs=True, norm_reward=False)
 
@@ -164,8 +176,9 @@ class Evaluator:
         for rec in self._recorders or ():
             rec.clear()
         self.env.seed(self.seed)  # same start states at every checkpoint
-        returns, lengths = evaluate_policy(model, self.env, n_eval_episodes=self.episodes, deterministic=True,
-                                           return_episode_rewards=True, warn=False)
+        returns, lengths = evaluate_policy(
+            model, self.env, n_eval_episodes=self.episodes, deterministic=True, return_episode_rewards=True, warn=False
+        )
         episodes = None
         if self._recorders is not None:
             n = len(self._recorders)
@@ -188,8 +201,14 @@ class EvaluationCallback(BaseCallback):
     ``eval/mean_ep_length`` like SB3's ``EvalCallback``.
     """
 
-    def __init__(self, evaluator: Evaluator, every: int, *, at_start: bool = True,
-                 on_evaluation: Callable[[Evaluation, Any], None] | None = None):
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        every: int,
+        *,
+        at_start: bool = True,
+        on_evaluation: Callable[[Evaluation, Any], None] | None = None,
+    ):
         super().__init__(0)
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise RangeError(f"every must be an int >= 0 (0: only at the end); got {every!r}")

@@ -121,7 +121,9 @@ class ExplorationBonusCallback(BaseCallback):
         elif bonus_params:
             raise RangeError("bonus_params are for a bonus given by name; this bonus is already built")
         if bonus is not None and not isinstance(bonus, ExplorationBonus):
-            raise DtypeError(f"bonus must be an ExplorationBonus, a registered name or None; got {type(bonus).__name__}")
+            raise DtypeError(
+                f"bonus must be an ExplorationBonus, a registered name or None; got {type(bonus).__name__}"
+            )
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
             raise RangeError(f"beta must be a finite number >= 0; got {beta!r}")
         if key not in _KEY_SOURCES:
@@ -203,7 +205,9 @@ class ExplorationBonusCallback(BaseCallback):
                 "the credit relabel must happen first, then the bonus is added"
             )
 
-    def _initial_keys(self, obs: np.ndarray, infos: list[dict[str, Any]], which: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _initial_keys(
+        self, obs: np.ndarray, infos: list[dict[str, Any]], which: np.ndarray, keys: np.ndarray
+    ) -> np.ndarray:
         """Keys of the reset states of the envs in ``which`` (the others keep ``keys``)."""
         out = keys.copy()
         idx = np.nonzero(which)[0]
@@ -212,14 +216,18 @@ class ExplorationBonusCallback(BaseCallback):
         if self._key_from_info:
             for i in idx:
                 if STATE_KEY_INFO not in infos[i]:
-                    raise RangeError(f"env {i} reset without info[{STATE_KEY_INFO!r}]; wrap every env copy in StateKeyWrapper")
+                    raise RangeError(
+                        f"env {i} reset without info[{STATE_KEY_INFO!r}]; wrap every env copy in StateKeyWrapper"
+                    )
                 out[i] = int(infos[i][STATE_KEY_INFO])
         else:
             out[idx] = observation_keys(obs[idx])
         return out
 
     def _on_rollout_start(self) -> None:
-        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "keys", "next_keys", "actions", "starts", "dones")}
+        self._rows: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("obs", "next_obs", "keys", "next_keys", "actions", "starts", "dones")
+        }
         self._finished_unique: list[int] = []
 
     # ------------------------------------------------------------ per step
@@ -243,7 +251,9 @@ class ExplorationBonusCallback(BaseCallback):
             try:
                 next_keys = np.fromiter((int(info[STATE_KEY_INFO]) for info in infos), dtype=np.int64, count=n)
             except KeyError:
-                raise RangeError(f"a step info lacks {STATE_KEY_INFO!r}; wrap every env copy in StateKeyWrapper") from None
+                raise RangeError(
+                    f"a step info lacks {STATE_KEY_INFO!r}; wrap every env copy in StateKeyWrapper"
+                ) from None
         else:
             next_keys = observation_keys(next_obs)
         rows = self._rows
@@ -254,7 +264,9 @@ class ExplorationBonusCallback(BaseCallback):
         if self._discrete:
             rows["actions"].append(np.asarray(loc["actions"]).reshape(n).astype(np.int64))
         elif self._continuous:  # the executed (clipped) action
-            rows["actions"].append(np.asarray(loc.get("clipped_actions", loc["actions"]), dtype=np.float32).reshape(n, -1))
+            rows["actions"].append(
+                np.asarray(loc.get("clipped_actions", loc["actions"]), dtype=np.float32).reshape(n, -1)
+            )
         rows["starts"].append(self._starts)
         rows["dones"].append(dones)
         # unique-state bookkeeping
@@ -313,12 +325,14 @@ class ExplorationBonusCallback(BaseCallback):
             buf.rewards[:] = total.astype(buf.rewards.dtype)
             if self.recompute_advantages:
                 buf.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])
-            metrics.update({
-                "exploration/bonus_mean": float(raw.mean()),
-                "exploration/bonus_max": float(raw.max()),
-                "exploration/bonus_std": float(moments_std(self.moments)),
-                "exploration/intrinsic_mean": float(intrinsic.mean()),
-            })
+            metrics.update(
+                {
+                    "exploration/bonus_mean": float(raw.mean()),
+                    "exploration/bonus_max": float(raw.max()),
+                    "exploration/bonus_std": float(moments_std(self.moments)),
+                    "exploration/intrinsic_mean": float(intrinsic.mean()),
+                }
+            )
         self.total_seconds += time.perf_counter() - t0
         wall = time.perf_counter() - self._train_start
         metrics["exploration/seconds"] = self.total_seconds

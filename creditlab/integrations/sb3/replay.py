@@ -73,7 +73,9 @@ class CreditReplayBuffer(ReplayBuffer):
         if optimize_memory_usage:
             raise RangeError("CreditReplayBuffer needs next observations stored: use optimize_memory_usage=False")
         check_spaces(observation_space, action_space)
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs, False, handle_timeout_termination)
+        super().__init__(
+            buffer_size, observation_space, action_space, device, n_envs, False, handle_timeout_termination
+        )
         self.assigner = make_assigner(assigner) if isinstance(assigner, str) else assigner
         self.update_ratio = float(update_ratio)
         self.reward_scale = float(reward_scale)
@@ -150,7 +152,9 @@ class CreditReplayBuffer(ReplayBuffer):
         pos = (self._ep_start[ids][:, None] + np.minimum(ar[None, :], lens[:, None] - 1)) % self.buffer_size
         return pos, np.broadcast_to(self._ep_env[ids][:, None], pos.shape), mask
 
-    def _episodes(self, ids: np.ndarray, *, with_outcomes: bool = True) -> tuple[Episodes, np.ndarray, np.ndarray, np.ndarray]:
+    def _episodes(
+        self, ids: np.ndarray, *, with_outcomes: bool = True
+    ) -> tuple[Episodes, np.ndarray, np.ndarray, np.ndarray]:
         pos, env, mask = self._positions(ids)
         rewards = np.where(mask, self.rewards[pos, env], 0.0)
         ep = Episodes.from_padded(
@@ -167,7 +171,9 @@ class CreditReplayBuffer(ReplayBuffer):
     def _actions(self, pos: np.ndarray, env: np.ndarray) -> np.ndarray:
         a = self.actions[pos, env]
         if isinstance(self.action_space, spaces.Discrete):
-            return encode_actions(a.reshape(-1), self.action_space, a.size // max(self.action_dim, 1)).reshape(*pos.shape, -1)
+            return encode_actions(a.reshape(-1), self.action_space, a.size // max(self.action_dim, 1)).reshape(
+                *pos.shape, -1
+            )
         return a.reshape(*pos.shape, -1).astype(np.float32)
 
     def _fit(self) -> None:
@@ -184,7 +190,9 @@ class CreditReplayBuffer(ReplayBuffer):
                 true = np.where(m, self.true_rewards[pos, env], 0.0)
                 if not np.isnan(true).any():
                     out = self.assigner.assign(fit_eps)
-                    metrics.update(credit_quality(np.asarray(out.rewards), true, m, returns=self._ep_return[ids]).metrics)
+                    metrics.update(
+                        credit_quality(np.asarray(out.rewards), true, m, returns=self._ep_return[ids]).metrics
+                    )
         n_updates = int(self._update_credit + 1e-9)
         self._update_credit -= n_updates
         if fit_eps is not None or n_updates:
@@ -211,7 +219,9 @@ class CreditReplayBuffer(ReplayBuffer):
             batch_inds, env_inds = np.unravel_index(pick, self.valid.shape)
             ids, inverse = np.unique(self.ep_ids[batch_inds, env_inds], return_inverse=True)
             eps, _, _, _ = self._episodes(ids)
-            rewards = np.asarray(self.assigner.assign(eps).rewards)[inverse.reshape(-1), self.step_idx[batch_inds, env_inds]]
+            rewards = np.asarray(self.assigner.assign(eps).rewards)[
+                inverse.reshape(-1), self.step_idx[batch_inds, env_inds]
+            ]
         else:
             upper = self.buffer_size if self.full else self.pos
             batch_inds = np.random.randint(0, upper, size=batch_size)
@@ -219,7 +229,9 @@ class CreditReplayBuffer(ReplayBuffer):
             obs = self.observations[batch_inds, env_inds].reshape(batch_size, 1, -1).astype(np.float32)
             nobs = self.next_observations[batch_inds, env_inds].reshape(batch_size, 1, -1).astype(np.float32)
             acts = self._actions(batch_inds[:, None], env_inds[:, None])
-            eps = Episodes.from_padded(np.zeros((batch_size, 1), np.float32), observations=obs, actions=acts, next_observations=nobs)
+            eps = Episodes.from_padded(
+                np.zeros((batch_size, 1), np.float32), observations=obs, actions=acts, next_observations=nobs
+            )
             rewards = np.asarray(self.assigner.assign(eps).rewards)[:, 0]
         data = (
             self._normalize_obs(self.observations[batch_inds, env_inds, :], env),
@@ -231,4 +243,3 @@ class CreditReplayBuffer(ReplayBuffer):
         self.total_seconds += time.perf_counter() - t0
         self.metrics["credit/seconds"] = self.total_seconds
         return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
-

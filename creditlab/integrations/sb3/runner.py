@@ -141,7 +141,10 @@ class RunConfig:
             raise RangeError(f"RunConfig.gamma must be in [0, 1]; got {self.gamma!r}")
         if self.update_ratio is not None and not float(self.update_ratio) >= 0:
             raise RangeError(f"RunConfig.update_ratio must be >= 0 or None; got {self.update_ratio!r}")
-        if not (self.reward_scale in ("running", "none") or (isinstance(self.reward_scale, (int, float)) and not isinstance(self.reward_scale, bool))):
+        if not (
+            self.reward_scale in ("running", "none")
+            or (isinstance(self.reward_scale, (int, float)) and not isinstance(self.reward_scale, bool))
+        ):
             raise RangeError(f"RunConfig.reward_scale must be 'running', 'none' or a number; got {self.reward_scale!r}")
         if self.unassigned not in ("mean", "observed"):
             raise RangeError(f"RunConfig.unassigned must be 'mean' or 'observed'; got {self.unassigned!r}")
@@ -218,8 +221,14 @@ class RunResult(NamedTuple):
 SB3RunResult = RunResult
 
 # Credit-history keys averaged into a run's metrics (mean over training and over its last quarter).
-_HISTORY_KEYS = ("quality/pearson", "quality/spearman", "quality/pearson_pooled", "quality/decomposition_error",
-                 "credit/frac_unassigned", "credit/loss")
+_HISTORY_KEYS = (
+    "quality/pearson",
+    "quality/spearman",
+    "quality/pearson_pooled",
+    "quality/decomposition_error",
+    "credit/frac_unassigned",
+    "credit/loss",
+)
 
 
 def history_metrics(history: Sequence[Mapping[str, float]], seconds: float) -> dict[str, float]:
@@ -241,7 +250,7 @@ def history_metrics(history: Sequence[Mapping[str, float]], seconds: float) -> d
         vals = [float(h[key]) for h in history if key in h and np.isfinite(h[key])]
         if vals:
             out[key] = float(np.mean(vals))
-            out[key + "_last"] = float(np.mean(vals[-max(1, len(vals) // 4):]))
+            out[key + "_last"] = float(np.mean(vals[-max(1, len(vals) // 4) :]))
     if "quality/pearson" in out:
         out["credit/corr_hidden"] = out["quality/pearson"]
     updates = [float(h["credit/updates"]) for h in history if "credit/updates" in h]
@@ -276,20 +285,33 @@ def _config_assigner(config: RunConfig) -> CreditAssigner | None:
     return make_assigner(config.assigner, **params)
 
 
-def _build_model(config: RunConfig, env: VecEnv, assigner: CreditAssigner | None) -> tuple[Any, CreditAssignmentCallback | None, list[BaseCallback]]:
+def _build_model(
+    config: RunConfig, env: VecEnv, assigner: CreditAssigner | None
+) -> tuple[Any, CreditAssignmentCallback | None, list[BaseCallback]]:
     """The SB3 model with the credit assigner attached: (model, PPO credit callback or None, credit callbacks)."""
     from stable_baselines3 import PPO, SAC
 
     kwargs = dict(config.algo_kwargs)
-    common = dict(gamma=config.gamma, seed=config.seed, verbose=config.verbose, device=config.device, tensorboard_log=config.tensorboard_log)
+    common = dict(
+        gamma=config.gamma,
+        seed=config.seed,
+        verbose=config.verbose,
+        device=config.device,
+        tensorboard_log=config.tensorboard_log,
+    )
     if config.algo == "ppo":
         kwargs.setdefault("n_steps", max(2048 // config.n_envs, 1))
         credit_cb = None
         if assigner is not None:
             ratio = 1 / 32 if config.update_ratio is None else config.update_ratio
-            credit_cb = CreditAssignmentCallback(assigner, update_ratio=ratio, reward_scale=config.reward_scale,
-                                                 unassigned=config.unassigned, recompute_advantages=False,
-                                                 torch_threads=config.torch_threads)
+            credit_cb = CreditAssignmentCallback(
+                assigner,
+                update_ratio=ratio,
+                reward_scale=config.reward_scale,
+                unassigned=config.unassigned,
+                recompute_advantages=False,
+                torch_threads=config.torch_threads,
+            )
         model = PPO(config.policy, env, **common, **kwargs)
         return model, credit_cb, [credit_cb] if credit_cb is not None else []
     cbs: list[BaseCallback] = []
@@ -299,8 +321,12 @@ def _build_model(config: RunConfig, env: VecEnv, assigner: CreditAssigner | None
         ratio = 1.0 if config.update_ratio is None else config.update_ratio
         scale = 1.0 if isinstance(config.reward_scale, str) else float(config.reward_scale)
         kwargs["replay_buffer_class"] = CreditReplayBuffer
-        kwargs["replay_buffer_kwargs"] = {"assigner": assigner, "update_ratio": ratio, "reward_scale": scale,
-                                          "torch_threads": config.torch_threads}
+        kwargs["replay_buffer_kwargs"] = {
+            "assigner": assigner,
+            "update_ratio": ratio,
+            "reward_scale": scale,
+            "torch_threads": config.torch_threads,
+        }
         cbs.append(CreditMetricsCallback())
     return SAC(config.policy, env, **common, **kwargs), None, cbs
 
@@ -357,22 +383,40 @@ def train(
             env = envs.train_env(config, vec_env_wrapper)
             evaluator = envs.evaluator(config)
         else:
-            env = make_env(config.env_id, n_envs=config.n_envs, reward=config.reward, seed=config.seed, env_kwargs=config.env_kwargs,
-                           normalize_observations=config.normalize_observations, normalize_rewards=config.normalize_rewards,
-                           gamma=config.gamma, vec_env_wrapper=vec_env_wrapper)
-            evaluator = Evaluator(config.env_id, episodes=config.eval_episodes, seed=config.seed + 10_000, env_kwargs=config.env_kwargs,
-                                  normalize_observations=config.normalize_observations, trajectories=config.eval_trajectories)
+            env = make_env(
+                config.env_id,
+                n_envs=config.n_envs,
+                reward=config.reward,
+                seed=config.seed,
+                env_kwargs=config.env_kwargs,
+                normalize_observations=config.normalize_observations,
+                normalize_rewards=config.normalize_rewards,
+                gamma=config.gamma,
+                vec_env_wrapper=vec_env_wrapper,
+            )
+            evaluator = Evaluator(
+                config.env_id,
+                episodes=config.eval_episodes,
+                seed=config.seed + 10_000,
+                env_kwargs=config.env_kwargs,
+                normalize_observations=config.normalize_observations,
+                trajectories=config.eval_trajectories,
+            )
         if assigner is None:
             assigner = _config_assigner(config)
         model, credit_cb, credit_cbs = _build_model(config, env, assigner)
         if logger is not None:
             model.set_logger(logger)
-        eval_cb = EvaluationCallback(evaluator, config.eval_every, at_start=config.eval_at_start, on_evaluation=on_evaluation)
+        eval_cb = EvaluationCallback(
+            evaluator, config.eval_every, at_start=config.eval_at_start, on_evaluation=on_evaluation
+        )
         log_cb = _EpisodeLog()
         user = list(callbacks)
         cbs: list[BaseCallback] = [eval_cb, log_cb, *credit_cbs, *user]
         recompute = None
-        if config.algo == "ppo" and (credit_cb is not None or any(getattr(cb, "edits_rollout_rewards", False) for cb in user)):
+        if config.algo == "ppo" and (
+            credit_cb is not None or any(getattr(cb, "edits_rollout_rewards", False) for cb in user)
+        ):
             for cb in user:  # editors leave GAE to the one recomputation after all of them
                 if getattr(cb, "edits_rollout_rewards", False) and hasattr(cb, "recompute_advantages"):
                     cb.recompute_advantages = False
