@@ -57,9 +57,11 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkab
 import numpy as np
 import torch
 
+from .._arrays import Backend
 from ..atomic import write_bytes
 from ..episodes import Episodes
 from ..errors import DtypeError, EmptyBatchError, RangeError, ShapeError
+from ..outputs import RewardOutput
 
 __all__ = [
     "AssignerConfig",
@@ -281,6 +283,15 @@ def episode_arrays(episodes: Episodes) -> EpisodeArrays:
         truncated=_np(episodes.truncated).astype(bool),
         rewards=rewards,
     )
+
+
+def reward_output(episodes: Episodes, arrays: EpisodeArrays, out: RewardOutput) -> RewardOutput:
+    """``out`` (NumPy credit from a pure function) in the batch's backend (NumPy, or torch on the
+    batch's device) and reward dtype (float64 when the batch's rewards are not floating point)."""
+    dtype = arrays.rewards.dtype if arrays.rewards.dtype.kind == "f" else np.float64
+    backend = Backend.of(episodes.rewards)
+    rewards = torch.from_numpy(np.asarray(out.rewards).astype(dtype))
+    return RewardOutput(backend.out(rewards), out.metrics, backend.out(torch.from_numpy(np.asarray(out.present))))
 
 
 def complete_episodes(arrays: EpisodeArrays, *, include_truncated: bool) -> tuple[np.ndarray, dict[str, float]]:

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from .._arrays import Backend
 from ..episodes import Episodes
 from ..errors import ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
-from .base import AssignerConfig, ConfiguredAssigner, complete_episodes, episode_arrays
+from .base import AssignerConfig, ConfiguredAssigner, complete_episodes, episode_arrays, reward_output
 
 __all__ = ["ircr_rewards", "IRCRConfig", "IRCRAssigner"]
 
@@ -177,13 +175,7 @@ class IRCRAssigner(ConfiguredAssigner):
             has_return=arr.has_return,
             degenerate_value=self.config.degenerate_value,
         )
-        dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
-        backend = Backend.of(episodes.rewards)
-        return RewardOutput(
-            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
-            out.metrics,
-            backend.out(torch.from_numpy(out.present)),
-        )
+        return reward_output(episodes, arr, out)
 
     def state_dict(self) -> dict[str, Any]:
         return {

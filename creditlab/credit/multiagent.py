@@ -69,12 +69,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .._arrays import Backend
 from ..episodes import Episodes
 from ..errors import DataFormatError, ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
-from .base import AssignerConfig, ConfiguredAssigner, episode_arrays
+from .base import AssignerConfig, ConfiguredAssigner, episode_arrays, reward_output
 from .decomposition import LaReAssigner, LaReConfig, RDAssigner, RDConfig, RRDAssigner, RRDConfig
 from .learned import STEP_NEEDS
 
@@ -368,13 +367,7 @@ class TeamUniformAssigner(ConfiguredAssigner):
         out = team_uniform_rewards(
             arr.returns, arr.mask, gid, team_return=self.config.team_return, has_return=arr.has_return
         )
-        dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
-        backend = Backend.of(episodes.rewards)
-        return RewardOutput(
-            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
-            out.metrics,
-            backend.out(torch.from_numpy(out.present)),
-        )
+        return reward_output(episodes, arr, out)
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.saved_config()}

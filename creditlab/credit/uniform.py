@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from .._arrays import Backend
 from ..episodes import Episodes
 from ..errors import ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
-from .base import AssignerConfig, ConfiguredAssigner, episode_arrays
+from .base import AssignerConfig, ConfiguredAssigner, episode_arrays, reward_output
 
 __all__ = ["uniform_rewards", "UniformConfig", "UniformAssigner"]
 
@@ -87,13 +85,7 @@ class UniformAssigner(ConfiguredAssigner):
     def assign(self, episodes: Episodes) -> RewardOutput:
         arr = episode_arrays(episodes)
         out = uniform_rewards(arr.returns, arr.mask, has_return=arr.has_return)
-        dtype = arr.rewards.dtype if arr.rewards.dtype.kind == "f" else np.float64
-        backend = Backend.of(episodes.rewards)
-        return RewardOutput(
-            backend.out(torch.from_numpy(out.rewards.astype(dtype))),
-            out.metrics,
-            backend.out(torch.from_numpy(out.present)),
-        )
+        return reward_output(episodes, arr, out)
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.saved_config()}
