@@ -39,7 +39,7 @@ Torch threads
     The assigner's ``fit`` and ``assign`` run with ``torch_threads`` threads (default 1; the
     caller's setting is restored right after). The reward models are small MLPs/LSTMs on
     batches of a few thousand steps: more threads only add synchronization, and on a loaded
-    machine PyTorch's default (one thread per core) can make a run 10x slower (docs/speed.md,
+    machine PyTorch's default (one thread per core) made a PPO + RRD run 5.7x slower (docs/speed.md,
     "Threads"). ``torch_threads=None`` leaves the setting alone. The algorithm's own updates run
     with the process's setting: call ``torch.set_num_threads(1)`` before ``learn`` for small
     policies (what :func:`~creditlab.integrations.sb3.train` does with ``RunConfig.torch_threads``).
