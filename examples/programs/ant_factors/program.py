@@ -7,11 +7,11 @@ import numpy as np
 
 
 def evaluation_func(observation, action):
-    height = observation[:, 0:1]  # z of the torso
-    forward_velocity = observation[:, 13:14]  # torso velocity along x
+    height = observation[:, 0:1]                      # z of the torso
+    forward_velocity = observation[:, 13:14]          # torso velocity along x
     sideways_speed = np.abs(observation[:, 14:15])
     healthy = ((height >= 0.2) & (height <= 1.0)).astype(np.float64)
-    effort = np.sum(action**2, axis=1, keepdims=True)
-    contact = np.sum(observation[:, 27:105] ** 2, axis=1, keepdims=True)  # external contact forces
-    upright = observation[:, 1:2]  # w of the torso orientation quaternion (1 = level)
+    effort = np.sum(action ** 2, axis=1, keepdims=True)
+    contact = np.sum(observation[:, 27:105] ** 2, axis=1, keepdims=True)   # external contact forces
+    upright = observation[:, 1:2]                     # w of the torso orientation quaternion (1 = level)
     return [forward_velocity, healthy, effort, contact, sideways_speed, height, upright]

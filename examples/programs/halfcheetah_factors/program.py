@@ -7,9 +7,9 @@ import numpy as np
 
 
 def evaluation_func(observation, action):
-    forward_velocity = observation[:, 8:9]  # velocity of the front tip along x
-    effort = np.sum(action**2, axis=1, keepdims=True)
-    body_pitch = np.abs(observation[:, 1:2])  # angle of the front tip (flipping over is bad)
-    vertical_speed = np.abs(observation[:, 9:10])  # bouncing wastes energy
+    forward_velocity = observation[:, 8:9]           # velocity of the front tip along x
+    effort = np.sum(action ** 2, axis=1, keepdims=True)
+    body_pitch = np.abs(observation[:, 1:2])         # angle of the front tip (flipping over is bad)
+    vertical_speed = np.abs(observation[:, 9:10])    # bouncing wastes energy
     pitch_rate = np.abs(observation[:, 10:11])
     return [forward_velocity, effort, body_pitch, vertical_speed, pitch_rate]

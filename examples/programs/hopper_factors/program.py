@@ -12,5 +12,5 @@ def evaluation_func(observation, action):
     vertical_speed = np.abs(observation[:, 6:7])
     torso_spin = np.abs(observation[:, 7:8])
     upright = ((height > 0.7) & (np.abs(torso_angle) < 0.2)).astype(np.float64)
-    effort = np.sum(action**2, axis=1, keepdims=True)
+    effort = np.sum(action ** 2, axis=1, keepdims=True)
     return [forward_velocity, upright, effort, height, np.abs(torso_angle), vertical_speed, torso_spin]

@@ -14,6 +14,6 @@ def compute_reward(observation, action, next_observation):
     upright = np.exp(-np.abs(angle) / angle_temperature)
     speed_temperature = 4.0
     calm = np.exp(-np.abs(speed) / speed_temperature) * upright
-    effort = -0.001 * np.sum(action**2, axis=1)
+    effort = -0.001 * np.sum(action ** 2, axis=1)
     reward = upright + 0.5 * calm + effort
     return reward, {"upright": upright, "calm": calm, "effort": effort}

@@ -11,6 +11,6 @@ def evaluation_func(observation, action):
     torso_angle = observation[:, 1:2]
     forward_velocity = observation[:, 8:9]
     upright = ((height > 0.8) & (height < 2.0) & (np.abs(torso_angle) < 1.0)).astype(np.float64)
-    effort = np.sum(action**2, axis=1, keepdims=True)
+    effort = np.sum(action ** 2, axis=1, keepdims=True)
     vertical_speed = np.abs(observation[:, 9:10])
     return [forward_velocity, upright, effort, height, np.abs(torso_angle), vertical_speed]
