@@ -84,7 +84,9 @@ def make_minigrid_env(
     env = gym.make(env_id, **dict(env_kwargs or {}))
     env = ContextSetWrapper(env, context_seeds(num_contexts, context_seed), mode=mode, rng_seed=context_seed)
     env = StateKeyWrapper(ImgObsWrapper(env), key)
-    env = gym.wrappers.TransformObservation(env, lambda o: o.astype(np.float32), _float_box(env.observation_space))
+    image_space = env.observation_space
+    assert isinstance(image_space, gym.spaces.Box), f"ImgObsWrapper observes a Box image; got {image_space}"
+    env = gym.wrappers.TransformObservation(env, lambda o: o.astype(np.float32), _float_box(image_space))
     return gym.wrappers.FlattenObservation(env)
 
 

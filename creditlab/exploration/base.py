@@ -94,7 +94,19 @@ class Transitions(NamedTuple):
     @property
     def shape(self) -> tuple[int, int]:
         """``(T, E)``."""
-        return tuple(self.starts.shape)  # type: ignore[return-value]
+        return tuple(self.starts.shape)
+
+    @property
+    def states_reached(self) -> np.ndarray:
+        """float32[T, E, D] -- ``next_observations``, which every bonus that reads observations has.
+
+        :meth:`ExplorationBonus.compute` and :meth:`~ExplorationBonus.fit` check it (a named error)
+        before the bonus's hooks run, so inside them it is never None.
+        """
+        assert self.next_observations is not None, (
+            "Transitions.next_observations is None; a bonus with uses_observations checks it in _prepare"
+        )
+        return self.next_observations
 
     def valid(self) -> np.ndarray:
         """bool[T, E] -- the mask, or all True."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RangeError
+from ..errors import RangeError, ShapeError
 from ..registry import register_method
 from .base import ExplorationBonus, Transitions
 from .functional import EPISODIC_MODES, episodic_count_bonus, global_count_bonus
@@ -27,6 +27,17 @@ from .functional import EPISODIC_MODES, episodic_count_bonus, global_count_bonus
 __all__ = ["EpisodicCountBonus", "GlobalCountBonus", "episodic_visit_counts", "global_visit_counts"]
 
 _NEEDS = ("observations|extras.next_state_keys", "next_observations?", "extras.state_keys?", "extras.next_state_keys?")
+
+
+def _key_lists(tr: Transitions) -> tuple[list[list[int]], list[list[int]]]:
+    """``keys`` and ``next_keys`` of ``tr`` as nested lists (the count loops run in Python)."""
+    if tr.keys is None or tr.next_keys is None:
+        missing = [name for name in ("keys", "next_keys") if getattr(tr, name) is None]
+        raise ShapeError(
+            f"visit counts need keys and next_keys (int64[T, E]); got None for {missing} "
+            "(transitions.with_keys() fills them from observation hashes)"
+        )
+    return tr.keys.tolist(), tr.next_keys.tolist()
 
 
 def episodic_visit_counts(tr: Transitions, memory: list[dict[int, int]]) -> np.ndarray:
@@ -47,7 +58,7 @@ def episodic_visit_counts(tr: Transitions, memory: list[dict[int, int]]) -> np.n
         [1, 2, 1]
     """
     t_len, e_len = tr.shape
-    keys, next_keys = tr.keys.tolist(), tr.next_keys.tolist()
+    keys, next_keys = _key_lists(tr)
     starts, valid = tr.starts.tolist(), tr.valid().tolist()
     out = [[0] * e_len for _ in range(t_len)]
     for t in range(t_len):
@@ -81,7 +92,7 @@ def global_visit_counts(tr: Transitions, table: dict[int, int]) -> np.ndarray:
         ([[1, 2]], {1: 2, 2: 2})
     """
     t_len, e_len = tr.shape
-    keys, next_keys = tr.keys.tolist(), tr.next_keys.tolist()
+    keys, next_keys = _key_lists(tr)
     starts, valid = tr.starts.tolist(), tr.valid().tolist()
     out = [[0] * e_len for _ in range(t_len)]
     for t in range(t_len):

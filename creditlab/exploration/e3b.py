@@ -146,14 +146,37 @@ class E3BBonus(ExplorationBonus):
         cfg = self.config
         seed = None if cfg.seed is None else cfg.seed + 1
         out = self.num_actions if self.action_dim is None else self.action_dim
+        assert out is not None, "E3B: the action count (or size) is fixed before the inverse model is built"
         self.inverse = build_seeded(seed, lambda: make_mlp(2 * cfg.embed_dim, cfg.inverse_hidden, out))
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the encoder and the inverse-dynamics model."""
+        return torch.optim.Adam([*self.built_encoder.parameters(), *self.built_inverse.parameters()], lr=self.config.lr)
+
+    @property
+    def built_encoder(self) -> torch.nn.Module:
+        """``encoder``, which exists once the first batch (or a loaded checkpoint) fixed the observation size."""
+        assert self.encoder is not None, "E3B: the encoder is built on the first batch"
+        return self.encoder
+
+    @property
+    def built_inverse(self) -> torch.nn.Module:
+        """``inverse``, the inverse-dynamics model, which exists once the first :meth:`fit` fixed the actions."""
+        assert self.inverse is not None, "E3B: the inverse-dynamics model is built on the first fit"
+        return self.inverse
+
+    @property
+    def built_optimizer(self) -> torch.optim.Optimizer:
+        """``optimizer``, built with the inverse-dynamics model on the first :meth:`fit`."""
+        assert self.optimizer is not None, "E3B: the optimizer is built on the first fit"
+        return self.optimizer
 
     def embed(self, observations: np.ndarray) -> torch.Tensor:
         """float32[N, d] embeddings of observations ``[N, ...]`` (no autograd)."""
         x = np.asarray(observations, dtype=np.float32)
         x = x.reshape(x.shape[0], -1)
         self._build(x.shape[1])
-        return inference(self.encoder, self.norm(x))
+        return inference(self.built_encoder, self.norm(x))
 
     # ------------------------------------------------------------------ bonus
 
@@ -164,7 +187,7 @@ class E3BBonus(ExplorationBonus):
     def _compute(self, tr: Transitions, memory: Any) -> tuple[np.ndarray, dict[str, float]]:
         t_len, e_len = tr.shape
         valid = tr.valid()
-        phi_next = self.embed(tr.next_observations.reshape(t_len * e_len, -1)).reshape(t_len, e_len, -1)
+        phi_next = self.embed(tr.states_reached.reshape(t_len * e_len, -1)).reshape(t_len, e_len, -1)
         starts = tr.starts & valid
         if starts.any():
             if tr.observations is None:
@@ -191,13 +214,14 @@ class E3BBonus(ExplorationBonus):
         if tr.observations is None or tr.actions is None:
             raise ShapeError("e3b.fit needs observations, actions and next_observations (s_t, a_t, s_{t+1})")
         valid = tr.valid().reshape(-1)
-        d = tr.next_observations.shape[-1]
+        d = tr.states_reached.shape[-1]
         x0 = tr.observations.reshape(-1, d)[valid]
-        x1 = tr.next_observations.reshape(-1, d)[valid]
+        x1 = tr.states_reached.reshape(-1, d)[valid]
         discrete = tr.actions.dtype.kind == "i"
         acts = tr.actions.reshape(-1)[valid] if discrete else tr.actions.reshape(-1, tr.actions.shape[-1])[valid]
         self._build(d)
         self._bind_actions(acts, discrete)
+        encoder, inverse = self.built_encoder, self.built_inverse
         self.norm.update(np.concatenate([x0, x1]))
         z0, z1 = self.norm(x0), self.norm(x1)
         a = torch.from_numpy(acts)
@@ -205,7 +229,7 @@ class E3BBonus(ExplorationBonus):
 
         def loss_fn(idx: np.ndarray):
             i = torch.from_numpy(idx)
-            pred = self.inverse(torch.cat([self.encoder(z0[i]), self.encoder(z1[i])], dim=-1))
+            pred = inverse(torch.cat([encoder(z0[i]), encoder(z1[i])], dim=-1))
             loss = loss_of(pred, a[i])
             metrics = {"exploration/embedding_loss": float(loss.detach())}
             if discrete:
@@ -214,7 +238,7 @@ class E3BBonus(ExplorationBonus):
 
         n = self.config.updates_per_fit if num_updates is None else num_updates
         return train_minibatches(
-            loss_fn, self.optimizer, x0.shape[0], num_updates=n, batch_size=self.config.batch_size, rng=self.rng
+            loss_fn, self.built_optimizer, x0.shape[0], num_updates=n, batch_size=self.config.batch_size, rng=self.rng
         )
 
     def _bind_actions(self, acts: np.ndarray, discrete: bool) -> None:
@@ -234,9 +258,7 @@ class E3BBonus(ExplorationBonus):
             self.action_dim = int(acts.shape[1])
         if self.inverse is None:
             self._build_inverse()
-            self.optimizer = torch.optim.Adam(
-                [*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr
-            )
+            self.optimizer = self._new_optimizer()
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -260,11 +282,9 @@ class E3BBonus(ExplorationBonus):
         self.obs_dim = self.encoder = self.inverse = self.optimizer = None
         if state["obs_dim"] is not None:
             self._build(int(state["obs_dim"]))
-            self.encoder.load_state_dict(state["encoder"])
+            self.built_encoder.load_state_dict(state["encoder"])
             if state["inverse"] is not None:
                 self._build_inverse()
-                self.inverse.load_state_dict(state["inverse"])
-                self.optimizer = torch.optim.Adam(
-                    [*self.encoder.parameters(), *self.inverse.parameters()], lr=self.config.lr
-                )
+                self.built_inverse.load_state_dict(state["inverse"])
+                self.optimizer = self._new_optimizer()
                 self.optimizer.load_state_dict(state["optimizer"])

@@ -283,7 +283,9 @@ class RunningMoments(NamedTuple):
         m2: sum of squared deviations from the mean (float64, same shape as ``mean``).
     """
 
-    count: float = 0.0
+    # the field shadows tuple.count, which mypy reports as an incompatible override; renaming the
+    # public field is the only other way out (python/mypy#3950), so this one error is silenced
+    count: float = 0.0  # type: ignore[assignment]
     mean: Any = 0.0
     m2: Any = 0.0
 

@@ -86,26 +86,36 @@ class _RND:
         self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=cfg.lr)
         self.obs_dim = obs_dim
 
+    @property
+    def built_networks(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+        """``(target, predictor, optimizer)``, which exist once :meth:`build` ran (first batch, or a loaded checkpoint)."""
+        assert self.target is not None and self.predictor is not None and self.optimizer is not None, (
+            "RND: the target, predictor and optimizer are built on the first batch"
+        )
+        return self.target, self.predictor, self.optimizer
+
     def novelty(self, x: np.ndarray) -> np.ndarray:
         """float32[N] novelty of observations ``x[N, D]``."""
         self.build(x.shape[1])
+        target, predictor, _ = self.built_networks
         z = self.norm(x)
-        return inference(lambda b: torch.linalg.vector_norm(self.predictor(b) - self.target(b), dim=-1), z).numpy()
+        return inference(lambda b: torch.linalg.vector_norm(predictor(b) - target(b), dim=-1), z).numpy()
 
     def fit(self, x: np.ndarray, num_updates: int) -> dict[str, float]:
         self.build(x.shape[1])
+        target, predictor, optimizer = self.built_networks
         self.norm.update(x)
         z = self.norm(x)
         with torch.inference_mode():
-            goal = self.target(z)
+            goal = target(z)
 
         def loss_fn(idx: np.ndarray):
             i = torch.from_numpy(idx)
-            err = ((self.predictor(z[i]) - goal[i]) ** 2).sum(-1)
+            err = ((predictor(z[i]) - goal[i]) ** 2).sum(-1)
             return err.mean(), {"exploration/rnd_loss": float(err.mean().detach())}
 
         return train_minibatches(
-            loss_fn, self.optimizer, x.shape[0], num_updates=num_updates, batch_size=self.cfg.batch_size, rng=self.rng
+            loss_fn, optimizer, x.shape[0], num_updates=num_updates, batch_size=self.cfg.batch_size, rng=self.rng
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -124,9 +134,10 @@ class _RND:
         if state["obs_dim"] is not None:
             self.obs_dim = None
             self.build(int(state["obs_dim"]))
-            self.target.load_state_dict(state["target"])
-            self.predictor.load_state_dict(state["predictor"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            target, predictor, optimizer = self.built_networks
+            target.load_state_dict(state["target"])
+            predictor.load_state_dict(state["predictor"])
+            optimizer.load_state_dict(state["optimizer"])
 
 
 def _valid_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -186,12 +197,12 @@ class RNDBonus(ExplorationBonus):
 
     def _compute(self, tr: Transitions, memory: Any) -> tuple[np.ndarray, dict[str, float]]:
         t, e = tr.shape
-        n = self.model.novelty(tr.next_observations.reshape(t * e, -1)).reshape(t, e)
+        n = self.model.novelty(tr.states_reached.reshape(t * e, -1)).reshape(t, e)
         n = np.where(tr.valid(), n, 0.0).astype(np.float32)
         return n, {}
 
     def _fit(self, tr: Transitions, num_updates: int | None) -> dict[str, float]:
-        x = _valid_rows(tr.next_observations, tr.valid())
+        x = _valid_rows(tr.states_reached, tr.valid())
         return self.model.fit(x, self.config.updates_per_fit if num_updates is None else num_updates)
 
     def _state(self) -> dict[str, Any]:
@@ -258,14 +269,14 @@ class NovelDBonus(ExplorationBonus):
         if tr.observations is None:
             raise RangeError("noveld needs observations (s_t) as well as next_observations (s_{t+1})")
         t, e = tr.shape
-        n1 = self.model.novelty(tr.next_observations.reshape(t * e, -1)).reshape(t, e)
+        n1 = self.model.novelty(tr.states_reached.reshape(t * e, -1)).reshape(t, e)
         n0 = self.model.novelty(tr.observations.reshape(t * e, -1)).reshape(t, e)
         gate = episodic_visit_counts(tr, memory) == 1 if self.uses_keys else tr.valid()
         bonus = noveld_bonus(n1, n0, alpha=self.config.alpha, first_visit=gate & tr.valid())
         return bonus.astype(np.float32), {}
 
     def _fit(self, tr: Transitions, num_updates: int | None) -> dict[str, float]:
-        x = _valid_rows(tr.next_observations, tr.valid())
+        x = _valid_rows(tr.states_reached, tr.valid())
         return self.model.fit(x, self.config.updates_per_fit if num_updates is None else num_updates)
 
     def _state(self) -> dict[str, Any]:

@@ -42,7 +42,9 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 
 from ...errors import DtypeError, RangeError
@@ -163,15 +165,24 @@ class ExplorationBonusCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._check_order()
+        if not isinstance(self.model, OnPolicyAlgorithm):
+            raise DtypeError(
+                f"ExplorationBonusCallback adds the bonus to on-policy rollouts (PPO, A2C); got {type(self.model).__name__}"
+            )
         self._train_start = time.perf_counter()
         self._seconds_at_start = self.total_seconds
         space = self.model.observation_space
         if not isinstance(space, (spaces.Box, spaces.Dict)):
             raise DtypeError(f"exploration bonuses need Box (or Dict of Box) observations; got {space}")
-        self._discrete = isinstance(self.model.action_space, spaces.Discrete)
-        self._continuous = isinstance(self.model.action_space, spaces.Box)
-        if self.bonus is not None and hasattr(self.bonus, "set_num_actions") and self._discrete:
-            self.bonus.set_num_actions(int(self.model.action_space.n))
+        action_space = self.model.action_space
+        self._discrete = isinstance(action_space, spaces.Discrete)
+        self._continuous = isinstance(action_space, spaces.Box)
+        if (
+            self.bonus is not None
+            and hasattr(self.bonus, "set_num_actions")
+            and isinstance(action_space, spaces.Discrete)
+        ):
+            self.bonus.set_num_actions(int(action_space.n))
         n = self.training_env.num_envs
         if self._n_envs == n and self.model.num_timesteps > 0:
             return  # a further learn() call: the running episodes continue
@@ -270,8 +281,8 @@ class ExplorationBonusCallback(BaseCallback):
         rows["starts"].append(self._starts)
         rows["dones"].append(dones)
         # unique-state bookkeeping
-        for i, k in enumerate(next_keys.tolist()):
-            self._episode_sets[i].add(k)
+        for e, k in enumerate(next_keys.tolist()):
+            self._episode_sets[e].add(k)
         self.unique_keys.update(next_keys.tolist())
         # the next step acts from the reset state where an episode ended
         reset_keys = self._initial_keys(new_obs, self._reset_infos(), dones, next_keys)
@@ -287,9 +298,15 @@ class ExplorationBonusCallback(BaseCallback):
 
     # ------------------------------------------------------------ rollout end
 
+    @property
+    def rollout_buffer(self) -> RolloutBuffer:
+        """The model's rollout buffer (the model is on-policy: checked when training starts)."""
+        assert isinstance(self.model, OnPolicyAlgorithm), "ExplorationBonusCallback runs on on-policy algorithms"
+        return self.model.rollout_buffer
+
     def _on_rollout_end(self) -> None:
         t0 = time.perf_counter()
-        buf = self.model.rollout_buffer
+        buf = self.rollout_buffer
         n_steps = len(self._rows["dones"])
         metrics: dict[str, float] = {
             "exploration/unique_states": float(len(self.unique_keys)),
