@@ -253,3 +253,15 @@ def test_callback_arguments_are_checked():
     with pytest.raises(RangeError):
         ExplorationBonusCallback("gae")
     assert ExplorationBonusCallback("episodic_count", bonus_params={"mode": "inv_sqrt"}).bonus.config.mode == "inv_sqrt"
+
+
+def test_off_policy_model_is_a_named_error_at_the_start():
+    # the bonus edits the on-policy rollout buffer: DQN has none, so training must stop at once with a
+    # DtypeError naming what is supported (it used to be an AttributeError at the first rollout end)
+    from stable_baselines3 import DQN
+
+    from creditlab.errors import DtypeError
+
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=0, seed=0)
+    with pytest.raises(DtypeError, match="PPO|A2C|on-policy|rollout"):
+        model.learn(16, callback=ExplorationBonusCallback("episodic_count", key="obs"))
