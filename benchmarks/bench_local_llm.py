@@ -18,7 +18,7 @@ which the load of a shared machine disturbs much less than wall time. Reported: 
 rounds with the range, and each engine's ratio to HF batch 1 (median of the per-round ratios).
 
 Part 2 -- one CreditlabGRPOTrainer step (turn RLOO) on the two-turn chat task of
-tests/test_trl_real_model.py (2 prompts x 2 generations, <= 10 model tokens per turn), split into:
+tests/integrations/test_trl_real_model.py (2 prompts x 2 generations, <= 10 model tokens per turn), split into:
 rollout generation (HF generate inside the rollout_func), reward functions, the advantage function,
 the rest of TRL's scoring, the loss forward, backward, and the optimizer step.
 """
@@ -177,7 +177,7 @@ def trl_step(cache_dir: str | None) -> None:
 
     from creditlab.integrations.trl import CreditlabGRPOTrainer, TurnRLOOAdvantage
     from creditlab.llm.pretrained import load_causal_lm, model_folder
-    from tests.test_trl_real_model import QUESTIONS, TwoTurnChat, names_a_colour
+    from tests.integrations.test_trl_real_model import QUESTIONS, TwoTurnChat, names_a_colour
 
     folder, _ = model_folder("smollm2", cache_dir=cache_dir)
     lm = load_causal_lm(folder)

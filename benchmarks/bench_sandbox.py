@@ -15,7 +15,7 @@ to it, a bare ``python -I -c "import numpy"`` as the floor any worker pays).
 
 ``--generate`` times ``creditlab program generate examples/programs/hopper.yaml --n 5`` end to
 end (a fresh CLI process, no cache) against the scripted OpenAI-compatible server of the tests
-(``tests/fake_llm_server.py`` on loopback): five candidates (one needs a repair round), the
+(``tests/helpers/fake_llm_server.py`` on loopback): five candidates (one needs a repair round), the
 self-verification merge, each validated in its own sandbox worker: 7 sandboxed validations.
 
 Times are the median of several repeats after a warm-up; the machine is shared, so compare
@@ -103,7 +103,7 @@ def generate(repeats: int) -> None:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
-    from tests.fake_llm_server import FakeLLMServer
+    from tests.helpers.fake_llm_server import FakeLLMServer
 
     def answer(req, i):
         code = GENERATE_ANSWERS[min(i, len(GENERATE_ANSWERS) - 1)]

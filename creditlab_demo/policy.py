@@ -4,7 +4,7 @@ The model reads a padded token layout: ``tokens[B, L]`` with ``valid[B, L]`` (Fa
 columns, which no query may attend to) and ``positions[B, L]`` (index of the token among the
 episode's valid tokens). The same layout is used for batched generation (one column at a time,
 through :class:`KVCache`) and for the training forward (all columns at once), so the two give
-the same logits: tested in ``tests/test_demo_policy.py``.
+the same logits: tested in ``tests/demo/test_demo_policy.py``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ if [ "${EXTRAS}" = "all" ]; then
   "${PIP[@]}" install --no-deps "verl==0.9.1" 2>&1 | quiet
   "${PIP[@]}" install packaging ray tensordict transformers codetiming orjson omegaconf dill psutil 2>&1 | quiet
   # The verl 0.9.1 wheel ships a top-level `tests` package that would shadow this repository's
-  # tests/ (a namespace package): delete the files verl's own RECORD lists under tests/.
+  # tests/ package: delete the files verl's own RECORD lists under tests/.
   .venv/bin/python - <<'PYEOF'
 import importlib.metadata as md, os
 dist = md.distribution("verl")

@@ -1,4 +1,4 @@
-"""Per-step reward recovery on the synthetic episodic tasks of tests/test_credit_decomposition.py.
+"""Per-step reward recovery on the synthetic episodic tasks of tests/credit/test_credit_decomposition.py.
 
     .venv/bin/python scripts/synthetic_recovery.py
 
@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from creditlab.credit import credit_quality  # noqa: E402
-from tests.test_credit_decomposition import MAKERS, _task  # noqa: E402
+from tests.credit.test_credit_decomposition import MAKERS, _task  # noqa: E402
 
 
 def main() -> None:

@@ -26,12 +26,12 @@ def one_torch_thread():
 # dependency is missing and the run is smaller than it claims: the session fails. The only skips
 # allowed are listed here, each with the reason it cannot run on the CI machine.
 CI_ALLOWED_SKIPS: dict[str, str] = {
-    # tests/test_programs_sandbox.py: Landlock is a kernel feature (5.13+); where the CI kernel lacks it
+    # tests/programs/test_programs_sandbox.py: Landlock is a kernel feature (5.13+); where the CI kernel lacks it
     # the layer reports "off" and its own test cannot run (the other layers still isolate).
     "Landlock unavailable on this kernel": "kernel feature, not a dependency",
-    # tests/test_programs_sandbox.py: as a non-root CI runner there is no privilege to drop.
+    # tests/programs/test_programs_sandbox.py: as a non-root CI runner there is no privilege to drop.
     "dropping privileges is tested as root": "CI runs as root; on a non-root runner the test is moot",
-    # tests/test_real_llm.py: the llama.cpp backend builds from source (about 20 minutes on 2 cores), too
+    # tests/programs/test_real_llm.py: the llama.cpp backend builds from source (about 20 minutes on 2 cores), too
     # slow for CI; it is a documented separate step (BACKEND=llama-cpp bash scripts/local-llm.sh).
     "llama-cpp-python is a separately built extra": "a deliberately separate heavy build (docs/programs.md)",
 }

@@ -3,7 +3,7 @@ GPG, MaxRL and the optimal token baseline.
 
 Each is restated from the reference code named in its docstring and tested side by side with it
 (verl 0.9.1's ``core_algos`` for ReMax, OPO, pass@k, GPG and the optimal token baseline;
-SkyRL's formula for MaxRL) on random inputs: tests/test_verl_estimators.py.
+SkyRL's formula for MaxRL) on random inputs: tests/integrations/test_verl_estimators.py.
 
 The usual creditlab rules apply to all of them, which is where they differ from the peers (each
 difference is listed in the function's docstring and in docs/estimators.md):

@@ -16,7 +16,7 @@ takes the gradient of k2 (straight-through: ``k2 - k2.detach() + base.detach()``
 ``kl_penalty``.
 
 Where the estimate goes decides which gradient you get (docs/estimators.md, "KL: which
-placement gives which gradient"; checked by exact enumeration in tests/test_kl.py):
+placement gives which gradient"; checked by exact enumeration in tests/advantage/test_kl.py):
 
 * **in the reward** (:func:`kl_in_reward`; verl ``use_kl_in_reward``): ``r_t - beta k_t`` computed
   from the sampling policy (no gradient through k). With k1 and returns-to-go, the policy

@@ -12,7 +12,7 @@
   pandas 2 removed. A size counts as solved at the first episode (within bsuite's 10,000) where the
   running fraction of "bad" episodes (the agent left the optimal path) drops below 0.9; the score
   is the fraction of sizes solved in fewer than ``2^N + 100`` episodes, the episodes dithering
-  needs (``tests/test_exploration_tasks.py`` checks it against bsuite's own function).
+  needs (``tests/bench/test_exploration_tasks.py`` checks it against bsuite's own function).
 * :func:`steps_to_success` -- the steps until half of the recent training episodes succeed.
 
 Runs go through the benchmark (``creditlab bench``, suite ``exploration``): a task's ``contexts``

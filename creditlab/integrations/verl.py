@@ -19,7 +19,7 @@ per-prompt ``uid``s (any group sizes). The functions here follow that contract:
 Importing this module registers them with verl as ``creditlab_turn_rloo``, ``creditlab_gigpo`` and ``creditlab_tree``
 when verl is importable (``algorithm.adv_estimator=creditlab_turn_rloo``); verl is never required.
 Tested against verl 0.9.1's ``register_adv_est`` / ``get_adv_estimator_fn`` when it is installed,
-and on verl-shaped synthetic tensors always (tests/test_verl.py).
+and on verl-shaped synthetic tensors always (tests/integrations/test_verl.py).
 """
 
 from __future__ import annotations

@@ -396,7 +396,7 @@ class ImplicitPRM:
         pairs: DPO pair construction ("all" or "best_worst").
 
     Example:
-        See tests/test_llm_implicit_prm.py: a tiny LM learns which tokens lead to success.
+        See tests/llm/test_llm_implicit_prm.py: a tiny LM learns which tokens lead to success.
     """
 
     def __init__(

@@ -134,7 +134,7 @@ def reference_log_likelihood(
     Raises:
         ShapeError: the three lists differ in length, or a reference tokenizes to nothing.
 
-    Example (with the shipped SmolLM2; ``tests/test_real_llm.py`` runs this)::
+    Example (with the shipped SmolLM2; ``tests/programs/test_real_llm.py`` runs this)::
 
         from creditlab.llm.pretrained import load_causal_lm
         lm = load_causal_lm("smollm2")

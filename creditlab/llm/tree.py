@@ -15,7 +15,7 @@ Estimators (each a value per (row, node), the node's tokens in that row get it):
 * :func:`tree_rloo` (creditlab; the unbiased preset): ``A(n) = V(n) - mean_{s sibling of n, s != n} V(s)``;
   a node without siblings inherits its parent's advantage (it shares the parent's leaves), a
   first segment alone in its group gets 0. The baseline never uses n's own leaves, so the policy
-  gradient stays unbiased (Monte Carlo test in tests/test_llm_tree.py). A forest of chains
+  gradient stays unbiased (Monte Carlo test in tests/llm/test_llm_tree.py). A forest of chains
   (no branching) gives RLOO on every token.
 * :func:`treerl` (Hou et al. 2025, TreeRL, arXiv 2506.11902; THUDM/TreeRL): global plus local
   advantage ``[(V(n) - V(root)) + (V(n) - V(p(n)))] / sqrt(|L(n)|)`` from leave-one-out centred
@@ -550,7 +550,7 @@ def tree_rloo(forest: Forest) -> TreeAdvantageOutput:
     baseline is built from n's siblings only, sampled from the same state independently of
     ``y_n``; an inherited baseline comes from the parent's siblings, also independent of
     everything below the parent. So ``E[grad log pi(y_n) A(n)] = grad`` of the expected reward
-    (checked by Monte Carlo in tests/test_llm_tree.py, where ``V(n) - V(p(n))`` is off by
+    (checked by Monte Carlo in tests/llm/test_llm_tree.py, where ``V(n) - V(p(n))`` is off by
     ``(k - 1) / k``). No std scaling (it would change the gradient's scale per group).
 
     Reductions: a forest of chains (every tree a single path) gives every node the RLOO advantage

@@ -21,7 +21,7 @@ What goes wrong elsewhere (and why we don't do it):
 * Statistics over turn rows (each trajectory weighted by its length) make the baseline depend on
   the trajectory's own length.
 
-``tests/test_llm_turn_returns.py`` checks this by Monte Carlo: an extra turn that changes nothing
+``tests/llm/test_llm_turn_returns.py`` checks this by Monte Carlo: an extra turn that changes nothing
 gets mean advantage 0 within 4 standard errors under this estimator, while the per-turn-index
 reward normalization fails the same test.
 
