@@ -23,6 +23,7 @@ import html
 import io
 import json
 import os
+import statistics
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -283,6 +284,33 @@ def build_report(
             "so no correlation is defined.",
         )
     )
+
+    # did the reward models train? (learned assigners record their update count and last loss)
+    learned = [m for m in others if any(v is not None for t in tasks for v in vals(t, m, "credit/total_updates"))]
+    if learned:
+        rows = []
+        for t in tasks:
+            row = [t]
+            for m in learned:
+                ups = [v for v in vals(t, m, "credit/total_updates") if v is not None]
+                loss = [v for v in vals(t, m, "credit/loss_last") if v is not None]
+                if not ups:
+                    row.append("n/a")
+                    continue
+                cell = f"{min(ups):.0f}-{max(ups):.0f}" if min(ups) != max(ups) else f"{ups[0]:.0f}"
+                row.append(cell + (f" (loss {statistics.fmean(loss):.3g})" if loss else ""))
+            rows.append(row)
+        report.tables.append(
+            Table(
+                "trained",
+                "Reward-model training: updates per run (min-max over seeds) and mean last loss",
+                ["task"] + learned,
+                rows,
+                "A learned assigner whose model never made an update fails its run (it is not a result); "
+                "the loss is the method's own (RD/RRD: squared return-decomposition error, RUDDER: its "
+                "LSTM losses), comparable across seeds of one method, not across methods.",
+            )
+        )
 
     # wall time
     rows = []

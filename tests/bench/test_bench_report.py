@@ -55,6 +55,9 @@ def _fixture(store: ResultsStore):
                 "time/train_seconds": {"episodic": 10.0, "dense": 10.0, "rrd": 15.0}[method],
                 "credit/corr_hidden": 0.5 if method == "rrd" else 0.1,
             }
+            if method == "rrd":  # the reward model's record: updates grow with the seed, loss 0.1 + seed/100
+                metrics["credit/total_updates"] = 100.0 + seed
+                metrics["credit/loss_last"] = 0.1 + seed / 100
             if task == "doorkey":
                 metrics["steps_to_solve"] = 50.0 if final >= 0.9 else float("nan")
             if task == "umbrella":
@@ -109,6 +112,10 @@ def test_table_arithmetic(tmp_path):
     assert bs["umbrella"][0] == "0.20 ± 0.10"
     credit = {row[0]: row[1:] for row in rep.table("credit").rows}
     assert credit["cheetah"] == ["0.10 ± 0.00", "1.00 (by construction)", "0.50 ± 0.00"]
+    # reward-model training: updates 100-102 over seeds 0-2, mean last loss (0.10 + 0.11 + 0.12) / 3 = 0.11
+    trained = {row[0]: row[1:] for row in rep.table("trained").rows}
+    assert rep.table("trained").columns == ["task", "rrd"]
+    assert trained["cheetah"] == ["100-102 (loss 0.11)"]
     assert rep.table("failures").rows == [["cheetah/rrd/seed3", "RuntimeError: exploded"]]
     c = rep.curves["cheetah"]["rrd"]
     np.testing.assert_allclose(c["mean"], [0.0, 30.0, 60.0])
