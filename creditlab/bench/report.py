@@ -653,6 +653,11 @@ def headline(report: Report, others: Sequence[str]) -> str:
     poi: Mapping[str, Estimate] = agg.get("poi") or {}
     cands = [m for m in others if m in est]
     if not cands:
+        if agg.get("tasks"):  # an unfinished sweep: the anchors ran, no method has normalized scores yet
+            return (
+                f"The dense oracle separates from the episodic baseline on {', '.join(agg['tasks'])}, but no credit "
+                "method has finished runs there yet: nothing to rank."
+            )
         if not poi:
             return "No task separates the dense oracle from the episodic baseline at this budget, so this run supports no ranking of methods."
         best = max(poi, key=lambda m: poi[m].point)

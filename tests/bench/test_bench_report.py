@@ -219,3 +219,13 @@ def test_packed_table_errors(tmp_path):
     bad.write_text('{"kind": "other"}\n')
     with pytest.raises(CreditlabError, match="expected a line with kind manifest, result or failure"):
         read_packed(bad)
+
+
+def test_headline_of_a_sweep_where_only_the_anchors_finished(tmp_path):
+    store = ResultsStore(tmp_path)
+    _fixture(store)
+    anchors_only = [r for r in store.load_results() if r["method"] in ("episodic", "dense")]
+    rep = build_report(anchors_only)
+    # cheetah separates (dense 110 vs episodic 10, 3 seeds each), but there is no credit method to rank
+    assert rep.summary["headline"].startswith("The dense oracle separates from the episodic baseline on cheetah")
+    assert "nothing to rank" in rep.summary["headline"]
