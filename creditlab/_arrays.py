@@ -62,10 +62,11 @@ class Backend:
         """Convert a result tensor to the caller's kind (detached)."""
         if t is None:
             return None
-        t = t.detach()
         if self.is_torch:
-            return t.to(self.device)
-        return t.cpu().numpy()
+            return t.detach().to(self.device)
+        if t.device.type != "cpu":
+            t = t.cpu()
+        return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _ragged_lengths(x: Sequence[Any]) -> list[int] | None:
@@ -159,6 +160,33 @@ def as_float(
     check_shape(t, name, ndim=ndim, shape=shape)
     if finite:
         check_finite(t, name)
+    return t
+
+
+_PLAIN_NUMPY = (np.dtype(np.float32), np.dtype(np.float64))
+_PLAIN_TORCH = (torch.float32, torch.float64)
+
+
+def plain_float(x: ArrayLike, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """``x`` as a tensor, without a copy, when it already is what :func:`as_float` returns.
+
+    That is a C-contiguous float32 or float64 CPU array of this ``shape`` (and ``dtype``, when
+    given): a writeable NumPy array or a torch tensor (detached). Anything else gives None and the
+    caller takes :func:`as_float`, which converts and reports. Nothing is checked beyond that
+    (no finiteness): this is the no-op case of the conversion, for hot paths.
+    """
+    if type(x) is np.ndarray:
+        if x.dtype not in _PLAIN_NUMPY or x.shape != shape or not (x.flags.c_contiguous and x.flags.writeable):
+            return None
+        t = torch.from_numpy(x)
+    elif isinstance(x, torch.Tensor):
+        if x.dtype not in _PLAIN_TORCH or x.device.type != "cpu" or tuple(x.shape) != shape or not x.is_contiguous():
+            return None
+        t = x.detach()
+    else:
+        return None
+    if dtype is not None and t.dtype != dtype:
+        return None
     return t
 
 
