@@ -513,7 +513,8 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iub":
             raise DtypeError(f"{name} must hold integer or string ids; got dtype {arr.dtype}")
-        g = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64, copy=False)))
+        arr = np.ascontiguousarray(arr.astype(np.int64, copy=False))
+        g = torch.from_numpy(arr)
     if g.ndim != 1 or g.shape[0] != n:
         raise GroupError(
             f"{name} has shape {tuple(g.shape)} but the batch has {n} episodes; expected one id per episode, shape ({n},)"
@@ -521,7 +522,10 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
     g = g.to(device=device, dtype=torch.int64)
     if n == 0:
         return GroupIndex(g, 0)
-    lo, hi = int(g.min()), int(g.max())
+    if not isinstance(group_ids, torch.Tensor):
+        lo, hi = int(arr.min()), int(arr.max())  # NumPy's integer min/max are ~5x faster than torch's
+    else:
+        lo, hi = (int(x) for x in torch.aminmax(g))
     if lo >= 0 and hi < 4 * n + 1024:
         return GroupIndex(g, hi + 1)
     uniq, inv = torch.unique(g, return_inverse=True)

@@ -604,9 +604,9 @@ def gae_scan(
         num_valid = int(lengths.sum())
     k = _use_numba(rewards)
     if k is not None:
-        d = None if discounts is None else _np(discounts).reshape(-1)
+        flat_d = None if discounts is None else _np(discounts).reshape(-1)
         adv, ret, tot = k["gae"](
-            _np(rewards), _np(values), d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_
+            _np(rewards), _np(values), flat_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_
         )
         stats = {
             "sum_adv": float(tot[0]),

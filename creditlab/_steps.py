@@ -160,6 +160,9 @@ def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True, hint
 
 _NUMPY = Backend(False, torch.device("cpu"))
 _TORCH_CPU = Backend(True, torch.device("cpu"))
+_MASK_DTYPES = tuple(  # NumPy masks the compiled mask readers take
+    np.dtype(t) for t in (np.bool_, np.float32, np.float64, np.int64, np.int32, np.int16, np.int8, np.uint8)
+)
 
 
 def _plain_steps(
@@ -202,9 +205,8 @@ def _plain_steps(
         last = torch.from_numpy((~terminated.detach().numpy()).astype(np_dtype))
     else:
         return None
-    if bootstrap_value is None:
-        boot = torch.from_numpy(np.zeros(n_rows, np_dtype))
-    else:
+    boot = torch.from_numpy(np.zeros(n_rows, np_dtype)) if bootstrap_value is None else None
+    if boot is None:
         boot = plain_float(bootstrap_value, (n_rows,), r.dtype)
         if boot is None or not all_finite(boot):
             return None
@@ -213,24 +215,36 @@ def _plain_steps(
     if check_rewards and not all_finite(r):
         return None
     num_valid = n_rows * n_cols if full else int(lengths.sum())
-    return Steps(r, m, lengths, None, last, boot, full, _TORCH_CPU if isinstance(rewards, torch.Tensor) else _NUMPY, num_valid)
+    return Steps(
+        r, m, lengths, None, last, boot, full, _TORCH_CPU if isinstance(rewards, torch.Tensor) else _NUMPY, num_valid
+    )
 
 
 def _plain_mask(mask: ArrayLike | None, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
-    """``(mask, lengths, full)`` of no mask or a valid bool CPU prefix mask without empty rows; else None."""
+    """``(mask, lengths, full)`` of no mask, or of a valid CPU prefix mask without empty rows: bool,
+    or float/integer 0/1 (verl's ``response_mask``) read in one compiled pass; else None."""
     if mask is None:
-        m = torch.from_numpy(np.ones(shape, np.bool_))
-    elif type(mask) is np.ndarray:
-        if mask.dtype != np.bool_ or mask.shape != shape or not (mask.flags.c_contiguous and mask.flags.writeable):
+        return torch.from_numpy(np.ones(shape, np.bool_)), torch.from_numpy(np.full(shape[0], shape[1], np.int64)), True
+    if type(mask) is np.ndarray:
+        if (
+            mask.dtype not in _MASK_DTYPES
+            or mask.shape != shape
+            or not (mask.flags.c_contiguous and mask.flags.writeable)
+        ):
             return None
         m = torch.from_numpy(mask)
     elif isinstance(mask, torch.Tensor):
-        if mask.dtype != torch.bool or mask.device.type != "cpu" or tuple(mask.shape) != shape or not mask.is_contiguous():
+        if mask.device.type != "cpu" or tuple(mask.shape) != shape or not mask.is_contiguous():
             return None
         m = mask.detach()
     else:
         return None
-    if mask is None or m.numpy().all():  # NumPy's bool all() is ~10x cheaper than torch's
+    if m.dtype != torch.bool:
+        read = _kernels.numeric_mask(m)
+        if read is None or read.bad or read.hole is not None or (not read.full and bool((read.lengths == 0).any())):
+            return None
+        return read.mask, read.lengths, read.full
+    if m.numpy().all():  # NumPy's bool all() is ~10x cheaper than torch's
         return m, torch.from_numpy(np.full(shape[0], shape[1], np.int64)), True
     lengths, hole = _kernels.mask_lengths(m)
     if hole is not None or bool((lengths == 0).any()):
