@@ -272,15 +272,12 @@ def bench_groups(shapes, args, lines):
 
 
 def header(args) -> str:
-    try:
-        root = Path(__file__).parent
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
-        ).stdout
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "../creditlab", "."], capture_output=True, text=True, cwd=root
-        ).stdout
-        commit = commit.strip() + (" + uncommitted changes" if dirty.strip() else "")
+    pkg = Path(cl.__file__).parent
+    try:  # the commit of the creditlab that is measured (not of this script)
+        git = ["git", "-C", str(pkg)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout
+        commit = (commit + (" + uncommitted changes" if dirty.strip() else "")) if commit else "not a git checkout"
     except OSError:  # pragma: no cover
         commit = "?"
     verl = "not installed"
@@ -294,7 +291,7 @@ def header(args) -> str:
 
     return (
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(['python', *sys.argv])}\n"
-        f"creditlab {Path(cl.__file__).parent} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"creditlab {pkg} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
         f"numba {numba.__version__}, stable-baselines3 {stable_baselines3.__version__}, "
         f"verl {verl}, python {platform.python_version()}, torch threads {torch.get_num_threads()}, "
         f"{args.rounds} rounds of >= {args.min_ms:g} ms per contender (loops: {args.loop_rounds}), "

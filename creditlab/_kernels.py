@@ -310,8 +310,15 @@ def _numba_kernels() -> Kernels | None:
     def numeric_mask(mask):
         # A float or integer [B, T] mask in one pass: the boolean mask, valid steps per row, whether
         # some entry is neither 0 nor 1, the first hole (b, t) (padding at t, valid at t + 1) and
-        # whether every row is full. The per-row loop is branch-free (vectorized).
+        # whether every row is full. The per-row loop is branch-free (vectorized). An all-ones mask
+        # (no padding, the usual case) is recognized first in one flat vectorized pass.
         n_rows, n_cols = mask.shape
+        flat = mask.reshape(-1)
+        ones = 0
+        for i in range(U(0), U(flat.size)):
+            ones += 1 if flat[i] == 1 else 0
+        if ones == flat.size:
+            return np.ones((n_rows, n_cols), np.uint8), np.full(n_rows, n_cols, np.int64), False, True, -1, -1
         out = np.empty((n_rows, n_cols), np.uint8)
         lengths = np.empty(n_rows, np.int64)
         bad = False
