@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (closures are timed immediately inside the loop that defines them)
 """Speed of creditlab's estimators next to the implementations users run today, in one process.
 
-    .venv/bin/python benchmarks/bench_estimators.py --rounds 9      # ~15 minutes on a loaded 2-core box
+    .venv/bin/python benchmarks/bench_estimators.py --rounds 9      # 3-5 minutes on the shared 2-core box
     .venv/bin/python benchmarks/bench_estimators.py --no-loops      # skip the slow per-group loops
     .venv/bin/python benchmarks/bench_estimators.py --quick         # small shapes, seconds
 
