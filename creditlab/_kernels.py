@@ -1,12 +1,13 @@
-"""Compiled single-pass kernels for the hot paths, with torch fallbacks.
+"""Compiled kernels for the hot paths, with torch fallbacks.
 
 A backward linear recurrence ``y_t = x_t + a_t * y_{t+1}`` has a dependency chain along time, so it
 cannot be written as a handful of whole-array operations without either a Python loop over T
 (what SB3 and verl do) or a numerically fragile closed form (cumulative products that underflow).
-On CPU we compile the loop with numba: one pass over memory, in the input's dtype, for any
-per-step discounts, accumulating the statistics the caller reports (and, through NaN
-propagation in those sums, detecting non-finite inputs at no extra cost). Group statistics are
-one pass too (count, sum, min, max per group, then centred sum of squares).
+On CPU we compile the loop with numba, in the input's dtype, for any per-step discounts,
+accumulating the statistics the caller reports (and, through NaN propagation in those sums,
+detecting non-finite inputs at no extra cost): one pass over memory, or for GAE three passes over
+blocks of rows that stay in L1 (``_gae_kernel``). Group statistics are one pass too (count, sum,
+min, max per group, then centred sum of squares).
 
 On other devices (CUDA) the fallbacks use whole-batch torch operations. Kernels are private:
 public functions validate their inputs first.
