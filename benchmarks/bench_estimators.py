@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (closures are timed immediately inside the loop that defines them)
 """Speed of creditlab's estimators next to the implementations users run today, in one process.
 
-    .venv/bin/python benchmarks/bench_estimators.py                 # ~5 minutes on a loaded 2-core box
+    .venv/bin/python benchmarks/bench_estimators.py --rounds 9      # 3-5 minutes on the shared 2-core box
     .venv/bin/python benchmarks/bench_estimators.py --no-loops      # skip the slow per-group loops
     .venv/bin/python benchmarks/bench_estimators.py --quick         # small shapes, seconds
 
@@ -34,6 +34,8 @@ import argparse
 import os
 import platform
 import subprocess
+import sys
+import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -229,9 +231,9 @@ def bench_gae(shapes, args, lines):
             lines.append(row("gae (torch in)", shape, "", ours_t, loop, max_diff(ref, loop.fn())))
 
 
-def bench_groups(shapes, group_size, args, lines):
+def bench_groups(shapes, args, lines):
     rng = np.random.default_rng(1)
-    for bs, length in shapes:
+    for bs, length, group_size in shapes:
         token_rewards = torch.from_numpy(rng.normal(size=(bs, length)).astype(np.float32))
         mask = torch.ones(bs, length)
         index = np.repeat(np.arange(bs // group_size), group_size)
@@ -270,10 +272,12 @@ def bench_groups(shapes, group_size, args, lines):
 
 
 def header(args) -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
+    pkg = Path(cl.__file__).parent
+    try:  # the commit of the creditlab that is measured (not of this script)
+        git = ["git", "-C", str(pkg)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout
+        commit = (commit + (" + uncommitted changes" if dirty.strip() else "")) if commit else "not a git checkout"
     except OSError:  # pragma: no cover
         commit = "?"
     verl = "not installed"
@@ -282,11 +286,17 @@ def header(args) -> str:
 
         verl = version("verl")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    import numba
+    import stable_baselines3
+
     return (
-        f"creditlab {Path(cl.__file__).parent} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(['python', *sys.argv])}\n"
+        f"creditlab {pkg} (commit {commit}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"numba {numba.__version__}, stable-baselines3 {stable_baselines3.__version__}, "
         f"verl {verl}, python {platform.python_version()}, torch threads {torch.get_num_threads()}, "
         f"{args.rounds} rounds of >= {args.min_ms:g} ms per contender (loops: {args.loop_rounds}), "
-        f"CREDITLAB_KERNELS={os.environ['CREDITLAB_KERNELS']}, load average {load}"
+        f"CREDITLAB_KERNELS={os.environ['CREDITLAB_KERNELS']}, {os.cpu_count()} CPUs, nice {os.nice(0)}, "
+        f"load average (1, 5, 15 min) {load}"
     )
 
 
@@ -302,14 +312,17 @@ def main() -> None:
     print(header(args))
     lines: list[str] = []
     if args.quick:
-        gae_shapes, group_shapes = [(256, 256), (8192, 16)], [(4096, 16)]
+        gae_shapes, group_shapes = [(256, 256), (8192, 16)], [(4096, 16, 8)]
     else:
-        gae_shapes = [(1024, 1024), (512, 512), (2048, 256), (65536, 16), (16384, 16)]
-        group_shapes = [(1024, 1024), (16384, 64), (65536, 16), (131072, 8)]  # groups of 8
+        # GAE: long episodes, and many short ones (SB3's layout: n_envs x n_steps rollouts)
+        gae_shapes = [(1024, 1024), (512, 512), (2048, 256), (8192, 16), (16384, 16), (65536, 16)]
+        # (responses, tokens, responses per prompt): 131,072 responses in 16,384 groups of 8 and
+        # in 8,192 groups of 16
+        group_shapes = [(1024, 1024, 8), (16384, 64, 8), (65536, 16, 8), (131072, 8, 8), (131072, 16, 16)]
     if args.only in (None, "gae"):
         bench_gae(gae_shapes, args, lines)
     if args.only in (None, "groups"):
-        bench_groups(group_shapes, 8, args, lines)
+        bench_groups(group_shapes, args, lines)
     print()
     print(
         "| estimator | shape | groups | peer | creditlab CPU ms | peer CPU ms | ratio, CPU time: median (min-max) | ratio, wall time | max abs diff |"

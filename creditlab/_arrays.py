@@ -62,10 +62,11 @@ class Backend:
         """Convert a result tensor to the caller's kind (detached)."""
         if t is None:
             return None
-        t = t.detach()
         if self.is_torch:
-            return t.to(self.device)
-        return t.cpu().numpy()
+            return t.detach().to(self.device)
+        if t.device.type != "cpu":
+            t = t.cpu()
+        return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _ragged_lengths(x: Sequence[Any]) -> list[int] | None:
@@ -159,6 +160,33 @@ def as_float(
     check_shape(t, name, ndim=ndim, shape=shape)
     if finite:
         check_finite(t, name)
+    return t
+
+
+_PLAIN_NUMPY = (np.dtype(np.float32), np.dtype(np.float64))
+_PLAIN_TORCH = (torch.float32, torch.float64)
+
+
+def plain_float(x: ArrayLike, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """``x`` as a tensor, without a copy, when it already is what :func:`as_float` returns.
+
+    That is a C-contiguous float32 or float64 CPU array of this ``shape`` (and ``dtype``, when
+    given): a writeable NumPy array or a torch tensor (detached). Anything else gives None and the
+    caller takes :func:`as_float`, which converts and reports. Nothing is checked beyond that
+    (no finiteness): this is the no-op case of the conversion, for hot paths.
+    """
+    if type(x) is np.ndarray:
+        if x.dtype not in _PLAIN_NUMPY or x.shape != shape or not (x.flags.c_contiguous and x.flags.writeable):
+            return None
+        t = torch.from_numpy(x)
+    elif isinstance(x, torch.Tensor):
+        if x.dtype not in _PLAIN_TORCH or x.device.type != "cpu" or tuple(x.shape) != shape or not x.is_contiguous():
+            return None
+        t = x.detach()
+    else:
+        return None
+    if dtype is not None and t.dtype != dtype:
+        return None
     return t
 
 
@@ -485,7 +513,8 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iub":
             raise DtypeError(f"{name} must hold integer or string ids; got dtype {arr.dtype}")
-        g = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64, copy=False)))
+        arr = np.ascontiguousarray(arr.astype(np.int64, copy=False))
+        g = torch.from_numpy(arr)
     if g.ndim != 1 or g.shape[0] != n:
         raise GroupError(
             f"{name} has shape {tuple(g.shape)} but the batch has {n} episodes; expected one id per episode, shape ({n},)"
@@ -493,7 +522,10 @@ def as_group_index(group_ids: ArrayLike | GroupIndex, name: str, n: int, *, devi
     g = g.to(device=device, dtype=torch.int64)
     if n == 0:
         return GroupIndex(g, 0)
-    lo, hi = int(g.min()), int(g.max())
+    if not isinstance(group_ids, torch.Tensor):
+        lo, hi = int(arr.min()), int(arr.max())  # NumPy's integer min/max are ~5x faster than torch's
+    else:
+        lo, hi = (int(x) for x in torch.aminmax(g))
     if lo >= 0 and hi < 4 * n + 1024:
         return GroupIndex(g, hi + 1)
     uniq, inv = torch.unique(g, return_inverse=True)

@@ -1,12 +1,13 @@
-"""Compiled single-pass kernels for the hot paths, with torch fallbacks.
+"""Compiled kernels for the hot paths, with torch fallbacks.
 
 A backward linear recurrence ``y_t = x_t + a_t * y_{t+1}`` has a dependency chain along time, so it
 cannot be written as a handful of whole-array operations without either a Python loop over T
 (what SB3 and verl do) or a numerically fragile closed form (cumulative products that underflow).
-On CPU we compile the loop with numba: one pass over memory, in the input's dtype, for any
-per-step discounts, accumulating the statistics the caller reports (and, through NaN
-propagation in those sums, detecting non-finite inputs at no extra cost). Group statistics are
-one pass too (count, sum, min, max per group, then centred sum of squares).
+On CPU we compile the loop with numba, in the input's dtype, for any per-step discounts,
+accumulating the statistics the caller reports (and, through NaN propagation in those sums,
+detecting non-finite inputs at no extra cost): one pass over memory, or for GAE three passes over
+blocks of rows that stay in L1 (``_gae_kernel``). Group statistics are one pass too (count, sum,
+min, max per group, then centred sum of squares).
 
 On other devices (CUDA) the fallbacks use whole-batch torch operations. Kernels are private:
 public functions validate their inputs first.
@@ -42,70 +43,7 @@ def _numba_kernels() -> Kernels | None:
     # which the finiteness checks through running sums rely on.
     njit = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 
-    @njit
-    def gae(rewards, values, discounts, use_discounts, last_discount, lengths, bootstrap, gamma, lam):
-        # The last valid step (discount last_discount[b], next value bootstrap[b]) is peeled off so
-        # the loop over the other steps has no per-step branch; without explicit discounts every
-        # inner step has discount 1. The recurrence runs in float64, stored in the input dtype.
-        # tot: float64 sums over valid steps of A, A^2, G = A + V and G^2. A NaN or inf in a valid
-        # reward or value makes that step's A non-finite, so it reaches these sums.
-        n_rows, n_cols = rewards.shape
-        adv = np.empty_like(rewards)
-        ret = np.empty_like(rewards)
-        gl = gamma * lam
-        tot = np.zeros(4)
-        for b in range(n_rows):
-            n = lengths[b]
-            s_a = 0.0
-            s_a2 = 0.0
-            s_g = 0.0
-            s_g2 = 0.0
-            if n > 0:
-                t = n - 1
-                d = float(discounts[b, t]) if use_discounts else float(last_discount[b])
-                v = float(values[b, t])
-                acc = float(rewards[b, t]) + gamma * d * float(bootstrap[b]) - v
-                g = acc + v
-                adv[b, t] = acc
-                ret[b, t] = g
-                s_a = acc
-                s_a2 = acc * acc
-                s_g = g
-                s_g2 = g * g
-                next_v = v
-                if use_discounts:
-                    for t in range(n - 2, -1, -1):
-                        d = float(discounts[b, t])
-                        v = float(values[b, t])
-                        acc = (float(rewards[b, t]) + gamma * d * next_v - v) + gl * d * acc
-                        g = acc + v
-                        adv[b, t] = acc
-                        ret[b, t] = g
-                        s_a += acc
-                        s_a2 += acc * acc
-                        s_g += g
-                        s_g2 += g * g
-                        next_v = v
-                else:
-                    for t in range(n - 2, -1, -1):
-                        v = float(values[b, t])
-                        acc = (float(rewards[b, t]) + gamma * next_v - v) + gl * acc
-                        g = acc + v
-                        adv[b, t] = acc
-                        ret[b, t] = g
-                        s_a += acc
-                        s_a2 += acc * acc
-                        s_g += g
-                        s_g2 += g * g
-                        next_v = v
-            for t in range(n, n_cols):
-                adv[b, t] = 0.0
-                ret[b, t] = 0.0
-            tot[0] += s_a
-            tot[1] += s_a2
-            tot[2] += s_g
-            tot[3] += s_g2
-        return adv, ret, tot
+    from ._gae_kernel import gae  # module-level parts, so the disk cache works (see there)
 
     @njit
     def returns(rewards, discounts, use_discounts, last_discount, lengths, bootstrap, gamma):
@@ -177,8 +115,15 @@ def _numba_kernels() -> Kernels | None:
     def numeric_mask(mask):
         # A float or integer [B, T] mask in one pass: the boolean mask, valid steps per row, whether
         # some entry is neither 0 nor 1, the first hole (b, t) (padding at t, valid at t + 1) and
-        # whether every row is full. The per-row loop is branch-free (vectorized).
+        # whether every row is full. The per-row loop is branch-free (vectorized). An all-ones mask
+        # (no padding, the usual case) is recognized first in one flat vectorized pass.
         n_rows, n_cols = mask.shape
+        flat = mask.reshape(-1)
+        ones = 0
+        for i in range(np.uint64(0), np.uint64(flat.size)):
+            ones += 1 if flat[i] == 1 else 0
+        if ones == flat.size:
+            return np.ones((n_rows, n_cols), np.uint8), np.full(n_rows, n_cols, np.int64), False, True, -1, -1
         out = np.empty((n_rows, n_cols), np.uint8)
         lengths = np.empty(n_rows, np.int64)
         bad = False
@@ -471,10 +416,9 @@ def gae_scan(
         num_valid = int(lengths.sum())
     k = _use_numba(rewards)
     if k is not None:
-        rn = _np(rewards)
-        d, use_d = _discounts_args(discounts, last_discount, rn)
+        flat_d = None if discounts is None else _np(discounts).reshape(-1)
         adv, ret, tot = k["gae"](
-            rn, _np(values), d, use_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_
+            _np(rewards), _np(values), flat_d, _np(last_discount), _np(lengths), _np(bootstrap), gamma, lambda_
         )
         stats = {
             "sum_adv": float(tot[0]),

@@ -8,7 +8,18 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._arrays import ArrayLike, Backend, as_float, check_finite, check_nonempty, check_shape, mask_info, shape_bt
+from ._arrays import (
+    ArrayLike,
+    Backend,
+    all_finite,
+    as_float,
+    check_finite,
+    check_nonempty,
+    check_shape,
+    mask_info,
+    plain_float,
+    shape_bt,
+)
 from .errors import RangeError, ShapeError
 
 
@@ -70,7 +81,14 @@ def step_inputs(
     sets the discount of episode b's last valid step to 0. Passing both is an error.
     With ``check_rewards=False`` the caller takes over the finiteness check (the compiled kernels
     detect NaN/inf through their running sums and then call :func:`check_finite`).
+
+    The usual call (see :func:`_plain_steps`) is read in a few operations; any other input, and
+    any input to reject, goes through the general reading below, which names what is wrong.
     """
+    if discounts is None:
+        s = _plain_steps(rewards, mask, terminated, bootstrap_value, check_rewards)
+        if s is not None:
+            return s
     backend = Backend.of(rewards)
     r = as_float(rewards, rewards_name, ndim=2, finite=False)
     if r.ndim != 2:
@@ -138,3 +156,97 @@ def per_step(x: ArrayLike, name: str, steps: Steps, *, finite: bool = True, hint
     if finite:
         check_finite(t, name, where=None if steps.full else steps.mask, hint=" on valid steps")
     return steps.zero_pad(t).contiguous()
+
+
+_NUMPY = Backend(False, torch.device("cpu"))
+_TORCH_CPU = Backend(True, torch.device("cpu"))
+_MASK_DTYPES = tuple(  # NumPy masks the compiled mask readers take
+    np.dtype(t) for t in (np.bool_, np.float32, np.float64, np.int64, np.int32, np.int16, np.int8, np.uint8)
+)
+
+
+def _plain_steps(
+    rewards: ArrayLike,
+    mask: ArrayLike | None,
+    terminated: ArrayLike | None,
+    bootstrap_value: ArrayLike | None,
+    check_rewards: bool,
+) -> Steps | None:
+    """:func:`step_inputs` for the usual call, in a few operations, or None.
+
+    The usual call: float32/float64 rewards ``[B, T]`` on the CPU (NumPy or torch, C-contiguous,
+    B, T > 0), a bool prefix mask of the same shape without empty rows (or none), no
+    ``discounts``, a bool ``terminated[B]`` (or none), a finite ``bootstrap_value[B]`` of the
+    rewards' dtype (or none), finite rewards when they are to be checked. For anything else,
+    including every input the general path rejects, this returns None without raising, and
+    :func:`step_inputs` reads the arguments again the general way (which raises the named error).
+    The ``Steps`` returned are the general path's for the same input. New arrays are made with
+    NumPy and wrapped (``torch.from_numpy``): a torch factory call costs several times more here.
+    """
+    r = plain_float(rewards, tuple(getattr(rewards, "shape", ())))
+    if r is None or r.ndim != 2 or r.shape[0] == 0 or r.shape[1] == 0:
+        return None
+    n_rows, n_cols = r.shape
+    np_dtype = np.float32 if r.dtype == torch.float32 else np.float64
+    read = _plain_mask(mask, (n_rows, n_cols))
+    if read is None:
+        return None
+    m, lengths, full = read
+    if terminated is None:
+        last = torch.from_numpy(np.ones(n_rows, np_dtype))
+    elif type(terminated) is np.ndarray and terminated.dtype == np.bool_ and terminated.shape == (n_rows,):
+        last = torch.from_numpy((~terminated).astype(np_dtype))
+    elif (
+        isinstance(terminated, torch.Tensor)
+        and terminated.dtype == torch.bool
+        and terminated.device.type == "cpu"
+        and tuple(terminated.shape) == (n_rows,)
+    ):
+        last = torch.from_numpy((~terminated.detach().numpy()).astype(np_dtype))
+    else:
+        return None
+    boot = torch.from_numpy(np.zeros(n_rows, np_dtype)) if bootstrap_value is None else None
+    if boot is None:
+        boot = plain_float(bootstrap_value, (n_rows,), r.dtype)
+        if boot is None or not all_finite(boot):
+            return None
+    if not full:
+        r = torch.where(m, r, torch.zeros((), dtype=r.dtype))
+    if check_rewards and not all_finite(r):
+        return None
+    num_valid = n_rows * n_cols if full else int(lengths.sum())
+    return Steps(
+        r, m, lengths, None, last, boot, full, _TORCH_CPU if isinstance(rewards, torch.Tensor) else _NUMPY, num_valid
+    )
+
+
+def _plain_mask(mask: ArrayLike | None, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+    """``(mask, lengths, full)`` of no mask, or of a valid CPU prefix mask without empty rows: bool,
+    or float/integer 0/1 (verl's ``response_mask``) read in one compiled pass; else None."""
+    if mask is None:
+        return torch.from_numpy(np.ones(shape, np.bool_)), torch.from_numpy(np.full(shape[0], shape[1], np.int64)), True
+    if type(mask) is np.ndarray:
+        if (
+            mask.dtype not in _MASK_DTYPES
+            or mask.shape != shape
+            or not (mask.flags.c_contiguous and mask.flags.writeable)
+        ):
+            return None
+        m = torch.from_numpy(mask)
+    elif isinstance(mask, torch.Tensor):
+        if mask.device.type != "cpu" or tuple(mask.shape) != shape or not mask.is_contiguous():
+            return None
+        m = mask.detach()
+    else:
+        return None
+    if m.dtype != torch.bool:
+        read = _kernels.numeric_mask(m)
+        if read is None or read.bad or read.hole is not None or (not read.full and bool((read.lengths == 0).any())):
+            return None
+        return read.mask, read.lengths, read.full
+    if m.numpy().all():  # NumPy's bool all() is ~10x cheaper than torch's
+        return m, torch.from_numpy(np.full(shape[0], shape[1], np.int64)), True
+    lengths, hole = _kernels.mask_lengths(m)
+    if hole is not None or bool((lengths == 0).any()):
+        return None
+    return m, lengths, False

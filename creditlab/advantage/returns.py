@@ -19,7 +19,7 @@ import torch
 
 from .. import _kernels
 from .._adapters import step_kwargs, step_rewards
-from .._arrays import ArrayLike, all_finite, as_float, check_finite, check_unit
+from .._arrays import ArrayLike, all_finite, as_float, check_finite, check_unit, plain_float
 from .._steps import Steps, per_step, step_inputs
 from ..errors import NonFiniteError
 from ..outputs import AdvantageOutput
@@ -125,11 +125,13 @@ def gae(
         bootstrap_value=bootstrap_value,
         check_rewards=False,
     )
-    if not _same_shape(values, s):
-        _values_error(values, s)
-    v = as_float(
-        values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False
-    ).contiguous()
+    v = plain_float(values, s.shape, s.rewards.dtype) if s.rewards.device.type == "cpu" else None
+    if v is None:
+        if not _same_shape(values, s):
+            _values_error(values, s)
+        v = as_float(
+            values, "values", shape=s.shape, dtype=s.rewards.dtype, device=s.rewards.device, finite=False
+        ).contiguous()
     res = _kernels.gae_scan(
         s.rewards, v, s.discounts, s.last_discount, s.lengths, s.bootstrap, gamma, lambda_, s.num_valid
     )

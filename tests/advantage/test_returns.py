@@ -355,3 +355,113 @@ def test_gae_with_a_float_mask_from_torch_names_bad_masks(kernel_backend):
     )
     # row 0 has two valid steps of reward 1: A = [2, 1, 0]; row 1 three: A = [3, 2, 1]
     np.testing.assert_array_equal(out.advantages.numpy(), [[2.0, 1.0, 0.0], [3.0, 2.0, 1.0]])
+
+
+# ------------------------------------------------------------------------------ fast paths (issue 10, defect 19)
+
+
+def _general_form(x):
+    """The same data as a strided view (not C-contiguous), which the usual-call reading refuses, so
+    the general reading runs."""
+    if x is None:
+        return None
+    wide = torch.empty((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype) if isinstance(x, torch.Tensor) else None
+    if wide is None:
+        wide = np.empty((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)
+    wide[..., ::2] = x
+    return wide[..., ::2]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=padded_batches(max_b=9, max_t=9, general_discounts=False),
+    as_torch=st.booleans(),
+    mask_kind=st.sampled_from(["none", "bool", "float"]),
+    with_terminated=st.booleans(),
+    with_bootstrap=st.booleans(),
+)
+def test_usual_call_reading_gives_what_the_general_reading_gives(
+    kernel_backend, batch, as_torch, mask_kind, with_terminated, with_bootstrap
+):
+    """step_inputs reads the usual call (C-contiguous float CPU arrays, bool or 0/1 mask, bool terminated)
+    in a few operations; GAE and its Steps equal those of the general reading of the same data."""
+    from creditlab._steps import _plain_steps, step_inputs
+
+    r, v = batch["rewards"], batch["values"]
+    mask = {"none": None, "bool": batch["mask"], "float": batch["mask"].astype(r.dtype)}[mask_kind]
+    if mask is None:
+        r, v = np.where(batch["mask"], r, 0).astype(r.dtype), np.where(batch["mask"], v, 0).astype(r.dtype)
+    term = batch["discounts"][np.arange(r.shape[0]), batch["lengths"] - 1] == 0 if with_terminated else None
+    boot = batch["bootstrap"] if with_bootstrap else None
+    args = [r, v, mask, term, boot]
+    if as_torch:
+        args = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+    r_, v_, m_, t_, b_ = args
+    if mask_kind != "float" or kernel_backend == "numba":  # a 0/1 float mask is read by a compiled kernel
+        assert _plain_steps(r_, m_, t_, b_, check_rewards=False) is not None  # the usual call is recognized
+    kw = dict(gamma=0.9, lambda_=0.8)
+    fast = cl.gae(r_, v_, mask=m_, terminated=t_, bootstrap_value=b_, **kw)
+    slow = cl.gae(*(_general_form(a) for a in (r_, v_)), mask=_general_form(m_), terminated=_general_form(t_),
+                  bootstrap_value=_general_form(b_), **kw)  # fmt: skip
+    to_np = (lambda x: x.numpy()) if as_torch else np.asarray
+    np.testing.assert_array_equal(to_np(fast.advantages), to_np(slow.advantages))
+    np.testing.assert_array_equal(to_np(fast.returns), to_np(slow.returns))
+    assert fast.metrics == pytest.approx(slow.metrics, rel=1e-12, abs=1e-12)
+    s_fast = step_inputs(r_, mask=m_, terminated=t_, bootstrap_value=b_)
+    s_slow = step_inputs(_general_form(r_), mask=_general_form(m_), terminated=_general_form(t_),
+                         bootstrap_value=_general_form(b_))  # fmt: skip
+    for field in ("rewards", "mask", "lengths", "last_discount", "bootstrap"):
+        a, b = getattr(s_fast, field), getattr(s_slow, field)
+        assert a.dtype == b.dtype and torch.equal(a, b), field
+    assert (s_fast.full, s_fast.num_valid, s_fast.backend, s_fast.discounts) == (
+        s_slow.full,
+        s_slow.num_valid,
+        s_slow.backend,
+        s_slow.discounts,
+    )
+
+
+def test_usual_call_reading_leaves_every_bad_input_to_the_general_reading():
+    # Inputs the usual-call reading would accept by type but the general reading rejects: each
+    # still gets the general reading's named error.
+    r = np.zeros((2, 3), np.float32)
+    v = np.zeros((2, 3), np.float32)
+    with pytest.raises(cl.MaskError, match="row 0 has a hole"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=np.array([[True, False, True], [True, True, True]]))
+    with pytest.raises(cl.EmptyBatchError, match="episode 1 is empty"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=np.array([[True, False, False], [False, False, False]]))
+    with pytest.raises(cl.MaskError, match="0 and 1"):
+        cl.gae(r, v, gamma=1, lambda_=1, mask=np.array([[1.0, 2.0, 0.0], [1.0, 1.0, 1.0]], np.float32))
+    with pytest.raises(cl.NonFiniteError, match="bootstrap_value"):
+        cl.gae(r, v, gamma=1, lambda_=1, bootstrap_value=np.array([0.0, np.nan], np.float32))
+    with pytest.raises(cl.ShapeError, match="terminated"):
+        cl.gae(r, v, gamma=1, lambda_=1, terminated=np.ones(3, bool))
+    with pytest.raises(cl.NonFiniteError, match=r"rewards\[1, 2\]"):
+        cl.discounted_returns(np.array([[0, 0, 0], [0, 0, np.inf]], np.float32), gamma=1.0)
+
+
+@pytest.mark.parametrize(
+    "shape, padded, with_discounts",
+    [((300, 16), True, False), ((300, 16), False, True), ((129, 17), True, True), ((5, 3000), True, False)],
+)
+def test_gae_matches_reference_across_kernel_blocks(kernel_backend, shape, padded, with_discounts):
+    """The compiled kernel works on blocks of rows (_kernels.BLOCK steps) and on pairs of rows of
+    unequal lengths; batches larger than one block, odd rows out and long rows agree with the loop."""
+    rng = np.random.default_rng(sum(shape))
+    b, t = shape
+    lengths = rng.integers(1, t + 1, size=b) if padded else np.full(b, t)
+    mask = np.arange(t)[None, :] < lengths[:, None]
+    r = rng.normal(size=shape)
+    v = np.where(mask, rng.normal(size=shape), np.nan)  # padding values may be anything
+    d = np.where(mask, rng.uniform(0, 1, size=shape) * (rng.uniform(size=shape) > 0.1), 0.0)
+    if not with_discounts:
+        d = mask.astype(float)
+        d[np.arange(b), lengths - 1] = rng.uniform(size=b) < 0.5
+    boot = rng.normal(size=b)
+    out = cl.gae(r, v, gamma=0.99, lambda_=0.95, mask=mask, discounts=d, bootstrap_value=boot)
+    ref = gae_loop(np.where(mask, r, 0), np.where(mask, v, 0), mask, d, boot, 0.99, 0.95)
+    np.testing.assert_allclose(out.advantages, ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out.returns, np.where(mask, ref + np.where(mask, v, 0), 0), rtol=1e-10, atol=1e-10)
+    valid = ref[mask]
+    assert out.metrics["advantages/mean"] == pytest.approx(valid.mean(), rel=1e-9, abs=1e-12)
+    assert out.metrics["advantages/std"] == pytest.approx(valid.std(), rel=1e-9, abs=1e-12)

@@ -185,3 +185,32 @@ def test_docs_install_from_the_repository():
         assert not re.search(r"pip install '?creditlab\[", text), (
             f"{doc.name} tells users to pip install creditlab from PyPI"
         )
+
+
+def _section(text: str, heading: str) -> str:
+    """The text from ``heading`` (a line) to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n")
+    end = re.compile(rf"^#{{1,{len(level)}}} ", re.M).search(text, start + len(heading) + 1)
+    return text[start : end.start() if end else len(text)]
+
+
+@pytest.mark.parametrize(
+    "doc, heading", [("README.md", "## Speed"), ("docs/speed.md", "## Advantage estimators next to SB3 and verl")]
+)
+def test_speed_claims_come_from_recorded_runs(doc, heading):
+    # Issue 10, defect 19: the quoted ratios were not reproduced. Every speed ratio in these sections
+    # must be printed in a raw output of the benchmark that the section links (docs/results/speed/),
+    # and the section must name the command that prints it.
+    path = ROOT / doc
+    section = _section(path.read_text(), heading)
+    raw_files = [
+        (path.parent / target).resolve() for target in re.findall(r"\]\(([^)#\s]*results/speed/[^)#\s]+)\)", section)
+    ]
+    assert raw_files, f"{doc} '{heading}' links no raw benchmark output under docs/results/speed/"
+    raw = "\n".join(p.read_text() for p in raw_files)
+    assert "bench_estimators.py" in section, f"{doc} '{heading}' does not name the command"
+    ratios = set(re.findall(r"(?<![\w.])\d+(?:\.\d+)?x\b", section))
+    assert ratios, f"{doc} '{heading}' quotes no ratio"
+    missing = sorted(r for r in ratios if not re.search(rf"(?<![\w.]){re.escape(r)}", raw))
+    assert missing == [], f"ratios in {doc} '{heading}' that no linked raw output prints: {missing}"
