@@ -66,6 +66,7 @@ from ..outputs import RewardOutput
 __all__ = [
     "AssignerConfig",
     "ConfiguredAssigner",
+    "StatelessAssigner",
     "CreditAssigner",
     "make_config",
     "EpisodeArrays",
@@ -225,6 +226,24 @@ class ConfiguredAssigner:
     def saved_config(self) -> dict[str, Any]:
         """Constructor parameters written to checkpoints (:func:`load_assigner` rebuilds from them)."""
         return self.config.to_dict()
+
+
+class StatelessAssigner(ConfiguredAssigner):
+    """An assigner that learns and keeps nothing (uniform, team-uniform): ``fit`` is a no-op and the
+    checkpoint holds only the configuration."""
+
+    def fit(self, episodes: Episodes | None = None, *, num_updates: int | None = None) -> dict[str, float]:
+        """No-op (nothing to learn or keep)."""
+        return {"credit/updates": 0.0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.saved_config()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class EpisodeArrays(NamedTuple):

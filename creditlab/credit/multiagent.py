@@ -62,7 +62,6 @@ Example (two team episodes of 2 agents, team returns 6 and 1; team_uniform gives
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -73,7 +72,7 @@ from ..episodes import Episodes
 from ..errors import DataFormatError, ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
-from .base import AssignerConfig, ConfiguredAssigner, episode_arrays, reward_output
+from .base import AssignerConfig, StatelessAssigner, episode_arrays, reward_output
 from .decomposition import LaReAssigner, LaReConfig, RDAssigner, RDConfig, RRDAssigner, RRDConfig
 from .learned import STEP_NEEDS
 
@@ -337,7 +336,7 @@ class TeamLaReConfig(LaReConfig, TeamConfig):
     summary="Team-uniform: every agent-step of a team episode gets R / (agents x steps)",
     source="baseline (uniform redistribution over agents and steps)",
 )
-class TeamUniformAssigner(ConfiguredAssigner):
+class TeamUniformAssigner(StatelessAssigner):
     """Uniform redistribution of a team's return over its agents and steps (nothing is learned).
 
     ``r_{i,t} = R_g / L_g`` for every valid step of every agent of team episode g; rows of teams
@@ -355,10 +354,6 @@ class TeamUniformAssigner(ConfiguredAssigner):
     name = "team_uniform"
     scope = "episode"
 
-    def fit(self, episodes: Episodes | None = None, *, num_updates: int | None = None) -> dict[str, float]:
-        """No-op (nothing to learn or keep)."""
-        return {"credit/updates": 0.0}
-
     def assign(self, episodes: Episodes) -> RewardOutput:
         arr = episode_arrays(episodes)
         gid = episodes.group_ids
@@ -368,15 +363,6 @@ class TeamUniformAssigner(ConfiguredAssigner):
             arr.returns, arr.mask, gid, team_return=self.config.team_return, has_return=arr.has_return
         )
         return reward_output(episodes, arr, out)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": self.saved_config()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return "TeamUniformAssigner()"
 
 
 class _TeamPooled:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ from ..episodes import Episodes
 from ..errors import ShapeError
 from ..outputs import RewardOutput
 from ..registry import register_method
-from .base import AssignerConfig, ConfiguredAssigner, episode_arrays, reward_output
+from .base import AssignerConfig, StatelessAssigner, episode_arrays, reward_output
 
 __all__ = ["uniform_rewards", "UniformConfig", "UniformAssigner"]
 
@@ -61,7 +60,7 @@ class UniformConfig(AssignerConfig):
     summary="Uniform redistribution: every step of an episode gets R / T",
     source="baseline in the IRCR and RRD papers",
 )
-class UniformAssigner(ConfiguredAssigner):
+class UniformAssigner(StatelessAssigner):
     """Uniform redistribution as a credit assigner (nothing is learned; ``fit`` is a no-op).
 
     Episodes without an outcome (``outcome_present`` False) cannot be credited yet: their steps
@@ -78,20 +77,7 @@ class UniformAssigner(ConfiguredAssigner):
     name = "uniform"
     scope = "episode"
 
-    def fit(self, episodes: Episodes | None = None, *, num_updates: int | None = None) -> dict[str, float]:
-        """No-op (nothing to learn or keep)."""
-        return {"credit/updates": 0.0}
-
     def assign(self, episodes: Episodes) -> RewardOutput:
         arr = episode_arrays(episodes)
         out = uniform_rewards(arr.returns, arr.mask, has_return=arr.has_return)
         return reward_output(episodes, arr, out)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": self.saved_config()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return "UniformAssigner()"
