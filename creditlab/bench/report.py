@@ -285,6 +285,29 @@ def build_report(
         )
     )
 
+    # episode lengths: a method that pays for surviving (or for ending early) shows here first
+    if any(v is not None for t in tasks for m in methods for v in vals(t, m, "train_length_last")):
+        rows = []
+        for t in tasks:
+            row = [t]
+            for m in methods:
+                train_len = [v for v in vals(t, m, "train_length_last") if v is not None]
+                final_len = [v for v in vals(t, m, "final_length") if v is not None]
+                cell = _fmt(*_mean_std(train_len), digits=0) if train_len else "n/a"
+                row.append(cell + (f" (eval {statistics.fmean(final_len):.0f})" if final_len else ""))
+            rows.append(row)
+        report.tables.append(
+            Table(
+                "lengths",
+                "Episode length: training episodes (last tenth, mean ± std over seeds) and final evaluation (mean)",
+                ["task"] + methods,
+                rows,
+                "A reward paid per step changes how long the agent wants episodes to last: a method whose "
+                "lengths move away from both anchors' is rewarding survival (or early termination), "
+                "whatever the true return says.",
+            )
+        )
+
     # did the reward models train? (learned assigners record their update count and last loss)
     learned = [m for m in others if any(v is not None for t in tasks for v in vals(t, m, "credit/total_updates"))]
     if learned:
@@ -871,6 +894,7 @@ def _order(report: Report) -> list[Table]:
         "verdict",
         "auc",
         "credit",
+        "lengths",
         "success",
         "walltime",
         "solve",

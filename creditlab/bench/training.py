@@ -42,6 +42,7 @@ class RunOutput(NamedTuple):
         curve: ``{"x": [...], "mean": [...], "std": [...], "x_name": str}`` -- evaluation return
             (true reward) against environment steps (per setting for bsuite tasks).
         metrics: flat dict of floats: ``final_return``, ``auc``, ``time/train_seconds``,
+            ``final_length`` (mean length of the final evaluation episodes), ``train_length_last``,
             ``credit/...``, ``bsuite/score``...
     """
 
@@ -303,6 +304,7 @@ def _train_setting(spec: RunSpec, setting: str | None, tracker: Any = None) -> d
         )
     state["curve"] = list(zip(res.eval_timesteps, res.eval_returns, res.eval_stds))
     state["final_eval"] = (res.final_eval_return, res.final_eval_std)
+    state["final_lengths"] = list(res.evaluations[-1].lengths) if res.evaluations else []
     state["episodes"] = res.train_episodes
     state["steps"] = int(res.model.num_timesteps)
     state["train_seconds"] = res.metrics["time/train_seconds"]
@@ -429,6 +431,12 @@ def train_run(spec: RunSpec, *, tracker: Any = None) -> RunOutput:
     if train_returns.size:
         last = train_returns[-max(1, min(100, train_returns.size // 10 or 1)) :]
         metrics["train_return_last"] = float(np.mean(last))
+    train_lengths = np.concatenate([[e[2] for e in s["episodes"]] for s in states]) if states else np.zeros(0)
+    if train_lengths.size:  # episode lengths: a method that changes them (survival bonuses) shows here
+        metrics["train_length_last"] = float(np.mean(train_lengths[-max(1, min(100, train_lengths.size // 10 or 1)) :]))
+    final_lengths = [n for s in states for n in s["final_lengths"]]
+    if final_lengths:
+        metrics["final_length"] = float(np.mean(final_lengths))
     if task.family == "minigrid":
         metrics.update(_success_metrics(states))
     credit: dict[str, list[float]] = {}

@@ -55,6 +55,9 @@ def _fixture(store: ResultsStore):
                 "time/train_seconds": {"episodic": 10.0, "dense": 10.0, "rrd": 15.0}[method],
                 "credit/corr_hidden": 0.5 if method == "rrd" else 0.1,
             }
+            if task == "cheetah":  # episode lengths: rrd's training episodes get longer with the seed
+                metrics["train_length_last"] = {"episodic": 100.0, "dense": 200.0, "rrd": 300.0 + 10 * seed}[method]
+                metrics["final_length"] = 1000.0
             if method == "rrd":  # the reward model's record: updates grow with the seed, loss 0.1 + seed/100
                 metrics["credit/total_updates"] = 100.0 + seed
                 metrics["credit/loss_last"] = 0.1 + seed / 100
@@ -116,6 +119,10 @@ def test_table_arithmetic(tmp_path):
     trained = {row[0]: row[1:] for row in rep.table("trained").rows}
     assert rep.table("trained").columns == ["task", "rrd"]
     assert trained["cheetah"] == ["100-102 (loss 0.11)"]
+    # lengths: rrd 300, 310, 320 -> 310 ± 10; tasks without recorded lengths say n/a
+    lengths = {row[0]: row[1:] for row in rep.table("lengths").rows}
+    assert lengths["cheetah"] == ["100 ± 0 (eval 1000)", "200 ± 0 (eval 1000)", "310 ± 10 (eval 1000)"]
+    assert lengths["doorkey"] == ["n/a", "n/a", "n/a"]
     assert rep.table("failures").rows == [["cheetah/rrd/seed3", "RuntimeError: exploded"]]
     c = rep.curves["cheetah"]["rrd"]
     np.testing.assert_allclose(c["mean"], [0.0, 30.0, 60.0])

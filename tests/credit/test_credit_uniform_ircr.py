@@ -83,6 +83,23 @@ def test_ircr_hand_computed_with_buffer_and_heap():
     np.testing.assert_allclose(out.rewards, [[0.5, 0.5]])
 
 
+def test_ircr_pays_for_length_when_the_worst_credit_is_negative():
+    # IRCR's summed guidance over an episode is (R - T c_min) / (c_max - c_min): not the return,
+    # the return plus T |c_min| / span when c_min < 0. Buffer credits {-3, 1} (R = -6 over 2 steps,
+    # R = 1 over 1 step): span 4. Two new episodes with the same return R = -2:
+    #   T = 2: c = -1 -> (-1 + 3) / 4 = 0.5 per step, sum 1.0 = (-2 + 2 * 3) / 4
+    #   T = 8: c = -0.25 -> 0.6875 per step, sum 5.5 = (-2 + 8 * 3) / 4
+    # so the longer episode earns 5.5x the guidance for the same return (uniform credit: -2 both).
+    ircr = IRCRAssigner()
+    ircr.fit(Episodes.from_lists([[0.0, -6.0], [1.0]]))
+    out = ircr.assign(Episodes.from_lists([[0.0, -2.0], [0.0] * 7 + [-2.0]]))
+    sums = out.rewards.sum(1)
+    np.testing.assert_allclose(sums, [1.0, 5.5])
+    np.testing.assert_allclose(sums, (np.array([-2.0, -2.0]) - np.array([2, 8]) * -3.0) / 4.0)
+    uni = UniformAssigner().assign(Episodes.from_lists([[0.0, -2.0], [0.0] * 7 + [-2.0]]))
+    np.testing.assert_allclose(uni.rewards.sum(1), [-2.0, -2.0])
+
+
 def test_ircr_heap_keeps_best_after_fifo_eviction():
     # The best episode (R = 100, T = 10, c = 10) is evicted from the 10-step FIFO by later
     # episodes but stays in the heap, so c_max stays 10.
