@@ -14,7 +14,7 @@ from creditlab.atomic import write_bytes, write_text
 
 from .experiment import TASKS, load_results, write_json_atomic
 
-__all__ = ["summarize", "plot_task", "write_report", "markdown_table", "episodes_to"]
+__all__ = ["summarize", "compare", "plot_task", "write_report", "markdown_table", "comparison_table", "episodes_to"]
 
 # Success level for the "episodes to target" column: about the middle of each task's curves.
 TARGETS = {"keydoor": 0.5, "secret": 0.2, "secret-free": 0.2}
@@ -73,6 +73,62 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def compare(rows: list[dict[str, Any]], *, baseline: str = "grpo", reps: int = 2000) -> list[dict[str, Any]]:
+    """Each turn-level method against the outcome-only baseline of its task, with the benchmark's statistics.
+
+    Per task and method, on final success and on the area under the success curve: the IQM over
+    seeds with its 95 % bootstrap CI, the probability that a seed of the method beats a seed of the
+    baseline (Mann-Whitney) with its CI (rliable, :mod:`creditlab.bench.stats`), and the per-task
+    verdict, printed only with >= 5 seeds on both sides (difference of means beyond twice its
+    standard error).
+    """
+    from creditlab.bench.stats import aggregate_estimates, improvement_probabilities, per_task_verdict
+
+    base = {r["task"]: r for r in rows if r["method"] == baseline}
+    out = []
+    for r in rows:
+        b = base.get(r["task"])
+        if r["method"] == baseline or b is None:
+            continue
+        entry: dict[str, Any] = {"task": r["task"], "method": r["method"], "baseline": baseline}
+        for key in ("final_success", "auc"):
+            x = np.asarray(r[f"{key}_per_seed"], dtype=np.float64)[:, None]
+            y = np.asarray(b[f"{key}_per_seed"], dtype=np.float64)[:, None]
+            iqm = aggregate_estimates({r["method"]: x, baseline: y}, reps=reps)
+            prob = improvement_probabilities({r["method"]: x, baseline: y}, baseline, reps=reps)[r["method"]]
+            entry[key] = {
+                "iqm": list(iqm[r["method"]]["iqm"]),
+                "baseline_iqm": list(iqm[baseline]["iqm"]),
+                "p_improvement": list(prob),
+                "verdict": per_task_verdict(x[:, 0].tolist(), y[:, 0].tolist()),
+                "seeds": [len(x), len(y)],
+            }
+        out.append(entry)
+    return out
+
+
+def comparison_table(comparisons: list[dict[str, Any]]) -> str:
+    """The comparisons of :func:`compare` in Markdown (success in %)."""
+
+    def ci(v: list[float], scale: float = 100.0, digits: int = 1) -> str:
+        return f"{scale * v[0]:.{digits}f} [{scale * v[1]:.{digits}f}, {scale * v[2]:.{digits}f}]"
+
+    head = (
+        "| task | method vs baseline | seeds | final success IQM % [95% CI] | baseline | P(method > baseline) | "
+        "verdict | AUC IQM % [95% CI] | baseline | P(method > baseline) | verdict |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    lines = []
+    for c in comparisons:
+        f, a = c["final_success"], c["auc"]
+        lines.append(
+            f"| {c['task']} | {c['method']} vs {c['baseline']} | {f['seeds'][0]} vs {f['seeds'][1]} | {ci(f['iqm'])} | "
+            f"{ci(f['baseline_iqm'])} | {ci(f['p_improvement'], 1.0, 2)} | {f['verdict']} | "
+            f"{ci(a['iqm'])} | {ci(a['baseline_iqm'])} | {ci(a['p_improvement'], 1.0, 2)} | {a['verdict']} |"
+        )
+    return head + "\n".join(lines) + "\n"
 
 
 def episodes_to(run: dict[str, Any], level: float, key: str = "eval/success") -> float | None:
@@ -160,11 +216,20 @@ def write_report(out: str | os.PathLike, docs: str | os.PathLike) -> dict[str, A
             path = docs / f"{task}{suffix}.png"
             plot_task(results, task, path, key=key)
             figures.append(str(path))
+    comparisons = compare(rows)
     table = markdown_table(rows)
+    if comparisons:
+        table += (
+            "\nTurn-level credit against outcome-only GRPO on the same task: interquartile mean over seeds "
+            "with 95 % bootstrap CIs and the probability that a seed of the method beats a seed of GRPO "
+            "(rliable); a verdict needs >= 5 seeds on both sides (difference of means beyond twice its "
+            "standard error).\n\n" + comparison_table(comparisons)
+        )
     write_text(docs / "results.md", table)
     envs = {r["environment"]["git_commit"] for r in results}
     summary = {
         "rows": rows,
+        "comparisons": comparisons,
         "tasks": {
             name: {"env": t.env, "env_kwargs": t.env_kwargs, "overrides": t.overrides} for name, t in TASKS.items()
         },
@@ -173,4 +238,11 @@ def write_report(out: str | os.PathLike, docs: str | os.PathLike) -> dict[str, A
         "git_commits": sorted(envs),
     }
     write_json_atomic(summary, docs / "results.json")
-    return {"rows": rows, "figures": figures, "table": table, "runs": len(results), "nan": math.nan}
+    return {
+        "rows": rows,
+        "comparisons": comparisons,
+        "figures": figures,
+        "table": table,
+        "runs": len(results),
+        "nan": math.nan,
+    }

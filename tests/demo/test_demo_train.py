@@ -205,6 +205,10 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     assert (docs / "secret.png").stat().st_size > 1000
     summary = json.loads((docs / "results.json").read_text())
     assert {r["method"] for r in summary["rows"]} == {"grpo", "igpo"}
+    (cmp,) = summary["comparisons"]  # igpo vs grpo, 2 seeds each: statistics, no verdict
+    assert (cmp["method"], cmp["baseline"]) == ("igpo", "grpo")
+    assert cmp["final_success"]["verdict"] == "too few seeds (2 vs 2; need 5)"
+    assert "| secret | igpo vs grpo | 2 vs 2 |" in table
     assert "| secret | grpo |" in capsys.readouterr().out
     assert main(["demo", "show", str(out / "secret" / "igpo" / "seed1"), "--episodes", "2"]) == 0
     shown = capsys.readouterr().out
@@ -218,6 +222,30 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "d2" / "results.md").read_text() == table
+
+
+def test_compare_uses_the_benchmark_statistics_and_the_seed_rule():
+    from creditlab_demo.report import compare, comparison_table
+
+    def row(method, finals, aucs):
+        return {"task": "secret", "method": method, "final_success_per_seed": finals, "auc_per_seed": aucs}
+
+    # final: igpo beats grpo on every pair of seeds -> P = 1; 5 seeds each -> a verdict.
+    # auc: the same values on both sides -> P = 0.5, "no better (within noise)".
+    rows = [
+        row("grpo", [0.20, 0.22, 0.24, 0.26, 0.28], [0.1] * 5),
+        row("igpo", [0.30, 0.32, 0.34, 0.36, 0.38], [0.1] * 5),
+        row("gigpo", [0.30, 0.32], [0.1, 0.1]),
+    ]
+    igpo, gigpo = compare(rows, reps=200)
+    f, a = igpo["final_success"], igpo["auc"]
+    assert f["p_improvement"][0] == 1.0 and f["verdict"] == "better"
+    # IQM of 5 values: the middle 3 after trimming 25 % per side (rliable's scipy trim_mean): 0.34
+    assert abs(f["iqm"][0] - 0.34) < 1e-12 and abs(f["baseline_iqm"][0] - 0.24) < 1e-12
+    assert f["iqm"][1] <= f["iqm"][0] <= f["iqm"][2]
+    assert a["p_improvement"][0] == 0.5 and a["verdict"] == "no better (within noise)"
+    assert gigpo["final_success"]["verdict"] == "too few seeds (2 vs 5; need 5)"
+    assert "| secret | igpo vs grpo | 5 vs 5 | 34.0 [" in comparison_table([igpo, gigpo])
 
 
 def test_demo_package_exports():
