@@ -407,6 +407,30 @@ def build_report(
             )
         )
 
+    # exploration bonuses: their cost (share of the training wall time) and what they found
+    bonus = [m for m in others if any(v is not None for t in tasks for v in vals(t, m, "exploration/time_share"))]
+    if bonus:
+        rows = []
+        for t in tasks:
+            row = [t]
+            for m in bonus:
+                share = [100 * v for v in vals(t, m, "exploration/time_share") if v is not None]
+                states = [v for v in vals(t, m, "exploration/unique_states") if v is not None]
+                cell = _fmt(*_mean_std(share), digits=1) if share else "n/a"
+                row.append(cell + (f" ({statistics.fmean(states):.0f} states)" if states else ""))
+            rows.append(row)
+        report.tables.append(
+            Table(
+                "bonus",
+                "Exploration bonus: share of the training wall time in % (mean ± std over seeds) and distinct states seen",
+                ["task"] + bonus,
+                rows,
+                "The bonus callback's own timer (computing the bonus, fitting learned bonuses, the rollout "
+                "edit) over the run's training time; the target is <= 20 %. States: distinct state keys "
+                "seen over the run (the task's state_key), averaged over seeds.",
+            )
+        )
+
     # bsuite
     bs_tasks = [t for t in tasks if task_cfg[t].get("family") == "bsuite"]
     if bs_tasks:
@@ -685,6 +709,14 @@ def headline(report: Report, others: Sequence[str]) -> str:
             return "No task separates the dense oracle from the episodic baseline at this budget, so this run supports no ranking of methods."
         best = max(poi, key=lambda m: poi[m].point)
         p = poi[best]
+        if "dense" not in report.methods:  # natively sparse tasks only (exploration): rank by P(improvement)
+            verdict_text = (
+                "beats it beyond the bootstrap noise" if p.low > 0.5 else "does not beat it beyond the bootstrap noise"
+            )
+            return (
+                f"These tasks have no dense oracle (natively sparse); by probability of improvement over the episodic "
+                f"baseline the strongest method is {best} (P(> episodic) = {p.format()}): it {verdict_text}."
+            )
         return (
             f"No task separates the dense oracle from the episodic baseline at this budget; by probability of improvement "
             f"the strongest method is {best} (P(> episodic) = {p.format()})."
@@ -896,6 +928,7 @@ def _order(report: Report) -> list[Table]:
         "credit",
         "lengths",
         "success",
+        "bonus",
         "walltime",
         "solve",
         "bsuite",
@@ -930,11 +963,12 @@ def render_markdown(
         parts += [f"**{report.summary['headline']}**", ""]
     if intro:
         parts += [intro, ""]
-    parts += [
-        f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} "
-        "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward).",
-        "",
-    ]
+    anchors = (
+        "(anchors: `episodic` = PPO on the delayed reward, `dense` = PPO on the original reward)"
+        if "dense" in report.methods
+        else "(anchor: `episodic` = PPO on the task's own sparse reward, no bonus and no credit; these tasks have no dense oracle)"
+    )
+    parts += [f"Tasks: {', '.join(report.tasks)}. Methods: {', '.join(report.methods)} {anchors}.", ""]
     tables = _order(report)
     if tables and tables[0].key == "aggregate":
         parts.append(_md_table(tables.pop(0)))

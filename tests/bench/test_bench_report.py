@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from creditlab.bench.report import build_report, verdict, write_report
+from creditlab.bench.report import build_report, render_markdown, verdict, write_report
 from creditlab.bench.store import ResultsStore
 from creditlab.bench.suites import AgentConfig, RunSpec, TaskSpec
 
@@ -236,3 +236,30 @@ def test_headline_of_a_sweep_where_only_the_anchors_finished(tmp_path):
     # cheetah separates (dense 110 vs episodic 10, 3 seeds each), but there is no credit method to rank
     assert rep.summary["headline"].startswith("The dense oracle separates from the episodic baseline on cheetah")
     assert "nothing to rank" in rep.summary["headline"]
+
+
+def test_sparse_only_sweep_ranks_bonuses_by_improvement_and_reports_their_cost(tmp_path):
+    # An exploration-style sweep: a natively sparse task, the episodic anchor and one bonus, no dense runs.
+    store = ResultsStore(tmp_path)
+    finals = {"episodic": [0.0, 0.0, 0.0, 0.0, 0.9], "episodic_count": [0.8, 0.0, 0.8, 0.8, 0.8]}
+    for method, values in finals.items():
+        for seed, final in enumerate(values):
+            run = RunSpec(TASKS["doorkey"], method, seed)
+            metrics = {"final_return": final, "auc": final / 2, "time/train_seconds": 10.0}
+            if method != "episodic":  # bonus share 2 %, 3 %, ... 6 % over seeds; 20 distinct states
+                metrics |= {"exploration/time_share": 0.02 + seed / 100, "exploration/unique_states": 20.0}
+            store.write_manifest([run], {})
+            store.write_result(
+                run,
+                {"status": "ok", "metrics": metrics, "curve": {"x": [0, 100], "mean": [0.0, final], "std": [0.0, 0.0]}},
+            )
+    rep = build_report(store.load_results())
+    # P(count > episodic): per pair of seeds, 0.8 vs 0 wins (4 x 4 = 16), 0.8 vs 0.9 loses, 0 vs 0 ties
+    # (1 x 4 = 4 halves), 0 vs 0.9 loses: (16 + 2) / 25 = 0.72
+    head = rep.summary["headline"]
+    assert head.startswith("These tasks have no dense oracle (natively sparse)")
+    assert "episodic_count (P(> episodic) = 0.72 [" in head and "does not beat it beyond the bootstrap noise" in head
+    bonus = {row[0]: row[1:] for row in rep.table("bonus").rows}
+    assert bonus["doorkey"] == ["4.0 ± 1.6 (20 states)"]  # mean of 2..6 = 4, sample std sqrt(2.5) = 1.58
+    md = render_markdown(rep, {})
+    assert "anchor: `episodic` = PPO on the task's own sparse reward" in md
