@@ -242,18 +242,19 @@ def build_report(
             scores = [(v - e) / (d - e) for v in per_seed if v is not None]
             row.append(_fmt(*_mean_std(scores), digits=2))
         rows.append(row)
-    report.tables.append(
-        Table(
-            "normalized",
-            "Normalized score (method − episodic) / (dense − episodic)",
-            ["task"] + others + ["dense"],
-            rows,
-            "0 = episodic baseline, 1 = dense oracle; per seed against the anchors' means. "
-            "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
-            "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
-            "ratio would only amplify noise.",
+    if any(task_cfg[t].get("dense_twin", True) for t in tasks):  # natively sparse tasks only: nothing to normalize by
+        report.tables.append(
+            Table(
+                "normalized",
+                "Normalized score (method − episodic) / (dense − episodic)",
+                ["task"] + others + ["dense"],
+                rows,
+                "0 = episodic baseline, 1 = dense oracle; per seed against the anchors' means. "
+                "n/a: the task has no dense twin (natively sparse) or an anchor is missing; n/a (no gap): "
+                "the dense oracle does not beat the episodic baseline beyond noise at this budget, so the "
+                "ratio would only amplify noise.",
+            )
         )
-    )
 
     _add_aggregates(report, by, tasks, others, task_cfg)
 
@@ -442,7 +443,9 @@ def build_report(
                 ["experiment"] + methods,
                 rows,
                 "umbrella_length: fraction of settings with average regret < 0.5; discounting_chain: "
-                "clip(1 − 10 (1.1 − average return), 0, 1). Reduced sweeps, see the task table.",
+                "clip(1 − 10 (1.1 − average return), 0, 1); deep_sea: fraction of sizes N solved within "
+                "2^N + 100 episodes (the running fraction of bad episodes falls below 0.9). Reduced sweeps, "
+                "see the task table.",
             )
         )
 
@@ -457,7 +460,7 @@ def build_report(
         env = c["env_id"]
         extras = [
             f"reward {c['reward']}" if c.get("reward", "episodic") != "episodic" else "",
-            f"{c['contexts']} levels per run" if c.get("contexts") else "",
+            f"{c['contexts']} level{'s' if c['contexts'] != 1 else ''} per run" if c.get("contexts") else "",
             f"state key {c['state_key']}" if c.get("state_key") else "",
         ]
         env += "".join(f"; {x}" for x in extras if x)
