@@ -82,7 +82,7 @@ class Report:
 # ------------------------------------------------------------------------------ statistics
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return float("nan"), float("nan"), 0
@@ -95,6 +95,12 @@ def _fmt(mean: float, std: float, n: int, digits: int = 1) -> str:
     if n == 1:
         return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _spread_cell(main: Sequence[float | None], side: Sequence[float | None], digits: int, side_fmt: str) -> str:
+    """``mean ± std`` of ``main`` over seeds, then the mean of ``side`` in parentheses (``side_fmt``)."""
+    extra = [v for v in side if v is not None]
+    return _fmt(*_mean_std(main), digits=digits) + (f" ({side_fmt.format(statistics.fmean(extra))})" if extra else "")
 
 
 def verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
@@ -292,10 +298,7 @@ def build_report(
         for t in tasks:
             row = [t]
             for m in methods:
-                train_len = [v for v in vals(t, m, "train_length_last") if v is not None]
-                final_len = [v for v in vals(t, m, "final_length") if v is not None]
-                cell = _fmt(*_mean_std(train_len), digits=0) if train_len else "n/a"
-                row.append(cell + (f" (eval {statistics.fmean(final_len):.0f})" if final_len else ""))
+                row.append(_spread_cell(vals(t, m, "train_length_last"), vals(t, m, "final_length"), 0, "eval {:.0f}"))
             rows.append(row)
         report.tables.append(
             Table(
@@ -415,10 +418,8 @@ def build_report(
         for t in tasks:
             row = [t]
             for m in bonus:
-                share = [100 * v for v in vals(t, m, "exploration/time_share") if v is not None]
-                states = [v for v in vals(t, m, "exploration/unique_states") if v is not None]
-                cell = _fmt(*_mean_std(share), digits=1) if share else "n/a"
-                row.append(cell + (f" ({statistics.fmean(states):.0f} states)" if states else ""))
+                share = [None if v is None else 100 * v for v in vals(t, m, "exploration/time_share")]
+                row.append(_spread_cell(share, vals(t, m, "exploration/unique_states"), 1, "{:.0f} states"))
             rows.append(row)
         report.tables.append(
             Table(
