@@ -152,3 +152,38 @@ def test_hand_written_factors_contain_the_individual_reward(n):
         o = np.stack([obs[a] for a in sorted(obs)])
         _, col, near = simple_spread_features(o, np.zeros((n, 5), np.float32), o)
         np.testing.assert_allclose(-near - col, [rew[a] for a in sorted(obs)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 6])
+def test_individual_spread_is_mpe2s_world_with_lare_reward(n):
+    # same seed, same actions: observations, terminations and truncations are mpe2's simple_spread step
+    # for step (resets included); the reward is LaRe's, recomputed here from mpe2's world after each step
+    from mpe2 import simple_spread_v3
+
+    ours, ref = spread_individual(N=n, max_cycles=5), simple_spread_v3.parallel_env(N=n, max_cycles=5)
+    o1, _ = ours.reset(seed=3)
+    o2, _ = ref.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for step in range(12):  # two resets on the way
+        if not ours.agents:
+            assert not ref.agents
+            o1, _ = ours.reset(seed=step)
+            o2, _ = ref.reset(seed=step)
+        for a in o1:
+            np.testing.assert_array_equal(o1[a], o2[a])
+        actions = {a: int(rng.integers(5)) for a in ours.agents}
+        o1, r1, te1, tr1, _ = ours.step(actions)
+        o2, _, te2, tr2, _ = ref.step(actions)
+        assert te1 == te2 and tr1 == tr2
+        world = ref.unwrapped.world
+        pos = np.array([a.state.p_pos for a in world.agents])
+        marks = np.array([m.state.p_pos for m in world.landmarks])
+        for i, a in enumerate(world.agents):
+            nearest = min(np.linalg.norm(pos[i] - m) for m in marks)
+            hits = sum(np.linalg.norm(pos[i] - pos[j]) < 0.3 for j in range(n) if j != i)
+            assert r1[a.name] == pytest.approx(-nearest - hits, abs=1e-12)
+
+
+def test_individual_spread_refuses_local_ratio():
+    with pytest.raises(RangeError, match="local_ratio"):
+        spread_individual(N=2, local_ratio=0.5)
