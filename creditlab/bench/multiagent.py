@@ -46,6 +46,7 @@ def _individual_spread_classes() -> tuple[type, type]:
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
+    from gymnasium.utils import EzPickle
     from mpe2.simple_spread.simple_spread import Scenario, raw_env
 
     class IndividualSpreadScenario(Scenario):  # type: ignore[misc, valid-type]
@@ -88,6 +89,8 @@ def _individual_spread_classes() -> tuple[type, type]:
                 num_landmark_neighbors=old.num_landmark_neighbors,
             )
             self.local_ratio = None  # SimpleEnv then pays scenario.reward alone, with no global reward computed
+            # copies (SuperSuit clones the env by pickling it) are rebuilt from these arguments, not raw_env's
+            EzPickle.__init__(self, N=N, max_cycles=max_cycles, **kwargs)
 
     _CLASSES = (IndividualSpreadScenario, IndividualSpreadEnv)
     return _CLASSES

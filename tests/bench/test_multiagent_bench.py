@@ -187,3 +187,20 @@ def test_individual_spread_is_mpe2s_world_with_lare_reward(n):
 def test_individual_spread_refuses_local_ratio():
     with pytest.raises(RangeError, match="local_ratio"):
         spread_individual(N=2, local_ratio=0.5)
+
+
+def test_individual_spread_survives_supersuits_copies():
+    # SuperSuit clones the env by pickling it (EzPickle rebuilds it from its constructor arguments)
+    import cloudpickle
+
+    from creditlab.integrations.pettingzoo import make_team_vec_env
+
+    env = spread_individual(N=2, max_cycles=4)
+    copy = cloudpickle.loads(cloudpickle.dumps(env))
+    assert copy.possible_agents == env.possible_agents and copy.unwrapped.local_ratio is None
+    venv = make_team_vec_env(lambda: spread_individual(N=2, max_cycles=4), n_teams=2, seed=0)
+    venv.reset()
+    for _ in range(5):
+        _, rewards, _, _ = venv.step(np.zeros(venv.num_envs, dtype=np.int64))
+    assert rewards.shape == (4,)
+    venv.close()
