@@ -339,22 +339,27 @@ def build_report(
             )
         )
 
-    # wall time
+    # wall time: medians, since a run that shared the machine with more load is slower whatever its method
+    def median_seconds(t: str, m: str) -> float | None:
+        v = [x for x in vals(t, m, "time/train_seconds") if x is not None and np.isfinite(x)]
+        return float(np.median(v)) if v else None
+
     rows = []
     for t in tasks:
-        base, _, nb = _mean_std(vals(t, "episodic", "time/train_seconds"))
-        row = [t, f"{base:.0f} s" if nb else "n/a"]
+        base = median_seconds(t, "episodic")
+        row = [t, f"{base:.0f} s" if base is not None else "n/a"]
         for m in [x for x in methods if x != "episodic"]:
-            mt, _, n = _mean_std(vals(t, m, "time/train_seconds"))
-            row.append(f"{mt:.0f} s ({(mt / base - 1) * 100:+.0f}%)" if n and nb and base > 0 else "n/a")
+            mt = median_seconds(t, m)
+            row.append(f"{mt:.0f} s ({(mt / base - 1) * 100:+.0f}%)" if mt is not None and base else "n/a")
         rows.append(row)
     report.tables.append(
         Table(
             "walltime",
-            "Training wall time (mean per run) and overhead vs the episodic baseline",
+            "Training wall time (median per run) and overhead vs the episodic baseline",
             ["task", "episodic"] + [m for m in methods if m != "episodic"],
             rows,
-            "Evaluation time excluded. Runs shared the machine with other runs.",
+            "Evaluation time excluded. Runs shared the machine with other runs and with each other, so the "
+            "median over seeds is shown: one run slowed by a busier machine does not move it.",
         )
     )
 

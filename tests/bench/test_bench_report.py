@@ -52,7 +52,8 @@ def _fixture(store: ResultsStore):
             metrics = {
                 "final_return": final,
                 "auc": final / 2,
-                "time/train_seconds": {"episodic": 10.0, "dense": 10.0, "rrd": 15.0}[method],
+                # seed 2's episodic run shared a busier machine: 4x slower; the wall-time table takes medians
+                "time/train_seconds": {"episodic": 40.0 if seed == 2 else 10.0, "dense": 10.0, "rrd": 15.0}[method],
                 "credit/corr_hidden": 0.5 if method == "rrd" else 0.1,
             }
             if task == "cheetah":  # episode lengths: rrd's training episodes get longer with the seed
@@ -108,7 +109,7 @@ def test_table_arithmetic(tmp_path):
     assert verdicts[("cheetah", "rrd")] == "too few seeds (3 vs 3; need 5)"
     assert verdicts[("umbrella", "rrd")] == "too few seeds (3 vs 3; need 5)"
     wall = {row[0]: row[1:] for row in rep.table("walltime").rows}
-    assert wall["cheetah"] == ["10 s", "10 s (+0%)", "15 s (+50%)"]
+    assert wall["cheetah"] == ["10 s", "10 s (+0%)", "15 s (+50%)"]  # means would say 20 s, -50 % and -25 %
     solve = {row[0]: row[2:] for row in rep.table("solve").rows}
     assert solve["doorkey"] == ["1/3 solved, median 50", "n/a", "3/3 solved, median 50"]
     bs = {row[0]: row[1:] for row in rep.table("bsuite").rows}
