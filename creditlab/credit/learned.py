@@ -350,9 +350,13 @@ class LearnedAssigner(ConfiguredAssigner):
 
     # ---------------------------------------------------------------- the fit loop
 
+    def complete_rows(self, episodes: Episodes) -> tuple[np.ndarray, dict[str, float]]:
+        """``keep[B]``: which rows may serve as decomposition targets, and the ``store/skipped_*`` counts."""
+        return complete_episodes(episode_arrays(episodes), include_truncated=self.config.include_truncated)
+
     def complete(self, episodes: Episodes) -> tuple[Episodes | None, dict[str, float]]:
         """The batch's complete episodes (None if there is none) and the ``store/skipped_*`` counts."""
-        keep, metrics = complete_episodes(episode_arrays(episodes), include_truncated=self.config.include_truncated)
+        keep, metrics = self.complete_rows(episodes)
         self._offered += int(keep.shape[0])
         self._count_skipped(metrics)
         if not keep.any():

@@ -38,7 +38,8 @@ agent i) meant to satisfy ``sum_{i in g} sum_t r_{i,t} ~ R_g``:
   agent from a feature function (hand-written, or an LLM-written program), a shared decoder
   ``r_hat_{i,t} = g(z_{i,t})``, loss ``MSE(R_g, sum_i sum_t r_hat_{i,t})`` as in LaRe's
   ``make_train_step``. The target is the **team** return R_g (LaRe's code regresses agent 0's
-  dense return when dense rewards are on -- a quirk not copied).
+  return in every mode, which in its sparse setting is the share R / N -- a constant factor that
+  the training callback's reward scale absorbs; not copied).
 
 **How it reuses the single-agent machinery.** A team episode is stored as one pooled episode of
 L_g steps (its agents' steps, agent after agent) with return R_g. The RD loss of a pooled
@@ -371,12 +372,30 @@ class _TeamPooled:
 
     config: Any
 
+    def complete_rows(self, episodes: Episodes) -> tuple[np.ndarray, dict[str, float]]:
+        """A team episode is complete only when every one of its rows is: one agent's row left out
+        (truncated with ``include_truncated=False``, or no outcome) leaves the whole team out, so no
+        team is stored with part of its agent-steps against its whole return. The skip counts are rows."""
+        keep, metrics = super().complete_rows(episodes)  # type: ignore[misc]
+        gid = episodes.group_ids
+        if gid is None or keep.all():
+            return keep, metrics
+        if isinstance(gid, torch.Tensor):
+            gid = gid.detach().cpu().numpy()
+        _, team = np.unique(np.asarray(gid), return_inverse=True)
+        whole = np.ones(int(team.max()) + 1, dtype=bool)
+        np.logical_and.at(whole, team, keep)
+        keep_teams = whole[team]
+        if (keep_teams != keep).any():
+            metrics = {**metrics, "store/skipped_partial_team": float((keep & ~keep_teams).sum())}
+        return keep_teams, metrics
+
     def complete(self, episodes: Episodes) -> tuple[Episodes | None, dict[str, float]]:
         teams = _batch_teams(episodes, self.config.team_return)  # checks the team structure of the whole batch
         sub, metrics = super().complete(episodes)  # type: ignore[misc]
         if sub is None:
             return None, metrics
-        if sub.num_episodes != episodes.num_episodes:  # whole teams were left out (their rows agree)
+        if sub.num_episodes != episodes.num_episodes:  # whole teams were left out (complete_rows)
             teams = _batch_teams(sub, self.config.team_return)
         return sub.select(teams.order), metrics
 
@@ -408,7 +427,7 @@ _TEAM_STEP_NEEDS = (*STEP_NEEDS, *TEAM_NEEDS)
     kind="assigner",
     needs=_TEAM_STEP_NEEDS,
     summary="Agent-wise RD: shared MLP r(o_i, a_i, o_i'-o_i) whose sum over agents and steps matches the team return (residual-corrected)",
-    source="full-trajectory decomposition over agents and time (RD baseline of LaRe's MPE experiments)",
+    source="full-trajectory decomposition baseline (RRD/LaRe papers), pooled over agents and time",
 )
 class TeamRDAssigner(_TeamPooled, RDAssigner):
     """Agent-wise return decomposition: a per-agent, per-step model whose team sum matches R_g.

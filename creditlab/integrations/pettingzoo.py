@@ -129,8 +129,9 @@ class TeamReward(BaseParallelWrapper):
         else:
             share = self.team_return / len(agents) if self.split else self.team_return
             paid = dict.fromkeys(agents, share if ended else 0.0)
-        if ended and agents:
-            infos[agents[0]]["episode"] = {"r": self.team_return, "l": self._steps, "t": 0.0}
+        if ended and agents:  # on the first agent in possible_agents order: the slot the evaluator reads
+            first = next((a for a in self.possible_agents if a in infos), agents[0])
+            infos[first]["episode"] = {"r": self.team_return, "l": self._steps, "t": 0.0}
         return obs, paid, terms, truncs, infos
 
 
@@ -144,10 +145,14 @@ class TeamVecEnv(VecEnvWrapper):
             and their episodes end at the same step.
         num_agents: N.
         n_teams: team copies.
+        team_split: whether the team reward is paid R / N to each agent (``TeamReward.split``);
+            None: not declared. The credit callback checks a multi-agent assigner's
+            ``team_return`` against it.
     """
 
-    def __init__(self, venv: VecEnv, *, num_agents: int, seed: int | None = None):
+    def __init__(self, venv: VecEnv, *, num_agents: int, seed: int | None = None, team_split: bool | None = None):
         super().__init__(venv)
+        self.team_split = team_split
         if venv.num_envs % num_agents:
             raise RangeError(f"a vector env of {venv.num_envs} slots cannot hold teams of {num_agents} agents")
         self.num_agents = int(num_agents)
@@ -204,7 +209,7 @@ def make_team_vec_env(
     team = TeamReward(par, reward=reward, split=split)
     markov = ss.pettingzoo_env_to_vec_env_v1(team)
     venv = ss.concat_vec_envs_v1(markov, n_teams, num_cpus=0, base_class="stable_baselines3")
-    return TeamVecEnv(venv, num_agents=n_agents, seed=seed)
+    return TeamVecEnv(venv, num_agents=n_agents, seed=seed, team_split=split if reward == "episodic" else None)
 
 
 class TeamEvaluator:

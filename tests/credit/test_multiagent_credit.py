@@ -3,6 +3,8 @@
 Rows are (team episode, agent) pairs; ``group_ids`` is the team episode (creditlab.credit.multiagent).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditlab import Episodes, get_method
-from creditlab.credit import RDAssigner, RRDAssigner, credit_quality, load_assigner, rd_loss, save_assigner
+from creditlab.credit import (
+    LaReAssigner,
+    RDAssigner,
+    RRDAssigner,
+    credit_quality,
+    load_assigner,
+    rd_loss,
+    save_assigner,
+)
 from creditlab.credit.multiagent import (
     TeamLaReAssigner,
     TeamRDAssigner,
@@ -233,15 +243,19 @@ def test_team_rd_residual_makes_team_sums_exact(b):
     assert (out[~b["mask"]] == 0).all()
 
 
+@pytest.mark.parametrize("residual", [True, None])  # None: each method's default (raw predictions for RRD, LaRe)
 @pytest.mark.parametrize("name", ["team_rd", "team_rrd", "team_lare"])
 @settings(max_examples=10, deadline=None)
 @given(b=team_batches(max_t=5))
-def test_permuting_agents_permutes_learned_credit(name, b):
+def test_permuting_agents_permutes_learned_credit(name, residual, b):
+    # for a fixed (fitted) model: training itself samples batches by row order
     torch.set_num_threads(1)
     obs = np.tile(b["obs"], (1, 1, 6))  # 18 values: a simple_spread-shaped observation for LaRe's factors
     ep = _episodes(b, obs=obs)
     kw = {"features": simple_spread_features} if name == "team_lare" else {}
-    a = _learned(name, num_actions=4, correct_residual=True, **kw)
+    if residual is not None:
+        kw["correct_residual"] = residual
+    a = _learned(name, num_actions=4, **kw)
     a.fit(ep, num_updates=2)
     out = a.assign(ep).rewards
     perm = b["rng"].permutation(b["team"].size)
@@ -267,19 +281,27 @@ def test_padding_never_leaks(name, b):
     assert (np.asarray(out)[~b["mask"]] == 0).all()
 
 
-@pytest.mark.parametrize("team_cls,single_cls", [(TeamRDAssigner, RDAssigner), (TeamRRDAssigner, RRDAssigner)])
+@pytest.mark.parametrize(
+    "team_cls,single_cls",
+    [(TeamRDAssigner, RDAssigner), (TeamRRDAssigner, RRDAssigner), (TeamLaReAssigner, LaReAssigner)],
+)
 def test_without_group_ids_a_team_assigner_is_its_single_agent_twin(team_cls, single_cls, one_torch_thread):
     rng = np.random.default_rng(3)
-    obs = rng.normal(size=(6, 7, 3)).astype(np.float32)
+    obs = rng.normal(size=(6, 7, 18)).astype(np.float32)  # simple_spread-shaped, for LaRe's factors
     lengths = np.array([7, 3, 5, 7, 1, 4])
     mask = np.arange(7)[None, :] < lengths[:, None]
     ep = Episodes.from_padded(
         np.zeros((6, 7)), mask, outcomes=rng.normal(size=6), observations=obs, actions=rng.normal(size=(6, 7, 2))
     )
-    a, b = (
-        team_cls(seed=1, subset_size=4) if team_cls is TeamRRDAssigner else team_cls(seed=1),
-        single_cls(seed=1, subset_size=4) if single_cls is RRDAssigner else single_cls(seed=1),
-    )
+    kw = {
+        TeamRRDAssigner: {"subset_size": 4},
+        TeamLaReAssigner: {"features": simple_spread_features},
+        TeamRDAssigner: {},
+    }[team_cls]
+    a = team_cls(seed=1, **kw)
+    # the same settings (team_lare's defaults follow LaRe's MPE code, lare's its MuJoCo code)
+    same = {f.name: getattr(a.config, f.name) for f in dataclasses.fields(a.config) if f.name != "team_return"}
+    b = single_cls(**same)
     ma, mb = a.fit(ep, num_updates=5), b.fit(ep, num_updates=5)
     assert ma["credit/loss"] == mb["credit/loss"]
     np.testing.assert_array_equal(a.assign(ep).rewards, b.assign(ep).rewards)
@@ -387,3 +409,49 @@ def test_simple_spread_factors_contain_the_true_reward(n):
         o = np.stack([obs[a] for a in sorted(obs)])
         cov, col, _ = simple_spread_features(o, np.zeros((n, 5), np.float32), o)
         np.testing.assert_allclose(-0.5 * col - 0.5 * cov, [rew[a] for a in sorted(obs)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [TeamRDAssigner, TeamRRDAssigner])
+def test_a_team_with_a_truncated_agent_is_left_out_whole(cls, one_torch_thread):
+    # team 0: agent 0 terminated, agent 1 truncated (the team hit the time limit); team 1: both terminated.
+    # include_truncated=False leaves out team 0 whole: storing agent 0 alone against R = 3 would regress
+    # part of the team's steps onto the team's return
+    obs = np.arange(4 * 3, dtype=np.float32).reshape(4, 3, 1)
+    ep = Episodes.from_padded(
+        np.zeros((4, 3)),
+        outcomes=[3.0, 3.0, 5.0, 5.0],
+        observations=obs,
+        actions=np.zeros((4, 3, 1)),
+        group_ids=[0, 0, 1, 1],
+    ).replace(terminated=np.array([True, False, True, True]), truncated=np.array([False, True, False, False]))
+    kw = {"subset_size": 2} if cls is TeamRRDAssigner else {}
+    a = cls(seed=0, include_truncated=False, **kw)
+    m = a.fit(ep, num_updates=0)
+    assert a.store.returns.tolist() == [5.0] and a.store.lengths.tolist() == [6]
+    assert m["store/skipped_truncated"] == 1.0 and m["store/skipped_partial_team"] == 1.0
+    b = cls(seed=0, include_truncated=True, **kw)  # the default: both teams, whole
+    b.fit(ep, num_updates=0)
+    assert b.store.returns.tolist() == [3.0, 5.0] and b.store.lengths.tolist() == [6, 6]
+
+
+@pytest.mark.parametrize("name", ["team_rd", "team_rrd", "team_lare"])
+def test_split_team_return_is_stored_as_the_sum_of_shares(name, one_torch_thread):
+    # team_return="sum": R_g = the agents' shares added up (TeamReward(split=True) pays R / N each)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(5, 4, 18)).astype(np.float32)
+    mask = np.arange(4)[None, :] < np.array([4, 4, 4, 2, 2])[:, None]
+    shares = np.array([2.0, 2.0, 2.0, -1.5, -1.5])  # team 7: R = 6 over 3 agents; team 9: R = -3 over 2
+    ep = Episodes.from_padded(
+        np.zeros((5, 4)),
+        mask,
+        outcomes=shares,
+        observations=obs,
+        actions=np.zeros((5, 4), np.int64),
+        group_ids=[7, 7, 7, 9, 9],
+    )
+    kw = {"features": simple_spread_features} if name == "team_lare" else {}
+    a = _learned(name, num_actions=2, team_return="sum", correct_residual=True, **kw)
+    a.fit(ep, num_updates=3)
+    assert a.store.returns.tolist() == [6.0, -3.0] and a.store.lengths.tolist() == [12, 4]
+    out = np.asarray(a.assign(ep).rewards)
+    np.testing.assert_allclose([out[:3][mask[:3]].sum(), out[3:][mask[3:]].sum()], [6.0, -3.0], rtol=1e-5, atol=1e-5)

@@ -232,3 +232,76 @@ def test_runner_rejects_delayed_rewards_for_teams():
     cfg = RunConfig(spread, reward="delayed:2", total_timesteps=12, n_envs=1)
     with pytest.raises(RangeError, match="'episodic' or 'dense'"):
         train(cfg, envs=PettingZooEnvs())
+
+
+class _Reordered(ParallelEnv):
+    """Two agents whose step dicts list agent_1 before agent_0 (the order of possible_agents differs)."""
+
+    metadata = {"name": "reordered"}
+    possible_agents = ["agent_0", "agent_1"]
+    render_mode = None
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return {a: np.zeros(2, np.float32) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        agents = ["agent_1", "agent_0"]
+        if self.t >= 2:
+            self.agents = []
+        return (
+            {a: np.zeros(2, np.float32) for a in agents},
+            {"agent_1": 2.0, "agent_0": 1.0},
+            dict.fromkeys(agents, False),
+            dict.fromkeys(agents, self.t >= 2),
+            {a: {} for a in agents},
+        )
+
+    def observation_space(self, agent):
+        return spaces.Box(-1, 1, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+
+def test_team_episode_record_sits_on_the_first_possible_agent():
+    # the evaluator and SB3's episode statistics read slot k * N (possible_agents[0]) of each copy
+    env = TeamReward(_Reordered())
+    env.reset()
+    env.step({"agent_0": 0, "agent_1": 0})
+    *_, infos = env.step({"agent_0": 0, "agent_1": 0})
+    assert infos["agent_0"]["episode"]["r"] == 6.0 and "episode" not in infos["agent_1"]
+    evaluate = TeamEvaluator(lambda: _Reordered(), n_teams=2, episodes=3, seed=0)
+
+    class _Const:
+        def predict(self, obs, deterministic=True):
+            return np.zeros(len(obs), np.int64), None
+
+        def get_env(self):
+            return None
+
+        num_timesteps = 0
+
+    result = evaluate(_Const())  # before the fix this never returned: the record sat on slot 1
+    assert result.returns == [6.0, 6.0, 6.0] and result.lengths == [2, 2, 2]
+
+
+@pytest.mark.parametrize("split,team_return,ok", [(True, "sum", True), (True, "shared", False), (False, "sum", False)])
+def test_callback_checks_team_return_against_the_envs_payment(split, team_return, ok, one_torch_thread):
+    from stable_baselines3 import PPO
+
+    venv = make_team_vec_env(spread, n_teams=1, seed=0, split=split)
+    assert venv.team_split is split
+    cb = CreditAssignmentCallback(TeamUniformAssigner(team_return=team_return))
+    model = PPO("MlpPolicy", venv, n_steps=4, batch_size=12, n_epochs=1)
+    if ok:
+        model.learn(12, callback=cb)
+    else:
+        want = "sum" if split else "shared"
+        with pytest.raises(
+            RangeError, match=f"team_return must be '{want}' for this env.*got team_return='{team_return}'"
+        ):
+            model.learn(12, callback=cb)
+    venv.close()

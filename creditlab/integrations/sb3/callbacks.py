@@ -11,8 +11,12 @@ Episodes that span rollouts
     rollout is in the buffer. The callback keeps the steps of every running episode (across
     rollouts) and, at each rollout end, assigns rewards to whole episodes: complete ones, and the
     running prefix of unfinished ones, whose return is not known yet. Step-scope assigners (RD,
-    RRD, LaRe) and RUDDER (prediction differences of the prefix) credit every step; the residual
-    correction of RD/RUDDER lands on the last step, in the rollout where the episode ends.
+    RRD, LaRe) and RUDDER (prediction differences of the prefix) credit every step. A residual
+    correction needs the return, so it is added in the rollout where the episode ends: RUDDER's
+    on the last step (its default), RD's (and the team assigners') spread over every step of the
+    episode, of which only the steps still in the buffer are relabeled. An episode cut by
+    rollouts therefore sums to its return only with RUDDER's last-step residual; with RD's the
+    share on steps of earlier rollouts, already trained on with the raw predictions, is lost.
     Outcome-based assigners (uniform, IRCR) cannot credit steps of an unfinished episode: those
     steps get the running mean of assigned per-step rewards (``unassigned="mean"``, the default)
     or the reward the environment gave (``"observed"``); ``credit/frac_unassigned`` reports how many.
@@ -51,7 +55,12 @@ Teams (multi-agent)
     last step in the rollout are one team episode (the agents of a team end together). The
     multi-agent assigners (:mod:`creditlab.credit.multiagent`) split each team's return across
     those rows; the decomposition-error metric then compares each agent's credit with its hidden
-    true return.
+    true return. With an explicit ``teams`` map the agents of a team must end their episodes at
+    the same step (``TeamReward`` enforces it): rows of one team that end at different steps are
+    different team episodes, each credited with its own return. When the env declares
+    ``team_split`` (``make_team_vec_env(split=...)``), a multi-agent assigner's ``team_return``
+    must agree with it (``"sum"`` for a split payment, ``"shared"`` otherwise), else a
+    ``RangeError`` at the start of training: a mismatch would credit each team R / N or N x R.
 
 Logged metrics (SB3 logger, and ``callback.history``): ``credit/loss``, ``credit/updates``,
 ``credit/fit_seconds``, ``credit/assign_seconds``, ``credit/seconds`` (all callback work),
@@ -320,6 +329,14 @@ class CreditAssignmentCallback(BaseCallback):
         self._teams = None if teams is None else np.asarray(teams, dtype=np.int64).reshape(-1)
         if self._teams is not None and self._teams.shape != (n,):
             raise RangeError(f"teams maps {self._teams.shape[0]} slots to teams but the training env has {n} slots")
+        split = getattr(self.training_env, "team_split", None)
+        team_return = getattr(getattr(self.assigner, "config", None), "team_return", None)
+        if split is not None and team_return is not None and team_return != ("sum" if split else "shared"):
+            raise RangeError(
+                f"{type(self.assigner).__name__}.team_return must be {'sum' if split else 'shared'!r} for this env "
+                f"(its team reward is {'split: R / N to each agent' if split else 'shared: R to every agent'}); "
+                f"got team_return={team_return!r}"
+            )
         if self._streams is None or self.model.num_timesteps == 0 or self._streams.n_envs != n:
             self._streams = _Streams(n)
             self._prev_obs = None
