@@ -204,11 +204,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
     track = check_trackers(args.track)  # a missing package is an error now, before any run
     if args.dry_run:
+        def unit(task) -> str:  # pettingzoo budgets count agent-steps (N per environment step)
+            return "agent-steps" if task.family == "pettingzoo" else "environment steps"
+
         for r in runs:
-            print(f"{r.run_id}\t{r.task.total_steps} steps")
-        print(
-            f"{len(runs)} runs, {sum(r.task.total_steps for r in runs):,} environment steps -> {out}", file=sys.stderr
-        )
+            print(f"{r.run_id}\t{r.task.total_steps:,} {unit(r.task)}")
+        sys.stdout.flush()  # before the summary on stderr, so the two never interleave on a terminal
+        totals: dict[str, int] = {}
+        for r in runs:
+            totals[unit(r.task)] = totals.get(unit(r.task), 0) + r.task.total_steps
+        print(f"{len(runs)} runs, {', '.join(f'{n:,} {u}' for u, n in totals.items())} -> {out}", file=sys.stderr)
         return 0
     t0 = time.perf_counter()
     if args.no_ray:

@@ -195,7 +195,8 @@ def build_report(
             "Final true return (deterministic evaluation, mean ± std over seeds)",
             ["task"] + methods,
             rows,
-            "Evaluated on the hidden per-step reward. bsuite tasks: mean over settings.",
+            "Evaluated on the hidden per-step reward. bsuite tasks: mean over settings. pettingzoo tasks: the "
+            "team's true return (summed over agents and steps).",
         )
     )
 
@@ -470,14 +471,16 @@ def build_report(
             f"state key {c['state_key']}" if c.get("state_key") else "",
         ]
         env += "".join(f"; {x}" for x in extras if x)
+        team = c.get("family") == "pettingzoo"  # budgets in agent-steps; n_envs counts team copies
+        unit, copies = ("agent-steps", "team copies") if team else ("steps", "envs")
         rows.append(
             [
                 t,
                 env,
-                f"{c['steps']:,}",
+                f"{c['steps']:,}" + (" agent-steps" if team else ""),
                 str(c["agent"]["hyperparams"]["gamma"]),
-                f"{agent['algo'].upper()} ({agent['n_envs']} envs{_vecnorm(agent['normalize'])}); {hp}",
-                f"every {c['eval_every']:,} steps, {c['eval_episodes']} episodes",
+                f"{agent['algo'].upper()} ({agent['n_envs']} {copies}{_vecnorm(agent['normalize'])}); {hp}",
+                f"every {c['eval_every']:,} {unit}, {c['eval_episodes']} {'team ' if team else ''}episodes",
                 settings,
                 ", ".join(map(str, all_seeds)),
                 c.get("notes", ""),
@@ -698,6 +701,8 @@ def _add_aggregates(report: Report, by, tasks, others, task_cfg) -> None:
         "poi_tasks": poi_tasks,
         "matrices": {m: v.scores for m, v in mats.items()},
         "seeds": {m: v.seeds for m, v in mats.items()},
+        # the fewest finished seeds of any (method, task) that ran: below the verdict rule, no ranking is firm
+        "min_seeds": min((len(raw[m][t]) for m in methods for t in tasks if raw[m].get(t)), default=0),
     }
     report.summary["headline"] = headline(report, others)
 
@@ -708,6 +713,13 @@ def headline(report: Report, others: Sequence[str]) -> str:
     est: Mapping[str, Mapping[str, Estimate]] = agg.get("estimates") or {}
     poi: Mapping[str, Estimate] = agg.get("poi") or {}
     cands = [m for m in others if m in est]
+    n_seeds = int(agg.get("min_seeds", 0))
+    few = (
+        f" With {n_seeds} seed{'s' if n_seeds != 1 else ''} per task (a verdict needs {MIN_SEEDS_FOR_VERDICT}) "
+        "the intervals are wide; treat the ranking as tentative."
+        if 0 < n_seeds < MIN_SEEDS_FOR_VERDICT
+        else ""
+    )
     if not cands:
         if agg.get("tasks"):  # an unfinished sweep: the anchors ran, no method has normalized scores yet
             return (
@@ -724,25 +736,19 @@ def headline(report: Report, others: Sequence[str]) -> str:
             )
             return (
                 f"These tasks have no dense oracle (natively sparse); by probability of improvement over the episodic "
-                f"baseline the strongest method is {best} (P(> episodic) = {p.format()}): it {verdict_text}."
+                f"baseline the strongest method is {best} (P(> episodic) = {p.format()}): it {verdict_text}.{few}"
             )
         return (
             f"No task separates the dense oracle from the episodic baseline at this budget; by probability of improvement "
-            f"the strongest method is {best} (P(> episodic) = {p.format()})."
+            f"the strongest method is {best} (P(> episodic) = {p.format()}).{few}"
         )
     best = max(cands, key=lambda m: est[m]["iqm"].point)
     iqm = est[best]["iqm"]
     tasks = agg.get("tasks") or []
-    n_seeds = min(len(s) for s in (agg.get("seeds") or {}).values()) if agg.get("seeds") else 0
     if iqm.low > 0:
         verdict_text = "beats the episodic baseline" + (" and reaches the dense oracle" if iqm.high >= 1.0 else "")
     else:
         verdict_text = "does not beat the episodic baseline beyond the bootstrap noise"
-    few = (
-        f" With {n_seeds} seeds per task the intervals are wide; treat the ranking as tentative."
-        if n_seeds < MIN_SEEDS_FOR_VERDICT
-        else ""
-    )
     return (
         f"Across {len(tasks)} task{'s' if len(tasks) != 1 else ''} where the dense oracle separates from the baseline "
         f"({', '.join(tasks)}), the best method is {best}: IQM normalized score {iqm.format()} "

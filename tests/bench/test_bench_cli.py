@@ -19,6 +19,11 @@ def test_bench_dry_run_lists_runs(capsys):
     )
     ids = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
     assert ids == {f"hopper/{m}/seed{s}" for m in ("episodic", "dense", "rrd") for s in (0, 4)}
+    # a pettingzoo task's budget counts agent-steps, and the listing says so
+    assert main(["bench", "--suite", "multiagent", "--tasks", "spread3", "--methods", "team_rrd", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "spread3/team_rrd/seed0\t900,000 agent-steps" in captured.out.splitlines()
+    assert "15 runs, 13,500,000 agent-steps ->" in captured.err
 
 
 def test_bench_then_report_no_ray(tmp_path, capsys):

@@ -260,6 +260,10 @@ def test_sparse_only_sweep_ranks_bonuses_by_improvement_and_reports_their_cost(t
     head = rep.summary["headline"]
     assert head.startswith("These tasks have no dense oracle (natively sparse)")
     assert "episodic_count (P(> episodic) = 0.72 [" in head and "does not beat it beyond the bootstrap noise" in head
+    assert "tentative" not in head  # 5 seeds each: enough for the verdict rule
+    # the same sweep with 2 seeds per method: the headline says the ranking is tentative
+    few = [r for r in store.load_results() if r["seed"] < 2]
+    assert "With 2 seeds per task (a verdict needs 5) the intervals are wide" in build_report(few).summary["headline"]
     bonus = {row[0]: row[1:] for row in rep.table("bonus").rows}
     assert bonus["doorkey"] == ["4.0 ± 1.6 (20 states)"]  # mean of 2..6 = 4, sample std sqrt(2.5) = 1.58
     md = render_markdown(rep, {})

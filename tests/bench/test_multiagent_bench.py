@@ -117,6 +117,7 @@ def test_tiny_multiagent_sweep(tmp_path, one_torch_thread):
     paths = write_report(tmp_path)
     text = paths["markdown"].read_text()
     assert "spread2" in text and "team_rrd" in text
+    assert " agent-steps |" in text and "team copies" in text  # the task table names the units of a team task
 
 
 def test_individual_spread_reward_by_hand():
