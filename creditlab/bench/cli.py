@@ -204,6 +204,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     track = check_trackers(args.track)  # a missing package is an error now, before any run
     if args.dry_run:
+
         def unit(task) -> str:  # pettingzoo budgets count agent-steps (N per environment step)
             return "agent-steps" if task.family == "pettingzoo" else "environment steps"
 
