@@ -197,6 +197,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
         sys.stdout.write(dump_suite(suite))
         return 0
+    from .tasks import check_environment
+
+    for task in suite.tasks:  # a typo in an env id fails here, once, not in every run
+        check_environment(task)
     runs = expand_runs(suite)
     out = Path(args.out or _DEFAULT_OUT.format(suite=suite.name))
     check_output_dir(out)  # a sweep folder resumes: existing results are kept, never overwritten

@@ -103,6 +103,53 @@ def import_modules(task: TaskSpec) -> None:
             raise RangeError(f"task {task.name!r}: imports: module {name!r} cannot be imported ({exc})") from exc
 
 
+def check_environment(task: TaskSpec) -> None:
+    """Resolve the task's environment without building it, so a typo fails once, before any run.
+
+    Imports the task's ``imports``; a ``"module:attr"`` must import and name a class or factory
+    (:func:`~creditlab.integrations.sb3.envs.env_factory`), a plain id must be registered with
+    Gymnasium (MiniGrid ids after ``import minigrid``); a PettingZoo env on a non-``pettingzoo``
+    task is a ``RangeError`` pointing to ``family: pettingzoo``. bsuite ids are checked by the
+    suite. Raises :class:`~creditlab.errors.RangeError` naming the task.
+    """
+    import importlib
+
+    if task.family == "bsuite":
+        return
+    import_modules(task)
+    env_id = task.env_id
+    if ":" in env_id:
+        from ..integrations.sb3.envs import env_factory
+
+        try:
+            env_factory(env_id, {})
+        except RangeError as exc:
+            raise RangeError(f"task {task.name!r}: {exc}") from exc
+        module_name, _, attr = env_id.partition(":")
+        target = getattr(importlib.import_module(module_name), attr, None)
+        parallel = attr in ("parallel_env", "env", "raw_env") and module_name.startswith(("pettingzoo", "mpe2"))
+        if task.family != "pettingzoo" and (hasattr(target, "possible_agents") or parallel):
+            raise RangeError(
+                f"task {task.name!r}: {env_id!r} is a PettingZoo (multi-agent) env; a team needs a suite file "
+                "task with family: pettingzoo and the module's parallel_env factory (creditlab bench --config FILE; "
+                "docs/bench.md, 'PettingZoo teams'), not --env-id"
+            )
+        return
+    if task.family == "pettingzoo":
+        raise RangeError(f"task {task.name!r}: env must be 'module:parallel_env_factory'; got {env_id!r}")
+    if task.family == "minigrid":
+        import minigrid  # noqa: F401  (registers the MiniGrid ids)
+    if env_id not in gym.registry:
+        import difflib
+
+        near = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        raise RangeError(
+            f"task {task.name!r}: environment {env_id!r} is not a registered Gymnasium id"
+            + (f" (did you mean {', '.join(map(repr, near))}?)" if near else "")
+            + "; for your own env use 'module:Class' or list the module that registers it under imports"
+        )
+
+
 def _float_box(space: gym.spaces.Box) -> gym.spaces.Box:
     import numpy as np
 

@@ -73,6 +73,7 @@ from . import TRUE_REWARD_KEY
 __all__ = ["TRUE_REWARD_KEY", "TeamReward", "TeamVecEnv", "TeamEvaluator", "PettingZooEnvs", "make_team_vec_env"]
 
 _REWARDS = ("episodic", "dense")
+_ENV_PAYS = ("agents", "team")
 
 
 class TeamReward(BaseParallelWrapper):
@@ -86,13 +87,24 @@ class TeamReward(BaseParallelWrapper):
             the team is paid R in all. The multi-agent assigners' ``team_return`` must match:
             ``"shared"`` for ``split=False`` (every agent's return is the team's R), ``"sum"``
             for ``split=True`` (the agents' returns add up to R).
+        env_pays: what the wrapped env's rewards are. ``"agents"`` (default): each agent's own
+            reward, and the team's return is their sum ``R = sum_i sum_t r_{i,t}``. ``"team"``:
+            the env already pays the team's number, the same to every agent at every step (e.g.
+            0 before the end and the team's score at the last step); the team's return is that
+            number summed over steps (not over agents: summing would count it N times), agents
+            paid different rewards at a step are a ``DataFormatError``, and there is no hidden
+            per-agent reward (no ``creditlab/true_reward`` in the infos, so no credit-quality
+            metrics). With ``"team"``, ``reward="dense"`` passes the env's rewards through.
 
     Attributes:
-        team_return: the true team return of the running episode so far, ``sum_i sum_t r_{i,t}``.
+        team_return: the true team return of the running episode so far (see ``env_pays``).
     """
 
-    def __init__(self, env: Any, *, reward: str = "episodic", split: bool = False):
+    def __init__(self, env: Any, *, reward: str = "episodic", split: bool = False, env_pays: str = "agents"):
         super().__init__(env)
+        if env_pays not in _ENV_PAYS:
+            raise RangeError(f"TeamReward.env_pays must be one of {_ENV_PAYS}; got {env_pays!r}")
+        self.env_pays = env_pays
         if reward not in _REWARDS:
             raise RangeError(f"TeamReward.reward must be one of {_REWARDS}; got {reward!r}")
         if not isinstance(split, bool):
@@ -112,7 +124,17 @@ class TeamReward(BaseParallelWrapper):
         self._steps += 1
         agents = list(rewards)
         true = {a: float(rewards[a]) for a in agents}
-        self.team_return += sum(true.values())
+        if self.env_pays == "team":
+            values = sorted(set(true.values()))
+            if len(values) > 1:
+                raise DataFormatError(
+                    f"TeamReward(env_pays='team') expects the same team reward for every agent at a step; at step "
+                    f"{self._steps} the agents got {true}. If each agent is paid its own reward, use "
+                    "env_pays='agents' (the team's return is then their sum)"
+                )
+            self.team_return += values[0] if values else 0.0
+        else:
+            self.team_return += sum(true.values())
         done = {a: bool(terms.get(a, False) or truncs.get(a, False)) for a in agents}
         ended = all(done.values())
         if any(done.values()) and not ended:
@@ -122,8 +144,9 @@ class TeamReward(BaseParallelWrapper):
                 f"{self._steps} while others continue (the team's episodic reward is paid once, at the end)"
             )
         infos = {a: dict(infos.get(a, {})) for a in agents}
-        for a in agents:
-            infos[a][TRUE_REWARD_KEY] = true[a]
+        if self.env_pays == "agents":  # the hidden per-agent reward (evaluation and credit quality only)
+            for a in agents:
+                infos[a][TRUE_REWARD_KEY] = true[a]
         if self.reward_mode == "dense":
             paid = true
         else:
@@ -187,6 +210,7 @@ def make_team_vec_env(
     seed: int | None = 0,
     reward: str = "episodic",
     split: bool = False,
+    env_pays: str = "agents",
 ) -> TeamVecEnv:
     """``n_teams`` copies of a PettingZoo parallel team as one SB3 vector env with a slot per agent.
 
@@ -197,6 +221,8 @@ def make_team_vec_env(
         seed: copy ``i`` is reset with ``seed + i`` first (None: unseeded).
         reward: ``"episodic"`` or ``"dense"`` (see :class:`TeamReward`).
         split: pay ``R / N`` per agent (see :class:`TeamReward`).
+        env_pays: ``"agents"`` (each agent's own reward) or ``"team"`` (the env already pays the
+            team's number to every agent; see :class:`TeamReward`).
     """
     import supersuit as ss
 
@@ -206,7 +232,7 @@ def make_team_vec_env(
     if not hasattr(par, "possible_agents") or not hasattr(par, "step"):
         raise DtypeError(f"env_fn must return a PettingZoo ParallelEnv; got {type(par).__name__}")
     n_agents = len(par.possible_agents)
-    team = TeamReward(par, reward=reward, split=split)
+    team = TeamReward(par, reward=reward, split=split, env_pays=env_pays)
     markov = ss.pettingzoo_env_to_vec_env_v1(team)
     venv = ss.concat_vec_envs_v1(markov, n_teams, num_cpus=0, base_class="stable_baselines3")
     return TeamVecEnv(venv, num_agents=n_agents, seed=seed, team_split=split if reward == "episodic" else None)
@@ -226,6 +252,8 @@ class TeamEvaluator:
         n_teams: parallel team copies (default ``min(episodes, 10)``).
         normalize_observations: the policy was trained on ``VecNormalize`` d observations (the
             training statistics are copied in, frozen).
+        env_pays: ``"agents"`` or ``"team"`` (see :class:`TeamReward`): how the team's return is
+            read from the env's rewards.
     """
 
     def __init__(
@@ -236,6 +264,7 @@ class TeamEvaluator:
         seed: int = 10_000,
         n_teams: int | None = None,
         normalize_observations: bool = False,
+        env_pays: str = "agents",
     ):
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise RangeError(f"episodes must be an int >= 1; got {episodes!r}")
@@ -243,7 +272,11 @@ class TeamEvaluator:
         self.seed = int(seed)
         self.seconds = 0.0
         self.env: VecEnv = make_team_vec_env(
-            env_fn, n_teams=min(episodes, 10) if n_teams is None else n_teams, seed=None, reward="dense"
+            env_fn,
+            n_teams=min(episodes, 10) if n_teams is None else n_teams,
+            seed=None,
+            reward="dense",
+            env_pays=env_pays,
         )
         self._team_env: TeamVecEnv = self.env
         if normalize_observations:
@@ -290,6 +323,9 @@ class PettingZooEnvs:
 
     Args:
         split: pay ``R / N`` per agent (see :class:`TeamReward`).
+        env_pays: ``"agents"`` (default: the env pays each agent its own reward, summed into the
+            team's return) or ``"team"`` (the env already pays the team's number to every agent;
+            see :class:`TeamReward`).
 
     Example:
         >>> from creditlab.integrations.sb3 import RunConfig, train
@@ -301,8 +337,11 @@ class PettingZooEnvs:
         ([0, 20, 40], 4)
     """
 
-    def __init__(self, *, split: bool = False):
+    def __init__(self, *, split: bool = False, env_pays: str = "agents"):
+        if env_pays not in _ENV_PAYS:
+            raise RangeError(f"PettingZooEnvs.env_pays must be one of {_ENV_PAYS}; got {env_pays!r}")
         self.split = bool(split)
+        self.env_pays = env_pays
 
     def _factory(self, config: Any) -> Callable[[], Any]:
         from .sb3.envs import env_factory
@@ -315,7 +354,12 @@ class PettingZooEnvs:
         if config.reward not in _REWARDS:
             raise RangeError(f"a PettingZoo team run pays reward 'episodic' or 'dense'; got {config.reward!r}")
         venv: VecEnv = make_team_vec_env(
-            self._factory(config), n_teams=config.n_envs, seed=config.seed, reward=config.reward, split=self.split
+            self._factory(config),
+            n_teams=config.n_envs,
+            seed=config.seed,
+            reward=config.reward,
+            split=self.split,
+            env_pays=self.env_pays,
         )
         if vec_env_wrapper is not None:
             venv = vec_env_wrapper(venv)
@@ -332,4 +376,5 @@ class PettingZooEnvs:
             episodes=config.eval_episodes,
             seed=config.seed + 10_000,
             normalize_observations=config.normalize_observations,
+            env_pays=self.env_pays,
         )

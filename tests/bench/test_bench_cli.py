@@ -124,3 +124,29 @@ def test_bench_config_errors_name_the_key(tmp_path, capsys):
     assert "tasks[0].rewrd: unknown key" in capsys.readouterr().err
     assert main(["bench", "--reward", "delayed:3", "--dry-run"]) == 2
     assert "go with --env-id" in capsys.readouterr().err
+
+
+def test_environment_typos_fail_before_any_run(capsys, tmp_path):
+    # checked once, before the sweep (no run folder is created), with the fix in the message
+    out = tmp_path / "sweep"
+    assert main(["bench", "--env-id", "CartPol-v1", "--seeds", "1", "--no-ray", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'CartPol-v1' is not a registered Gymnasium id (did you mean 'CartPole-v1'" in err and not out.exists()
+    assert main(["bench", "--env-id", "no_such_module_xyz:Env", "--dry-run"]) == 2
+    assert "module 'no_such_module_xyz' cannot be imported" in capsys.readouterr().err
+    assert main(["bench", "--env-id", "gymnasium.envs.classic_control:CartPoleEnvv", "--dry-run"]) == 2
+    assert "has no attribute 'CartPoleEnvv'" in capsys.readouterr().err
+    # a PettingZoo env given to --env-id: pointed to the pettingzoo family
+    assert main(["bench", "--env-id", "mpe2.simple_spread_v3:parallel_env", "--dry-run"]) == 2
+    assert "is a PettingZoo (multi-agent) env; a team needs a suite file task with family: pettingzoo" in (
+        capsys.readouterr().err
+    )
+
+
+def test_every_shipped_suite_passes_the_environment_check():
+    from creditlab.bench.config import get_suite
+    from creditlab.bench.tasks import check_environment
+
+    for name in ("smoke", "standard", "long", "exploration", "multiagent", "full"):
+        for task in get_suite(name).tasks:
+            check_environment(task)

@@ -305,3 +305,80 @@ def test_callback_checks_team_return_against_the_envs_payment(split, team_return
         ):
             model.learn(12, callback=cb)
     venv.close()
+
+
+class _TeamPays(ParallelEnv):
+    """Two agents on a line, 3 steps; the env pays the team's number -|x_0 - x_1| to both, at the end only.
+
+    ``unequal=True`` pays the agents different rewards (not a team-paying env)."""
+
+    metadata = {"name": "team_pays"}
+    possible_agents = ["agent_0", "agent_1"]
+    render_mode = None
+
+    def __init__(self, unequal=False):
+        self.unequal = unequal
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        self.t, self.x = 0, np.array([-2.0, 2.0])
+        return self._obs(), {a: {} for a in self.agents}
+
+    def _obs(self):
+        return {a: np.array([self.x[i], self.t / 3], np.float32) for i, a in enumerate(self.agents)}
+
+    def step(self, actions):
+        self.t += 1
+        self.x += np.array([1.0 if actions[a] else -1.0 for a in self.possible_agents])
+        end = self.t >= 3
+        team = -abs(self.x[0] - self.x[1]) if end else 0.0
+        rewards = {"agent_0": team, "agent_1": team + (1.0 if self.unequal and end else 0.0)}
+        obs = self._obs()
+        if end:
+            self.agents = []
+        return obs, rewards, dict.fromkeys(rewards, False), dict.fromkeys(rewards, end), {a: {} for a in rewards}
+
+    def observation_space(self, agent):
+        return spaces.Box(-10, 10, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+
+def test_an_env_that_already_pays_the_team_counts_its_number_once():
+    # agent 0 moves right 3 times, agent 1 left once then right twice: x = (1, 3) -> the team's number -2
+    acts = [{"agent_0": 1, "agent_1": 0}, {"agent_0": 1, "agent_1": 1}, {"agent_0": 1, "agent_1": 1}]
+    summed, team = TeamReward(_TeamPays()), TeamReward(_TeamPays(), env_pays="team")
+    for env in (summed, team):
+        env.reset()
+        out = [env.step(a) for a in acts]
+    _, paid, _, _, infos = out[-1]
+    assert paid == {"agent_0": -2.0, "agent_1": -2.0} and infos["agent_0"]["episode"]["r"] == -2.0  # once, not N times
+    assert TRUE_REWARD_KEY not in infos["agent_0"]  # no hidden per-agent reward to compare credit with
+    assert summed.team_return == -4.0  # the default reads per-agent rewards and sums them: 2 x -2
+    odd = TeamReward(_TeamPays(unequal=True), env_pays="team")
+    odd.reset()
+    odd.step(acts[0])
+    odd.step(acts[1])
+    with pytest.raises(DataFormatError, match=r"same team reward for every agent at a step; at step 3"):
+        odd.step(acts[2])
+    with pytest.raises(RangeError, match="env_pays must be one of"):
+        TeamReward(_TeamPays(), env_pays="shared")
+
+
+def test_training_on_an_env_that_already_pays_the_team(one_torch_thread):
+    cfg = RunConfig(
+        _TeamPays,
+        assigner="team_rrd",
+        total_timesteps=240,
+        n_envs=4,
+        eval_every=120,
+        eval_episodes=4,
+        algo_kwargs={"n_steps": 15, "batch_size": 40, "n_epochs": 1},
+    )
+    res = train(cfg, envs=PettingZooEnvs(env_pays="team"))
+    # the team's number -|x_0 - x_1| is in {0, -2, ..., -10} and counted once per team episode (summing it
+    # over the 2 agents would give -4, -8, ... down to -20)
+    returns = [r for ev in res.evaluations for r in ev.returns] + [ep[1] for ep in res.train_episodes]
+    assert res.train_episodes and all(r in (0.0, -2.0, -4.0, -6.0, -8.0, -10.0) for r in returns)
+    assert min(ep[1] for ep in res.train_episodes) >= -10.0 and any(ep[1] in (-2.0, -6.0) for ep in res.train_episodes)

@@ -81,7 +81,8 @@ class RunConfig:
         normalize_rewards: VecNormalize rewards (no effect on credit runs: the credit callback and
             buffer read the raw rewards and replace them).
         policy: SB3 policy name.
-        algo_kwargs: further SB3 constructor arguments (PPO default ``n_steps = 2048 // n_envs``).
+        algo_kwargs: further SB3 constructor arguments (PPO default ``n_steps = 2048 // slots``,
+            a 2,048-step rollout; slots = ``n_envs``, or ``n_envs x N`` agents for a PettingZoo team).
         eval_every: env steps between evaluations on the true reward (0: none during training).
         eval_episodes: deterministic evaluation episodes per evaluation.
         eval_at_start: also evaluate the initial policy (step 0), for learning curves and their area.
@@ -300,7 +301,8 @@ def _build_model(
         tensorboard_log=config.tensorboard_log,
     )
     if config.algo == "ppo":
-        kwargs.setdefault("n_steps", max(2048 // config.n_envs, 1))
+        # 2,048-step rollouts: env.num_envs slots (n_envs, or n_envs x N agents for a team env)
+        kwargs.setdefault("n_steps", max(2048 // env.num_envs, 1))
         credit_cb = None
         if assigner is not None:
             ratio = 1 / 32 if config.update_ratio is None else config.update_ratio
