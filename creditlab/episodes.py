@@ -185,8 +185,14 @@ class Episodes:
     ) -> Episodes:
         """Build from padded ``[B, T]`` arrays (NumPy or torch; torch stays torch).
 
-        ``outcomes`` may contain None (list) for "not applicable"; ``components`` may be a
-        ``[B, K]`` array (None allowed) or a list of B dicts ``{name: value}``.
+        Every field is described in the module docstring's table. ``mask`` (bool ``[B, T]``,
+        default all True) marks each row's valid steps. ``outcomes`` may contain None (list) for
+        "not applicable"; ``components`` may be a ``[B, K]`` array (None allowed) or a list of B
+        dicts ``{name: value}``. ``group_ids`` is one id per row: the prompt / start state of
+        GRPO-style groups, or the team episode for the multi-agent assigners (one row per
+        (team episode, agent): rows with the same id are the agents of one team episode).
+        ``observations`` / ``next_observations`` are ``[B, T, obs]``, ``actions`` ``[B, T]`` ints
+        or ``[B, T, act]`` floats: what learned assigners read.
         """
         as_t = _is_torch(rewards)
         r = _float(rewards, "rewards")
@@ -627,7 +633,16 @@ class Episodes:
         kind = "torch" if self.is_torch else "numpy"
         extra = [
             n
-            for n in ("values", "outcomes", "components", "group_ids", "task_ids", "observations", "actions")
+            for n in (
+                "values",
+                "outcomes",
+                "components",
+                "group_ids",
+                "task_ids",
+                "observations",
+                "actions",
+                "next_observations",
+            )
             if getattr(self, n) is not None
         ]
         return f"Episodes(B={self.num_episodes}, T={self.max_steps}, steps={self.num_steps}, {kind}, with={extra})"
