@@ -286,6 +286,11 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--title", help="report title")
     p.add_argument("--intro", default="", help="a paragraph placed under the title")
+    p.add_argument(
+        "--tasks",
+        help="comma-separated task names: report (and pack into runs.jsonl) only their runs, e.g. the finished "
+        "tasks of a sweep that is still running",
+    )
     add_force_option(p)
 
 
@@ -298,7 +303,8 @@ def run_report(args: argparse.Namespace) -> int:
         src_dir = Path(args.dir).resolve() if Path(args.dir).is_dir() else Path(args.dir).resolve().parent
         inside = Path(args.out).resolve().is_relative_to(src_dir)
         check_output_dir(args.out, produces=() if inside else _REPORT_FILES, force=args.force)
-    paths = write_report(args.dir, args.out, title=args.title, intro=args.intro)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    paths = write_report(args.dir, args.out, title=args.title, intro=args.intro, tasks=tasks)
     print(
         f"wrote {paths['markdown']} and {paths['html']} (figures in {paths['figures']}, raw results in {paths['runs']})",
         file=sys.stderr,

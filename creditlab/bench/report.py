@@ -43,7 +43,7 @@ from .stats import (
     performance_profiles,
     score_matrices,
 )
-from .store import ResultsStore, atomic_write_text, read_packed
+from .store import ResultsStore, atomic_write_text, only_tasks, pack_rows, read_packed
 from .suites import ANCHORS
 
 __all__ = ["Report", "Table", "build_report", "write_report", "verdict"]
@@ -1028,7 +1028,12 @@ def render_html(
 
 
 def write_report(
-    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None, intro: str = ""
+    sweep_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    intro: str = "",
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md`` (+ ``figures/*.png``), a self-contained ``report.html`` and the packed raw
     results ``runs.jsonl`` (one line per run) for a sweep.
@@ -1038,6 +1043,8 @@ def write_report(
         out_dir: where to write (default ``sweep_dir/report``; beside the table for a packed one).
         title: page title (default from the manifest's suite name).
         intro: a paragraph placed under the title.
+        tasks: report (and pack) only these tasks' runs, e.g. the finished tasks of a sweep still
+            running; a name without runs is a ``CreditlabError``.
 
     Returns:
         ``{"markdown": path, "html": path, "figures": folder}``.
@@ -1052,15 +1059,25 @@ def write_report(
             f"no finished runs in {store.root} (expected {store.root}/runs/<task>/<method>/seed<k>/result.json "
             "or a table written by `creditlab report DIR`)"
         )
-    manifest = store.manifest()
+    manifest, failures = store.manifest(), store.load_failures()
+    if tasks is not None:
+        known = sorted({r["task"] for r in results} | {f.get("task") for f in failures} - {None})
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise CreditlabError(f"--tasks: no runs of {unknown} in {store.root}; its tasks: {known}")
+        manifest, results, failures = only_tasks(manifest, results, failures, tasks)
     suite = manifest.get("suite")
     report = build_report(
         results,
-        failures=store.load_failures(),
+        failures=failures,
         requested=list(manifest.get("runs", {})),
         title=title or (f"creditlab benchmark: suite {suite}" if suite else "creditlab benchmark"),
     )
     out = Path(out_dir) if out_dir is not None else (store.root.parent if packed else store.root / "report")
+    if tasks is not None and packed and (out / "runs.jsonl").resolve() == store.root.resolve():
+        raise CreditlabError(
+            f"--tasks would overwrite {store.root} with part of its runs; write the report elsewhere with --out"
+        )
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes] = {}
@@ -1076,7 +1093,9 @@ def write_report(
     for name, png in agg_pngs.items():
         write_bytes(figdir / f"aggregate_{name}.png", png)
         agg_paths[name] = f"figures/aggregate_{name}.png"
-    if not packed:
+    if tasks is not None:  # the packed table holds exactly what the report shows
+        pack_rows(out / "runs.jsonl", manifest, results, failures)
+    elif not packed:
         store.pack(out / "runs.jsonl")
     elif (out / "runs.jsonl").resolve() != store.root.resolve():
         atomic_write_text(out / "runs.jsonl", store.root.read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +191,15 @@ class ResultsStore:
         return _read_json(self.manifest_path) or {}
 
     # -- one table per sweep
-    def pack(self, path: str | os.PathLike) -> Path:
+    def pack(self, path: str | os.PathLike, tasks: Collection[str] | None = None) -> Path:
         """Write the sweep as one JSON-lines table: a manifest line, then one line per finished run
-        (its ``result.json``, curve included) and per crashed run (its ``error.json``).
+        (its ``result.json``, curve included) and per crashed run (its ``error.json``); only the
+        runs of ``tasks`` when given.
 
         What ``creditlab report FILE.jsonl`` reads; what the repository keeps instead of hundreds of
         run folders. :func:`read_packed` reads it back.
         """
-        lines = [json.dumps({"kind": "manifest", **self.manifest()}, sort_keys=True)]
-        lines += [json.dumps({"kind": "result", **r}, sort_keys=True) for r in self.load_results()]
-        lines += [json.dumps({"kind": "failure", **f}, sort_keys=True) for f in self.load_failures()]
-        return write_text(path, "\n".join(lines) + "\n")
+        return pack_rows(path, self.manifest(), self.load_results(), self.load_failures(), tasks)
 
 
 class PackedResults:
@@ -241,6 +239,35 @@ class PackedResults:
 
     def manifest(self) -> dict[str, Any]:
         return dict(self._manifest)
+
+
+def only_tasks(
+    manifest: dict[str, Any], results: list[dict[str, Any]], failures: list[dict[str, Any]], tasks: Collection[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest (its requested runs), results and failures of the named tasks only."""
+    keep = set(tasks)
+    runs = {k: v for k, v in (manifest.get("runs") or {}).items() if k.split("/", 1)[0] in keep}
+    return (
+        {**manifest, "runs": runs} if "runs" in manifest else dict(manifest),
+        [r for r in results if r.get("task") in keep],
+        [f for f in failures if f.get("task") in keep],
+    )
+
+
+def pack_rows(
+    path: str | os.PathLike,
+    manifest: dict[str, Any],
+    results: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    tasks: Collection[str] | None = None,
+) -> Path:
+    """Write a packed table (see :meth:`ResultsStore.pack`), keeping only ``tasks`` when given."""
+    if tasks is not None:
+        manifest, results, failures = only_tasks(manifest, results, failures, tasks)
+    lines = [json.dumps({"kind": "manifest", **manifest}, sort_keys=True)]
+    lines += [json.dumps({"kind": "result", **r}, sort_keys=True) for r in results]
+    lines += [json.dumps({"kind": "failure", **f}, sort_keys=True) for f in failures]
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def read_packed(path: str | os.PathLike) -> PackedResults:

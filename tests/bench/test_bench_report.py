@@ -1,14 +1,17 @@
 """The report: arithmetic of the tables on a hand-made results fixture, every table and figure present."""
 
 import base64
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from creditlab.bench.report import build_report, render_markdown, verdict, write_report
 from creditlab.bench.store import ResultsStore
 from creditlab.bench.suites import AgentConfig, RunSpec, TaskSpec
+from creditlab.errors import CreditlabError
 
 AGENT = AgentConfig("ppo", {"gamma": 0.99})
 TASKS = {
@@ -268,3 +271,25 @@ def test_sparse_only_sweep_ranks_bonuses_by_improvement_and_reports_their_cost(t
     assert bonus["doorkey"] == ["4.0 ± 1.6 (20 states)"]  # mean of 2..6 = 4, sample std sqrt(2.5) = 1.58
     md = render_markdown(rep, {})
     assert "anchor: `episodic` = PPO on the task's own sparse reward" in md
+
+
+def test_report_of_some_tasks_only(tmp_path):
+    # --tasks: the report, its packed table and its requested/crashed lists hold only those tasks' runs
+    store = ResultsStore(tmp_path / "sweep")
+    _fixture(store)
+    run = RunSpec(TASKS["chain"], "rrd", 9)
+    store.write_manifest([run], {})
+    store.write_result(run, {"status": "failed", "error": "RangeError: boom", "traceback": "", "task": "chain"})
+    paths = write_report(tmp_path / "sweep", tmp_path / "part", tasks=["cheetah", "doorkey"])
+    md = paths["markdown"].read_text()
+    assert "cheetah" in md and "doorkey" in md and "umbrella" not in md and "chain" not in md and "boom" not in md
+    rows = [json.loads(line) for line in (tmp_path / "part" / "runs.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in rows if r["kind"] == "result"} == {"cheetah", "doorkey"}
+    assert all(k.split("/")[0] in ("cheetah", "doorkey") for k in rows[0].get("runs", {}))
+    # the packed table rebuilds the same report; filtering it onto itself would lose runs
+    again = write_report(tmp_path / "part" / "runs.jsonl")
+    assert "umbrella" not in again["markdown"].read_text()
+    with pytest.raises(CreditlabError, match="would overwrite"):
+        write_report(tmp_path / "part" / "runs.jsonl", tasks=["cheetah"])
+    with pytest.raises(CreditlabError, match=r"no runs of \['nope'\]"):
+        write_report(tmp_path / "sweep", tmp_path / "x", tasks=["nope"])
