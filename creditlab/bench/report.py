@@ -288,8 +288,9 @@ def build_report(
             ["task"] + methods,
             rows,
             "Pearson correlation over training steps. The episodic baseline's value is that of the "
-            "delayed reward itself. n/a where the hidden reward is constant (CartPole pays +1 per step), "
-            "so no correlation is defined.",
+            "delayed reward itself. n/a where no per-step correlation is defined: the hidden reward is constant "
+            "(CartPole pays +1 per step), or the credit is constant within each episode (team_uniform; its "
+            "correlation pooled over episodes is in the run's metrics as quality/pearson_pooled).",
         )
     )
 
@@ -497,9 +498,15 @@ def build_report(
 
     # method parameters
     rows = []
+
+    def without_seed(cfg: Mapping[str, Any]) -> dict[str, Any]:  # the run's seed: one row per setting, not per seed
+        return {
+            k: ({kk: vv for kk, vv in v.items() if kk != "seed"} if isinstance(v, dict) else v) for k, v in cfg.items()
+        }
+
     for m in others:
         cfgs = {
-            json.dumps(r.get("method_config") or {}, sort_keys=True, default=str)
+            json.dumps(without_seed(r.get("method_config") or {}), sort_keys=True, default=str)
             for (_, mm), rs in by.items()
             if mm == m
             for r in rs

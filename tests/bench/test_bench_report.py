@@ -293,3 +293,23 @@ def test_report_of_some_tasks_only(tmp_path):
         write_report(tmp_path / "part" / "runs.jsonl", tasks=["cheetah"])
     with pytest.raises(CreditlabError, match=r"no runs of \['nope'\]"):
         write_report(tmp_path / "sweep", tmp_path / "x", tasks=["nope"])
+
+
+def test_method_table_has_one_row_per_setting_not_per_seed(tmp_path):
+    store = ResultsStore(tmp_path)
+    for method in ("episodic", "dense", "rrd"):
+        for seed in range(3):
+            run = RunSpec(TASKS["cheetah"], method, seed)
+            store.write_manifest([run], {})
+            config = {"assigner": {"seed": seed, "lr": 0.1}, "integration": {}} if method == "rrd" else {}
+            store.write_result(
+                run,
+                {
+                    "status": "ok",
+                    "metrics": {"final_return": float(seed), "auc": 0.0},
+                    "curve": {"x": [0, 100], "mean": [0.0, 1.0], "std": [0.0, 0.0]},
+                    "method_config": config,
+                },
+            )
+    rows = build_report(store.load_results()).table("methods").rows
+    assert rows == [["rrd", "lr=0.1", "defaults"]]
