@@ -51,16 +51,29 @@ def test_split_pays_a_share_and_dense_pays_each_agent_its_own():
     ]
 
 
-class _EarlyExit(ParallelEnv):
-    """Two agents; agent_0 terminates after one step, agent_1 after two."""
+class _TwoAgents(ParallelEnv):
+    """Toy two-agent parallel envs: agents, spaces (a 2-vector observation within +-bound, 2 actions)."""
 
-    metadata = {"name": "early_exit"}
     possible_agents = ["agent_0", "agent_1"]
+    render_mode = None
+    bound = 1.0
 
     def reset(self, seed=None, options=None):
         self.agents = list(self.possible_agents)
         self.t = 0
         return {a: np.zeros(2, np.float32) for a in self.agents}, {a: {} for a in self.agents}
+
+    def observation_space(self, agent):
+        return spaces.Box(-self.bound, self.bound, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+
+class _EarlyExit(_TwoAgents):
+    """Two agents; agent_0 terminates after one step, agent_1 after two."""
+
+    metadata = {"name": "early_exit"}
 
     def step(self, actions):
         self.t += 1
@@ -75,12 +88,6 @@ class _EarlyExit(ParallelEnv):
             dict.fromkeys(agents, False),
             {a: {} for a in agents},
         )
-
-    def observation_space(self, agent):
-        return spaces.Box(-1, 1, (2,), np.float32)
-
-    def action_space(self, agent):
-        return spaces.Discrete(2)
 
 
 def test_agents_ending_at_different_steps_is_a_named_error():
@@ -234,17 +241,10 @@ def test_runner_rejects_delayed_rewards_for_teams():
         train(cfg, envs=PettingZooEnvs())
 
 
-class _Reordered(ParallelEnv):
+class _Reordered(_TwoAgents):
     """Two agents whose step dicts list agent_1 before agent_0 (the order of possible_agents differs)."""
 
     metadata = {"name": "reordered"}
-    possible_agents = ["agent_0", "agent_1"]
-    render_mode = None
-
-    def reset(self, seed=None, options=None):
-        self.agents = list(self.possible_agents)
-        self.t = 0
-        return {a: np.zeros(2, np.float32) for a in self.agents}, {a: {} for a in self.agents}
 
     def step(self, actions):
         self.t += 1
@@ -258,12 +258,6 @@ class _Reordered(ParallelEnv):
             dict.fromkeys(agents, self.t >= 2),
             {a: {} for a in agents},
         )
-
-    def observation_space(self, agent):
-        return spaces.Box(-1, 1, (2,), np.float32)
-
-    def action_space(self, agent):
-        return spaces.Discrete(2)
 
 
 def test_team_episode_record_sits_on_the_first_possible_agent():
@@ -307,14 +301,13 @@ def test_callback_checks_team_return_against_the_envs_payment(split, team_return
     venv.close()
 
 
-class _TeamPays(ParallelEnv):
+class _TeamPays(_TwoAgents):
     """Two agents on a line, 3 steps; the env pays the team's number -|x_0 - x_1| to both, at the end only.
 
     ``unequal=True`` pays the agents different rewards (not a team-paying env)."""
 
     metadata = {"name": "team_pays"}
-    possible_agents = ["agent_0", "agent_1"]
-    render_mode = None
+    bound = 10.0
 
     def __init__(self, unequal=False):
         self.unequal = unequal
@@ -337,12 +330,6 @@ class _TeamPays(ParallelEnv):
         if end:
             self.agents = []
         return obs, rewards, dict.fromkeys(rewards, False), dict.fromkeys(rewards, end), {a: {} for a in rewards}
-
-    def observation_space(self, agent):
-        return spaces.Box(-10, 10, (2,), np.float32)
-
-    def action_space(self, agent):
-        return spaces.Discrete(2)
 
 
 def test_an_env_that_already_pays_the_team_counts_its_number_once():
