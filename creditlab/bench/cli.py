@@ -70,7 +70,11 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds", nargs="+", metavar="N|A,B", help="seed count (3 = 0,1,2) or list (0,2,5); default: the suite's"
     )
-    p.add_argument("--steps", type=int, help="override every task's training budget (environment steps per run)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="override every task's training budget (environment steps per run; agent-steps for pettingzoo tasks)",
+    )
     p.add_argument("--out", help=f"sweep folder (default {_DEFAULT_OUT}); re-running the same command resumes")
     g = p.add_mutually_exclusive_group()
     g.add_argument(

@@ -7,8 +7,8 @@ with the environments of :class:`creditlab.integrations.pettingzoo.PettingZooEnv
 
 * ``n_envs`` of the task's agent is the number of **team copies**; SuperSuit gives each agent a
   vector slot, and one SB3 PPO policy over all slots is parameter sharing;
-* budgets (``steps``, ``eval_every``, ``n_steps``, ``batch_size``) count **agent-steps**, as SB3
-  does (N per environment step);
+* budgets (``steps``, ``eval_every``, ``batch_size``) count **agent-steps**, as SB3 does (N per
+  environment step); ``n_steps`` counts steps per slot, as in SB3;
 * ``episodic`` (the baseline): the team's summed reward paid to every agent at the last step;
   ``dense`` (the oracle): each agent's own per-step reward; every other method trains on the
   episodic team reward through :class:`~creditlab.integrations.sb3.CreditAssignmentCallback`, which

@@ -31,8 +31,9 @@ summed reward at the last step and 0 before. This module builds that setting fro
 
 SuperSuit pitfalls handled here (see docs/credit.md, "Multi-agent"):
 
-* SB3 counts every agent slot as an environment: ``total_timesteps``, ``n_steps`` and
-  ``eval_every`` are **agent-steps** (N per environment step).
+* SB3 counts every agent slot as an environment: ``total_timesteps``, ``batch_size`` and
+  ``eval_every`` are **agent-steps** (N per environment step); ``n_steps`` counts steps per slot,
+  as in SB3 (a rollout is ``n_steps x n_envs x N`` agent-steps).
 * SuperSuit's SB3 wrapper ignores the seeds SB3 passes (``reset`` runs unseeded, and the copies
   are cloudpickled from one environment, so without reseeding they would replay the same random
   start states); :class:`TeamVecEnv` reseeds them.
@@ -318,8 +319,8 @@ class PettingZooEnvs:
     factory of a PettingZoo parallel env (a zero-argument callable or a ``"module:factory"``
     string called with ``env_kwargs``), ``n_envs`` as the number of team copies,
     ``config.reward`` ``"episodic"`` (the team's sum at the end) or ``"dense"`` (per-agent
-    rewards), and every step count (``total_timesteps``, ``n_steps``, ``eval_every``) in
-    agent-steps. Evaluation: :class:`TeamEvaluator` (team true returns).
+    rewards), and the budgets (``total_timesteps``, ``eval_every``, ``batch_size``) in agent-steps;
+    ``n_steps`` is per slot, as in SB3. Evaluation: :class:`TeamEvaluator` (team true returns).
 
     Args:
         split: pay ``R / N`` per agent (see :class:`TeamReward`).
