@@ -191,15 +191,14 @@ class ResultsStore:
         return _read_json(self.manifest_path) or {}
 
     # -- one table per sweep
-    def pack(self, path: str | os.PathLike, tasks: Collection[str] | None = None) -> Path:
+    def pack(self, path: str | os.PathLike) -> Path:
         """Write the sweep as one JSON-lines table: a manifest line, then one line per finished run
-        (its ``result.json``, curve included) and per crashed run (its ``error.json``); only the
-        runs of ``tasks`` when given.
+        (its ``result.json``, curve included) and per crashed run (its ``error.json``).
 
         What ``creditlab report FILE.jsonl`` reads; what the repository keeps instead of hundreds of
         run folders. :func:`read_packed` reads it back.
         """
-        return pack_rows(path, self.manifest(), self.load_results(), self.load_failures(), tasks)
+        return pack_rows(path, self.manifest(), self.load_results(), self.load_failures())
 
 
 class PackedResults:
@@ -259,11 +258,8 @@ def pack_rows(
     manifest: dict[str, Any],
     results: list[dict[str, Any]],
     failures: list[dict[str, Any]],
-    tasks: Collection[str] | None = None,
 ) -> Path:
-    """Write a packed table (see :meth:`ResultsStore.pack`), keeping only ``tasks`` when given."""
-    if tasks is not None:
-        manifest, results, failures = only_tasks(manifest, results, failures, tasks)
+    """Write a packed table (see :meth:`ResultsStore.pack`) from its rows."""
     lines = [json.dumps({"kind": "manifest", **manifest}, sort_keys=True)]
     lines += [json.dumps({"kind": "result", **r}, sort_keys=True) for r in results]
     lines += [json.dumps({"kind": "failure", **f}, sort_keys=True) for f in failures]
