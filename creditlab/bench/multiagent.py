@@ -46,6 +46,7 @@ def _individual_spread_classes() -> tuple[type, type]:
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
+    from gymnasium.spaces import Box
     from gymnasium.utils import EzPickle
     from mpe2.simple_spread.simple_spread import Scenario, raw_env
 
@@ -74,13 +75,21 @@ def _individual_spread_classes() -> tuple[type, type]:
         """mpe2's ``simple_spread_v3.raw_env`` (world, dynamics, observations) paying only
         :class:`IndividualSpreadScenario`'s reward: no shared coverage term (``local_ratio=None``)."""
 
-        def __init__(self, N: int = 3, max_cycles: int = 25, **kwargs: Any) -> None:
+        def __init__(self, N: int = 3, max_cycles: int = 25, time_feature: bool = False, **kwargs: Any) -> None:
             if "local_ratio" in kwargs:
                 raise RangeError(
                     f"spread_individual: local_ratio is not a parameter (each agent is paid its own reward); "
                     f"got local_ratio={kwargs['local_ratio']!r}"
                 )
+            if not isinstance(time_feature, bool):
+                raise RangeError(f"spread_individual: time_feature must be true or false; got {time_feature!r}")
             super().__init__(N=N, max_cycles=max_cycles, **kwargs)
+            self.time_feature = time_feature
+            if time_feature:  # one more observation entry per agent: the elapsed fraction steps / max_cycles
+                for name, space in self.observation_spaces.items():
+                    self.observation_spaces[name] = Box(-np.inf, np.inf, (space.shape[0] + 1,), np.float32)
+                width = self.state_space.shape[0] + len(self.possible_agents)
+                self.state_space = Box(-np.inf, np.inf, (width,), np.float32)
             old = self.scenario
             self.scenario = IndividualSpreadScenario(
                 curriculum=old.curriculum,
@@ -90,7 +99,16 @@ def _individual_spread_classes() -> tuple[type, type]:
             )
             self.local_ratio = None  # SimpleEnv then pays scenario.reward alone, with no global reward computed
             # copies (SuperSuit clones the env by pickling it) are rebuilt from these arguments, not raw_env's
-            EzPickle.__init__(self, N=N, max_cycles=max_cycles, **kwargs)
+            EzPickle.__init__(self, N=N, max_cycles=max_cycles, time_feature=time_feature, **kwargs)
+
+        def observe(self, agent: str) -> np.ndarray:
+            obs = super().observe(agent)
+            if not self.time_feature:
+                return obs
+            return np.append(obs, np.float32(self.steps / self.max_cycles))
+
+        def state(self) -> np.ndarray:
+            return np.concatenate([self.observe(agent) for agent in self.possible_agents])
 
     _CLASSES = (IndividualSpreadScenario, IndividualSpreadEnv)
     return _CLASSES
@@ -99,7 +117,7 @@ def _individual_spread_classes() -> tuple[type, type]:
 _CLASSES: tuple[type, type] | None = None
 
 
-def spread_individual(N: int = 3, max_cycles: int = 25, **kwargs: Any) -> Any:
+def spread_individual(N: int = 3, max_cycles: int = 25, time_feature: bool = False, **kwargs: Any) -> Any:
     """Cooperative navigation with LaRe's per-agent ("noshare") reward instead of mpe2's mixed one:
     the PettingZoo parallel env of the multiagent suite's tasks.
 
@@ -119,6 +137,11 @@ def spread_individual(N: int = 3, max_cycles: int = 25, **kwargs: Any) -> Any:
     1.34x (N = 6) faster per environment step than recomputing LaRe's reward in a wrapper on top of
     mpe2's env, observations and rewards identical (``benchmarks/bench_multiagent_env.py``).
 
+    ``time_feature=True`` appends the elapsed fraction of the episode, ``steps / max_cycles`` (0 after
+    a reset, 1 at the time limit), to every agent's observation: mpe2's observations carry no clock,
+    so without it a value function cannot tell how many of the 25 steps are left (the diagnosis of
+    team-uniform credit in docs/credit.md). Off in the suite's tasks.
+
     Example:
         >>> env = spread_individual(N=2, max_cycles=3)
         >>> _ = env.reset(seed=0)
@@ -129,7 +152,9 @@ def spread_individual(N: int = 3, max_cycles: int = 25, **kwargs: Any) -> Any:
     from mpe2._mpe_utils.simple_env import make_env
     from pettingzoo.utils.conversions import parallel_wrapper_fn
 
-    return parallel_wrapper_fn(make_env(_individual_spread_classes()[1]))(N=N, max_cycles=max_cycles, **kwargs)
+    return parallel_wrapper_fn(make_env(_individual_spread_classes()[1]))(
+        N=N, max_cycles=max_cycles, time_feature=time_feature, **kwargs
+    )
 
 
 def make_parallel_env(task: TaskSpec) -> Any:

@@ -205,3 +205,29 @@ def test_individual_spread_survives_supersuits_copies():
         _, rewards, _, _ = venv.step(np.zeros(venv.num_envs, dtype=np.int64))
     assert rewards.shape == (4,)
     venv.close()
+
+
+def test_individual_spread_time_feature_appends_the_elapsed_fraction():
+    # same seed, same actions: the observation is the plain env's plus steps / max_cycles (0, 1/4, ..., 1);
+    # rewards are unchanged; the spaces and the state grow by one entry per agent; copies keep the option
+    plain, timed = spread_individual(N=2, max_cycles=4), spread_individual(N=2, max_cycles=4, time_feature=True)
+    assert timed.observation_space("agent_0").shape == (plain.observation_space("agent_0").shape[0] + 1,)
+    assert timed.unwrapped.state_space.shape == (plain.unwrapped.state_space.shape[0] + 2,)
+    o1, _ = plain.reset(seed=1)
+    o2, _ = timed.reset(seed=1)
+    for step in range(1, 5):
+        for a in o1:
+            np.testing.assert_array_equal(o2[a][:-1], o1[a])
+            assert o2[a][-1] == pytest.approx((step - 1) / 4)
+            assert timed.observation_space(a).contains(o2[a])
+        assert timed.unwrapped.state().shape == timed.unwrapped.state_space.shape
+        actions = {a: step % 5 for a in plain.agents}
+        o1, r1, *_ = plain.step(actions)
+        o2, r2, _, tr2, _ = timed.step(actions)
+        assert r1 == r2
+    assert all(tr2.values()) and all(o[-1] == 1.0 for o in o2.values())
+    import cloudpickle
+
+    assert cloudpickle.loads(cloudpickle.dumps(timed)).unwrapped.time_feature is True
+    with pytest.raises(RangeError, match="time_feature"):
+        spread_individual(N=2, time_feature="yes")
