@@ -101,9 +101,29 @@ def test_report_aggregate_and_headline():
     # P(good > episodic): every good run (10.2) beats every episodic run (0 .. 0.4) -> 1
     assert agg["good"][6] == "1.00 [1.00, 1.00]"
     assert "best method is good" in rep.summary["headline"]
-    assert "reaches the dense oracle" in rep.summary["headline"]
+    assert "reaches the dense oracle" in rep.summary["headline"]  # every resample of good scores exactly 1
     verdicts = {(r[0], r[1]): r[3] for r in rep.table("verdict").rows}
     assert verdicts[("t1", "good")] == "better" and verdicts[("t1", "bad")] == "no better (within noise)"
+
+
+@pytest.mark.parametrize(
+    ("good_final", "phrase"),
+    [
+        (12.2, "scores above the dense oracle"),  # normalized exactly 1.2
+        (5.2, "stays below the dense oracle"),  # exactly 0.5
+        (None, "its interval also includes the dense oracle's 1"),  # 0.9 .. 1.1 over seeds
+    ],
+)
+def test_headline_places_the_interval_against_the_oracle(good_final, phrase):
+    t1 = TaskSpec("t1", "A-v0", "gymnasium", 10, 5, AGENT)
+    rows = []
+    for s in range(5):
+        rows.append(_result(t1, "episodic", s, 0.0 + 0.1 * s))  # mean 0.2
+        rows.append(_result(t1, "dense", s, 10.0 + 0.1 * s))  # mean 10.2; normalized x = (final - 0.2) / 10
+        rows.append(_result(t1, "good", s, good_final if good_final is not None else 9.2 + 0.5 * s))
+    headline = build_report(rows).summary["headline"]
+    assert "best method is good" in headline and "beats the episodic baseline" in headline
+    assert phrase in headline
 
 
 def test_headline_without_separation():
